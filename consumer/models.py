@@ -1,0 +1,132 @@
+"""The data shapes that travel the pipeline: plain values, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class BatchKey(NamedTuple):
+    """Every request-level API field: requests batch together only when all of them are equal."""
+
+    account: str
+    channel_type: str
+    template_code: str | None
+    template_name: str | None
+    language: str
+    from_number: str
+    fallback_id: str | None
+    fallback_content: str | None
+    fallback_rule: str | None
+    fallback_duration_s: int | None
+    task_id: str | None
+    cust_space_id: str | None
+    label: str | None
+    tag: str | None
+    ttl_s: int | None
+
+    @property
+    def template(self) -> str:
+        """The template as operators know it (code, else name): safe for logs and metric labels."""
+        return self.template_code or self.template_name or ""
+
+
+class Status(str, enum.Enum):
+    SENT = "SENT"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+class Source(NamedTuple):
+    """Where a request came from: its commit position and what its reply needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    correlation_id: bytes | None = None
+    reply_to: str | None = None
+
+
+Recipient = dict[str, Any]
+"""A decoded Avro ``Recipient`` record (keys as in schemas/send_request.avsc)."""
+
+
+@dataclass(slots=True)
+class SendRequest:
+    request_id: str
+    key: BatchKey
+    recipients: list[Recipient]
+    expires_at_ms: int | None
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    request_id: str
+    status: Status
+    code: str | None
+    message: str | None
+    recipients: int
+    attempts: int = 0
+    group_message_id: str | None = None
+    api_request_id: str | None = None
+    batch_id: str | None = None
+    completed_at_ms: int = 0
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro ``SendResult`` record."""
+        return {
+            "request_id": self.request_id,
+            "status": self.status.value,
+            "code": self.code,
+            "message": self.message,
+            "group_message_id": self.group_message_id,
+            "api_request_id": self.api_request_id,
+            "recipients": self.recipients,
+            "attempts": self.attempts,
+            "batch_id": self.batch_id,
+            "completed_at": self.completed_at_ms,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SendResult:
+        return cls(
+            request_id=record["request_id"],
+            status=Status(record["status"]),
+            code=record["code"],
+            message=record["message"],
+            recipients=record["recipients"],
+            attempts=record["attempts"],
+            group_message_id=record["group_message_id"],
+            api_request_id=record["api_request_id"],
+            batch_id=record["batch_id"],
+            completed_at_ms=record["completed_at"],
+        )
+
+
+@dataclass(slots=True)
+class Slice:
+    """The part of one request that rides in one batch (the whole request unless it had to be split)."""
+
+    request: SendRequest
+    recipients: list[Recipient]
+
+
+@dataclass(slots=True)
+class Batch:
+    """Requests with one BatchKey that go out as one API call."""
+
+    batch_id: str
+    key: BatchKey
+    slices: list[Slice] = field(default_factory=list)
+    recipient_count: int = 0
+    created_at: float = 0.0
+    attempts: int = 0
+
+    @property
+    def earliest_expiry_ms(self) -> int | None:
+        expiries = [s.request.expires_at_ms for s in self.slices if s.request.expires_at_ms is not None]
+        return min(expiries) if expiries else None

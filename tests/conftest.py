@@ -1,0 +1,6 @@
+"""Shared fixtures: each real part (broker, CAMS endpoint, Redis, the service) lives in its own module."""
+
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.cams",
+]
