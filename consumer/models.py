@@ -61,6 +61,9 @@ class SendRequest:
     recipients: list[Recipient]
     expires_at_ms: int | None
     source: Source
+    size_bytes: int = 0
+    parts: int = 1
+    """How many slices (batches) carry it: 1 unless it is larger than a batch."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,156 @@
+"""Avro in and out: SendRequest values decoded, SendResult values encoded.
+
+Two wire formats, chosen by configuration:
+- plain Avro binary with the bundled schema (``schemas/``), the default;
+- the Confluent wire format (magic byte 0, 4-byte schema id, Avro body) when a Schema Registry
+  is configured: the writer schema is fetched by id once and resolved against the bundled reader
+  schema, so producers may evolve the schema compatibly.
+
+Schemas are parsed once; decoding a message is one fastavro call. Anything that cannot be decoded
+raises ``DecodeError`` with a short reason that names the failure (it becomes a DLQ header).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+
+
+class DecodeError(Exception):
+    """A message value that is not a SendRequest; ``reason`` is a short machine-friendly word."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+
+
+REQUEST_SCHEMA_JSON = load_schema("send_request")
+RESULT_SCHEMA_JSON = load_schema("send_result")
+REQUEST_SCHEMA = parse_schema(REQUEST_SCHEMA_JSON)
+RESULT_SCHEMA = parse_schema(RESULT_SCHEMA_JSON)
+
+
+def _read_all(buffer: io.BytesIO, writer: Any, reader: Any, size: int) -> dict[str, Any]:
+    try:
+        record = schemaless_reader(buffer, writer, reader)
+    except EOFError as exc:
+        raise DecodeError("truncated", f"value ends early ({exc or 'EOF'})") from exc
+    except Exception as exc:  # fastavro raises many types on garbage: all mean "not this schema"
+        raise DecodeError("not-avro", f"{type(exc).__name__}: {exc}"[:200]) from exc
+    if buffer.tell() != size:
+        raise DecodeError("trailing-bytes", f"{size - buffer.tell()} bytes left after the record: wrong schema?")
+    return record
+
+
+class PlainAvroCodec:
+    """Values are bare Avro binary written with the bundled schemas."""
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        return _read_all(io.BytesIO(value), REQUEST_SCHEMA, None, len(value))
+
+    def encode_request(self, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        schemaless_writer(out, REQUEST_SCHEMA, record)
+        return out.getvalue()
+
+    def encode_result(self, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        schemaless_writer(out, RESULT_SCHEMA, record)
+        return out.getvalue()
+
+
+class RegistryAvroCodec(PlainAvroCodec):
+    """Confluent wire format; writer schemas come from the registry by id (cached for good).
+
+    ``fetch_schema(id) -> schema JSON string`` and ``register_schema(subject, schema JSON) -> id``
+    are the registry calls; ``registry_functions`` builds them on confluent-kafka's client.
+    """
+
+    def __init__(
+        self,
+        fetch_schema: Callable[[int], str],
+        register_schema: Callable[[str, str], int],
+        result_subject: str,
+        request_subject: str,
+    ):
+        self._fetch = fetch_schema
+        self._register = register_schema
+        self._result_subject = result_subject
+        self._request_subject = request_subject
+        self._writers: dict[int, Any] = {}
+        self._result_id: int | None = None
+        self._request_id: int | None = None
+
+    def _writer(self, schema_id: int) -> Any:
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            try:
+                text = self._fetch(schema_id)
+            except Exception as exc:
+                raise DecodeError("unknown-schema-id", f"schema id {schema_id}: {exc}"[:200]) from exc
+            writer = self._writers[schema_id] = parse_schema(json.loads(text))
+        return writer
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        if len(value) < _HEADER.size or value[0] != MAGIC_BYTE:
+            raise DecodeError("not-wire-format", "no Confluent magic byte and schema id")
+        _, schema_id = _HEADER.unpack_from(value)
+        buffer = io.BytesIO(value)
+        buffer.seek(_HEADER.size)
+        return _read_all(buffer, self._writer(schema_id), REQUEST_SCHEMA, len(value))
+
+    def _framed(self, schema_id: int, schema: Any, record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        out.write(_HEADER.pack(MAGIC_BYTE, schema_id))
+        schemaless_writer(out, schema, record)
+        return out.getvalue()
+
+    def encode_result(self, record: dict[str, Any]) -> bytes:
+        if self._result_id is None:
+            self._result_id = self._register(self._result_subject, json.dumps(RESULT_SCHEMA_JSON))
+        return self._framed(self._result_id, RESULT_SCHEMA, record)
+
+    def encode_request(self, record: dict[str, Any]) -> bytes:
+        if self._request_id is None:
+            self._request_id = self._register(self._request_subject, json.dumps(REQUEST_SCHEMA_JSON))
+        return self._framed(self._request_id, REQUEST_SCHEMA, record)
+
+
+def registry_functions(url: str, client_config: dict[str, Any] | None = None) -> tuple[Callable[[int], str], Callable[[str, str], int]]:
+    """(fetch by id, register under subject) backed by confluent-kafka's SchemaRegistryClient."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    client = SchemaRegistryClient({"url": url, **(client_config or {})})
+
+    def fetch(schema_id: int) -> str:
+        return client.get_schema(schema_id).schema_str
+
+    def register(subject: str, schema_str: str) -> int:
+        return client.register_schema(subject, Schema(schema_str, "AVRO"))
+
+    return fetch, register
+
+
+Codec = PlainAvroCodec
+
+
+def build_codec(registry_url: str | None, request_topic: str, reply_topic: str) -> Codec:
+    if not registry_url:
+        return PlainAvroCodec()
+    fetch, register = registry_functions(registry_url)
+    return RegistryAvroCodec(fetch, register, f"{reply_topic}-value", f"{request_topic}-value")

@@ -1,0 +1,325 @@
+"""Settings: declared once, loaded from a TOML file and the environment, validated at start-up.
+
+Every setting is one ``Setting`` row in ``SETTINGS``: its name, environment variable, type,
+default, bounds and help. The README's configuration reference is that table. Loading collects
+every problem before failing, so an operator sees all of them at once, one line each; secrets
+never appear in a repr, a log line or ``check-config``'s output.
+
+Sources, later wins: defaults < the TOML file named by ``CHATAPP_CONFIG`` < environment.
+The TOML file may also hold ``[kafka]`` (any librdkafka setting, passed through) and
+``[accounts.NAME]`` tables (credentials and rate limit of each named CAMS account).
+Any librdkafka setting can also come from the environment as ``CHATAPP_KAFKA_OPT_<NAME>``, the
+name upper-cased with dots as underscores (``CHATAPP_KAFKA_OPT_SASL_MECHANISMS=PLAIN``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PUBLIC_CAMS_ENDPOINT = "https://cams.ap-southeast-1.aliyuncs.com"
+DEFAULT_ACCOUNT = "default"
+KAFKA_OPT_PREFIX = "CHATAPP_KAFKA_OPT_"
+SECRET_WORDS = ("secret", "password", "token", "sasl.oauthbearer.config", "ssl.key")
+INFLIGHT_POLICIES = ("resend", "fail")
+LOG_FORMATS = ("auto", "json", "text")
+
+
+class ConfigError(Exception):
+    """Bad configuration: ``problems`` holds one human sentence per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    type: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    secret: bool = False
+
+
+def _s(name: str, typ: type, default: Any, help: str, **kw: Any) -> Setting:
+    env = kw.pop("env", None) or "CHATAPP_" + name.upper()
+    return Setting(name, env, typ, default, help, **kw)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _s("kafka_bootstrap_servers", str, None, "Kafka bootstrap servers (host:port,...). Unset: `run` refuses to start; `demo` starts the embedded broker."),
+    _s("group_id", str, "chatapp-consumer", "Consumer group id shared by every instance."),
+    _s("request_topic", str, "chatapp.send-requests", "Topic of SendRequest messages."),
+    _s("reply_topic", str, "chatapp.send-results", "Topic of SendResult messages (a request's `reply-to` header overrides it)."),
+    _s("dlq_topic", str, "chatapp.send-requests.dlq", "Dead-letter topic for undecodable input (original bytes, reason in headers)."),
+    _s("schema_registry_url", str, None, "Confluent Schema Registry URL. Set: values use the Confluent wire format; unset: plain Avro binary."),
+    _s("cams_endpoint", str, PUBLIC_CAMS_ENDPOINT, "CAMS API endpoint (https://host or http://127.0.0.1:PORT)."),
+    _s("access_key_id", str, None, "Access key id of the default account.", env="ALIBABA_CLOUD_ACCESS_KEY_ID"),
+    _s("access_key_secret", str, None, "Access key secret of the default account.", env="ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret=True),
+    _s("security_token", str, None, "STS security token of the default account.", env="ALIBABA_CLOUD_SECURITY_TOKEN", secret=True),
+    _s("rate_limit_per_second", float, 10.0, "API calls per second per account (the CAMS limit), shared by the whole group when Redis is set.", minimum=0.1, maximum=1000),
+    _s("rate_limit_burst", int, 1, "Calls that may go back to back after an idle period (1 keeps every 1-s window within the limit).", minimum=1, maximum=1000),
+    _s("rate_limit_safety_margin", float, 0.02, "Fraction added to the interval between calls to absorb network jitter.", minimum=0.0, maximum=0.5),
+    _s("limiter_fallback_instances", int, 3, "With Redis unreachable, each instance sends at rate / this number.", minimum=1, maximum=1000),
+    _s("redis_url", str, None, "Redis URL (redis://host:6379/0). Set: shared rate limiter and de-duplication ledger; unset: in-process ones."),
+    _s("batch_max_recipients", int, 1000, "Recipients per API call (the API's cap is 1,000).", minimum=1, maximum=1000),
+    _s("batch_linger_ms", int, 200, "How long a batch that is not full waits for more requests.", minimum=0, maximum=60_000),
+    _s("send_concurrency", int, 8, "API calls in flight at once per instance.", minimum=1, maximum=256),
+    _s("max_buffered_recipients", int, 20_000, "Back-pressure: partitions pause when this many recipients wait (batches, limiter, in flight).", minimum=1000, maximum=10_000_000),
+    _s("max_buffered_bytes", int, 64 * 1024 * 1024, "Back-pressure: partitions pause when buffered message bytes exceed this.", minimum=1 << 20, maximum=1 << 34),
+    _s("retry_max_attempts", int, 6, "API attempts per batch for transient failures (timeouts, 5xx, connection errors).", minimum=1, maximum=100),
+    _s("retry_backoff_ms", int, 200, "First retry delay; doubles each attempt, with full jitter.", minimum=1, maximum=600_000),
+    _s("retry_backoff_max_ms", int, 10_000, "Cap of the retry delay.", minimum=1, maximum=3_600_000),
+    _s("throttle_max_retries", int, 50, "Retries of a batch throttled with System.LimitControl before it fails.", minimum=0, maximum=10_000),
+    _s("http_connect_timeout_s", float, 5.0, "CAMS connect timeout.", minimum=0.1, maximum=120),
+    _s("http_read_timeout_s", float, 10.0, "CAMS read timeout.", minimum=0.1, maximum=600),
+    _s("ledger_retention_s", int, 7 * 86400, "How long the de-duplication ledger remembers a request id.", minimum=60, maximum=90 * 86400),
+    _s("inflight_policy", str, "resend", "A redelivered request that was in flight when an instance died: resend it, or fail it (code Chatapp.InFlightUnknown).", choices=INFLIGHT_POLICIES),
+    _s("inflight_stale_s", int, 60, "An in-flight mark older than this belongs to a dead instance.", minimum=1, maximum=86400),
+    _s("drain_timeout_s", float, 30.0, "On shutdown or revocation: how long to keep sending what is buffered.", minimum=0, maximum=3600),
+    _s("commit_interval_ms", int, 1000, "How often finished offsets are committed.", minimum=10, maximum=60_000),
+    _s("session_timeout_ms", int, 45_000, "Consumer group session timeout.", minimum=1000, maximum=3_600_000),
+    _s("metrics_host", str, "0.0.0.0", "Address of the metrics and health HTTP server."),
+    _s("metrics_port", int, 9400, "Port of /metrics, /healthz, /readyz (0 = any free port).", minimum=0, maximum=65535),
+    _s("log_format", str, "auto", "json, text, or auto (text on a terminal, JSON otherwise).", choices=LOG_FORMATS),
+    _s("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One CAMS account: whose credentials sign its calls and its own rate limit."""
+
+    name: str
+    access_key_id: str | None
+    access_key_secret: str | None = field(default=None, repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    rate_limit_per_second: float = 10.0
+    rate_limit_burst: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka_bootstrap_servers: str | None
+    group_id: str
+    request_topic: str
+    reply_topic: str
+    dlq_topic: str
+    schema_registry_url: str | None
+    cams_endpoint: str
+    access_key_id: str | None
+    access_key_secret: str | None = field(repr=False)
+    security_token: str | None = field(repr=False)
+    rate_limit_per_second: float
+    rate_limit_burst: int
+    rate_limit_safety_margin: float
+    limiter_fallback_instances: int
+    redis_url: str | None
+    batch_max_recipients: int
+    batch_linger_ms: int
+    send_concurrency: int
+    max_buffered_recipients: int
+    max_buffered_bytes: int
+    retry_max_attempts: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+    throttle_max_retries: int
+    http_connect_timeout_s: float
+    http_read_timeout_s: float
+    ledger_retention_s: int
+    inflight_policy: str
+    inflight_stale_s: int
+    drain_timeout_s: float
+    commit_interval_ms: int
+    session_timeout_ms: int
+    metrics_host: str
+    metrics_port: int
+    log_format: str
+    log_level: str
+    kafka_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
+
+    def account(self, name: str | None) -> AccountConfig | None:
+        return self.accounts.get(name or DEFAULT_ACCOUNT)
+
+    def with_overrides(self, **changes: Any) -> Config:
+        """A copy with some settings replaced (the demo and tests use it); validated again."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return _validated(values)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every effective setting with secrets replaced by ``***`` (for check-config)."""
+        out: dict[str, Any] = {}
+        for spec in SETTINGS:
+            value = getattr(self, spec.name)
+            out[spec.name] = "***" if spec.secret and value else value
+        out["kafka_options"] = {k: ("***" if _is_secret_key(k) else v) for k, v in self.kafka_options.items()}
+        out["accounts"] = {
+            name: {
+                "access_key_id": acc.access_key_id,
+                "access_key_secret": "***" if acc.access_key_secret else None,
+                "security_token": "***" if acc.security_token else None,
+                "rate_limit_per_second": acc.rate_limit_per_second,
+                "rate_limit_burst": acc.rate_limit_burst,
+            }
+            for name, acc in self.accounts.items()
+        }
+        return out
+
+    @property
+    def has_credentials(self) -> bool:
+        return any(acc.access_key_id and acc.access_key_secret for acc in self.accounts.values())
+
+
+def _is_secret_key(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
+def _convert(spec: Setting, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if spec.type is str:
+        return str(raw)
+    if spec.type is int:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        return int(raw)
+    return spec.type(raw)
+
+
+def _check(spec: Setting, value: Any) -> str | None:
+    if value is None:
+        return None
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.env}: must be one of {', '.join(spec.choices)} (got {value!r})"
+    if spec.minimum is not None and value < spec.minimum:
+        return f"{spec.env}: must be at least {spec.minimum:g} (got {value})"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"{spec.env}: must be at most {spec.maximum:g} (got {value})"
+    return None
+
+
+def _shown(spec: Setting, raw: Any) -> str:
+    return "(hidden)" if spec.secret else repr(raw)
+
+
+_ACCOUNT_KEYS: dict[str, Callable[[Any], Any]] = {
+    "access_key_id": str,
+    "access_key_secret": str,
+    "access_key_secret_env": str,
+    "security_token": str,
+    "security_token_env": str,
+    "rate_limit_per_second": float,
+    "rate_limit_burst": int,
+}
+
+
+def _accounts(values: dict[str, Any], table: Mapping[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, AccountConfig]:
+    accounts: dict[str, AccountConfig] = {}
+    if values.get("access_key_id") or values.get("access_key_secret"):
+        if not (values.get("access_key_id") and values.get("access_key_secret")):
+            problems.append("ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set together")
+        accounts[DEFAULT_ACCOUNT] = AccountConfig(
+            DEFAULT_ACCOUNT,
+            values.get("access_key_id"),
+            values.get("access_key_secret"),
+            values.get("security_token"),
+            values["rate_limit_per_second"],
+            values["rate_limit_burst"],
+        )
+    for name, raw in table.items():
+        where = f"[accounts.{name}]"
+        if not isinstance(raw, Mapping):
+            problems.append(f"{where}: must be a table")
+            continue
+        unknown = sorted(set(raw) - set(_ACCOUNT_KEYS))
+        if unknown:
+            problems.append(f"{where}: unknown keys {', '.join(unknown)}")
+        try:
+            item = {k: _ACCOUNT_KEYS[k](v) for k, v in raw.items() if k in _ACCOUNT_KEYS}
+        except (TypeError, ValueError):
+            problems.append(f"{where}: a value has the wrong type")
+            continue
+        secret = item.get("access_key_secret") or env.get(item.get("access_key_secret_env", ""), None)
+        token = item.get("security_token") or env.get(item.get("security_token_env", ""), None)
+        if not item.get("access_key_id") or not secret:
+            problems.append(f"{where}: needs access_key_id and access_key_secret (or access_key_secret_env naming a set variable)")
+        rate = item.get("rate_limit_per_second", values["rate_limit_per_second"])
+        if not 0.1 <= rate <= 1000:
+            problems.append(f"{where}: rate_limit_per_second must be between 0.1 and 1000 (got {rate})")
+        accounts[name] = AccountConfig(name, item.get("access_key_id"), secret, token, rate, item.get("rate_limit_burst", values["rate_limit_burst"]))
+    return accounts
+
+
+def _validated(values: dict[str, Any]) -> Config:
+    problems = [msg for spec in SETTINGS if (msg := _check(spec, values.get(spec.name)))]
+    if values["retry_backoff_max_ms"] < values["retry_backoff_ms"]:
+        problems.append("CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS")
+    endpoint = values["cams_endpoint"] or ""
+    if not endpoint.startswith(("http://", "https://")):
+        problems.append(f"CHATAPP_CAMS_ENDPOINT: must start with http:// or https:// (got {endpoint!r})")
+    if values.get("redis_url") and not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
+        problems.append("CHATAPP_REDIS_URL: must start with redis://, rediss:// or unix://")
+    if problems:
+        raise ConfigError(problems)
+    return Config(**values)
+
+
+def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | None = None) -> Config:
+    """Build the Config from defaults, the TOML file (``path`` or ``$CHATAPP_CONFIG``) and ``env``.
+
+    Raises ConfigError listing every problem found.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    file_values: dict[str, Any] = {}
+    path = path or env.get("CHATAPP_CONFIG")
+    if path:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            problems.append(f"CHATAPP_CONFIG: no such file {path}")
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"CHATAPP_CONFIG: cannot read {path}: {exc}")
+    kafka_table = file_values.pop("kafka", {})
+    account_table = file_values.pop("accounts", {})
+    known = {spec.name for spec in SETTINGS}
+    for name in sorted(set(file_values) - known):
+        problems.append(f"CHATAPP_CONFIG: unknown setting {name!r}")
+
+    values: dict[str, Any] = {}
+    for spec in SETTINGS:
+        raw, where = spec.default, None
+        if spec.name in file_values:
+            raw, where = file_values[spec.name], f"{spec.name} in {path}"
+        if env.get(spec.env, "") != "":
+            raw, where = env[spec.env], spec.env
+        try:
+            values[spec.name] = _convert(spec, raw)
+        except (TypeError, ValueError):
+            problems.append(f"{where}: expected {spec.type.__name__}, got {_shown(spec, raw)}")
+            values[spec.name] = spec.default
+
+    kafka_options = {str(k): str(v) for k, v in kafka_table.items()}
+    for name, value in env.items():
+        if name.startswith(KAFKA_OPT_PREFIX) and len(name) > len(KAFKA_OPT_PREFIX):
+            kafka_options[name[len(KAFKA_OPT_PREFIX):].lower().replace("_", ".")] = value
+    values["kafka_options"] = kafka_options
+    values["accounts"] = _accounts(values, account_table, env, problems)
+    try:
+        config = _validated(values)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return config

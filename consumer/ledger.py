@@ -1,0 +1,163 @@
+"""De-duplication ledger: what became of each ``request_id``.
+
+A request is marked IN_FLIGHT (with the instance that sends it) just before its API call and
+DONE with its result right after. On intake, the service looks every request id up:
+- DONE: the request was sent (or failed for good) before: its stored result is published again
+  and nothing is sent;
+- IN_FLIGHT: an instance died or lost its partitions mid-call: the configured
+  ``inflight_policy`` decides (``resend``, or ``fail`` with code ``Chatapp.InFlightUnknown``);
+- absent: a new request.
+
+``InMemoryLedger`` serves a single instance (it protects against retries and rebalances inside
+the process, not against a crash); ``RedisLedger`` is shared by every instance and survives them.
+Entries expire after the retention. If Redis cannot be reached the service keeps sending without
+de-duplication (``healthy()`` is False, a metric and a log line say so): a redelivery during such
+an outage may be sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .models import SendResult
+
+log = logging.getLogger("consumer.ledger")
+
+IN_FLIGHT = "in_flight"
+DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    state: str
+    owner: str | None = None
+    since: float = 0.0
+    result: SendResult | None = None
+
+
+class Ledger(Protocol):
+    def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]: ...
+    def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None: ...
+    def mark_done(self, results: Iterable[SendResult]) -> None: ...
+    def healthy(self) -> bool: ...
+
+
+class InMemoryLedger:
+    """Thread-safe dict with expiry, oldest entries first."""
+
+    def __init__(self, retention_s: float, clock=time.time, max_entries: int = 2_000_000):
+        self.retention_s = retention_s
+        self._clock = clock
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, LedgerEntry]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _put(self, request_id: str, entry: LedgerEntry, now: float) -> None:
+        self._entries[request_id] = (now + self.retention_s, entry)
+        self._entries.move_to_end(request_id)
+
+    def _expire(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            request_id, (expires, _) = next(iter(entries.items()))
+            if expires > now and len(entries) <= self._max:
+                break
+            entries.popitem(last=False)
+
+    def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            found = {}
+            for request_id in request_ids:
+                item = self._entries.get(request_id)
+                if item is not None:
+                    found[request_id] = item[1]
+            return found
+
+    def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
+        now = self._clock()
+        with self._lock:
+            for request_id in request_ids:
+                self._put(request_id, LedgerEntry(IN_FLIGHT, owner, now), now)
+
+    def mark_done(self, results: Iterable[SendResult]) -> None:
+        now = self._clock()
+        with self._lock:
+            for result in results:
+                self._put(result.request_id, LedgerEntry(DONE, None, now, result), now)
+
+    def healthy(self) -> bool:
+        return True
+
+
+class RedisLedger:
+    """One Redis string per request id: ``{"s": state, "o": owner, "t": since, "r": result}``.
+
+    Never raises for Redis trouble: a failed lookup finds nothing and a failed mark is lost, the
+    ledger reports unhealthy and logs once per outage, and the next successful call recovers it.
+    """
+
+    def __init__(self, redis_client, retention_s: int, key_prefix: str = "chatapp:ledger:"):
+        self._redis = redis_client
+        self.retention_s = int(retention_s)
+        self._prefix = key_prefix
+        self._healthy = True
+
+    def _key(self, request_id: str) -> str:
+        return self._prefix + request_id
+
+    def _outcome(self, error: Exception | None) -> None:
+        if error is not None and self._healthy:
+            log.warning("de-duplication ledger unreachable, sending without it: %s", error)
+        elif error is None and not self._healthy:
+            log.info("de-duplication ledger reachable again")
+        self._healthy = error is None
+
+    def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        if not request_ids:
+            return {}
+        try:
+            values = self._redis.mget([self._key(r) for r in request_ids])
+        except Exception as exc:  # redis-py raises ConnectionError, TimeoutError, ResponseError...
+            self._outcome(exc)
+            return {}
+        self._outcome(None)
+        found = {}
+        for request_id, raw in zip(request_ids, values):
+            if raw is not None:
+                data = json.loads(raw)
+                result = SendResult.from_record(data["r"]) if data.get("r") else None
+                found[request_id] = LedgerEntry(data["s"], data.get("o"), data.get("t", 0.0), result)
+        return found
+
+    def _set_all(self, items: Iterable[tuple[str, str]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for request_id, value in items:
+            pipe.set(self._key(request_id), value, ex=self.retention_s)
+        try:
+            pipe.execute()
+        except Exception as exc:
+            self._outcome(exc)
+            return
+        self._outcome(None)
+
+    def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
+        value = json.dumps({"s": IN_FLIGHT, "o": owner, "t": time.time()})
+        self._set_all((request_id, value) for request_id in request_ids)
+
+    def mark_done(self, results: Iterable[SendResult]) -> None:
+        now = time.time()
+        self._set_all(
+            (result.request_id, json.dumps({"s": DONE, "t": now, "r": result.to_record()})) for result in results
+        )
+
+    def healthy(self) -> bool:
+        return self._healthy

@@ -1,0 +1,49 @@
+"""The Generic Cell Rate Algorithm as pure functions of (stored state, now): no clock, no I/O.
+
+State is one float per key, the TAT (theoretical arrival time): the instant at which the key is
+back to "one call already spent". A call at ``now`` is allowed when
+``TAT - (burst - 1) * interval <= now`` and then moves the TAT one ``interval`` later.
+
+Guarantee: any window of length L (closed at both ends) holds at most ``burst + floor(L / interval)``
+grants. With ``interval = (1 + safety_margin) / rate``, ``burst = 1`` and an integer ``rate``,
+a 1-second window holds at most ``1 + floor(rate / (1 + safety_margin)) <= rate`` grants: rate + 1
+consecutive grants span ``1 + safety_margin`` seconds, so up to ``safety_margin`` seconds of
+network jitter (20 ms with the default 2 %) cannot put rate + 1 calls into one CAMS window.
+
+``consumer/limiter/redis.py`` runs the same rules in Lua; keep both in step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Verdict(NamedTuple):
+    """The outcome of one request: ``wait_s == 0.0`` means granted; ``tat`` is the state to store."""
+
+    wait_s: float
+    tat: float
+
+
+def emission_interval(rate_per_second: float, safety_margin: float) -> float:
+    """Seconds between two grants at ``rate_per_second``, lengthened by the ``safety_margin`` fraction."""
+    return (1.0 + safety_margin) / rate_per_second
+
+
+def gcra(tat: float | None, now: float, interval: float, burst: int) -> Verdict:
+    """Decide one request: grant it (TAT moves one interval on) or say how long until it would be granted.
+
+    ``tat=None`` is a key never seen (or expired). An idle key's TAT is clamped to ``now``, so idle
+    time never banks more than ``burst`` grants.
+    """
+    current = now if tat is None or tat < now else tat
+    allowed_at = current - (burst - 1) * interval
+    if allowed_at > now:
+        return Verdict(allowed_at - now, current)
+    return Verdict(0.0, current + interval)
+
+
+def push_out(tat: float | None, now: float, delay_s: float, interval: float, burst: int) -> float:
+    """The TAT that makes the next grant come no sooner than ``now + delay_s`` (and not as a burst)."""
+    current = now if tat is None or tat < now else tat
+    return max(current, now + delay_s + (burst - 1) * interval)

@@ -1,0 +1,106 @@
+"""In-process limiter: GCRA plus adaptive factor per account, guarded by one lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .adaptive import AdaptivePolicy, RateFactor
+from .gcra import emission_interval, gcra, push_out
+from .protocol import AccountLimit, LimiterObserver, NoopObserver
+
+
+@dataclass(slots=True)
+class _AccountState:
+    """What the limiter remembers per account seen: GCRA TAT, adaptive factor, last rate reported."""
+
+    tat: float | None = None
+    factor: RateFactor = field(default_factory=RateFactor)
+    reported_rate: float | None = None
+
+
+class InProcessLimiter:
+    """A :class:`RateLimiter` for one process: exact within the process, blind to other processes.
+
+    Thread-safe: every decision happens under one lock, so grants for an account are never closer
+    than its emission interval, ``(1 + safety_margin) / effective_rate``, whichever thread asks.
+    Accounts missing from ``limits`` get ``default``. State is kept per account seen (accounts are
+    a small, fixed set). ``clock`` is a monotonic float-seconds clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, AccountLimit],
+        default: AccountLimit,
+        safety_margin: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        policy: AdaptivePolicy = AdaptivePolicy(),
+        observer: LimiterObserver | None = None,
+    ) -> None:
+        if safety_margin < 0:
+            raise ValueError(f"safety_margin must be >= 0, got {safety_margin}")
+        self._limits = dict(limits)
+        self._default = default
+        self._margin = safety_margin
+        self._clock = clock
+        self._policy = policy
+        self._observer: LimiterObserver = observer or NoopObserver()
+        self._lock = threading.Lock()
+        self._states: dict[str, _AccountState] = {}
+
+    def acquire(self, account: str) -> float:
+        limit = self._limits.get(account, self._default)
+        with self._lock:
+            now = self._clock()
+            state = self._states.setdefault(account, _AccountState())
+            rate = limit.rate_per_second * state.factor.at(now, self._policy)
+            verdict = gcra(state.tat, now, emission_interval(rate, self._margin), limit.burst)
+            state.tat = verdict.tat
+            changed = self._note_rate(state, rate)
+        self._report(account, changed)
+        if verdict.wait_s > 0.0:
+            self._observer.denied(account, verdict.wait_s)
+        else:
+            self._observer.granted(account)
+        return verdict.wait_s
+
+    def throttled(self, account: str, retry_after_s: float | None = None) -> None:
+        limit = self._limits.get(account, self._default)
+        with self._lock:
+            now = self._clock()
+            state = self._states.setdefault(account, _AccountState())
+            state.factor = state.factor.throttled(now, self._policy)
+            rate = limit.rate_per_second * state.factor.at(now, self._policy)
+            if retry_after_s:
+                interval = emission_interval(rate, self._margin)
+                state.tat = push_out(state.tat, now, retry_after_s, interval, limit.burst)
+            changed = self._note_rate(state, rate)
+        self._report(account, changed)
+
+    def effective_rate(self, account: str) -> float:
+        limit = self._limits.get(account, self._default)
+        with self._lock:
+            state = self._states.get(account)
+            factor = state.factor.at(self._clock(), self._policy) if state else 1.0
+        return limit.rate_per_second * factor
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _note_rate(state: _AccountState, rate: float) -> float | None:
+        """Remember ``rate`` as reported; return it if it differs from the last report (caller holds the lock)."""
+        if rate == state.reported_rate:
+            return None
+        state.reported_rate = rate
+        return rate
+
+    def _report(self, account: str, changed: float | None) -> None:
+        if changed is not None:
+            self._observer.rate_changed(account, changed)

@@ -1,0 +1,113 @@
+"""Which source offsets are safe to commit: pure bookkeeping, no Kafka client.
+
+Every polled message is ``track``ed in offset order and ``finish``ed once its result (or
+dead-letter record) is acknowledged by the broker, in any order. The committable position of a
+partition is its lowest unfinished offset (or one past the highest seen when nothing is
+unfinished): a commit never passes a message whose outcome is not durable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+TopicPartition = tuple[str, int]
+
+
+class PartitionOffsets:
+    """Unfinished offsets of one partition, lowest first."""
+
+    __slots__ = ("_unfinished", "_finished", "_next", "_committed")
+
+    def __init__(self) -> None:
+        self._unfinished: deque[int] = deque()
+        self._finished: set[int] = set()
+        self._next: int | None = None
+        self._committed: int | None = None
+
+    def track(self, offset: int) -> None:
+        if self._next is not None and offset < self._next:
+            raise ValueError(f"offset {offset} tracked after {self._next - 1}: offsets must increase")
+        self._unfinished.append(offset)
+        self._next = offset + 1
+
+    def finish(self, offset: int) -> None:
+        unfinished = self._unfinished
+        if unfinished and unfinished[0] == offset:
+            unfinished.popleft()
+            finished = self._finished
+            while unfinished and unfinished[0] in finished:
+                finished.discard(unfinished.popleft())
+        else:
+            self._finished.add(offset)
+
+    @property
+    def position(self) -> int | None:
+        """The offset to commit: the next message to read after a restart."""
+        if self._unfinished:
+            return self._unfinished[0]
+        return self._next
+
+    @property
+    def unfinished(self) -> int:
+        return len(self._unfinished)
+
+    def dirty(self) -> bool:
+        position = self.position
+        return position is not None and position != self._committed
+
+    def committed(self, position: int) -> None:
+        self._committed = position
+
+
+class OffsetTracker:
+    """PartitionOffsets for every assigned partition."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._partitions.setdefault(tp, PartitionOffsets())
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._partitions.pop(tp, None)
+
+    def owns(self, tp: TopicPartition) -> bool:
+        return tp in self._partitions
+
+    def track(self, tp: TopicPartition, offset: int) -> None:
+        self._partitions[tp].track(offset)
+
+    def finish(self, tp: TopicPartition, offset: int) -> bool:
+        """Mark done; False when the partition is no longer ours (revoked: nothing to commit)."""
+        state = self._partitions.get(tp)
+        if state is None:
+            return False
+        state.finish(offset)
+        return True
+
+    def to_commit(self, partitions: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Positions that moved since they were last committed (all partitions, or those given)."""
+        wanted = self._partitions if partitions is None else partitions
+        out: dict[TopicPartition, int] = {}
+        for tp in wanted:
+            state = self._partitions.get(tp)
+            if state is not None and state.dirty():
+                out[tp] = state.position  # type: ignore[assignment]
+        return out
+
+    def committed(self, positions: dict[TopicPartition, int]) -> None:
+        for tp, position in positions.items():
+            state = self._partitions.get(tp)
+            if state is not None:
+                state.committed(position)
+
+    def unfinished(self, partitions: Iterable[TopicPartition] | None = None) -> int:
+        wanted = self._partitions if partitions is None else partitions
+        return sum(self._partitions[tp].unfinished for tp in wanted if tp in self._partitions)
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._partitions)

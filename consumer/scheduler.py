@@ -1,0 +1,132 @@
+"""Which batch gets the next API call of an account: fair between batch keys, urgent first.
+
+Pure and single-threaded (the dispatcher guards it with its lock; the clock is passed in).
+
+Order of service within one account:
+1. a batch holding a request whose ``expires_at`` falls within ``urgent_window_s`` (earliest
+   first), so nearly expired requests are not starved by a backlog;
+2. otherwise round-robin over the batch keys that have batches waiting: a campaign with
+   thousands of batches on one template gets one call in K when K keys wait, so every waiting key
+   is served within K calls (K / rate seconds).
+Batches waiting for a retry (``not_before`` in the future) are held aside until then, and then
+go to the front of their key's queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from .models import Batch, BatchKey, Slice
+from .batching import without
+
+
+class _AccountQueue:
+    __slots__ = ("keys", "delayed")
+
+    def __init__(self) -> None:
+        self.keys: OrderedDict[BatchKey, deque[Batch]] = OrderedDict()
+        self.delayed: list[tuple[float, int, Batch]] = []
+
+
+class FairScheduler:
+    def __init__(self, urgent_window_s: float = 2.0):
+        self.urgent_window_s = urgent_window_s
+        self._accounts: dict[str, _AccountQueue] = {}
+        self._seq = itertools.count()
+        self.buffered_recipients = 0
+        self.batches = 0
+
+    def push(self, batch: Batch, not_before: float = 0.0) -> None:
+        queue = self._accounts.setdefault(batch.key.account, _AccountQueue())
+        if not_before > 0.0:
+            heapq.heappush(queue.delayed, (not_before, next(self._seq), batch))
+        else:
+            queue.keys.setdefault(batch.key, deque()).append(batch)
+        self.buffered_recipients += batch.recipient_count
+        self.batches += 1
+
+    def _release(self, queue: _AccountQueue, now: float) -> None:
+        delayed = queue.delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, batch = heapq.heappop(delayed)
+            queue.keys.setdefault(batch.key, deque()).appendleft(batch)
+            queue.keys.move_to_end(batch.key, last=False)
+
+    def ready_accounts(self, now: float) -> list[str]:
+        ready = []
+        for account, queue in self._accounts.items():
+            self._release(queue, now)
+            if queue.keys:
+                ready.append(account)
+        return ready
+
+    def until_next_retry(self, now: float) -> float | None:
+        times = [q.delayed[0][0] for q in self._accounts.values() if q.delayed]
+        return max(0.0, min(times) - now) if times else None
+
+    def pop(self, account: str, now: float) -> Batch | None:
+        queue = self._accounts.get(account)
+        if queue is None:
+            return None
+        self._release(queue, now)
+        if not queue.keys:
+            return None
+        key = self._urgent_key(queue, now) or next(iter(queue.keys))
+        batches = queue.keys[key]
+        batch = batches.popleft()
+        if batches:
+            queue.keys.move_to_end(key)  # round-robin: this key goes to the back
+        else:
+            del queue.keys[key]
+        self.buffered_recipients -= batch.recipient_count
+        self.batches -= 1
+        return batch
+
+    def _urgent_key(self, queue: _AccountQueue, now: float) -> BatchKey | None:
+        horizon_ms = (now + self.urgent_window_s) * 1000
+        best: tuple[int, BatchKey] | None = None
+        for key, batches in queue.keys.items():
+            expiry = batches[0].earliest_expiry_ms
+            if expiry is not None and expiry <= horizon_ms and (best is None or expiry < best[0]):
+                best = (expiry, key)
+        return best[1] if best else None
+
+    def remove(self, drop: Callable[[Slice], bool]) -> list[Slice]:
+        """Take out the slices ``drop`` selects (revoked partitions); return them."""
+        removed: list[Slice] = []
+        for queue in self._accounts.values():
+            for key in list(queue.keys):
+                kept = deque()
+                for batch in queue.keys[key]:
+                    rest, gone = self._without(batch, drop)
+                    removed.extend(gone)
+                    if rest is not None:
+                        kept.append(rest)
+                if kept:
+                    queue.keys[key] = kept
+                else:
+                    del queue.keys[key]
+            delayed = []
+            for entry in queue.delayed:
+                rest, gone = self._without(entry[2], drop)
+                removed.extend(gone)
+                if rest is not None:
+                    delayed.append((entry[0], entry[1], rest))
+            heapq.heapify(delayed)
+            queue.delayed = delayed
+        return removed
+
+    def _without(self, batch: Batch, drop: Callable[[Slice], bool]) -> tuple[Batch | None, list[Slice]]:
+        before = batch.recipient_count
+        rest, gone = without(batch, drop)
+        if gone:
+            self.buffered_recipients -= before - (rest.recipient_count if rest else 0)
+            if rest is None:
+                self.batches -= 1
+        return rest, gone
+
+    def __len__(self) -> int:
+        return self.batches
