@@ -1,7 +1,7 @@
 """Fan-in of slice outcomes: a request is finished when every slice that carries it is.
 
 One batch carries many requests, and a request larger than a batch rides in several. Each API
-call reports one ``Outcome`` per slice; ``Completion.slice_done`` returns the request's
+call reports one ``SliceOutcome`` per slice; ``Completion.slice_done`` returns the request's
 ``SendResult`` once its last slice reports, combining them: SENT only if every slice was sent,
 otherwise the first slice that was not decides status and code. Thread-safe (senders report
 from their worker threads).
@@ -17,7 +17,7 @@ from .models import SendRequest, SendResult, Slice, Status
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class SliceOutcome:
     """What happened to one slice."""
 
     status: Status
@@ -33,7 +33,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def result_of(request: SendRequest, outcome: Outcome) -> SendResult:
+def result_of(request: SendRequest, outcome: SliceOutcome) -> SendResult:
     return SendResult(
         request_id=request.request_id,
         status=outcome.status,
@@ -48,14 +48,14 @@ def result_of(request: SendRequest, outcome: Outcome) -> SendResult:
     )
 
 
-def combine(outcomes: list[Outcome]) -> Outcome:
+def combine(outcomes: list[SliceOutcome]) -> SliceOutcome:
     if len(outcomes) == 1:
         return outcomes[0]
     attempts = sum(o.attempts for o in outcomes)
     failed = next((o for o in outcomes if o.status is not Status.SENT), None)
     first = failed or outcomes[0]
     group_ids = ",".join(o.group_message_id for o in outcomes if o.group_message_id)
-    return Outcome(
+    return SliceOutcome(
         first.status,
         first.code,
         first.message,
@@ -68,10 +68,10 @@ def combine(outcomes: list[Outcome]) -> Outcome:
 
 class Completion:
     def __init__(self) -> None:
-        self._partial: dict[int, list[Outcome]] = {}
+        self._partial: dict[int, list[SliceOutcome]] = {}
         self._lock = threading.Lock()
 
-    def slice_done(self, piece: Slice, outcome: Outcome) -> SendResult | None:
+    def slice_done(self, piece: Slice, outcome: SliceOutcome) -> SendResult | None:
         request = piece.request
         if request.parts == 1:
             return result_of(request, outcome)

@@ -6,10 +6,12 @@ every problem before failing, so an operator sees all of them at once, one line 
 never appear in a repr, a log line or ``check-config``'s output.
 
 Sources, later wins: defaults < the TOML file named by ``CHATAPP_CONFIG`` < environment.
-The TOML file may also hold ``[kafka]`` (any librdkafka setting, passed through) and
+The TOML file may also hold ``[kafka]`` (any librdkafka setting, passed through to the consumer
+and the producer), ``[kafka.consumer]`` and ``[kafka.producer]`` (settings for one of them) and
 ``[accounts.NAME]`` tables (credentials and rate limit of each named CAMS account).
-Any librdkafka setting can also come from the environment as ``CHATAPP_KAFKA_OPT_<NAME>``, the
-name upper-cased with dots as underscores (``CHATAPP_KAFKA_OPT_SASL_MECHANISMS=PLAIN``).
+Any librdkafka setting can also come from the environment as ``CHATAPP_KAFKA_OPT_<NAME>`` (both),
+``CHATAPP_KAFKA_CONSUMER_OPT_<NAME>`` or ``CHATAPP_KAFKA_PRODUCER_OPT_<NAME>``, the name
+upper-cased with dots as underscores (``CHATAPP_KAFKA_OPT_SASL_MECHANISMS=PLAIN``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PUBLIC_CAMS_ENDPOINT = "https://cams.ap-southeast-1.aliyuncs.com"
 DEFAULT_ACCOUNT = "default"
-KAFKA_OPT_PREFIX = "CHATAPP_KAFKA_OPT_"
+KAFKA_OPT_PREFIXES = {
+    "kafka_options": "CHATAPP_KAFKA_OPT_",
+    "consumer_options": "CHATAPP_KAFKA_CONSUMER_OPT_",
+    "producer_options": "CHATAPP_KAFKA_PRODUCER_OPT_",
+}
 SECRET_WORDS = ("secret", "password", "token", "sasl.oauthbearer.config", "ssl.key")
 INFLIGHT_POLICIES = ("resend", "fail")
 LOG_FORMATS = ("auto", "json", "text")
@@ -146,16 +152,12 @@ class Config:
     log_format: str
     log_level: str
     kafka_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    consumer_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    producer_options: Mapping[str, str] = field(default_factory=dict, repr=False)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
 
     def account(self, name: str | None) -> AccountConfig | None:
         return self.accounts.get(name or DEFAULT_ACCOUNT)
-
-    def with_overrides(self, **changes: Any) -> Config:
-        """A copy with some settings replaced (the demo and tests use it); validated again."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return _validated(values)
 
     def redacted(self) -> dict[str, Any]:
         """Every effective setting with secrets replaced by ``***`` (for check-config)."""
@@ -163,7 +165,8 @@ class Config:
         for spec in SETTINGS:
             value = getattr(self, spec.name)
             out[spec.name] = "***" if spec.secret and value else value
-        out["kafka_options"] = {k: ("***" if _is_secret_key(k) else v) for k, v in self.kafka_options.items()}
+        for table in KAFKA_OPT_PREFIXES:
+            out[table] = {k: ("***" if _is_secret_key(k) else v) for k, v in getattr(self, table).items()}
         out["accounts"] = {
             name: {
                 "access_key_id": acc.access_key_id,
@@ -310,11 +313,17 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
             problems.append(f"{where}: expected {spec.type.__name__}, got {_shown(spec, raw)}")
             values[spec.name] = spec.default
 
-    kafka_options = {str(k): str(v) for k, v in kafka_table.items()}
-    for name, value in env.items():
-        if name.startswith(KAFKA_OPT_PREFIX) and len(name) > len(KAFKA_OPT_PREFIX):
-            kafka_options[name[len(KAFKA_OPT_PREFIX):].lower().replace("_", ".")] = value
-    values["kafka_options"] = kafka_options
+    tables = {
+        "kafka_options": {k: v for k, v in kafka_table.items() if not isinstance(v, Mapping)},
+        "consumer_options": kafka_table.get("consumer", {}),
+        "producer_options": kafka_table.get("producer", {}),
+    }
+    for table, prefix in KAFKA_OPT_PREFIXES.items():
+        options = {str(k): str(v) for k, v in tables[table].items()}
+        for name, value in env.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                options[name[len(prefix):].lower().replace("_", ".")] = value
+        values[table] = options
     values["accounts"] = _accounts(values, account_table, env, problems)
     try:
         config = _validated(values)

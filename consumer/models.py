@@ -128,6 +128,12 @@ class Batch:
     recipient_count: int = 0
     created_at: float = 0.0
     attempts: int = 0
+    """API calls made for this batch (and the batch it was split from)."""
+    failures: int = 0
+    """Transient failures so far (throttling does not count)."""
+    throttles: int = 0
+    ready_at: float = 0.0
+    """When it was handed to the scheduler (for the limiter-wait metric)."""
 
     @property
     def earliest_expiry_ms(self) -> int | None:

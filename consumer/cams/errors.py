@@ -11,21 +11,20 @@ order  rule                                                         outcome
        413, 414 (the request itself is too large: split it)         INVALID_REQUEST
        408                                                          TRANSIENT
 4      Code in the exact table:
-       System.LimitControl, Throttling                              THROTTLED
+       System.LimitControl                                          THROTTLED
        ServiceUnavailable, InternalError, ServiceTimeout,
        SignatureNonceUsed (a retry gets a new nonce),
        Chatapp.Timeout, Chatapp.ConnectionError, Chatapp.BadResponse TRANSIENT
        Ram.PermissionDeny, Product.Unsubscript,
        Unknown.ResourceOwnerId, SignatureDoesNotMatch,
        IncompleteSignature, MissingSecurityToken,
-       MissingAccessKeyId, NoPermission                             PERMANENT
+       MissingAccessKeyId                                           PERMANENT
 5      Code starts with a prefix in the prefix table (first wins):
        Throttling                                                   THROTTLED
        InternalError., ServiceUnavailable.                          TRANSIENT
        InvalidAccessKeyId, InvalidSecurityToken, InvalidTimeStamp,
-       InvalidAction, InvalidVersion, Forbidden, SignatureDoesNotMatch,
-       Ram., NoPermission                                           PERMANENT
-       MissingParameter, Missing, InvalidParameter, InvalidParam,
+       InvalidAction, InvalidVersion, Forbidden, Ram., NoPermission PERMANENT
+       Missing (MissingParameter...), InvalidParam (InvalidParameter...),
        Invalid., Parameter., IllegalParam                           INVALID_REQUEST
 6      no HTTP response (status None) or HTTP 5xx                   TRANSIENT
 7      anything else: unknown 4xx, HTTP 2xx/3xx with Code != "OK"   PERMANENT
@@ -66,7 +65,6 @@ _STATUSES: dict[int, Outcome] = {
 
 _CODES: dict[str, Outcome] = {
     "System.LimitControl": Outcome.THROTTLED,
-    "Throttling": Outcome.THROTTLED,
     "ServiceUnavailable": Outcome.TRANSIENT,
     "InternalError": Outcome.TRANSIENT,
     "ServiceTimeout": Outcome.TRANSIENT,
@@ -81,7 +79,6 @@ _CODES: dict[str, Outcome] = {
     "IncompleteSignature": Outcome.PERMANENT,
     "MissingSecurityToken": Outcome.PERMANENT,
     "MissingAccessKeyId": Outcome.PERMANENT,
-    "NoPermission": Outcome.PERMANENT,
 }
 
 _PREFIXES: tuple[tuple[str, Outcome], ...] = (
@@ -94,18 +91,15 @@ _PREFIXES: tuple[tuple[str, Outcome], ...] = (
     ("InvalidAction", Outcome.PERMANENT),
     ("InvalidVersion", Outcome.PERMANENT),
     ("Forbidden", Outcome.PERMANENT),
-    ("SignatureDoesNotMatch", Outcome.PERMANENT),
     ("Ram.", Outcome.PERMANENT),
     ("NoPermission", Outcome.PERMANENT),
-    ("MissingParameter", Outcome.INVALID_REQUEST),
     ("Missing", Outcome.INVALID_REQUEST),
-    ("InvalidParameter", Outcome.INVALID_REQUEST),
     ("InvalidParam", Outcome.INVALID_REQUEST),
     ("Invalid.", Outcome.INVALID_REQUEST),
     ("Parameter.", Outcome.INVALID_REQUEST),
     ("IllegalParam", Outcome.INVALID_REQUEST),
 )
-"""Checked in order: the auth ``Invalid*`` prefixes must come before the parameter ones."""
+"""Checked in order after the exact table (so MissingSecurityToken stays PERMANENT): first match wins."""
 
 
 def _by_code(code: str) -> Outcome | None:
@@ -121,7 +115,7 @@ def classify(http_status: int | None, code: str | None, *, retry_after_s: float 
         return Outcome.OK
     if retry_after_s is not None and retry_after_s > 0:
         return Outcome.THROTTLED
-    outcome = _STATUSES.get(http_status) if http_status is not None else None
+    outcome = _STATUSES.get(http_status) if http_status else None
     if outcome is None and code:
         outcome = _by_code(code)
     if outcome is not None:

@@ -10,12 +10,17 @@ a 1-second window holds at most ``1 + floor(rate / (1 + safety_margin)) <= rate`
 consecutive grants span ``1 + safety_margin`` seconds, so up to ``safety_margin`` seconds of
 network jitter (20 ms with the default 2 %) cannot put rate + 1 calls into one CAMS window.
 
+Decisions are made to the microsecond (the Redis clock's resolution): a grant due within
+``RESOLUTION_S`` is given, so float rounding never denies it.
+
 ``consumer/limiter/redis.py`` runs the same rules in Lua; keep both in step.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+RESOLUTION_S = 1e-6
 
 
 class Verdict(NamedTuple):
@@ -38,7 +43,7 @@ def gcra(tat: float | None, now: float, interval: float, burst: int) -> Verdict:
     """
     current = now if tat is None or tat < now else tat
     allowed_at = current - (burst - 1) * interval
-    if allowed_at > now:
+    if allowed_at - now > RESOLUTION_S:
         return Verdict(allowed_at - now, current)
     return Verdict(0.0, current + interval)
 

@@ -1,0 +1,376 @@
+"""The composition root and the main loop: consume → decode → validate → batch → (sender:
+limit → send) → reply → commit.
+
+Threads: the main loop owns the Kafka consumer and producer, the batcher and the offset
+tracker; the sender's dispatcher and workers (``sender.py``) own the API calls and hand finished
+requests back through a queue. Nothing here blocks on the network except ``consume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import validate
+from .batching import Batcher
+from .cams.client import CamsClient, CredentialsProvider, StaticCredentials, build_http_client
+from .codec import Codec, DecodeError, build_codec
+from .completion import now_ms
+from .config import Config
+from .kafka_io import KafkaIO, KafkaError, Message
+from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
+from .limiter import AccountLimit, InProcessLimiter, RateLimiter, RedisLimiter
+from .metrics import Health, Metrics, StatusServer
+from .models import SendRequest, SendResult, Source, Status
+from .offsets import OffsetTracker
+from .reply import Replies
+from .sender import Sender, SendPolicy
+
+log = logging.getLogger("consumer.app")
+
+CONSUME_BATCH = 1000
+IDLE_POLL_S = 0.1
+BUSY_POLL_S = 0.01
+LAG_EVERY_S = 5.0
+INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
+REJECTED_CODE = "Chatapp.InvalidRequest"
+
+
+def _redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10)
+
+
+def build_limiter(config: Config, metrics: Metrics) -> RateLimiter:
+    limits = {name: AccountLimit(acc.rate_limit_per_second, acc.rate_limit_burst) for name, acc in config.accounts.items()}
+    default = AccountLimit(config.rate_limit_per_second, config.rate_limit_burst)
+    if config.redis_url:
+        return RedisLimiter(
+            _redis(config.redis_url), limits, default, safety_margin=config.rate_limit_safety_margin,
+            fallback_instances=config.limiter_fallback_instances, observer=metrics,
+        )
+    return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, observer=metrics)
+
+
+def build_ledger(config: Config) -> Ledger:
+    if config.redis_url:
+        return RedisLedger(_redis(config.redis_url), config.ledger_retention_s)
+    return InMemoryLedger(config.ledger_retention_s)
+
+
+def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
+    return {
+        name: StaticCredentials(acc.access_key_id or "", acc.access_key_secret or "", acc.security_token)
+        for name, acc in config.accounts.items()
+    }
+
+
+@dataclass
+class _Pending:
+    """A request being worked on, and the later messages that carry the same request id."""
+
+    request: SendRequest
+    followers: list[Source]
+
+
+class Service:
+    def __init__(self, config: Config, metrics: Metrics | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.health = Health()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.codec: Codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
+        self.tracker = OffsetTracker()
+        self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
+        self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost)
+        self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self._durable)
+        self.limiter = build_limiter(config, self.metrics)
+        self.ledger = build_ledger(config)
+        self._finished: queue.SimpleQueue[list[tuple[SendRequest, SendResult]]] = queue.SimpleQueue()
+        http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
+        self.sender = Sender(
+            CamsClient(config.cams_endpoint, http),
+            build_credentials(config),
+            self.limiter,
+            self.ledger,
+            SendPolicy(config.retry_max_attempts, config.retry_backoff_ms, config.retry_backoff_max_ms, config.throttle_max_retries),
+            self.metrics,
+            self._finished.put,
+            config.send_concurrency,
+            self.owner,
+        )
+        self._pending: dict[str, _Pending] = {}
+        self._buffered_recipients = 0
+        self._buffered_bytes = 0
+        self._paused = False
+        self._stopping = False
+        self._assigned: set[tuple[str, int]] = set()
+        self.health.checks = {
+            "partitions_assigned": lambda: bool(self._assigned),
+            "limiter_backend": self.limiter.healthy,
+            "ledger": self.ledger.healthy,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        if not self._stopping:
+            log.info("stop requested: finishing buffered work (drain timeout %.0fs)", self.config.drain_timeout_s)
+        self._stopping = True
+
+    def run(self, install_signals: bool = True, on_tick: Callable[[], None] | None = None) -> int:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        server = None
+        if self.config.metrics_port >= 0:
+            server = StatusServer(self.config.metrics_host, self.config.metrics_port, self.metrics, self.health).start()
+            self.status_port = server.port
+            log.info("metrics and health on http://%s:%d/metrics", self.config.metrics_host, server.port)
+        self.metrics.up.set(1)
+        self.sender.start()
+        self.kafka.subscribe()
+        log.info("consuming %s as group %s", self.config.request_topic, self.config.group_id)
+        last_commit = last_lag = time.monotonic()
+        try:
+            while not self._stopping:
+                busy = self._buffered_recipients > 0 or self.replies.outstanding > 0
+                timeout = BUSY_POLL_S if busy else IDLE_POLL_S
+                until = self.batcher.until_next()
+                if until is not None:
+                    timeout = min(timeout, until)
+                messages = self.kafka.consume(CONSUME_BATCH, timeout)
+                if messages:
+                    self._intake(messages)
+                self._step()
+                now = time.monotonic()
+                if now - last_commit >= self.config.commit_interval_ms / 1000:
+                    self._commit(asynchronous=True)
+                    last_commit = now
+                if now - last_lag >= LAG_EVERY_S:
+                    self._report_lag()
+                    last_lag = now
+                if on_tick is not None:
+                    on_tick()
+            self._shutdown()
+        finally:
+            self.metrics.up.set(0)
+            if server is not None:
+                server.stop()
+        return 0
+
+    def _step(self) -> None:
+        """Everything the loop does besides consuming: batches due, results, deliveries, pressure."""
+        for batch in self.batcher.due():
+            self.sender.submit(batch)
+        self._publish_finished()
+        self.kafka.serve_deliveries(0)
+        self.replies.retry_failed()
+        self._apply_backpressure()
+        self.metrics.buffered_recipients.set(self._buffered_recipients)
+        self.health.beat()
+
+    # -- consume → decode → validate → batch ---------------------------------------------------
+    def _intake(self, messages: list[Message]) -> None:
+        candidates: list[SendRequest] = []
+        decode = self.codec.decode
+        accounts = self.config.accounts
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            self.tracker.track((topic, partition), offset)
+            headers = msg.headers()
+            correlation = reply_to = None
+            if headers:
+                for name, value in headers:
+                    if name == "correlation-id":
+                        correlation = value
+                    elif name == "reply-to" and value:
+                        reply_to = value.decode("utf-8", "replace")
+            source = Source(topic, partition, offset, msg.timestamp()[1], correlation, reply_to)
+            value = msg.value()
+            try:
+                record = decode(value or b"")
+            except DecodeError as exc:
+                self.replies.dead_letter(source, value, msg.key(), headers, exc.reason, exc.detail)
+                continue
+            problems = validate.problems(record, accounts)
+            if problems:
+                self._answer(source, SendResult(record["request_id"], Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(record["recipients"]), completed_at_ms=now_ms()))
+                continue
+            request = validate.to_request(record, source)
+            request.size_bytes = len(value)
+            candidates.append(request)
+        self.metrics.requests_consumed.inc(len(messages))
+        if candidates:
+            self._admit(candidates)
+
+    def _admit(self, requests: list[SendRequest]) -> None:
+        seen = self.ledger.lookup([r.request_id for r in requests])
+        now = now_ms()
+        recipients = 0
+        for request in requests:
+            request_id = request.request_id
+            pending = self._pending.get(request_id)
+            if pending is not None:  # the same request is already on its way: answer both with one send
+                pending.followers.append(request.source)
+                self.metrics.duplicates.labels("in_process").inc()
+                continue
+            entry = seen.get(request_id)
+            if entry is not None and entry.state == DONE and entry.result is not None:
+                self.metrics.duplicates.labels("done").inc()
+                self._answer(request.source, entry.result)
+                continue
+            if entry is not None and entry.state == IN_FLIGHT:
+                if self.config.inflight_policy == "fail":
+                    self.metrics.duplicates.labels("inflight_failed").inc()
+                    self._answer(request.source, SendResult(request_id, Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)", len(request.recipients), completed_at_ms=now))
+                    continue
+                self.metrics.duplicates.labels("inflight_resent").inc()
+                log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, entry.owner)
+            if request.expires_at_ms is not None and request.expires_at_ms <= now:
+                self._answer(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
+                continue
+            self._pending[request_id] = _Pending(request, [])
+            recipients += len(request.recipients)
+            self._buffered_bytes += request.size_bytes
+            for batch in self.batcher.add(request):
+                self.sender.submit(batch)
+        self._buffered_recipients += recipients
+        self.metrics.recipients_consumed.inc(recipients)
+
+    # -- reply → commit ------------------------------------------------------------------------
+    def _answer(self, source: Source, result: SendResult) -> None:
+        self.replies.result(source, result)
+
+    def _publish_finished(self) -> None:
+        while True:
+            try:
+                finished = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            for request, result in finished:
+                pending = self._pending.pop(request.request_id, None)
+                self.replies.result(request.source, result)
+                for follower in pending.followers if pending else ():
+                    self.replies.result(follower, result)
+                self._buffered_recipients -= len(request.recipients)
+                self._buffered_bytes -= request.size_bytes
+
+    def _durable(self, source: Source) -> None:
+        self.tracker.finish((source.topic, source.partition), source.offset)
+
+    def _commit(self, asynchronous: bool, partitions: list[tuple[str, int]] | None = None) -> None:
+        positions = self.tracker.to_commit(partitions)
+        if positions and self.kafka.commit(positions, asynchronous):
+            self.tracker.committed(positions)
+            self.metrics.commits.inc()
+
+    def _apply_backpressure(self) -> None:
+        over = self._buffered_recipients >= self.config.max_buffered_recipients or self._buffered_bytes >= self.config.max_buffered_bytes
+        under = self._buffered_recipients < self.config.max_buffered_recipients // 2 and self._buffered_bytes < self.config.max_buffered_bytes // 2
+        if over and not self._paused:
+            self.kafka.pause(self._assigned)
+            self._paused = True
+            self.metrics.paused.set(1)
+        elif under and self._paused:
+            self.kafka.resume(self._assigned)
+            self._paused = False
+            self.metrics.paused.set(0)
+
+    def _report_lag(self) -> None:
+        for (topic, partition), lag in self.kafka.lag(self._assigned).items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
+
+    # -- rebalance and shutdown ------------------------------------------------------------------
+    def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
+        log.info("assigned %s", _names(partitions))
+        self.tracker.assign(partitions)
+        self._assigned.update(partitions)
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        if self._paused:
+            self.kafka.pause(partitions)
+
+    def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
+        log.info("revoking %s: finishing their work", _names(partitions))
+        self._settle(partitions, time.monotonic() + self.config.drain_timeout_s)
+        self._commit(asynchronous=False, partitions=partitions)
+        self._forget(partitions)
+
+    def _on_lost(self, partitions: list[tuple[str, int]]) -> None:
+        log.warning("lost %s: abandoning their work uncommitted", _names(partitions))
+        self._abandon(partitions)
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[tuple[str, int]]) -> None:
+        self.tracker.revoke(partitions)
+        self._assigned.difference_update(partitions)
+        self.metrics.assigned_partitions.set(len(self._assigned))
+        for topic, partition in partitions:
+            try:
+                self.metrics.lag.remove(topic, str(partition))
+            except KeyError:
+                pass
+
+    def _settle(self, partitions: list[tuple[str, int]], deadline: float) -> None:
+        """Send what is buffered and wait until these partitions' messages are answered durably;
+        what is still unsent at the deadline is abandoned (redelivered to the next owner)."""
+        for batch in self.batcher.flush():
+            self.sender.submit(batch)
+        while self.tracker.unfinished(partitions) > 0 and time.monotonic() < deadline:
+            self._publish_finished()
+            self.kafka.serve_deliveries(0.01)
+            self.replies.retry_failed()
+            self.health.beat()
+        if self.tracker.unfinished(partitions) > 0:
+            self._abandon(partitions)
+        self.kafka.flush(max(1.0, deadline - time.monotonic()))
+
+    def _abandon(self, partitions: list[tuple[str, int]]) -> None:
+        wanted = set(partitions)
+        for batch in self.batcher.flush():
+            self.sender.submit(batch)
+        removed = self.sender.abandon(lambda s: (s.request.source.topic, s.request.source.partition) in wanted)
+        requests = {id(s.request): s.request for s in removed}
+        for request in requests.values():
+            pending = self._pending.pop(request.request_id, None)
+            self._buffered_recipients -= len(request.recipients)
+            self._buffered_bytes -= request.size_bytes
+            survivors = [f for f in (pending.followers if pending else []) if (f.topic, f.partition) not in wanted]
+            if survivors:  # a later copy on a partition we keep: send it in the abandoned one's place
+                heir = SendRequest(request.request_id, request.key, request.recipients, request.expires_at_ms, survivors[0], request.size_bytes)
+                self._admit_again(heir, survivors[1:])
+        if requests:
+            log.warning("abandoned %d unsent requests of %s: the next owner gets them again", len(requests), _names(partitions))
+
+    def _admit_again(self, request: SendRequest, followers: list[Source]) -> None:
+        self._pending[request.request_id] = _Pending(request, followers)
+        self._buffered_recipients += len(request.recipients)
+        self._buffered_bytes += request.size_bytes
+        for batch in self.batcher.add(request):
+            self.sender.submit(batch)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        assigned = list(self._assigned)
+        self._settle(assigned, deadline)
+        self.sender.stop(timeout=max(1.0, deadline - time.monotonic()))
+        self._publish_finished()
+        self.kafka.flush(max(1.0, deadline - time.monotonic()))
+        self._commit(asynchronous=False)
+        self.kafka.close()
+        log.info("stopped: %d partitions committed", len(assigned))
+
+
+def _names(partitions: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "nothing"

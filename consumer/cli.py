@@ -1,0 +1,120 @@
+"""``chatapp-consumer``: run the service, the embedded demo, and the operators' tools.
+
+    run           consume, batch, send, reply (embedded demo when nothing is configured)
+    demo          the embedded defaults explicitly: mock broker, local CAMS, sample traffic
+    produce       send requests from a JSON-lines file, or generated samples, to the topic
+    check-config  print the effective configuration (secrets redacted) and test connectivity
+    replay-dlq    re-inject dead-lettered messages into the request topic after a fix
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import config as settings
+from . import logs
+
+
+def _load(env=None) -> settings.Config | None:
+    try:
+        return settings.load(env)
+    except settings.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    if config.kafka_bootstrap_servers is None and not config.has_credentials:
+        print("No CHATAPP_KAFKA_BOOTSTRAP_SERVERS and no CAMS credentials configured: running the embedded demo.", file=sys.stderr)
+        return cmd_demo(args)
+    problems = []
+    if config.kafka_bootstrap_servers is None:
+        problems.append("CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set")
+    if not config.has_credentials:
+        problems.append("ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (or [accounts.*] in CHATAPP_CONFIG): no CAMS account configured")
+    if problems:
+        for problem in problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level, config.log_format)
+    from .app import Service
+
+    return Service(config).run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    logs.setup("WARNING", "text")
+    from .demo import run_demo
+
+    return run_demo(requests=getattr(args, "requests", 20_000))
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    from .tools import produce
+
+    return produce(config, args.file, args.samples, args.bootstrap_servers)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    print(json.dumps(config.redacted(), indent=2, default=str))
+    if args.no_connect:
+        return 0
+    from .tools import check_connectivity
+
+    return check_connectivity(config)
+
+
+def cmd_replay_dlq(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    from .tools import replay_dlq
+
+    return replay_dlq(config, args.max, args.dry_run, args.timeout)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="chatapp-consumer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the service (configuration from the environment and CHATAPP_CONFIG)")
+    run.add_argument("--requests", type=int, default=20_000, help="demo only: sample requests to produce")
+    run.set_defaults(func=cmd_run)
+    demo = sub.add_parser("demo", help="run on the embedded broker and local CAMS endpoint with sample traffic")
+    demo.add_argument("--requests", type=int, default=20_000)
+    demo.set_defaults(func=cmd_demo)
+    produce = sub.add_parser("produce", help="send requests to the request topic")
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="JSON lines, one SendRequest record per line ('-' = stdin)")
+    source.add_argument("--samples", type=int, help="generate this many sample requests")
+    produce.add_argument("--bootstrap-servers", help="overrides CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
+    produce.set_defaults(func=cmd_produce)
+    check = sub.add_parser("check-config", help="print the effective configuration and test connectivity")
+    check.add_argument("--no-connect", action="store_true", help="only print the configuration")
+    check.set_defaults(func=cmd_check_config)
+    replay = sub.add_parser("replay-dlq", help="re-inject dead-lettered messages into the request topic")
+    replay.add_argument("--max", type=int, default=None, help="stop after this many messages")
+    replay.add_argument("--dry-run", action="store_true", help="count and show, do not produce or commit")
+    replay.add_argument("--timeout", type=float, default=10.0, help="stop after this many idle seconds")
+    replay.set_defaults(func=cmd_replay_dlq)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)

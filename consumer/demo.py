@@ -1,0 +1,133 @@
+"""The embedded default: the whole service on this machine, nothing real sent.
+
+Starts librdkafka's mock cluster and the local CAMS endpoint in their own processes, produces
+sample traffic (several templates and languages, plus a few bad messages to show the DLQ and
+REJECTED paths), runs the service against them with a progress line each second, then reads the
+reply and dead-letter topics back and prints the results and a metrics summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import TextIO
+
+from confluent_kafka import Consumer, Producer
+from fastavro import schemaless_reader
+
+from . import config as settings
+from .app import Service
+from .codec import RESULT_SCHEMA, PlainAvroCodec
+from .local_cams import LocalCams
+from .mockcluster import MockCluster
+from .samples import request_record, sample_records
+
+DEMO_KEY_ID = "LTAI_DEMO_LOCAL_ONLY"
+DEMO_SECRET = "demo-secret-local-only"
+PARTITIONS = 8
+FAST = {"fetch.wait.max.ms": "10"}
+
+
+def _bad_messages(codec: PlainAvroCodec) -> list[bytes]:
+    invalid = request_record("bad-number", "welcome", "en", ["not-a-phone"])
+    too_short = request_record("bad-fallback", "welcome", "en", ["8613911112222"], fallback_duration_s=5)
+    return [b"\x00garbage", b"not avro at all", codec.encode_request(invalid), codec.encode_request(too_short)]
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for i, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value, key=str(i).encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(30) != 0:
+        raise RuntimeError("could not produce the sample traffic")
+
+
+def _read_back(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{time.time_ns()}", "auto.offset.reset": "earliest", **FAST})
+    consumer.subscribe([topic])
+    out: list = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expected and time.monotonic() < deadline:
+        out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+    consumer.close()
+    return out
+
+
+def _total(service: Service, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for family in service.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: TextIO = sys.stdout) -> int:
+    say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
+    say("chatapp-consumer demo: embedded Kafka (librdkafka mock cluster) + local CAMS endpoint.")
+    say("NOTHING REAL IS SENT: no Kafka cluster, no Alibaba Cloud account, no phone is involved.")
+    env = dict(os.environ if env is None else env)
+    base = settings.load(env)
+    codec = PlainAvroCodec()
+    topics = {base.request_topic: PARTITIONS, base.reply_topic: PARTITIONS, base.dlq_topic: 1}
+    with MockCluster.start(topics=topics) as cluster, LocalCams.start(accounts={DEMO_KEY_ID: DEMO_SECRET}, rate_limit=int(base.rate_limit_per_second)) as cams:
+        config = settings.load({
+            **env,
+            "CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+            "CHATAPP_CAMS_ENDPOINT": cams.url,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_KEY_ID,
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_SECRET,
+            "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
+            "CHATAPP_METRICS_PORT": env.get("CHATAPP_METRICS_PORT", "0"),
+        })
+        bad = _bad_messages(codec)
+        values = [codec.encode_request(r) for r in sample_records(requests)] + bad
+        say(f"producing {requests:,} requests over 5 templates x 2 languages, plus {len(bad)} bad messages ...")
+        _produce(cluster.bootstrap_servers, config.request_topic, values)
+        expected_results = requests + 2  # the two invalid requests get REJECTED results; 2 go to the DLQ
+        service = Service(config)
+        started = time.monotonic()
+        last = [started]
+
+        def tick() -> None:
+            now = time.monotonic()
+            published = _total(service, "chatapp_results_total")
+            if now - last[0] >= 1.0:
+                last[0] = now
+                say(f"  {now - started:5.1f}s  results {int(published):>6,}/{expected_results:,}  "
+                    f"API calls {int(_total(service, 'chatapp_api_calls_total'))}  buffered {int(_total(service, 'chatapp_buffered_recipients')):,}")
+            if published >= expected_results and _total(service, "chatapp_dlq_records_total") >= 2:
+                service.request_stop()
+            elif now - started > 300:
+                say("demo: giving up after 300 s")
+                service.request_stop()
+
+        service.run(install_signals=True, on_tick=tick)
+        elapsed = time.monotonic() - started
+        results = _read_back(cluster.bootstrap_servers, config.reply_topic, expected_results)
+        dlq = _read_back(cluster.bootstrap_servers, config.dlq_topic, 2)
+        statuses = collections.Counter()
+        for message in results:
+            statuses[schemaless_reader(io.BytesIO(message.value()), RESULT_SCHEMA, None)["status"]] += 1
+        stats = cams.stats()
+        calls_ok = _total(service, "chatapp_api_calls_total", code="OK")
+        sent_recipients = _total(service, "chatapp_api_recipients_total")
+        say()
+        say(f"results on {config.reply_topic}: {dict(statuses)}  ({len(results):,} records)")
+        say(f"dead-lettered on {config.dlq_topic}: {len(dlq)} ({', '.join(sorted({dict(m.headers())['chatapp.dlq.reason'].decode() for m in dlq}))})")
+        say(f"API calls accepted: {int(calls_ok)} carrying {int(sent_recipients):,} recipients "
+            f"(mean {sent_recipients / max(calls_ok, 1):,.0f} per call, cap 1,000)")
+        say(f"local endpoint: {stats['accepted_calls']} calls accepted, max {stats['max_accepted_1s']} in any 1 s window (limit {int(config.rate_limit_per_second)})")
+        say(f"wall time {elapsed:.1f}s: {sent_recipients / elapsed:,.0f} recipients/s")
+        say("(every number above came from the local endpoint; nothing left this machine)")
+        return 0 if statuses.get("SENT", 0) == requests else 1

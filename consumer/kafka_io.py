@@ -1,0 +1,138 @@
+"""The only importer of confluent_kafka: consumer and producer behind a small surface.
+
+The consumer is a group member with cooperative-sticky assignment, no auto-commit and no
+auto offset store: the service commits positions it computed itself. The producer is
+idempotent (acks=all, ordered, no duplicates on its own retries).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from .config import Config
+
+log = logging.getLogger("consumer.kafka")
+
+TP = tuple[str, int]
+Rebalance = Callable[[list[TP]], None]
+DeliveryCallback = Callable[[Any, Message], None]
+
+__all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config"]
+
+
+def _common(config: Config) -> dict[str, Any]:
+    return {"bootstrap.servers": config.kafka_bootstrap_servers, "client.id": "chatapp-consumer", **config.kafka_options}
+
+
+def consumer_config(config: Config) -> dict[str, Any]:
+    return {
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": config.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, config.session_timeout_ms // 5),
+        "max.poll.interval.ms": max(300_000, int(config.drain_timeout_s * 2000) + 60_000),
+        "on_commit": _on_commit,
+        **_common(config),
+        **config.consumer_options,
+    }
+
+
+def producer_config(config: Config) -> dict[str, Any]:
+    return {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        **_common(config),
+        **config.producer_options,
+    }
+
+
+def _on_commit(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    if err is not None:
+        log.warning("offset commit failed: %s", err)
+
+
+class KafkaIO:
+    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance):
+        self._consumer = Consumer(consumer_config(config), logger=logging.getLogger("consumer.librdkafka"))
+        self._producer = Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka"))
+        self._topic = config.request_topic
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._on_lost = on_lost
+
+    def subscribe(self) -> None:
+        self._consumer.subscribe(
+            [self._topic],
+            on_assign=lambda c, ps: self._on_assign([(p.topic, p.partition) for p in ps]),
+            on_revoke=lambda c, ps: self._on_revoke([(p.topic, p.partition) for p in ps]),
+            on_lost=lambda c, ps: self._on_lost([(p.topic, p.partition) for p in ps]),
+        )
+
+    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        return self._consumer.consume(max_messages, timeout)
+
+    def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: list[tuple[str, bytes]] | None, on_delivery: DeliveryCallback) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:  # local queue full: serve delivery reports, then try again
+                self._producer.poll(0.1)
+
+    def serve_deliveries(self, timeout: float = 0.0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        """Wait for outstanding deliveries; returns how many are still not acknowledged."""
+        return self._producer.flush(timeout)
+
+    def commit(self, positions: Mapping[TP, int], asynchronous: bool) -> bool:
+        if not positions:
+            return True
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            log.warning("offset commit failed: %s", exc)
+            return False
+        return True
+
+    def pause(self, partitions: Iterable[TP]) -> None:
+        self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+
+    def resume(self, partitions: Iterable[TP]) -> None:
+        self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
+
+    def lag(self, partitions: Iterable[TP]) -> dict[TP, int]:
+        """Messages between the consumer's position and the (cached) high watermark."""
+        out: dict[TP, int] = {}
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        if not tps:
+            return out
+        try:
+            positions = self._consumer.position(tps)
+        except KafkaException:
+            return out
+        for tp in positions:
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
+
+    def assignment(self) -> list[TP]:
+        return [(p.topic, p.partition) for p in self._consumer.assignment()]
+
+    def close(self) -> None:
+        self._consumer.close()

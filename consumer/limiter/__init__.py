@@ -1,0 +1,24 @@
+"""Per-account CAMS call budget: a token source the dispatcher asks before each SendChatappMassMessage.
+
+``InProcessLimiter`` serves one process; ``RedisLimiter`` shares each account's budget (and its
+adaptive factor) across every instance of the consumer group, falling back to an in-process share
+when Redis is unreachable. Both never sleep: ``acquire`` returns 0.0 (go) or the seconds to wait.
+"""
+
+from .adaptive import AdaptivePolicy, RateFactor
+from .memory import InProcessLimiter
+from .protocol import AccountLimit, LimiterObserver, NoopObserver, RateLimiter
+from .redis import RedisLimiter, connect, fallback_limit
+
+__all__ = [
+    "AccountLimit",
+    "AdaptivePolicy",
+    "InProcessLimiter",
+    "LimiterObserver",
+    "NoopObserver",
+    "RateFactor",
+    "RateLimiter",
+    "RedisLimiter",
+    "connect",
+    "fallback_limit",
+]

@@ -1,0 +1,281 @@
+"""Redis-backed limiter: one budget per account shared by every instance, with an in-process fallback.
+
+Keys (all under ``key_prefix``; ``{account}`` is a Redis Cluster hash tag, so both keys of an account
+live on one slot):
+
+- ``<prefix>{<account>}:tat``  — GCRA TAT, seconds on the Redis server clock; expires once in the past.
+- ``<prefix>{<account>}:rate`` — hash ``f`` (adaptive factor after the last decrease), ``t`` (when);
+  expires once the factor is back to 1.0 and the hold-off is over.
+
+Every instance runs the same Lua script (loaded once, then EVALSHA) with the time taken from the Redis
+server (``TIME``), so instance clocks never matter and one acquire is one round trip.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .adaptive import AdaptivePolicy
+from .memory import InProcessLimiter
+from .protocol import AccountLimit, LimiterObserver, NoopObserver
+
+log = logging.getLogger("consumer.limiter")
+
+PROBE_INTERVAL_S = 1.0
+"""While in fallback, Redis is tried again at most this often."""
+
+_SCRIPT = """
+-- Same rules as consumer/limiter/gcra.py and adaptive.py.
+-- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}
+-- ARGV op ('acquire' | 'throttle' | 'peek'), rate, burst, safety_margin,
+--      decrease, floor, recovery_per_s, holdoff_s, retry_after_s
+-- returns {granted (1/0), wait_s, factor}; numbers as strings (Lua numbers would be truncated)
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local op = ARGV[1]
+local rate, burst, margin = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local decrease, min_factor = tonumber(ARGV[5]), tonumber(ARGV[6])
+local recovery, holdoff = tonumber(ARGV[7]), tonumber(ARGV[8])
+local function fmt(x) return string.format('%.6f', x) end
+local function ttl_ms(s) return math.ceil(s * 1000) + 1000 end
+
+local factor, since = 1.0, nil
+local saved = redis.call('HMGET', KEYS[2], 'f', 't')
+if saved[1] then
+  since = tonumber(saved[2])
+  factor = math.min(1.0, tonumber(saved[1]) + recovery * (now - since))
+end
+if op == 'peek' then return {0, '0', fmt(factor)} end
+
+local stored = tonumber(redis.call('GET', KEYS[1]))
+local tat = now
+if stored and stored > now then tat = stored end
+
+if op == 'throttle' then
+  if not since or now - since >= holdoff then
+    factor = math.max(min_factor, factor * decrease)
+    redis.call('HSET', KEYS[2], 'f', fmt(factor), 't', fmt(now))
+    redis.call('PEXPIRE', KEYS[2], ttl_ms(math.max((1 - factor) / recovery, holdoff)))
+  end
+  local retry_after = tonumber(ARGV[9])
+  if retry_after > 0 then
+    local interval = (1 + margin) / (rate * factor)
+    tat = math.max(tat, now + retry_after + (burst - 1) * interval)
+    redis.call('SET', KEYS[1], fmt(tat), 'PX', ttl_ms(tat - now))
+  end
+  return {0, '0', fmt(factor)}
+end
+
+local interval = (1 + margin) / (rate * factor)
+local wait = tat - (burst - 1) * interval - now
+if wait > 0.000001 then return {0, fmt(wait), fmt(factor)} end
+tat = tat + interval
+redis.call('SET', KEYS[1], fmt(tat), 'PX', ttl_ms(tat - now))
+return {1, '0', fmt(factor)}
+"""
+
+
+def connect(url: str, timeout_s: float = 0.5) -> Redis:
+    """A client fit for :class:`RedisLimiter`: short connect/read timeouts and no retries.
+
+    redis-py retries 10 times with backoff by default; the limiter must fail fast instead, so that
+    an outage costs the dispatcher at most ``timeout_s`` per probe and never a stall.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def fallback_limit(limit: AccountLimit, instances: int) -> AccountLimit:
+    """One instance's share of ``limit`` while Redis is down: ``floor(rate / instances)`` calls/s, burst 1.
+
+    Rounding down to an integer keeps every 1-second window of one instance at or under its share
+    (see gcra.py); an account slower than ``instances`` calls/s gets ``rate / instances``.
+    """
+    share = limit.rate_per_second / instances
+    return AccountLimit(math.floor(share) if share >= 1 else share, burst=1)
+
+
+class RedisLimiter:
+    """A :class:`RateLimiter` whose per-account budget and adaptive factor live in Redis.
+
+    All instances sharing ``key_prefix`` on one Redis share each account's budget: grants are spaced
+    by ``(1 + safety_margin) / effective_rate`` across all of them, and a ``throttled`` reported by
+    any instance slows every instance (the factor is read by the script on each acquire).
+
+    Outage: on a redis ConnectionError/TimeoutError the limiter logs one warning, reports
+    ``healthy() == False``, calls ``observer.fallback_changed(True)`` and serves from an in-process
+    limiter with :func:`fallback_limit` (``floor(R / N)`` calls/s, burst 1, for configured rate R and
+    ``N = fallback_instances``). It tries Redis again at most once per second (on acquire, throttled,
+    effective_rate or healthy); the first success logs the recovery and returns to the shared script.
+
+    Fallback bound (safety_margin > 0): with M instances all cut off from Redis, each makes at most
+    ``floor(R / N)`` calls in any 1-second window (see gcra.py), so the group makes at most
+    ``M * floor(R / N)`` calls per window. That is within R whenever M <= N: the group can exceed the
+    account limit only if more than N instances run. (For R < N each instance makes one call per
+    ``N * (1 + safety_margin) / R`` s, at most one per window, so there the window bound is M, within
+    R only while M <= R.) While only some instances are cut off (partial partition, or instances
+    switching over at different moments, up to a second apart), each of the k in fallback adds up to
+    ``floor(R / N)`` calls per window on top of the R granted through Redis.
+
+    A probe costs one round trip; against a Redis that does not answer (rather than refusing the
+    connection) it blocks the caller for up to the client's timeout (0.5 s with :func:`connect`),
+    at most once per second.
+
+    ``effective_rate`` reports the shared rate (configured rate times the shared factor); in fallback,
+    this instance's share.
+
+    Pass a client made by :func:`connect` (short timeouts, no retries); the limiter owns it and
+    ``close()`` closes it. ``clock`` (monotonic seconds) paces the re-probes and the fallback limiter;
+    the shared budget itself runs on the Redis server clock.
+    """
+
+    def __init__(
+        self,
+        redis_client: Redis,
+        limits: Mapping[str, AccountLimit],
+        default: AccountLimit,
+        safety_margin: float = 0.02,
+        key_prefix: str = "chatapp:limiter:",
+        *,
+        fallback_instances: int,
+        clock: Callable[[], float] = time.monotonic,
+        policy: AdaptivePolicy = AdaptivePolicy(),
+        observer: LimiterObserver | None = None,
+    ) -> None:
+        if fallback_instances < 1:
+            raise ValueError(f"fallback_instances must be >= 1, got {fallback_instances}")
+        if safety_margin < 0:
+            raise ValueError(f"safety_margin must be >= 0, got {safety_margin}")
+        self._redis = redis_client
+        self._script = redis_client.register_script(_SCRIPT)
+        self._limits = dict(limits)
+        self._default = default
+        self._margin = safety_margin
+        self._prefix = key_prefix
+        self._clock = clock
+        self._policy = policy
+        self._observer: LimiterObserver = observer or NoopObserver()
+        self._new_fallback = functools.partial(
+            InProcessLimiter,
+            {account: fallback_limit(limit, fallback_instances) for account, limit in limits.items()},
+            fallback_limit(default, fallback_instances),
+            safety_margin,
+            clock,
+            policy=policy,
+            observer=self._observer,
+        )
+        self._fallback = self._new_fallback()
+        self._fallback_instances = fallback_instances
+        self._lock = threading.Lock()
+        self._in_fallback = False
+        self._last_probe = -math.inf
+        self._reported: dict[str, float] = {}
+
+    def acquire(self, account: str) -> float:
+        reply = self._shared("acquire", account)
+        if reply is None:
+            return self._fallback.acquire(account)
+        granted, wait_s, _ = reply
+        if granted:
+            self._observer.granted(account)
+            return 0.0
+        self._observer.denied(account, wait_s)
+        return wait_s
+
+    def throttled(self, account: str, retry_after_s: float | None = None) -> None:
+        if self._shared("throttle", account, retry_after_s or 0.0) is None:
+            self._fallback.throttled(account, retry_after_s)
+
+    def effective_rate(self, account: str) -> float:
+        reply = self._shared("peek", account)
+        if reply is None:
+            return self._fallback.effective_rate(account)
+        return self._limits.get(account, self._default).rate_per_second * reply[2]
+
+    def healthy(self) -> bool:
+        """False while in fallback; in fallback it also re-probes Redis (PING, at most once per second)."""
+        if self._probe_due():
+            try:
+                self._redis.ping()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._failed(exc)
+            else:
+                self._recovered()
+        return not self._in_fallback
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _shared(self, op: str, account: str, retry_after_s: float = 0.0) -> tuple[bool, float, float] | None:
+        """Run the script for ``account``; None means "use the fallback" (Redis down, no probe due)."""
+        if self._in_fallback and not self._probe_due():
+            return None
+        limit = self._limits.get(account, self._default)
+        tag = f"{self._prefix}{{{account}}}"
+        p = self._policy
+        try:
+            granted, wait_s, factor = self._script(
+                keys=[f"{tag}:tat", f"{tag}:rate"],
+                args=[op, limit.rate_per_second, limit.burst, self._margin,
+                      p.decrease, p.floor, p.recovery_per_s, p.holdoff_s, retry_after_s],
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._observer.backend_error(account, exc)
+            self._failed(exc)
+            return None
+        self._recovered()
+        reply = bool(granted), float(wait_s), float(factor)
+        self._note_rate(account, limit.rate_per_second * reply[2])
+        return reply
+
+    def _probe_due(self) -> bool:
+        """In fallback and a second has passed since the last try: claim this probe (one thread wins)."""
+        with self._lock:
+            if not self._in_fallback or self._clock() - self._last_probe < PROBE_INTERVAL_S:
+                return False
+            self._last_probe = self._clock()
+            return True
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._last_probe = self._clock()
+            if self._in_fallback:
+                return
+            self._fallback = self._new_fallback()  # fresh state, and it reports its rates anew
+            self._in_fallback = True
+        log.warning(
+            "rate limiter: Redis unreachable (%s: %s); in-process fallback at 1/%d of each account's rate",
+            type(exc).__name__, exc, self._fallback_instances,
+        )
+        self._observer.fallback_changed(True)
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if not self._in_fallback:
+                return
+            self._in_fallback = False
+            self._reported.clear()  # report the shared rates again
+        log.info("rate limiter: Redis reachable again; shared per-account budget restored")
+        self._observer.fallback_changed(False)
+
+    def _note_rate(self, account: str, rate: float) -> None:
+        with self._lock:
+            if self._reported.get(account) == rate:
+                return
+            self._reported[account] = rate
+        self._observer.rate_changed(account, rate)

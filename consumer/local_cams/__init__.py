@@ -1,0 +1,13 @@
+"""A local stand-in for the CAMS SendChatappMassMessage API: real HTTP on loopback, ACS3 signature
+verification, per-key sliding-window rate limit, seeded fault injection and a ledger of every call.
+
+``LocalCams`` runs it as a subprocess; ``LocalCamsServer`` runs it in a thread of this process.
+"""
+
+from consumer.local_cams.auth import ACTION, VERSION, Account
+from consumer.local_cams.faults import FAULT_KINDS, Faults
+from consumer.local_cams.params import MAX_RECIPIENTS
+from consumer.local_cams.process import LocalCams
+from consumer.local_cams.server import LocalCamsServer
+
+__all__ = ["ACTION", "FAULT_KINDS", "MAX_RECIPIENTS", "VERSION", "Account", "Faults", "LocalCams", "LocalCamsServer"]

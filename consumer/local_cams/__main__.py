@@ -1,0 +1,51 @@
+"""``python -m consumer.local_cams``: serve the local CAMS endpoint until SIGTERM/SIGINT.
+
+Prints one JSON line ``{"url": "http://HOST:PORT"}`` on stdout once listening; exits 0 on a signal.
+``--account ACCESS_KEY_ID:SECRET[:SECURITY_TOKEN]`` may repeat (a token makes it an STS account).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+
+from consumer.local_cams.auth import Account
+from consumer.local_cams.server import LocalCamsServer
+
+
+def _account(value: str) -> tuple[str, Account]:
+    access_key_id, sep, rest = value.partition(":")
+    if not (access_key_id and sep and rest):
+        raise argparse.ArgumentTypeError("expected ACCESS_KEY_ID:SECRET[:SECURITY_TOKEN]")
+    secret, _, token = rest.partition(":")
+    return access_key_id, Account(secret, token or None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m consumer.local_cams", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--account", type=_account, action="append", default=[], metavar="ACCESS_KEY_ID:SECRET")
+    parser.add_argument("--rate-limit", type=int, default=10, help="accepted calls per second per key, 0 = unlimited")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = LocalCamsServer(
+        dict(args.account), host=args.host, port=args.port,
+        rate_limit=args.rate_limit, latency_ms=args.latency_ms, seed=args.seed,
+    ).start()  # fmt: skip
+    print(json.dumps({"url": server.url}), flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

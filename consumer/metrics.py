@@ -1,0 +1,136 @@
+"""The Prometheus catalogue (every metric the service exports, prefix ``chatapp_``) and the
+HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
+
+Labels never hold phone numbers or request ids: accounts, codes, statuses, reasons, partitions.
+``Metrics`` also implements the limiter's observer hooks, so the limiter stays Prometheus-free.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 900, 990, 999, 1000)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        self.requests_consumed = Counter("chatapp_requests_consumed", "Send requests consumed (decoded or not).", registry=r)
+        self.recipients_consumed = Counter("chatapp_recipients_consumed", "Recipients in valid requests consumed.", registry=r)
+        self.api_calls = Counter("chatapp_api_calls", "SendChatappMassMessage calls by account and result code.", ["account", "code"], registry=r)
+        self.api_latency = Histogram("chatapp_api_call_seconds", "SendChatappMassMessage call latency.", ["account"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_recipients = Histogram("chatapp_batch_recipients", "Recipients per API call.", buckets=BATCH_BUCKETS, registry=r)
+        self.api_recipients = Counter("chatapp_api_recipients", "Recipients carried by accepted API calls.", ["account"], registry=r)
+        self.retries = Counter("chatapp_api_retries", "Batches sent again, by reason (transient, throttled, split).", ["account", "reason"], registry=r)
+        self.results = Counter("chatapp_results", "Results published, by status.", ["status"], registry=r)
+        self.dlq = Counter("chatapp_dlq_records", "Messages dead-lettered, by reason.", ["reason"], registry=r)
+        self.duplicates = Counter("chatapp_duplicates", "Requests not sent because their id was seen before, by kind.", ["kind"], registry=r)
+        self.limiter_wait = Histogram("chatapp_limiter_wait_seconds", "Time a ready batch waited for a rate-limit token.", ["account"], buckets=LATENCY_BUCKETS, registry=r)
+        self.limiter_tokens = Counter("chatapp_limiter_tokens", "Rate-limit decisions by account and outcome (granted, denied).", ["account", "outcome"], registry=r)
+        self.limiter_rate = Gauge("chatapp_limiter_effective_rate", "Current calls/s allowed per account (after adaptive slow-downs).", ["account"], registry=r)
+        self.limiter_errors = Counter("chatapp_limiter_redis_errors", "Errors talking to the shared limiter's Redis.", registry=r)
+        self.limiter_fallback = Gauge("chatapp_limiter_fallback", "1 while the limiter runs on its local fallback (Redis unreachable).", registry=r)
+        self.ledger_healthy = Gauge("chatapp_ledger_healthy", "1 while the de-duplication ledger is reachable.", registry=r)
+        self.buffered_recipients = Gauge("chatapp_buffered_recipients", "Recipients consumed and not yet finished (batching, waiting, in flight).", registry=r)
+        self.inflight_calls = Gauge("chatapp_inflight_calls", "API calls in flight.", registry=r)
+        self.paused = Gauge("chatapp_backpressure_paused", "1 while partitions are paused by back-pressure.", registry=r)
+        self.assigned_partitions = Gauge("chatapp_assigned_partitions", "Partitions assigned to this instance.", registry=r)
+        self.lag = Gauge("chatapp_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r)
+        self.end_to_end = Histogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", buckets=LATENCY_BUCKETS, registry=r)
+        self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
+        self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
+        self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
+
+    # limiter observer hooks -------------------------------------------------------------
+    def granted(self, account: str) -> None:
+        self.limiter_tokens.labels(account, "granted").inc()
+
+    def denied(self, account: str, wait_s: float) -> None:
+        self.limiter_tokens.labels(account, "denied").inc()
+
+    def rate_changed(self, account: str, rate: float) -> None:
+        self.limiter_rate.labels(account).set(rate)
+
+    def backend_error(self, account: str, exc: BaseException) -> None:
+        self.limiter_errors.inc()
+
+    def fallback_changed(self, active: bool) -> None:
+        self.limiter_fallback.set(1 if active else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Health:
+    """Liveness (the main loop beats) and readiness (checks that must all pass)."""
+
+    def __init__(self, stall_after_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.stall_after_s = stall_after_s
+        self._clock = clock
+        self._last_beat = clock()
+        self.checks: dict[str, Callable[[], bool]] = {}
+
+    def beat(self) -> None:
+        self._last_beat = self._clock()
+
+    def live(self) -> tuple[bool, dict]:
+        age = self._clock() - self._last_beat
+        return age < self.stall_after_s, {"main_loop_last_beat_s": round(age, 3)}
+
+    def ready(self) -> tuple[bool, dict]:
+        results = {}
+        for name, check in self.checks.items():
+            try:
+                results[name] = bool(check())
+            except Exception:
+                results[name] = False
+        return all(results.values()) and bool(results), results
+
+
+class StatusServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one port, in a daemon thread."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, health: Health):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.startswith("/metrics"):
+                    self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+                elif self.path.startswith(("/healthz", "/readyz")):
+                    ok, detail = health.live() if self.path.startswith("/healthz") else health.ready()
+                    body = json.dumps({"ok": ok, **detail}).encode()
+                    self._send(200 if ok else 503, body, "application/json")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args) -> None:  # silence per-request logs
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="status-http", daemon=True)
+        outer.port = self._server.server_address[1]
+
+    def start(self) -> StatusServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

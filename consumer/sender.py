@@ -1,0 +1,224 @@
+"""limit → send: the dispatcher thread and the sender workers.
+
+The dispatcher takes the next batch of an account from the fair scheduler as soon as the rate
+limiter grants that account a token (and a worker is free), and hands it to a worker. A worker
+makes the API call and decides, from the error taxonomy, what becomes of the batch:
+
+| CAMS answer                      | what happens                                                    |
+|----------------------------------|-----------------------------------------------------------------|
+| OK                               | every slice SENT                                                |
+| System.LimitControl / throttling | limiter slows the account down; batch queued again, not a failure |
+| timeout, 5xx, connection error   | retried with backoff + jitter up to ``retry_max_attempts``, then FAILED |
+| parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED |
+| permission, subscription, other  | every slice FAILED with the API's code                          |
+
+Requests whose ``expires_at`` has passed are taken out just before the call (EXPIRED). Finished
+requests are marked in the ledger and handed to ``on_results`` (the main loop publishes them).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from .batching import split
+from .cams.client import CamsClient, CredentialsProvider
+from .cams.errors import Outcome
+from .completion import Completion, SliceOutcome
+from .ledger import Ledger
+from .limiter import RateLimiter
+from .metrics import Metrics
+from .models import Batch, SendRequest, SendResult, Slice, Status
+from .retry import backoff_s
+from .scheduler import FairScheduler
+
+log = logging.getLogger("consumer.sender")
+
+EXPIRED_CODE = "Chatapp.Expired"
+ResultsSink = Callable[[list[tuple[SendRequest, SendResult]]], None]
+
+
+class SendPolicy:
+    """Retry budget and backoff of the sender (from Config)."""
+
+    def __init__(self, max_attempts: int, backoff_ms: int, backoff_max_ms: int, throttle_max_retries: int):
+        self.max_attempts = max_attempts
+        self.backoff_ms = backoff_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.throttle_max_retries = throttle_max_retries
+
+
+class Sender:
+    def __init__(
+        self,
+        cams: CamsClient,
+        credentials: Mapping[str, CredentialsProvider],
+        limiter: RateLimiter,
+        ledger: Ledger,
+        policy: SendPolicy,
+        metrics: Metrics,
+        on_results: ResultsSink,
+        concurrency: int,
+        owner: str,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._cams = cams
+        self._credentials = credentials
+        self._limiter = limiter
+        self._ledger = ledger
+        self._policy = policy
+        self._metrics = metrics
+        self._on_results = on_results
+        self._concurrency = concurrency
+        self._owner = owner
+        self._clock = clock
+        self._rng = random.Random()
+        self._scheduler = FairScheduler()
+        self._completion = Completion()
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._stopped = False
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sender")
+        self._thread = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
+
+    # -- called from the main loop ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, batch: Batch, not_before: float = 0.0) -> None:
+        with self._cond:
+            batch.ready_at = batch.ready_at or self._clock()
+            self._scheduler.push(batch, not_before)
+            self._cond.notify()
+
+    def abandon(self, drop: Callable[[Slice], bool]) -> list[Slice]:
+        """Take queued (not in flight) slices out, e.g. those of revoked partitions."""
+        with self._cond:
+            removed = self._scheduler.remove(drop)
+        for piece in removed:
+            self._completion.forget(piece.request)
+        return removed
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return self._inflight == 0 and len(self._scheduler) == 0
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop dispatching; wait for calls in flight (their results are still reported)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._pool.shutdown(wait=True)
+
+    # -- dispatcher thread -----------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                accounts = self._scheduler.ready_accounts(self._clock()) if self._inflight < self._concurrency else []
+            waits: list[float] = []
+            dispatched = False
+            for account in accounts:
+                if self._inflight >= self._concurrency:
+                    break
+                wait = self._limiter.acquire(account)
+                if wait > 0:
+                    waits.append(wait)
+                    continue
+                with self._cond:
+                    batch = self._scheduler.pop(account, self._clock())
+                    if batch is None:
+                        continue
+                    self._inflight += 1
+                self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
+                self._metrics.inflight_calls.inc()
+                self._pool.submit(self._run, batch)
+                dispatched = True
+            if dispatched:
+                continue
+            with self._cond:
+                if self._stopped:
+                    return
+                retry = self._scheduler.until_next_retry(self._clock())
+                timeout = min([0.5, *waits, *([retry] if retry is not None else [])])
+                self._cond.wait(timeout)
+
+    # -- worker threads --------------------------------------------------------------------
+    def _run(self, batch: Batch) -> None:
+        try:
+            finished = self._send(batch)
+        except Exception:  # a bug must not lose the batch: fail it loudly, never silently
+            log.exception("sender crashed on batch %s", batch.batch_id)
+            finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, "Chatapp.InternalError", "internal error while sending", batch.attempts, batch_id=batch.batch_id))
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify()
+            self._metrics.inflight_calls.dec()
+        if finished:
+            self._on_results(finished)
+
+    def _finish(self, batch: Batch, slices: list[Slice], outcome: SliceOutcome) -> list[tuple[SendRequest, SendResult]]:
+        out = []
+        for piece in slices:
+            result = self._completion.slice_done(piece, outcome)
+            if result is not None:
+                out.append((piece.request, result))
+        return out
+
+    def _send(self, batch: Batch) -> list[tuple[SendRequest, SendResult]]:
+        finished: list[tuple[SendRequest, SendResult]] = []
+        now_ms = time.time() * 1000
+        expired = [s for s in batch.slices if s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms]
+        if expired:
+            finished += self._finish(batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id))
+            batch.slices = [s for s in batch.slices if s not in expired]
+            batch.recipient_count = sum(len(s.recipients) for s in batch.slices)
+            if not batch.slices:
+                self._record(finished)
+                return finished
+        if batch.attempts == 0:
+            self._ledger.mark_in_flight([s.request.request_id for s in batch.slices], self._owner)
+        account = batch.key.account
+        recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
+        call = self._cams.send(self._credentials[account].get(), batch.key, recipients)
+        batch.attempts += 1
+        self._metrics.api_calls.labels(account, call.code or "none").inc()
+        self._metrics.api_latency.labels(account).observe(call.latency_s)
+        outcome = call.outcome
+        if outcome is Outcome.OK:
+            self._metrics.batch_recipients.observe(batch.recipient_count)
+            self._metrics.api_recipients.labels(account).inc(batch.recipient_count)
+            finished += self._finish(batch, batch.slices, SliceOutcome(Status.SENT, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
+        elif outcome is Outcome.THROTTLED and batch.throttles < self._policy.throttle_max_retries:
+            batch.throttles += 1
+            self._limiter.throttled(account, call.retry_after_s)
+            self._metrics.retries.labels(account, "throttled").inc()
+            self.submit(batch, self._clock() + (call.retry_after_s or 0.0))
+        elif outcome is Outcome.TRANSIENT and batch.failures + 1 < self._policy.max_attempts:
+            batch.failures += 1
+            self._metrics.retries.labels(account, "transient").inc()
+            delay = backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng)
+            log.info("batch %s: %s, retry %d in %.2fs", batch.batch_id, call.code, batch.failures, delay)
+            self.submit(batch, self._clock() + delay)
+        elif outcome is Outcome.INVALID_REQUEST and (halves := split(batch)):
+            self._metrics.retries.labels(account, "split").inc()
+            for half in halves:
+                half.attempts = batch.attempts
+                self.submit(half)
+        else:
+            log.warning("batch %s failed: %s %s", batch.batch_id, call.code, call.message)
+            finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
+        self._record(finished)
+        return finished
+
+    def _record(self, finished: list[tuple[SendRequest, SendResult]]) -> None:
+        if finished:
+            self._ledger.mark_done([result for _, result in finished])

@@ -1,0 +1,147 @@
+"""Operators' tools behind the CLI: produce requests, check configuration, replay the DLQ."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from .codec import build_codec
+from .config import Config
+from .kafka_io import consumer_config, producer_config
+from .reply import DLQ_HEADER_PREFIX
+from .samples import sample_records
+
+
+def _records_from(path: str) -> Iterator[dict[str, Any]]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SystemExit(f"{path}:{number}: not JSON: {exc}") from exc
+
+
+def _progress(done: int, total: int | None, started: float) -> None:
+    rate = done / max(time.monotonic() - started, 1e-6)
+    if total:
+        filled = int(30 * done / total)
+        print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"\r{done:,} produced ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+
+
+def produce(config: Config, path: str | None, samples: int | None, bootstrap: str | None) -> int:
+    servers = bootstrap or config.kafka_bootstrap_servers
+    if not servers:
+        print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers): not set", file=sys.stderr)
+        return 2
+    codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
+    producer = Producer({**producer_config(config), "bootstrap.servers": servers})
+    records: Iterable[dict[str, Any]] = sample_records(samples) if samples is not None else _records_from(path or "-")
+    started, done, failed = time.monotonic(), 0, []
+
+    def delivered(err, msg) -> None:
+        if err is not None:
+            failed.append(err)
+
+    for record in records:
+        try:
+            value = codec.encode_request(record)
+        except (ValueError, TypeError, KeyError) as exc:
+            print(f"\nrecord {done + 1} does not match schemas/send_request.avsc: {exc}", file=sys.stderr)
+            return 1
+        while True:
+            try:
+                producer.produce(config.request_topic, value, key=str(record.get("request_id", "")).encode(), on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        done += 1
+        if done % 1000 == 0:
+            producer.poll(0)
+            _progress(done, samples, started)
+    left = producer.flush(60)
+    _progress(done, samples, started)
+    print(file=sys.stderr)
+    if left or failed:
+        print(f"{left + len(failed)} of {done} messages were not delivered: {failed[:1]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_connectivity(config: Config) -> int:
+    """Try Kafka, Redis and the CAMS endpoint; one line each; exit 1 if any is unreachable."""
+    checks: list[tuple[str, bool, str]] = []
+    if config.kafka_bootstrap_servers:
+        try:
+            metadata = Producer(producer_config(config)).list_topics(timeout=5)
+            topic = metadata.topics.get(config.request_topic)
+            detail = f"{len(metadata.brokers)} brokers; {config.request_topic}: " + (f"{len(topic.partitions)} partitions" if topic else "missing")
+            checks.append(("kafka", True, detail))
+        except KafkaException as exc:
+            checks.append(("kafka", False, str(exc)))
+    else:
+        checks.append(("kafka", False, "CHATAPP_KAFKA_BOOTSTRAP_SERVERS not set"))
+    if config.redis_url:
+        import redis
+
+        try:
+            redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2).ping()
+            checks.append(("redis", True, "PING ok"))
+        except redis.RedisError as exc:
+            checks.append(("redis", False, str(exc)))
+    try:
+        status = httpx.get(config.cams_endpoint, timeout=5).status_code
+        checks.append(("cams", True, f"{config.cams_endpoint} answered HTTP {status}"))
+    except httpx.HTTPError as exc:
+        checks.append(("cams", False, f"{config.cams_endpoint}: {exc}"))
+    for name, ok, detail in checks:
+        print(f"{name:6} {'ok  ' if ok else 'FAIL'} {detail}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: float) -> int:
+    """Copy dead-lettered messages (original value, key and headers) back to their source topic.
+
+    Reads the DLQ as group ``<group_id>.dlq-replay``; its offsets are committed only after the
+    copies are acknowledged, so a replay interrupted midway resumes where it stopped.
+    """
+    if not config.kafka_bootstrap_servers:
+        print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set", file=sys.stderr)
+        return 2
+    consumer = Consumer({**consumer_config(config), "group.id": f"{config.group_id}.dlq-replay"})
+    producer = Producer(producer_config(config))
+    consumer.subscribe([config.dlq_topic])
+    replayed, last_seen = 0, time.monotonic()
+    reasons: dict[str, int] = {}
+    try:
+        while (limit is None or replayed < limit) and time.monotonic() - last_seen < idle_timeout:
+            messages = [m for m in consumer.consume(min(500, limit - replayed) if limit else 500, 0.5) if m.error() is None]
+            if not messages:
+                continue
+            last_seen = time.monotonic()
+            for message in messages:
+                headers = message.headers() or []
+                meta = {k[len(DLQ_HEADER_PREFIX):]: v.decode("utf-8", "replace") for k, v in headers if k.startswith(DLQ_HEADER_PREFIX)}
+                reasons[meta.get("reason", "?")] = reasons.get(meta.get("reason", "?"), 0) + 1
+                if not dry_run:
+                    original = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
+                    producer.produce(meta.get("topic", config.request_topic), message.value(), message.key(), headers=original + [("chatapp.replayed-from", f"{message.topic()}:{message.partition()}:{message.offset()}".encode())])
+            replayed += len(messages)
+            if not dry_run:
+                if producer.flush(30) != 0:
+                    print("replay: the broker did not acknowledge every copy; nothing committed", file=sys.stderr)
+                    return 1
+                consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    print(f"{'would replay' if dry_run else 'replayed'} {replayed} messages from {config.dlq_topic}: {reasons}")
+    return 0

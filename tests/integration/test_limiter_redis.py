@@ -1,0 +1,230 @@
+"""RedisLimiter over real Redis: one budget across processes, shared adaptive factor, outage fallback.
+
+The shared tests use db 15 of the Redis at 127.0.0.1:6379 under a unique key prefix (deleted in
+teardown); the outage test runs its own redis-server on a free port, killed and restarted in the test.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from consumer.limiter import AccountLimit, RedisLimiter, connect
+from consumer.limiter.gcra import emission_interval
+from tests.unit.test_limiter_gcra import FakeClock, Recorder, max_in_window
+
+SHARED_URL = "redis://127.0.0.1:6379/15"
+TEN = AccountLimit(10.0)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix no other test uses; its keys are deleted afterwards."""
+    prefix = f"test:limiter:{uuid.uuid4().hex}:"
+    yield prefix
+    client = Redis.from_url(SHARED_URL, socket_timeout=2.0)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def make_limiter(prefix: str) -> Iterator[Callable[..., RedisLimiter]]:
+    """Builds RedisLimiters on the shared Redis (own client each, like separate instances); closes them after."""
+    made: list[RedisLimiter] = []
+
+    def make(**kwargs: object) -> RedisLimiter:
+        limiter = RedisLimiter(connect(SHARED_URL), {}, TEN, key_prefix=prefix, fallback_instances=3, **kwargs)
+        made.append(limiter)
+        return limiter
+
+    yield make
+    for limiter in made:
+        limiter.close()
+
+
+# --- one budget across processes -------------------------------------------------------------
+
+
+def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float) -> tuple[bool, list[float]]:
+    """One instance's dispatcher (runs in a spawned process): ask, sleep what the limiter says, repeat.
+
+    Returns whether it was ready before ``start_at`` and the wall-clock times of its grants.
+    """
+    limiter = RedisLimiter(connect(url), {}, TEN, key_prefix=prefix, fallback_instances=3)
+    limiter.effective_rate("acct")  # connect and load the script before the clock starts
+    ready = time.time() < start_at
+    time.sleep(max(0.0, start_at - time.time()))
+    grants: list[float] = []
+    while (now := time.time()) < start_at + duration_s:
+        wait = limiter.acquire("acct")
+        if wait == 0.0:
+            grants.append(now)
+        else:
+            time.sleep(min(wait, start_at + duration_s - now))
+    limiter.close()
+    return ready, grants
+
+
+def test_three_processes_share_one_budget_exactly(prefix: str) -> None:
+    duration = 5.0
+    start_at = time.time() + 3.0
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(3) as pool:
+        results = pool.starmap_async(dispatch_loop, [(SHARED_URL, prefix, start_at, duration)] * 3).get(timeout=30)
+    assert all(ready for ready, _ in results), "a process started late: the run did not overlap"
+    per_process = [len(grants) for _, grants in results]
+    times = sorted(t for _, grants in results for t in grants)
+    budget = TEN.rate_per_second * duration
+    print(f"\ngrants per process {per_process}, total {len(times)} of {budget:.0f} "
+          f"({len(times) / budget:.1%}), max in any 1 s window {max_in_window(times)}, "
+          f"min gap {min(b - a for a, b in zip(times, times[1:])) * 1000:.1f} ms")
+    assert all(n > 0 for n in per_process)
+    assert max_in_window(times) <= 10
+    assert len(times) >= 0.95 * budget
+
+
+# --- shared adaptive factor ------------------------------------------------------------------
+
+
+def test_throttle_seen_by_one_instance_slows_the_other(make_limiter: Callable[..., RedisLimiter]) -> None:
+    rec = Recorder()
+    a, b = make_limiter(), make_limiter(observer=rec)
+    assert b.effective_rate("acct") == 10.0
+    a.throttled("acct")
+    a.throttled("acct")  # echo within the hold-off: still one halving
+    assert b.effective_rate("acct") == pytest.approx(5.0, abs=0.1)
+    assert b.acquire("acct") == 0.0
+    assert b.acquire("acct") == pytest.approx(emission_interval(5.0, 0.02), abs=0.01)
+    assert b.effective_rate("other") == 10.0  # per account
+    time.sleep(1.0)
+    assert b.effective_rate("acct") == pytest.approx(5.5, abs=0.1)  # +5 % of configured per second
+    rates = [args[1] for name, args in rec.calls if name == "rate_changed" and args[0] == "acct"]
+    assert rates[0] == 10.0 and rates[1] == pytest.approx(5.0, abs=0.1)
+
+
+def test_retry_after_holds_every_instance(make_limiter: Callable[..., RedisLimiter], prefix: str) -> None:
+    a, b = make_limiter(), make_limiter()
+    a.throttled("acct", retry_after_s=2.0)
+    assert b.acquire("acct") == pytest.approx(2.0, abs=0.05)
+    assert a.acquire("acct") == pytest.approx(2.0, abs=0.05)
+    client = Redis.from_url(SHARED_URL)
+    tat_ttl = client.pttl(f"{prefix}{{acct}}:tat")
+    rate_ttl = client.pttl(f"{prefix}{{acct}}:rate")
+    client.close()
+    assert 2000 < tat_ttl <= 3000  # the state expires once it no longer matters
+    assert 10000 < rate_ttl <= 11000  # (1 - 0.5) / 0.05 s of recovery, plus a second
+
+
+# --- outage fallback and recovery ------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server subprocess on a fixed free port that the test can kill and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir = workdir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        probe = Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                probe.ping()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        probe.close()
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10.0)
+            self._proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def timed(call: Callable[[], float]) -> float:
+    """Run ``call``; it must not stall the dispatcher."""
+    started = time.monotonic()
+    result = call()
+    assert time.monotonic() - started < 1.0
+    return result
+
+
+def test_outage_falls_back_to_a_share_and_recovers(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="consumer.limiter")
+    clock = FakeClock()  # paces re-probes and the fallback limiter; Redis keeps its own clock
+    rec = Recorder()
+    limiter = RedisLimiter(connect(private_redis.url), {}, TEN, fallback_instances=3, clock=clock, observer=rec)
+    try:
+        assert limiter.acquire("acct") == 0.0
+        assert limiter.healthy()
+
+        private_redis.kill()
+        assert timed(lambda: limiter.acquire("acct")) == 0.0  # served by the fallback
+        assert not limiter.healthy()
+        assert ("fallback_changed", (True,)) in rec.calls
+        assert limiter.effective_rate("acct") == 3.0  # floor(10 / 3)
+        assert limiter.acquire("acct") == pytest.approx(emission_interval(3.0, 0.02))
+
+        def errors() -> int:
+            return sum(1 for name, _ in rec.calls if name == "backend_error")
+
+        before = errors()
+        clock.advance(1.1)
+        assert timed(lambda: limiter.acquire("acct")) == 0.0  # one probe, failed: still fallback
+        assert errors() == before + 1
+        clock.advance(0.5)
+        timed(lambda: limiter.acquire("acct"))
+        assert not limiter.healthy()
+        assert errors() == before + 1  # no probe within a second of the last one
+
+        private_redis.start()
+        clock.advance(0.3)
+        limiter.acquire("acct")
+        assert not limiter.healthy()  # Redis is back, but no probe is due yet
+        clock.advance(0.3)
+        assert limiter.acquire("acct") == 0.0  # the probe: granted by the shared script again
+        assert limiter.healthy()
+        assert limiter.acquire("acct") == pytest.approx(emission_interval(10.0, 0.02), abs=0.02)
+        assert limiter.effective_rate("acct") == 10.0
+    finally:
+        limiter.close()
+
+    assert [args for name, args in rec.calls if name == "fallback_changed"] == [(True,), (False,)]
+    assert [args[1] for name, args in rec.calls if name == "rate_changed"] == [10.0, 3.0, 10.0]
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "consumer.limiter"]
+    assert [level for level, _ in records] == ["WARNING", "INFO"]
+    assert "Redis unreachable" in records[0][1] and "restored" in records[1][1]
