@@ -105,6 +105,7 @@ class Service:
             self._finished.put,
             config.send_concurrency,
             self.owner,
+            config.batch_max_recipients,
         )
         self._pending: dict[str, _Pending] = {}
         self._buffered_recipients = 0

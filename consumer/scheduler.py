@@ -10,6 +10,10 @@ Order of service within one account:
    is served within K calls (K / rate seconds).
 Batches waiting for a retry (``not_before`` in the future) are held aside until then, and then
 go to the front of their key's queue.
+
+Waiting batches keep filling: a new batch whose key already has a waiting batch with room tops
+that one up first (whole requests only), so when the budget, not the traffic, is the bottleneck,
+every call leaves full however short the linger is.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ class _AccountQueue:
 
 
 class FairScheduler:
-    def __init__(self, urgent_window_s: float = 2.0):
+    def __init__(self, max_recipients: int = 1000, urgent_window_s: float = 2.0):
+        self.max_recipients = max_recipients
         self.urgent_window_s = urgent_window_s
         self._accounts: dict[str, _AccountQueue] = {}
         self._seq = itertools.count()
@@ -41,12 +46,35 @@ class FairScheduler:
 
     def push(self, batch: Batch, not_before: float = 0.0) -> None:
         queue = self._accounts.setdefault(batch.key.account, _AccountQueue())
+        self.buffered_recipients += batch.recipient_count
         if not_before > 0.0:
             heapq.heappush(queue.delayed, (not_before, next(self._seq), batch))
         else:
-            queue.keys.setdefault(batch.key, deque()).append(batch)
-        self.buffered_recipients += batch.recipient_count
+            waiting = queue.keys.setdefault(batch.key, deque())
+            if waiting and batch.attempts == 0 and waiting[-1].attempts == 0:
+                self._top_up(waiting[-1], batch)
+                if not batch.slices:
+                    return
+            waiting.append(batch)
         self.batches += 1
+
+    def _top_up(self, tail: Batch, batch: Batch) -> None:
+        """Move whole slices of ``batch`` into ``tail`` while they fit."""
+        room = self.max_recipients - tail.recipient_count
+        moved = 0
+        for piece in batch.slices:
+            size = len(piece.recipients)
+            if size > room:
+                break
+            tail.slices.append(piece)
+            room -= size
+            moved += 1
+        if moved:
+            taken = batch.slices[:moved]
+            del batch.slices[:moved]
+            count = sum(len(p.recipients) for p in taken)
+            tail.recipient_count += count
+            batch.recipient_count -= count
 
     def _release(self, queue: _AccountQueue, now: float) -> None:
         delayed = queue.delayed

@@ -64,6 +64,7 @@ class Sender:
         on_results: ResultsSink,
         concurrency: int,
         owner: str,
+        max_recipients: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._cams = cams
@@ -77,7 +78,7 @@ class Sender:
         self._owner = owner
         self._clock = clock
         self._rng = random.Random()
-        self._scheduler = FairScheduler()
+        self._scheduler = FairScheduler(max_recipients)
         self._completion = Completion()
         self._cond = threading.Condition()
         self._inflight = 0

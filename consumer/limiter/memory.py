@@ -74,7 +74,7 @@ class InProcessLimiter:
             state = self._states.setdefault(account, _AccountState())
             state.factor = state.factor.throttled(now, self._policy)
             rate = limit.rate_per_second * state.factor.at(now, self._policy)
-            if retry_after_s:
+            if retry_after_s and retry_after_s > 0:
                 interval = emission_interval(rate, self._margin)
                 state.tat = push_out(state.tat, now, retry_after_s, interval, limit.burst)
             changed = self._note_rate(state, rate)

@@ -74,6 +74,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    rbufsize = 256 * 1024  # a 100 KB request line in a few recv calls
     timeout = IDLE_TIMEOUT_S
     server: _HTTPServer
 
