@@ -25,7 +25,7 @@ from .completion import now_ms
 from .config import Config
 from .kafka_io import KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
-from .limiter import AccountLimit, InProcessLimiter, RateLimiter, RedisLimiter
+from .limiter import AccountLimit, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, StatusServer
 from .models import SendRequest, SendResult, Source, Status
 from .offsets import OffsetTracker
@@ -42,26 +42,20 @@ INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
 
 
-def _redis(url: str):
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=10)
-
-
 def build_limiter(config: Config, metrics: Metrics) -> RateLimiter:
     limits = {name: AccountLimit(acc.rate_limit_per_second, acc.rate_limit_burst) for name, acc in config.accounts.items()}
     default = AccountLimit(config.rate_limit_per_second, config.rate_limit_burst)
     if config.redis_url:
         return RedisLimiter(
-            _redis(config.redis_url), limits, default, safety_margin=config.rate_limit_safety_margin,
-            fallback_instances=config.limiter_fallback_instances, observer=metrics,
+            connect(config.redis_url), limits, default, safety_margin=config.rate_limit_safety_margin,
+            key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances, observer=metrics,
         )
     return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, observer=metrics)
 
 
 def build_ledger(config: Config) -> Ledger:
     if config.redis_url:
-        return RedisLedger(_redis(config.redis_url), config.ledger_retention_s)
+        return RedisLedger(connect(config.redis_url), config.ledger_retention_s, key_prefix=config.redis_key_prefix + "ledger:")
     return InMemoryLedger(config.ledger_retention_s)
 
 

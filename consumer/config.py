@@ -77,6 +77,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("rate_limit_safety_margin", float, 0.02, "Fraction added to the interval between calls to absorb network jitter.", minimum=0.0, maximum=0.5),
     _s("limiter_fallback_instances", int, 3, "With Redis unreachable, each instance sends at rate / this number.", minimum=1, maximum=1000),
     _s("redis_url", str, None, "Redis URL (redis://host:6379/0). Set: shared rate limiter and de-duplication ledger; unset: in-process ones."),
+    _s("redis_key_prefix", str, "chatapp:", "Prefix of every Redis key (limiter and ledger); instances sharing a budget must agree on it."),
     _s("batch_max_recipients", int, 1000, "Recipients per API call (the API's cap is 1,000).", minimum=1, maximum=1000),
     _s("batch_linger_ms", int, 200, "How long a batch that is not full waits for more requests.", minimum=0, maximum=60_000),
     _s("send_concurrency", int, 8, "API calls in flight at once per instance.", minimum=1, maximum=256),
@@ -130,6 +131,7 @@ class Config:
     rate_limit_safety_margin: float
     limiter_fallback_instances: int
     redis_url: str | None
+    redis_key_prefix: str
     batch_max_recipients: int
     batch_linger_ms: int
     send_concurrency: int

@@ -90,6 +90,8 @@ def authenticate(request: SignedRequest, accounts: Mapping[str, Account], now: f
     account = accounts.get(auth.access_key_id)
     if account is None:
         raise ApiError(403, "InvalidAccessKeyId.NotFound")
+    if account.security_token and "x-acs-security-token" not in headers:
+        raise ApiError(403, "MissingSecurityToken")
     required = REQUIRED_SIGNED + (("x-acs-security-token",) if account.security_token else ())
     unsigned = [name for name in required if name not in auth.signed_headers]
     absent = [name for name in auth.signed_headers if name not in headers]

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from consumer.limiter import AccountLimit, RedisLimiter, connect
 from consumer.limiter.gcra import emission_interval
+from tests.fixtures.redis import PrivateRedis
 from tests.unit.test_limiter_gcra import FakeClock, Recorder, max_in_window
 
 SHARED_URL = "redis://127.0.0.1:6379/15"
@@ -127,50 +125,6 @@ def test_retry_after_holds_every_instance(make_limiter: Callable[..., RedisLimit
 
 
 # --- outage fallback and recovery ------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server subprocess on a fixed free port that the test can kill and start again."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._workdir = workdir
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._workdir)],
-            stdout=subprocess.DEVNULL,
-        )
-        probe = Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                probe.ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        probe.close()
-
-    def kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(timeout=10.0)
-            self._proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 def timed(call: Callable[[], float]) -> float:

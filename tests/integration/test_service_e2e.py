@@ -4,7 +4,6 @@ CAMS endpoint over HTTP."""
 from __future__ import annotations
 
 import collections
-import json
 import signal
 import time
 
