@@ -103,7 +103,10 @@ class RegistryAvroCodec(PlainAvroCodec):
                 text = self._fetch(schema_id)
             except Exception as exc:
                 raise DecodeError("unknown-schema-id", f"schema id {schema_id}: {exc}"[:200]) from exc
-            writer = self._writers[schema_id] = parse_schema(json.loads(text))
+            try:
+                writer = self._writers[schema_id] = parse_schema(json.loads(text))
+            except Exception as exc:  # a JSON Schema or Protobuf id: undecodable, not a crash
+                raise DecodeError("not-avro-schema", f"schema id {schema_id}: {type(exc).__name__}: {exc}"[:200]) from exc
         return writer
 
     def decode(self, value: bytes) -> dict[str, Any]:

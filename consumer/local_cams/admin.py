@@ -25,7 +25,7 @@ def _calls(backend: Backend, query: Mapping[str, str], _body: Any) -> Any:
 
 def _set_faults(backend: Backend, _query: Mapping[str, str], body: Any) -> Any:
     if not isinstance(body, dict):
-        raise ValueError("expected a JSON object of fault settings")
+        raise TypeError("expected a JSON object of fault settings")
     return backend.set_faults(**body).to_json()
 
 
@@ -36,7 +36,7 @@ def _reset(backend: Backend, _query: Mapping[str, str], _body: Any) -> Any:
 
 def _add_account(backend: Backend, _query: Mapping[str, str], body: Any) -> Any:
     if not isinstance(body, dict) or not isinstance(body.get("access_key_id"), str) or not isinstance(body.get("secret"), str):
-        raise ValueError('expected {"access_key_id": str, "secret": str, "security_token"?: str}')
+        raise TypeError('expected {"access_key_id": str, "secret": str, "security_token"?: str}')
     backend.add_account(body["access_key_id"], body["secret"], body.get("security_token"))
     return {"access_key_id": body["access_key_id"]}
 

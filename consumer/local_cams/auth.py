@@ -11,9 +11,14 @@ import hmac
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from consumer.cams.signing import EMPTY_BODY_SHA256, canonical_request, parse_authorization, signature
+from consumer.cams.signing import (
+    EMPTY_BODY_SHA256,
+    canonical_request,
+    parse_authorization,
+    signature,
+)
 from consumer.local_cams.errors import ApiError, message_for
 
 ACTION = "SendChatappMassMessage"
@@ -71,7 +76,7 @@ def _check_date(value: str, now: float) -> None:
     except ValueError:
         raise ApiError(400, "InvalidTimeStamp.Format") from None
     if sent.tzinfo is None:
-        sent = sent.replace(tzinfo=timezone.utc)
+        sent = sent.replace(tzinfo=UTC)
     if abs(sent.timestamp() - now) > MAX_CLOCK_SKEW_S:
         raise ApiError(400, "InvalidTimeStamp.Expired", f"x-acs-date {value} is more than 15 minutes off.")
 

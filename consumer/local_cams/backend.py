@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.local_cams.auth import Account, NonceCache, SignedRequest, authenticate, claimed_access_key_id
+from consumer.local_cams.auth import (
+    Account,
+    NonceCache,
+    SignedRequest,
+    authenticate,
+    claimed_access_key_id,
+)
 from consumer.local_cams.errors import ApiError
 from consumer.local_cams.faults import FAULT_KINDS, FaultDecider, Faults
 from consumer.local_cams.ledger import WINDOW_S, CallRecord, Ledger
@@ -68,6 +74,8 @@ class Backend:
             self.ledger.reset()
 
     def handle(self, request: SignedRequest, received_at: float) -> Outcome:
+        """Decide and record one call: gateway checks, nonce, parameters, rate window, injected
+        faults, configured template/number failures, then acceptance."""
         call = parse_send_call(request.query)
         try:
             credentials = authenticate(request, self._accounts, received_at)

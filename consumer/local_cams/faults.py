@@ -114,7 +114,7 @@ def _regex(value: Any) -> str | None:
 
 def _rate_limits(value: Any) -> dict[str, int]:
     if not isinstance(value, dict):
-        raise ValueError("expected an object of AccessKeyId -> calls per second")
+        raise TypeError("expected an object of AccessKeyId -> calls per second")
     return {str(key): _count(limit) for key, limit in value.items()}
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -125,7 +125,7 @@ class LocalCams:
             self.process.stdout.close()
         return self.process.returncode
 
-    def __enter__(self) -> LocalCams:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

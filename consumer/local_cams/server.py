@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from consumer.local_cams.admin import ROUTES
 from consumer.local_cams.auth import Account, SignedRequest
@@ -158,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.wfile.write(head.encode("latin-1") + data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silent: the ledger records every call."""
 
 
@@ -226,7 +226,7 @@ class LocalCamsServer:
     def add_account(self, access_key_id: str, secret: str, security_token: str | None = None) -> None:
         self.backend.add_account(access_key_id, secret, security_token)
 
-    def __enter__(self) -> LocalCamsServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

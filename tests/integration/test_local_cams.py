@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -52,7 +52,7 @@ def send_query(recipients: int = 1, template: str = "T_OK", first: int = 0, **ov
 
 
 def iso_date(at: datetime | None = None) -> str:
-    return (at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def signed(
@@ -147,9 +147,9 @@ def test_gateway_rejects(local_cams: LocalCams, case: str, status: int, code: st
     elif case == "tampered_signed_header":
         headers["x-acs-signature-nonce"] = uuid.uuid4().hex
     elif case == "stale_date":
-        headers = signed(url, query, x_acs_date=iso_date(datetime.now(timezone.utc) - timedelta(minutes=20)))
+        headers = signed(url, query, x_acs_date=iso_date(datetime.now(UTC) - timedelta(minutes=20)))
     elif case == "future_date":
-        headers = signed(url, query, x_acs_date=iso_date(datetime.now(timezone.utc) + timedelta(minutes=20)))
+        headers = signed(url, query, x_acs_date=iso_date(datetime.now(UTC) + timedelta(minutes=20)))
     elif case == "bad_date":
         headers = signed(url, query, x_acs_date="yesterday")
     elif case == "wrong_action":
