@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 from . import validate
 from .batching import Batcher
-from .cams.client import CamsClient, CredentialsProvider, StaticCredentials, build_http_client
+from .cams.client import CamsClient, CredentialsProvider, build_http_client
 from .codec import Codec, DecodeError, build_codec
 from .completion import now_ms
 from .config import Config
+from .credentials import build_providers
 from .kafka_io import KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
-from .limiter import AccountLimit, InProcessLimiter, RateLimiter, RedisLimiter, connect
+from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, StatusServer
 from .models import SendRequest, SendResult, Source, Status
 from .offsets import OffsetTracker
@@ -45,12 +46,14 @@ REJECTED_CODE = "Chatapp.InvalidRequest"
 def build_limiter(config: Config, metrics: Metrics) -> RateLimiter:
     limits = {name: AccountLimit(acc.rate_limit_per_second, acc.rate_limit_burst) for name, acc in config.accounts.items()}
     default = AccountLimit(config.rate_limit_per_second, config.rate_limit_burst)
+    policy = AdaptivePolicy(decrease=config.rate_limit_decrease, recovery_per_s=config.rate_limit_recovery_per_s)
     if config.redis_url:
         return RedisLimiter(
             connect(config.redis_url), limits, default, safety_margin=config.rate_limit_safety_margin,
-            key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances, observer=metrics,
+            key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances,
+            policy=policy, observer=metrics,
         )
-    return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, observer=metrics)
+    return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, policy=policy, observer=metrics)
 
 
 def build_ledger(config: Config) -> Ledger:
@@ -60,10 +63,12 @@ def build_ledger(config: Config) -> Ledger:
 
 
 def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
-    return {
-        name: StaticCredentials(acc.access_key_id or "", acc.access_key_secret or "", acc.security_token)
-        for name, acc in config.accounts.items()
-    }
+    """One provider per account; each is asked once now, so an account without usable credentials
+    stops the start-up with a CredentialsError naming it (static keys: no I/O)."""
+    providers = build_providers(config.accounts)
+    for provider in providers.values():
+        provider.get()
+    return providers
 
 
 @dataclass
@@ -83,7 +88,7 @@ class Service:
         self.codec: Codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
-        self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost)
+        self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
         self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self._durable)
         self.limiter = build_limiter(config, self.metrics)
         self.ledger = build_ledger(config)
@@ -94,7 +99,7 @@ class Service:
             build_credentials(config),
             self.limiter,
             self.ledger,
-            SendPolicy(config.retry_max_attempts, config.retry_backoff_ms, config.retry_backoff_max_ms, config.throttle_max_retries),
+            SendPolicy(config.retry_max_attempts, config.retry_backoff_ms, config.retry_backoff_max_ms, config.throttle_max_retries, config.rate_limit_throttle_tolerance),
             self.metrics,
             self._finished.put,
             config.send_concurrency,
@@ -169,6 +174,7 @@ class Service:
         self.replies.retry_failed()
         self._apply_backpressure()
         self.metrics.buffered_recipients.set(self._buffered_recipients)
+        self.metrics.ledger_healthy.set(1 if self.ledger.healthy() else 0)
         self.health.beat()
 
     # -- consume → decode → validate → batch ---------------------------------------------------
@@ -266,10 +272,11 @@ class Service:
         self.tracker.finish((source.topic, source.partition), source.offset)
 
     def _commit(self, asynchronous: bool, partitions: list[tuple[str, int]] | None = None) -> None:
-        positions = self.tracker.to_commit(partitions)
-        if positions and self.kafka.commit(positions, asynchronous):
-            self.tracker.committed(positions)
-            self.metrics.commits.inc()
+        self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
+
+    def _committed(self, positions: dict[tuple[str, int], int]) -> None:
+        self.tracker.committed(positions)
+        self.metrics.commits.inc()
 
     def _apply_backpressure(self) -> None:
         over = self._buffered_recipients >= self.config.max_buffered_recipients or self._buffered_bytes >= self.config.max_buffered_bytes
@@ -297,9 +304,29 @@ class Service:
             self.kafka.pause(partitions)
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
-        log.info("revoking %s: finishing their work", _names(partitions))
-        self._settle(partitions, time.monotonic() + self.config.drain_timeout_s)
+        """Hand the partitions over quickly: their queued work is abandoned (the next owner reads
+        it again; nothing of it was sent), their calls in flight are finished and answered, and
+        what is finished is committed before the partitions go."""
+        if self._stopping:  # shutdown already settled everything
+            self._commit(asynchronous=False, partitions=partitions)
+            self._forget(partitions)
+            return
+        wanted = set(partitions)
+        ours = lambda s: (s.request.source.topic, s.request.source.partition) in wanted  # noqa: E731
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        for batch in self.batcher.flush():
+            self.sender.submit(batch)
+        while True:
+            self._abandon(partitions)  # again each round: a call in flight may come back as a retry
+            if not self.sender.busy_with(ours) or time.monotonic() >= deadline:
+                break
+            self._publish_finished()
+            self.kafka.serve_deliveries(0.01)
+            self.health.beat()
+        self._publish_finished()
+        self.kafka.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False, partitions=partitions)
+        log.info("revoked %s", _names(partitions))
         self._forget(partitions)
 
     def _on_lost(self, partitions: list[tuple[str, int]]) -> None:

@@ -1,6 +1,6 @@
 """``chatapp-consumer``: run the service, the embedded demo, and the operators' tools.
 
-    run           consume, batch, send, reply (embedded demo when nothing is configured)
+    run           consume, batch, send, reply: the service
     demo          the embedded defaults explicitly: mock broker, local CAMS, sample traffic
     produce       send requests from a JSON-lines file, or generated samples, to the topic
     check-config  print the effective configuration (secrets redacted) and test connectivity
@@ -31,22 +31,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load()
     if config is None:
         return 2
-    if config.kafka_bootstrap_servers is None and not config.has_credentials:
-        print("No CHATAPP_KAFKA_BOOTSTRAP_SERVERS and no CAMS credentials configured: running the embedded demo.", file=sys.stderr)
-        return cmd_demo(args)
-    problems = []
     if config.kafka_bootstrap_servers is None:
-        problems.append("CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set")
-    if not config.has_credentials:
-        problems.append("ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (or [accounts.*] in CHATAPP_CONFIG): no CAMS account configured")
-    if problems:
-        for problem in problems:
-            print(f"config error: {problem}", file=sys.stderr)
+        print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-consumer demo` runs on an embedded broker)", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
     from .app import Service
+    from .credentials import CredentialsError
 
-    return Service(config).run()
+    try:
+        service = Service(config)
+    except CredentialsError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    return service.run()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -56,7 +53,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.setup("WARNING", "text")
     from .demo import run_demo
 
-    return run_demo(requests=getattr(args, "requests", 20_000))
+    return run_demo(requests=args.requests)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -93,7 +90,6 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="chatapp-consumer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the service (configuration from the environment and CHATAPP_CONFIG)")
-    run.add_argument("--requests", type=int, default=20_000, help="demo only: sample requests to produce")
     run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help="run on the embedded broker and local CAMS endpoint with sample traffic")
     demo.add_argument("--requests", type=int, default=20_000)

@@ -33,6 +33,7 @@ KAFKA_OPT_PREFIXES = {
 SECRET_WORDS = ("secret", "password", "token", "sasl.oauthbearer.config", "ssl.key")
 INFLIGHT_POLICIES = ("resend", "fail")
 LOG_FORMATS = ("auto", "json", "text")
+CREDENTIAL_SOURCES = ("static", "default-chain")  # as consumer.credentials.CREDENTIAL_SOURCES
 
 
 class ConfigError(Exception):
@@ -74,7 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("security_token", str, None, "STS security token of the default account.", env="ALIBABA_CLOUD_SECURITY_TOKEN", secret=True),
     _s("rate_limit_per_second", float, 10.0, "API calls per second per account (the CAMS limit), shared by the whole group when Redis is set.", minimum=0.1, maximum=1000),
     _s("rate_limit_burst", int, 1, "Calls that may go back to back after an idle period (1 keeps every 1-s window within the limit).", minimum=1, maximum=1000),
-    _s("rate_limit_safety_margin", float, 0.02, "Fraction added to the interval between calls to absorb network jitter.", minimum=0.0, maximum=0.5),
+    _s("rate_limit_safety_margin", float, 0.01, "Fraction added to the interval between calls to absorb network jitter.", minimum=0.0, maximum=0.5),
+    _s("rate_limit_decrease", float, 0.7, "On System.LimitControl the account's rate is multiplied by this (shared by the group with Redis).", minimum=0.1, maximum=0.95),
+    _s("rate_limit_recovery_per_s", float, 0.1, "After a slow-down the rate climbs back by this fraction of the configured rate per second.", minimum=0.01, maximum=10),
+    _s("rate_limit_throttle_tolerance", int, 1, "System.LimitControl answers per 2 s taken as jitter (retried) before the account is slowed down.", minimum=0, maximum=100),
     _s("limiter_fallback_instances", int, 3, "With Redis unreachable, each instance sends at rate / this number.", minimum=1, maximum=1000),
     _s("redis_url", str, None, "Redis URL (redis://host:6379/0). Set: shared rate limiter and de-duplication ledger; unset: in-process ones."),
     _s("redis_key_prefix", str, "chatapp:", "Prefix of every Redis key (limiter and ledger); instances sharing a budget must agree on it."),
@@ -112,6 +116,7 @@ class AccountConfig:
     security_token: str | None = field(default=None, repr=False)
     rate_limit_per_second: float = 10.0
     rate_limit_burst: int = 1
+    credentials: str = "static"  # "static": the keys above; "default-chain": the Alibaba Cloud default credential chain
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ class Config:
     rate_limit_per_second: float
     rate_limit_burst: int
     rate_limit_safety_margin: float
+    rate_limit_decrease: float
+    rate_limit_recovery_per_s: float
+    rate_limit_throttle_tolerance: int
     limiter_fallback_instances: int
     redis_url: str | None
     redis_key_prefix: str
@@ -176,6 +184,7 @@ class Config:
                 "security_token": "***" if acc.security_token else None,
                 "rate_limit_per_second": acc.rate_limit_per_second,
                 "rate_limit_burst": acc.rate_limit_burst,
+                "credentials": acc.credentials,
             }
             for name, acc in self.accounts.items()
         }
@@ -184,6 +193,11 @@ class Config:
     @property
     def has_credentials(self) -> bool:
         return any(acc.access_key_id and acc.access_key_secret for acc in self.accounts.values())
+
+
+def _librdkafka_value(value: Any) -> str:
+    """librdkafka spells booleans true/false; TOML gives Python bools."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _is_secret_key(name: str) -> bool:
@@ -226,6 +240,7 @@ _ACCOUNT_KEYS: dict[str, Callable[[Any], Any]] = {
     "security_token_env": str,
     "rate_limit_per_second": float,
     "rate_limit_burst": int,
+    "credentials": str,
 }
 
 
@@ -242,6 +257,10 @@ def _accounts(values: dict[str, Any], table: Mapping[str, Any], env: Mapping[str
             values["rate_limit_per_second"],
             values["rate_limit_burst"],
         )
+    elif not table:  # no keys, no [accounts.*]: the default account signs with the default credential chain
+        accounts[DEFAULT_ACCOUNT] = AccountConfig(
+            DEFAULT_ACCOUNT, None, None, None, values["rate_limit_per_second"], values["rate_limit_burst"], credentials="default-chain"
+        )
     for name, raw in table.items():
         where = f"[accounts.{name}]"
         if not isinstance(raw, Mapping):
@@ -257,12 +276,18 @@ def _accounts(values: dict[str, Any], table: Mapping[str, Any], env: Mapping[str
             continue
         secret = item.get("access_key_secret") or env.get(item.get("access_key_secret_env", ""), None)
         token = item.get("security_token") or env.get(item.get("security_token_env", ""), None)
-        if not item.get("access_key_id") or not secret:
+        source = item.get("credentials", "static")
+        if source not in CREDENTIAL_SOURCES:
+            problems.append(f"{where}: credentials must be one of {', '.join(CREDENTIAL_SOURCES)} (got {source!r})")
+        elif source == "default-chain":
+            if item.get("access_key_id") or secret or token:
+                problems.append(f'{where}: credentials = "default-chain" takes no access_key_id, access_key_secret or security_token')
+        elif not item.get("access_key_id") or not secret:
             problems.append(f"{where}: needs access_key_id and access_key_secret (or access_key_secret_env naming a set variable)")
         rate = item.get("rate_limit_per_second", values["rate_limit_per_second"])
         if not 0.1 <= rate <= 1000:
             problems.append(f"{where}: rate_limit_per_second must be between 0.1 and 1000 (got {rate})")
-        accounts[name] = AccountConfig(name, item.get("access_key_id"), secret, token, rate, item.get("rate_limit_burst", values["rate_limit_burst"]))
+        accounts[name] = AccountConfig(name, item.get("access_key_id"), secret, token, rate, item.get("rate_limit_burst", values["rate_limit_burst"]), source)
     return accounts
 
 
@@ -321,7 +346,7 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
         "producer_options": kafka_table.get("producer", {}),
     }
     for table, prefix in KAFKA_OPT_PREFIXES.items():
-        options = {str(k): str(v) for k, v in tables[table].items()}
+        options = {str(k): _librdkafka_value(v) for k, v in tables[table].items()}
         for name, value in env.items():
             if name.startswith(prefix) and len(name) > len(prefix):
                 options[name[len(prefix):].lower().replace("_", ".")] = value

@@ -19,6 +19,7 @@ log = logging.getLogger("consumer.kafka")
 
 TP = tuple[str, int]
 Rebalance = Callable[[list[TP]], None]
+Committed = Callable[[dict[TP, int]], None]
 DeliveryCallback = Callable[[Any, Message], None]
 
 __all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config"]
@@ -38,7 +39,6 @@ def consumer_config(config: Config) -> dict[str, Any]:
         "session.timeout.ms": config.session_timeout_ms,
         "heartbeat.interval.ms": max(100, config.session_timeout_ms // 5),
         "max.poll.interval.ms": max(300_000, int(config.drain_timeout_s * 2000) + 60_000),
-        "on_commit": _on_commit,
         **_common(config),
         **config.consumer_options,
     }
@@ -55,14 +55,12 @@ def producer_config(config: Config) -> dict[str, Any]:
     }
 
 
-def _on_commit(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-    if err is not None:
-        log.warning("offset commit failed: %s", err)
-
-
 class KafkaIO:
-    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance):
-        self._consumer = Consumer(consumer_config(config), logger=logging.getLogger("consumer.librdkafka"))
+    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed):
+        self._on_committed = on_committed
+        self._consumer = Consumer(
+            {**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka")
+        )
         self._producer = Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka"))
         self._topic = config.request_topic
         self._on_assign = on_assign
@@ -95,16 +93,27 @@ class KafkaIO:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
         return self._producer.flush(timeout)
 
-    def commit(self, positions: Mapping[TP, int], asynchronous: bool) -> bool:
+    def commit(self, positions: Mapping[TP, int], asynchronous: bool) -> None:
+        """Commit; ``on_committed`` hears of the positions the broker accepted (a failed commit is
+        simply made again later: the positions stay due)."""
         if not positions:
-            return True
+            return
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            done = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
-            log.warning("offset commit failed: %s", exc)
-            return False
-        return True
+            log.info("offset commit not made (%s): will retry", exc.args[0])
+            return
+        if not asynchronous and done:
+            self._commit_done(None, done)
+
+    def _commit_done(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.info("offset commit not made (%s): will retry", err)
+            return
+        accepted = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
+        if accepted:
+            self._on_committed(accepted)
 
     def pause(self, partitions: Iterable[TP]) -> None:
         self._consumer.pause([TopicPartition(t, p) for t, p in partitions])

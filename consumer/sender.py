@@ -22,13 +22,16 @@ import logging
 import random
 import threading
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from .batching import split
-from .cams.client import CamsClient, CredentialsProvider
+from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
 from .completion import Completion, SliceOutcome
+from .credentials import CredentialsError
 from .ledger import Ledger
 from .limiter import RateLimiter
 from .metrics import Metrics
@@ -39,17 +42,28 @@ from .scheduler import FairScheduler
 log = logging.getLogger("consumer.sender")
 
 EXPIRED_CODE = "Chatapp.Expired"
+CREDENTIALS_UNAVAILABLE = "Chatapp.CredentialsUnavailable"
 ResultsSink = Callable[[list[tuple[SendRequest, SendResult]]], None]
 
 
+@dataclass(frozen=True)
 class SendPolicy:
-    """Retry budget and backoff of the sender (from Config)."""
+    """Retry budget and backoff of the sender (from Config).
 
-    def __init__(self, max_attempts: int, backoff_ms: int, backoff_max_ms: int, throttle_max_retries: int):
-        self.max_attempts = max_attempts
-        self.backoff_ms = backoff_ms
-        self.backoff_max_ms = backoff_max_ms
-        self.throttle_max_retries = throttle_max_retries
+    ``throttle_tolerance``: System.LimitControl answers an account may get within
+    ``THROTTLE_WINDOW_S`` before the limiter slows it down. A lone throttle is network jitter
+    bunching two calls at the edge of CAMS's window, not a smaller budget: it is retried
+    without giving up a slice of the rate for seconds.
+    """
+
+    max_attempts: int
+    backoff_ms: int
+    backoff_max_ms: int
+    throttle_max_retries: int
+    throttle_tolerance: int = 1
+
+
+THROTTLE_WINDOW_S = 2.0
 
 
 class Sender:
@@ -82,6 +96,8 @@ class Sender:
         self._completion = Completion()
         self._cond = threading.Condition()
         self._inflight = 0
+        self._running: dict[int, Batch] = {}
+        self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
         self._stopped = False
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sender")
         self._thread = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
@@ -104,10 +120,10 @@ class Sender:
             self._completion.forget(piece.request)
         return removed
 
-    @property
-    def idle(self) -> bool:
+    def busy_with(self, selected: Callable[[Slice], bool]) -> bool:
+        """Is a call in flight for a batch holding a ``selected`` slice?"""
         with self._cond:
-            return self._inflight == 0 and len(self._scheduler) == 0
+            return any(selected(s) for batch in self._running.values() for s in batch.slices)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop dispatching; wait for calls in flight (their results are still reported)."""
@@ -138,6 +154,7 @@ class Sender:
                     if batch is None:
                         continue
                     self._inflight += 1
+                    self._running[id(batch)] = batch
                 self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
                 self._metrics.inflight_calls.inc()
                 self._pool.submit(self._run, batch)
@@ -161,6 +178,7 @@ class Sender:
         finally:
             with self._cond:
                 self._inflight -= 1
+                self._running.pop(id(batch), None)
                 self._cond.notify()
             self._metrics.inflight_calls.dec()
         if finished:
@@ -189,7 +207,13 @@ class Sender:
             self._ledger.mark_in_flight([s.request.request_id for s in batch.slices], self._owner)
         account = batch.key.account
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
-        call = self._cams.send(self._credentials[account].get(), batch.key, recipients)
+        try:
+            credentials = self._credentials[account].get()
+        except CredentialsError as exc:  # STS or the metadata service down: retried like a timeout
+            log.warning("no credentials for account %s: %s", account, exc)
+            call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
+        else:
+            call = self._cams.send(credentials, batch.key, recipients)
         batch.attempts += 1
         self._metrics.api_calls.labels(account, call.code or "none").inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)
@@ -200,7 +224,8 @@ class Sender:
             finished += self._finish(batch, batch.slices, SliceOutcome(Status.SENT, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
         elif outcome is Outcome.THROTTLED and batch.throttles < self._policy.throttle_max_retries:
             batch.throttles += 1
-            self._limiter.throttled(account, call.retry_after_s)
+            if self._persistent_throttling(account):
+                self._limiter.throttled(account, call.retry_after_s)
             self._metrics.retries.labels(account, "throttled").inc()
             self.submit(batch, self._clock() + (call.retry_after_s or 0.0))
         elif outcome is Outcome.TRANSIENT and batch.failures + 1 < self._policy.max_attempts:
@@ -219,6 +244,16 @@ class Sender:
             finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
         self._record(finished)
         return finished
+
+    def _persistent_throttling(self, account: str) -> bool:
+        """Record a throttle; True when the account had more than the tolerance lately."""
+        now = self._clock()
+        with self._cond:
+            recent = self._throttled_at[account]
+            recent.append(now)
+            while recent and recent[0] < now - THROTTLE_WINDOW_S:
+                recent.popleft()
+            return len(recent) > self._policy.throttle_tolerance
 
     def _record(self, finished: list[tuple[SendRequest, SendResult]]) -> None:
         if finished:

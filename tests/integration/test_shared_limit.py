@@ -40,29 +40,30 @@ def test_three_instances_share_one_budget_exactly_and_keep_it_full(cluster, shar
     total, per_call, run_s = 40_000, 100, 30.0
     produce(cluster.bootstrap_servers, encode_samples(total))
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
-        env = service_env(cluster.bootstrap_servers, cams.url, redis_url=shared_redis, batch_max_recipients=per_call, rate_limit_per_second=RATE)
+        env = service_env(cluster.bootstrap_servers, cams.url, redis_url=shared_redis, batch_max_recipients=per_call, rate_limit_per_second=RATE, max_buffered_recipients=3000)
         services = [start_service(env) for _ in range(3)]
         for service in services:
-            service.wait_ready(timeout=30)
-        first = time.monotonic()
-        while time.monotonic() - first < run_s + 3:
+            service.wait_ready(timeout=30)  # ready = partitions assigned: the group has settled
+        settled = time.time()
+        while time.time() - settled < run_s + 1:
             assert all(s.alive() for s in services)
             time.sleep(1)
         times = accepted_times(cams)
         stats = cams.stats()
+        calls_per_instance = [s.metric("chatapp_api_calls_total", code="OK") for s in services]
         for service in services:
             assert service.stop() == 0
     assert times, "no call was accepted"
-    window_start = times[0] + 2.0  # after the group settled
+    window_start = settled
     in_run = [t for t in times if window_start <= t < window_start + run_s]
     assert max_in_any_window(times) <= RATE, "a 1-second window held more calls than the account allows"
     # the 2 % safety margin absorbs ~20 ms of jitter; a loaded CI machine may exceed it for a call
     # or two, which CAMS refuses (and the service retries): never more than 1 % of the calls
     assert stats["by_code"].get("System.LimitControl", 0) <= 0.01 * stats["by_code"]["OK"]
     fill = len(in_run) / (RATE * run_s)
-    assert fill >= 0.95, f"only {len(in_run)} calls in {run_s:.0f} s: {fill:.1%} of the budget"
-    # every instance took part
-    assert all(s.metric("chatapp_api_calls_total", code="OK") > 0 for s in services)
+    per_second = collections.Counter(int(t - window_start) for t in in_run)
+    assert fill >= 0.95, f"only {len(in_run)} calls in {run_s:.0f} s: {fill:.1%} of the budget; per second {sorted(per_second.items())}"
+    assert all(calls > 0 for calls in calls_per_instance), f"every instance takes part: {calls_per_instance}"
 
 
 def test_throttling_by_cams_slows_down_and_loses_nothing(cluster, start_service, topic_reader):

@@ -1,0 +1,310 @@
+"""Processes the benchmark starts: the mock broker, the local CAMS endpoint and service instances.
+
+Every child gets ``PR_SET_PDEATHSIG`` (SIGTERM when this process dies) besides the try/finally of
+the caller, so that a killed benchmark leaves nothing running; every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from consumer.local_cams import LocalCams
+from consumer.mockcluster import MockCluster
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_ID = "LTAI_BENCH_LOCAL_ONLY"
+SECRET = "bench-secret-local-only"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the benchmark process goes away."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "ALIBABA_CLOUD_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in line:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no ready line within {timeout} s")
+            if selector.select(left):
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise RuntimeError(f"child exited ({process.poll()}) before its ready line")
+                line += chunk
+    return line.split(b"\n", 1)[0]
+
+
+def start_cams(rate_limit: int = 10, timeout: float = 15.0) -> LocalCams:
+    """``python -m consumer.local_cams`` knowing the bench key, wrapped in ``LocalCams``."""
+    argv = [sys.executable, "-m", "consumer.local_cams", "--host", "127.0.0.1", "--port", "0",
+            "--rate-limit", str(rate_limit), "--account", f"{KEY_ID}:{SECRET}"]  # fmt: skip
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env(), cwd=ROOT,
+                               preexec_fn=_die_with_parent)  # fmt: skip
+    try:
+        url = json.loads(_read_line(process, timeout))["url"]
+    except BaseException:
+        process.kill()
+        process.wait(10)
+        raise
+    return LocalCams(process, url)
+
+
+class Infra:
+    """The broker and the endpoint, shared by every scenario of one run (topics differ)."""
+
+    def __init__(self) -> None:
+        self.cluster: MockCluster | None = None
+        self.cams: LocalCams | None = None
+
+    def start(self) -> Infra:
+        self.cluster = MockCluster.start(brokers=1, timeout=30.0)
+        self.cams = start_cams()
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.cluster is not None
+        return self.cluster.bootstrap_servers
+
+    def topics(self, name: str, partitions: int) -> tuple[str, str, str]:
+        """Fresh request, result and dead-letter topics for one scenario."""
+        assert self.cluster is not None
+        names = (f"bench.{name}.requests", f"bench.{name}.results", f"bench.{name}.dlq")
+        self.cluster.create_topic(names[0], partitions)
+        self.cluster.create_topic(names[1], partitions)
+        self.cluster.create_topic(names[2], 1)
+        return names
+
+    def endpoint(self, rate_limit: int, latency_ms: float = 0.0) -> LocalCams:
+        """Forget earlier calls and set the endpoint's limit and latency."""
+        assert self.cams is not None
+        self.cams.reset()
+        self.cams.set_faults(rate_limit=rate_limit, latency_ms=latency_ms)
+        return self.cams
+
+    def close(self) -> None:
+        if self.cams is not None:
+            self.cams.stop(timeout=10.0)
+        if self.cluster is not None:
+            self.cluster.stop(timeout=10.0)
+
+
+def service_env(bootstrap: str, cams_url: str, topics: tuple[str, str, str], **settings: Any) -> dict[str, str]:
+    """The service's environment: the bench's topics, key and mock-broker settings, then ``settings``
+    (``name=value`` for ``CHATAPP_NAME``, or full upper-case variable names)."""
+    env = child_env(
+        CHATAPP_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        CHATAPP_CAMS_ENDPOINT=cams_url,
+        ALIBABA_CLOUD_ACCESS_KEY_ID=KEY_ID,
+        ALIBABA_CLOUD_ACCESS_KEY_SECRET=SECRET,
+        CHATAPP_REQUEST_TOPIC=topics[0],
+        CHATAPP_REPLY_TOPIC=topics[1],
+        CHATAPP_DLQ_TOPIC=topics[2],
+        CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS="10",  # the mock broker holds a Fetch this long
+        CHATAPP_SESSION_TIMEOUT_MS="6000",
+        CHATAPP_METRICS_HOST="127.0.0.1",
+        CHATAPP_METRICS_PORT=str(free_port()),
+        CHATAPP_LOG_FORMAT="json",
+        CHATAPP_DRAIN_TIMEOUT_S="20",
+    )
+    for name, value in settings.items():
+        env[name if name.isupper() else "CHATAPP_" + name.upper()] = str(value)
+    return env
+
+
+class Service:
+    """One ``python -m consumer run`` process; output to ``log_path``."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path):
+        self.env = dict(env)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=ROOT,
+                                        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent)  # fmt: skip
+        self.started = time.monotonic()
+        self.url = f"http://127.0.0.1:{self.env['CHATAPP_METRICS_PORT']}"
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def _get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=2.0)
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Until /readyz answers 200 (partitions assigned); returns the seconds it took."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if self._get("/readyz").status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"service not ready after {timeout} s:\n{self.log_tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics as ``name{labels}`` -> value ({} when it does not answer)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            text = self._get("/metrics").text
+        except httpx.HTTPError:
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.endswith(("_bucket", "_created")):
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM (the service drains), then SIGKILL after ``timeout`` s; returns the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.returncode = self.process.returncode
+        if not self._log.closed:
+            self._log.close()
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self.process.wait(10)
+        if not self._log.closed:
+            self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_problems(self, limit: int = 5) -> dict[str, Any]:
+        """WARNING/ERROR lines of the JSON log: counts and the first few messages."""
+        counts: dict[str, int] = {}
+        first: list[str] = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                if "Traceback" in line or "Error" in line:
+                    counts["unparsed"] = counts.get("unparsed", 0) + 1
+                    if len(first) < limit:
+                        first.append(line[:300])
+                continue
+            level = entry.get("level")
+            if level in ("WARNING", "ERROR", "CRITICAL"):
+                counts[level] = counts.get(level, 0) + 1
+                if len(first) < limit:
+                    first.append(f"{level} {entry.get('logger')}: {str(entry.get('msg'))[:300]}")
+        return {"counts": counts, "first": first}
+
+
+def memory_status(pid: int) -> dict[str, int]:
+    """VmHWM and VmRSS of ``pid`` in KiB ({} once it is gone)."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    name, value = line.split(":", 1)
+                    out[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class CpuAccount:
+    """Machine CPU used by this benchmark (itself, its reaped children, the broker and the endpoint)
+    and by everything else: other work on the machine disturbs the figures, so it is reported."""
+
+    def __init__(self, infra: Infra):
+        self._infra = infra
+        self._start = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, float, float]:
+        t = os.times()
+        mine = t.user + t.system + t.children_user + t.children_system
+        for child in (self._infra.cluster, self._infra.cams):
+            if child is not None:
+                mine += process_cpu_s(child.process.pid)
+        return time.monotonic(), _machine_busy_s(), mine
+
+    def since_start(self) -> dict[str, float]:
+        """CPU seconds since this account was opened: the bench's, others', and cores busy on average."""
+        now, busy, mine = self._snapshot()
+        wall, all_busy, own = now - self._start[0], busy - self._start[1], mine - self._start[2]
+        others = max(0.0, all_busy - own)
+        return {"wall_s": wall, "bench_cpu_s": own, "other_cpu_s": others,
+                "bench_cores": own / wall if wall else 0.0, "other_cores": others / wall if wall else 0.0}  # fmt: skip

@@ -1,0 +1,125 @@
+"""Pure arithmetic on what was recorded: call-record windows, percentiles, result checks, memory."""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .launch import memory_status
+
+
+def call_window(calls: Sequence[dict[str, Any]], full: int) -> dict[str, Any]:
+    """Recipients/s and fill from the endpoint's records of accepted calls.
+
+    Steady window: from the first call carrying ``full`` recipients to the last one (the partial
+    calls of the first linger and of the end of the backlog are left out). Rate counts the
+    recipients of calls ``i .. j-1`` over ``t_j - t_i`` (n calls, n intervals), so evenly spaced
+    calls give their exact rate. Fill is the mean recipients per call ``i .. j`` over ``full``.
+    The whole run (first to last accepted call, every call) is reported beside it.
+    """
+    ok = sorted((c for c in calls if c["code"] == "OK"), key=lambda c: c["accepted_at"])
+    out: dict[str, Any] = {"accepted_calls": len(ok), "recipients": sum(c["recipients"] for c in ok)}
+    if calls:
+        t0 = min(c["received_at"] for c in calls)
+        # every call: ms since the first was received, recipients, code (throttles show where they hit)
+        out["timeline"] = [(round((c["received_at"] - t0) * 1000), c["recipients"], c["code"]) for c in sorted(calls, key=lambda c: c["received_at"])]
+    if len(ok) < 2:
+        return out
+    times = [c["accepted_at"] for c in ok]
+    sizes = [c["recipients"] for c in ok]
+    out["whole_run"] = {
+        "seconds": times[-1] - times[0],
+        "recipients_per_s": sum(sizes[:-1]) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0,
+        "calls_per_s": (len(ok) - 1) / (times[-1] - times[0]) if times[-1] > times[0] else 0.0,
+        "mean_recipients_per_call": sum(sizes) / len(sizes),
+        "partial_calls": sum(1 for s in sizes if s < full),
+    }
+    fulls = [k for k, s in enumerate(sizes) if s >= full]
+    i, j = (fulls[0], fulls[-1]) if len(fulls) >= 2 else (0, len(ok) - 1)
+    span = times[j] - times[i]
+    out["steady"] = {
+        "first_call": i,
+        "last_call": j,
+        "calls": j - i + 1,
+        "seconds": span,
+        "recipients_per_s": sum(sizes[i:j]) / span if span > 0 else 0.0,
+        "calls_per_s": (j - i) / span if span > 0 else 0.0,
+        "mean_recipients_per_call": sum(sizes[i : j + 1]) / (j - i + 1),
+        "partial_calls": sum(1 for s in sizes[i : j + 1] if s < full),
+    }
+    gaps = [b - a for a, b in zip(times[i:j], times[i + 1 : j + 1])]
+    if gaps:
+        gaps.sort()
+        out["steady"]["gap_ms"] = {"min": gaps[0] * 1000, "p50": percentile(gaps, 50) * 1000, "max": gaps[-1] * 1000}
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile of sorted or unsorted ``values``."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    pos = (len(data) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def check_results(keys: Iterable[bytes | None], statuses: Iterable[str] | None, expected_ids: set[str]) -> dict[str, Any]:
+    """One result per request id, all of them, and the status mix."""
+    counts = collections.Counter(k.decode() if k is not None else "" for k in keys)
+    ids = set(counts)
+    out: dict[str, Any] = {
+        "results": sum(counts.values()),
+        "distinct_requests_answered": len(ids & expected_ids),
+        "missing": len(expected_ids - ids),
+        "unexpected": len(ids - expected_ids),
+        "answered_more_than_once": sum(1 for n in counts.values() if n > 1),
+    }
+    if statuses is not None:
+        out["statuses"] = dict(collections.Counter(statuses))
+    return out
+
+
+class MemorySampler:
+    """A thread that reads VmRSS/VmHWM of a process every ``every`` s."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        self.pid = pid
+        self.every = every
+        self.samples: list[tuple[float, int, int]] = []  # (seconds since start, rss KiB, hwm KiB)
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    def start(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status = memory_status(self.pid)
+            if status:
+                self.samples.append((time.monotonic() - self._started, status.get("VmRSS", 0), status.get("VmHWM", 0)))
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(5.0)
+        if not self.samples:
+            return {"samples": 0}
+        hwm = max(s[2] for s in self.samples)
+        rss = max(s[1] for s in self.samples)
+        step = max(1, len(self.samples) // 30)
+        return {
+            "samples": len(self.samples),
+            "seconds": self.samples[-1][0],
+            "peak_hwm_mib": hwm / 1024,
+            "max_rss_mib": rss / 1024,
+            "last_rss_mib": self.samples[-1][1] / 1024,
+            "timeline_s_rss_mib": [(round(t, 1), round(r / 1024, 1)) for t, r, _ in self.samples[::step]],
+        }

@@ -1,0 +1,390 @@
+"""consumer.batching: requests grouped by BatchKey, whole when they fit, with an injected clock."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from consumer.batching import Batcher, new_batch_id, recipients_of, split, without
+from consumer.models import Batch, BatchKey, SendRequest, Slice, Source
+from tests.unit.test_cams_payload import avro_recipient, make_key
+
+_IDS = itertools.count()
+_NUMBERS = itertools.count(10_000_000)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def recipients(count: int) -> list[dict[str, Any]]:
+    return [avro_recipient(f"86139{next(_NUMBERS):08d}") for _ in range(count)]
+
+
+def make_request(
+    count: int = 1,
+    key: BatchKey | None = None,
+    *,
+    request_id: str | None = None,
+    expires_at_ms: int | None = None,
+    partition: int = 0,
+    offset: int | None = None,
+) -> SendRequest:
+    n = next(_IDS)
+    return SendRequest(
+        request_id or f"req-{n}",
+        key or make_key(),
+        recipients(count),
+        expires_at_ms,
+        Source("chatapp.send-requests", partition, n if offset is None else offset, 0),
+    )
+
+
+def make_batch(*sizes: int, key: BatchKey | None = None, expires: list[int | None] | None = None) -> Batch:
+    """A batch of one slice per size (each a whole request of that many recipients)."""
+    key = key or make_key()
+    batch = Batch(new_batch_id(), key)
+    for i, size in enumerate(sizes):
+        request = make_request(size, key, expires_at_ms=(expires[i] if expires else None))
+        batch.slices.append(Slice(request, request.recipients))
+        batch.recipient_count += size
+    return batch
+
+
+def slice_sizes(batch: Batch) -> list[int]:
+    return [len(s.recipients) for s in batch.slices]
+
+
+# -- construction -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1001])
+def test_max_recipients_must_be_1_to_1000(bad: int) -> None:
+    with pytest.raises(ValueError, match="1..1000"):
+        Batcher(bad, 0.1)
+
+
+def test_batch_ids_are_unique() -> None:
+    ids = {new_batch_id() for _ in range(1000)}
+    assert len(ids) == 1000
+
+
+# -- filling --------------------------------------------------------------------------------------
+
+
+def test_fills_to_max_recipients_exactly() -> None:
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    assert batcher.add(make_request(3)) == []
+    assert batcher.add(make_request(3)) == []
+    assert batcher.add(make_request(3)) == []
+    assert batcher.buffered_recipients == 9
+    ready = batcher.add(make_request(1))
+    assert len(ready) == 1
+    assert ready[0].recipient_count == 10
+    assert slice_sizes(ready[0]) == [3, 3, 3, 1]
+    assert len(batcher) == 0
+    assert batcher.buffered_recipients == 0
+
+
+def test_request_of_exactly_max_recipients_is_one_full_batch_and_not_copied() -> None:
+    batcher = Batcher(1000, 1.0, clock=FakeClock())
+    request = make_request(1000)
+    ready = batcher.add(request)
+    assert [b.recipient_count for b in ready] == [1000]
+    assert ready[0].slices[0].recipients is request.recipients  # whole request, no slicing
+    assert request.parts == 1
+    assert len(batcher) == 0
+
+
+def test_never_splits_a_request_that_fits_closes_the_open_batch_first() -> None:
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    batcher.add(make_request(8))
+    big = make_request(3)
+    ready = batcher.add(big)
+    assert [b.recipient_count for b in ready] == [8]
+    assert big.parts == 1
+    assert len(batcher) == 1
+    assert batcher.buffered_recipients == 3
+    rest = batcher.flush()
+    assert slice_sizes(rest[0]) == [3]
+    assert rest[0].slices[0].request is big
+
+
+def test_request_of_max_size_behind_an_open_batch_closes_it_and_fills_its_own() -> None:
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    first = batcher.add(make_request(4))
+    assert first == []
+    request = make_request(10)
+    ready = batcher.add(request)
+    assert [b.recipient_count for b in ready] == [4, 10]  # oldest first
+    assert request.parts == 1
+    assert len(batcher) == 0
+    assert batcher.buffered_recipients == 0
+
+
+def test_request_larger_than_max_is_split_into_room_then_full_batches() -> None:
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    batcher.add(make_request(4))
+    big = make_request(25)
+    ready = batcher.add(big)
+    assert [b.recipient_count for b in ready] == [10, 10]
+    assert slice_sizes(ready[0]) == [4, 6]  # the open batch's room first
+    assert slice_sizes(ready[1]) == [10]
+    assert big.parts == 3
+    assert batcher.buffered_recipients == 9
+    (tail,) = batcher.flush()
+    assert slice_sizes(tail) == [9]
+    # the slices cover the request's recipients exactly once, in order
+    pieces = [ready[0].slices[1], ready[1].slices[0], tail.slices[0]]
+    assert all(p.request is big for p in pieces)
+    assert [r for p in pieces for r in p.recipients] == big.recipients
+
+
+def test_request_multiple_of_max_leaves_nothing_open() -> None:
+    batcher = Batcher(5, 1.0, clock=FakeClock())
+    request = make_request(15)
+    ready = batcher.add(request)
+    assert [b.recipient_count for b in ready] == [5, 5, 5]
+    assert request.parts == 3
+    assert len(batcher) == 0
+    assert batcher.buffered_recipients == 0
+
+
+def test_oversized_request_split_batches_have_distinct_ids() -> None:
+    batcher = Batcher(3, 1.0, clock=FakeClock())
+    ready = batcher.add(make_request(10))
+    ready += batcher.flush()
+    assert len({b.batch_id for b in ready}) == len(ready) == 4
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+_DIFFERENT: dict[str, Any] = {
+    "account": "other",
+    "channel_type": "viber",
+    "template_code": "tpl-2",
+    "template_name": "welcome",
+    "language": "es",
+    "from_number": "8613877779999",
+    "fallback_id": "fb-1",
+    "fallback_content": "hello",
+    "fallback_rule": "undelivered",
+    "fallback_duration_s": 120,
+    "task_id": "task-1",
+    "cust_space_id": "space-1",
+    "label": "transaction",
+    "tag": "tag-1",
+    "ttl_s": 60,
+}
+
+
+def test_every_batch_key_field_is_covered() -> None:
+    assert set(_DIFFERENT) == set(BatchKey._fields)
+
+
+@pytest.mark.parametrize("field", BatchKey._fields)
+def test_keys_that_differ_in_one_field_never_mix(field: str) -> None:
+    base = make_key()
+    other = make_key(**{field: _DIFFERENT[field]})
+    assert base != other
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    assert batcher.add(make_request(2, base)) == []
+    assert batcher.add(make_request(2, other)) == []
+    assert len(batcher) == 2
+    batches = batcher.flush()
+    assert {b.key for b in batches} == {base, other}
+    for batch in batches:
+        assert all(s.request.key == batch.key for s in batch.slices)
+
+
+def test_equal_keys_share_a_batch() -> None:
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    batcher.add(make_request(2, make_key()))
+    batcher.add(make_request(2, make_key()))
+    assert len(batcher) == 1
+
+
+def test_a_full_batch_of_one_key_leaves_other_keys_open() -> None:
+    batcher = Batcher(4, 1.0, clock=FakeClock())
+    a, b = make_key(language="en"), make_key(language="fr")
+    batcher.add(make_request(1, b))
+    ready = batcher.add(make_request(4, a))
+    assert [x.key for x in ready] == [a]
+    assert len(batcher) == 1
+    assert batcher.buffered_recipients == 1
+
+
+# -- linger ---------------------------------------------------------------------------------------
+
+
+def test_nothing_open_means_nothing_due_and_no_deadline() -> None:
+    batcher = Batcher(10, 0.2, clock=FakeClock())
+    assert batcher.due() == []
+    assert batcher.until_next() is None
+
+
+def test_linger_due_and_until_next_follow_creation_order() -> None:
+    clock = FakeClock(0.0)  # binary-exact steps: deadlines compare exactly
+    batcher = Batcher(10, 0.5, clock=clock)
+    a, b = make_key(language="a"), make_key(language="b")
+    batcher.add(make_request(1, a))
+    clock.advance(0.125)
+    batcher.add(make_request(1, b))
+    batcher.add(make_request(1, a))  # joining does not reset a's deadline
+    assert batcher.until_next() == 0.375
+    assert batcher.due() == []
+    clock.advance(0.25)
+    assert batcher.due() == []
+    clock.advance(0.125)  # exactly a's deadline
+    due = batcher.due()
+    assert [x.key for x in due] == [a]
+    assert due[0].recipient_count == 2
+    assert batcher.buffered_recipients == 1
+    assert batcher.until_next() == 0.125
+    clock.advance(1.0)
+    assert batcher.until_next() == 0.0  # overdue: never negative
+    assert [x.key for x in batcher.due()] == [b]
+    assert batcher.until_next() is None
+    assert batcher.buffered_recipients == 0
+
+
+def test_many_overdue_batches_come_out_oldest_first() -> None:
+    clock = FakeClock()
+    batcher = Batcher(10, 0.1, clock=clock)
+    keys = [make_key(language=f"l{i}") for i in range(5)]
+    for key in keys:
+        batcher.add(make_request(1, key))
+        clock.advance(0.01)
+    clock.advance(1.0)
+    assert [b.key for b in batcher.due()] == keys
+    assert len(batcher) == 0
+
+
+def test_reopened_key_gets_a_new_deadline_behind_older_batches() -> None:
+    clock = FakeClock(0.0)  # binary-exact steps: deadlines compare exactly
+    batcher = Batcher(2, 1.0, clock=clock)
+    a, b = make_key(language="a"), make_key(language="b")
+    batcher.add(make_request(1, a))
+    clock.advance(0.25)
+    batcher.add(make_request(1, b))
+    clock.advance(0.25)
+    assert len(batcher.add(make_request(1, a))) == 1  # a fills up and closes
+    batcher.add(make_request(1, a))  # a reopens at t=0.5
+    assert batcher.until_next() == 0.75  # b (t=0.25) is now the oldest
+    clock.advance(0.75)
+    assert [x.key for x in batcher.due()] == [b]
+    assert batcher.until_next() == 0.25
+    clock.advance(0.25)
+    assert [x.key for x in batcher.due()] == [a]
+
+
+def test_zero_linger_is_due_at_once() -> None:
+    batcher = Batcher(10, 0.0, clock=FakeClock())
+    batcher.add(make_request(1))
+    assert batcher.until_next() == 0.0
+    assert len(batcher.due()) == 1
+
+
+def test_batch_created_at_comes_from_the_clock() -> None:
+    clock = FakeClock(42.0)
+    batcher = Batcher(10, 1.0, clock=clock)
+    batcher.add(make_request(1))
+    assert batcher.flush()[0].created_at == 42.0
+
+
+# -- flush / bookkeeping ----------------------------------------------------------------------------
+
+
+def test_flush_closes_everything_and_resets_bookkeeping() -> None:
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    batcher.add(make_request(3, make_key(language="a")))
+    batcher.add(make_request(4, make_key(language="b")))
+    assert batcher.buffered_recipients == 7
+    flushed = batcher.flush()
+    assert recipients_of(flushed) == 7
+    assert len(batcher) == 0
+    assert batcher.buffered_recipients == 0
+    assert batcher.flush() == []
+    assert batcher.until_next() is None
+
+
+def test_buffered_recipients_always_equals_open_batches_recipients() -> None:
+    clock = FakeClock()
+    batcher = Batcher(7, 0.05, clock=clock)
+    keys = [make_key(language=x) for x in "abc"]
+    out: list[Batch] = []
+    added = 0
+    for i in range(200):
+        size = (i * 5) % 17 + 1  # some larger than 7
+        added += size
+        out += batcher.add(make_request(size, keys[i % 3]))
+        if i % 13 == 0:
+            clock.advance(0.03)
+            out += batcher.due()
+        assert batcher.buffered_recipients == added - recipients_of(out)
+        assert all(b.recipient_count <= 7 for b in out)
+    out += batcher.flush()
+    assert recipients_of(out) == added
+    assert all(b.recipient_count == sum(slice_sizes(b)) for b in out)
+
+
+# -- split / without -----------------------------------------------------------------------------
+
+
+def test_split_halves_by_slices() -> None:
+    batch = make_batch(1, 2, 3, 4, 5)
+    batch.created_at = 7.5
+    halves = split(batch)
+    assert [slice_sizes(h) for h in halves] == [[1, 2], [3, 4, 5]]
+    assert [h.recipient_count for h in halves] == [3, 12]
+    assert all(h.key == batch.key and h.created_at == 7.5 for h in halves)
+    assert len({batch.batch_id, *(h.batch_id for h in halves)}) == 3
+    assert [s.request for h in halves for s in h.slices] == [s.request for s in batch.slices]
+
+
+def test_split_of_two_slices_gives_one_each() -> None:
+    halves = split(make_batch(4, 6))
+    assert [slice_sizes(h) for h in halves] == [[4], [6]]
+
+
+def test_split_of_a_single_slice_is_empty() -> None:
+    assert split(make_batch(10)) == []
+    assert split(Batch("empty", make_key())) == []
+
+
+def test_without_drops_selected_slices_and_recounts() -> None:
+    batch = make_batch(1, 2, 3)
+    drop_id = batch.slices[1].request.request_id
+    rest, removed = without(batch, lambda s: s.request.request_id == drop_id)
+    assert rest is batch
+    assert slice_sizes(rest) == [1, 3]
+    assert rest.recipient_count == 4
+    assert [s.request.request_id for s in removed] == [drop_id]
+
+
+def test_without_nothing_selected_returns_batch_unchanged() -> None:
+    batch = make_batch(1, 2)
+    rest, removed = without(batch, lambda s: False)
+    assert rest is batch and removed == []
+    assert batch.recipient_count == 3
+
+
+def test_without_everything_selected_returns_none() -> None:
+    batch = make_batch(1, 2)
+    rest, removed = without(batch, lambda s: True)
+    assert rest is None
+    assert [len(s.recipients) for s in removed] == [1, 2]
+
+
+def test_earliest_expiry_ignores_requests_without_deadline() -> None:
+    assert make_batch(1, 1, expires=[None, None]).earliest_expiry_ms is None
+    assert make_batch(1, 1, 1, expires=[None, 900, 500]).earliest_expiry_ms == 500

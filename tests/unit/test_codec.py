@@ -1,0 +1,156 @@
+"""consumer.codec.PlainAvroCodec: roundtrips, and garbage always ends in DecodeError."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from consumer.codec import DecodeError, PlainAvroCodec
+from consumer.models import SendResult, Status
+from consumer.samples import request_record
+
+CODEC = PlainAvroCodec()
+
+
+def full_record() -> dict:
+    record = request_record(
+        "req-42",
+        "order_shipped",
+        "en",
+        ["8613900000001", "8613900000002"],
+        account="acme",
+        fallback_id="fb",
+        fallback_content="Fallback ✓ 中文",
+        fallback_rule="undelivered",
+        fallback_duration_s=120,
+        task_id="t",
+        cust_space_id="cs",
+        tag="tag",
+        expires_at=datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=timezone.utc),
+    )
+    record["recipients"][1].update(
+        recipient_type="individual",
+        payload=["p1", "p2"],
+        product_action={
+            "thumbnail_product_retailer_id": "thumb",
+            "sections": [{"title": "Shoes", "product_items": [{"product_retailer_id": "s1"}]}],
+        },
+        flow_action={"flow_token": "tok", "flow_action_data": {"screen": "WELCOME"}},
+    )
+    return record
+
+
+def result_record() -> dict:
+    return SendResult(
+        "req-42", Status.SENT, "OK", None, 2, attempts=1, group_message_id="G", api_request_id="R", batch_id="b-1",
+        completed_at_ms=1_767_225_600_123,
+    ).to_record()
+
+
+def test_request_roundtrip_is_equal() -> None:
+    record = full_record()
+    assert CODEC.decode(CODEC.encode_request(record)) == record
+
+
+def test_minimal_request_gets_schema_defaults() -> None:
+    record = CODEC.decode(CODEC.encode_request({"request_id": "r", "language": "en", "from_number": "861", "recipients": [{"to": "862"}]}))
+    assert record["channel_type"] == "whatsapp"
+    assert record["account"] is None
+    assert record["expires_at"] is None
+    assert record["recipients"][0]["template_params"] == {}
+    assert record["recipients"][0]["payload"] == []
+
+
+def test_expires_at_decodes_as_tz_aware_datetime() -> None:
+    decoded = CODEC.decode(CODEC.encode_request(full_record()))
+    assert decoded["expires_at"].tzinfo is not None
+    assert decoded["expires_at"].timestamp() == 1_767_225_600.123
+
+
+def test_result_encodes_and_decodes_with_the_result_schema() -> None:
+    import io
+
+    from fastavro import schemaless_reader
+
+    from consumer.codec import RESULT_SCHEMA
+
+    value = CODEC.encode_result(result_record())
+    decoded = schemaless_reader(io.BytesIO(value), RESULT_SCHEMA, None)
+    decoded["completed_at"] = int(decoded["completed_at"].timestamp() * 1000)
+    assert SendResult.from_record(decoded) == SendResult.from_record(result_record())
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20, -1])
+def test_truncated_value_is_reason_truncated(cut: int) -> None:
+    value = CODEC.encode_request(full_record())
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(value[:cut])
+    assert caught.value.reason == "truncated"
+    assert str(caught.value).startswith("truncated: ")
+
+
+def test_every_prefix_of_a_valid_value_is_a_decode_error() -> None:
+    value = CODEC.encode_request(full_record())
+    for cut in range(len(value)):
+        with pytest.raises(DecodeError):
+            CODEC.decode(value[:cut])
+
+
+def test_empty_value_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(b"")
+    assert caught.value.reason == "truncated"
+
+
+def test_trailing_bytes_are_reported() -> None:
+    value = CODEC.encode_request(full_record()) + b"\x00\x01"
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(value)
+    assert caught.value.reason == "trailing-bytes"
+    assert "2 bytes left" in caught.value.detail
+
+
+def test_a_result_record_is_not_a_request() -> None:
+    with pytest.raises(DecodeError) as caught:
+        CODEC.decode(CODEC.encode_result(result_record()))
+    assert caught.value.reason in {"trailing-bytes", "not-avro", "truncated"}
+
+
+def test_random_bytes_only_ever_raise_decode_error() -> None:
+    rng = random.Random(20_260_101)
+    reasons: dict[str, int] = {}
+    for i in range(2000):
+        value = rng.randbytes(rng.randrange(0, 200))
+        try:
+            CODEC.decode(value)
+        except DecodeError as exc:
+            reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+            assert exc.reason in {"truncated", "not-avro", "trailing-bytes"}
+            assert len(exc.detail) <= 200
+        except Exception as exc:  # pragma: no cover - the failure we are looking for
+            pytest.fail(f"value #{i} {value!r} raised {type(exc).__name__}: {exc}")
+    assert reasons  # garbage was seen as garbage
+
+
+def test_mutated_valid_values_only_ever_raise_decode_error() -> None:
+    rng = random.Random(7)
+    base = bytearray(CODEC.encode_request(full_record()))
+    for i in range(2000):
+        value = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            value[rng.randrange(len(value))] = rng.randrange(256)
+        try:
+            CODEC.decode(bytes(value))
+        except DecodeError:
+            pass
+        except Exception as exc:  # pragma: no cover - the failure we are looking for
+            pytest.fail(f"mutation #{i} raised {type(exc).__name__}: {exc}")
+
+
+def test_huge_declared_lengths_fail_fast_as_decode_error() -> None:
+    # zig-zag varint of a huge string length for request_id, then nothing
+    value = b"\xfe\xff\xff\xff\x0f"
+    with pytest.raises(DecodeError):
+        CODEC.decode(value)

@@ -1,0 +1,159 @@
+"""consumer.completion: slice outcomes fan in to one SendResult per request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from consumer.batching import Batcher
+from consumer.completion import Completion, SliceOutcome, combine, result_of
+from consumer.models import SendRequest, Slice, Status
+from tests.unit.test_batching import FakeClock, make_request
+
+
+def sent(gid: str | None = "G1", attempts: int = 1, api: str | None = "R1", batch: str | None = "b-1") -> SliceOutcome:
+    return SliceOutcome(Status.SENT, "OK", None, attempts, gid, api, batch)
+
+
+def failed(code: str = "Invalid.Param", attempts: int = 1, batch: str | None = "b-9") -> SliceOutcome:
+    return SliceOutcome(Status.FAILED, code, f"{code} happened", attempts, None, "R-fail", batch)
+
+
+def split_request(size: int, max_recipients: int) -> tuple[SendRequest, list[Slice]]:
+    """A request cut into slices by the real Batcher (so ``parts`` is what production sets)."""
+    batcher = Batcher(max_recipients, 1.0, clock=FakeClock())
+    request = make_request(size)
+    batches = batcher.add(request) + batcher.flush()
+    slices = [s for b in batches for s in b.slices]
+    assert len(slices) == request.parts
+    return request, slices
+
+
+def test_single_slice_request_finishes_at_once() -> None:
+    completion = Completion()
+    request = make_request(3)
+    before = int(time.time() * 1000)
+    result = completion.slice_done(Slice(request, request.recipients), sent("G7", 2, "R7", "b-7"))
+    assert result is not None
+    assert result.request_id == request.request_id
+    assert result.status is Status.SENT
+    assert result.code == "OK"
+    assert result.recipients == 3
+    assert result.attempts == 2
+    assert (result.group_message_id, result.api_request_id, result.batch_id) == ("G7", "R7", "b-7")
+    assert before <= result.completed_at_ms <= int(time.time() * 1000) + 1
+
+
+def test_single_slice_failure_keeps_code_and_message() -> None:
+    request = make_request(1)
+    result = Completion().slice_done(Slice(request, request.recipients), failed("Ram.PermissionDeny"))
+    assert result.status is Status.FAILED
+    assert result.code == "Ram.PermissionDeny"
+    assert result.message == "Ram.PermissionDeny happened"
+
+
+def test_multi_slice_waits_for_every_slice_then_all_sent() -> None:
+    completion = Completion()
+    request, slices = split_request(25, 10)
+    assert request.parts == 3
+    assert completion.slice_done(slices[0], sent("G1", 1, "R1", "b-1")) is None
+    assert completion.slice_done(slices[1], sent("G2", 2, "R2", "b-2")) is None
+    result = completion.slice_done(slices[2], sent("G3", 1, "R3", "b-3"))
+    assert result is not None
+    assert result.status is Status.SENT
+    assert result.recipients == 25  # the whole request, not the last slice
+    assert result.attempts == 4  # summed over slices
+    assert result.group_message_id == "G1,G2,G3"
+    assert result.batch_id == "b-1,b-2,b-3"
+    assert result.api_request_id == "R3"  # the last call's
+
+
+def test_multi_slice_first_failure_wins() -> None:
+    completion = Completion()
+    request, slices = split_request(30, 10)
+    completion.slice_done(slices[0], sent("G1"))
+    completion.slice_done(slices[1], failed("First.Failure"))
+    result = completion.slice_done(slices[2], failed("Second.Failure"))
+    assert result.status is Status.FAILED
+    assert result.code == "First.Failure"
+    assert result.message == "First.Failure happened"
+    assert result.group_message_id == "G1"  # the part that did go out is still reported
+
+
+def test_multi_slice_expired_part_makes_the_request_not_sent() -> None:
+    completion = Completion()
+    request, slices = split_request(20, 10)
+    completion.slice_done(slices[0], SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late", 0))
+    result = completion.slice_done(slices[1], sent("G2"))
+    assert result.status is Status.EXPIRED
+    assert result.code == "Chatapp.Expired"
+
+
+def test_combine_without_group_ids_gives_none() -> None:
+    combined = combine([sent(None, batch=None), sent(None, batch=None)])
+    assert combined.group_message_id is None
+    assert combined.batch_id is None
+    assert combined.status is Status.SENT
+
+
+def test_combine_of_one_outcome_is_that_outcome() -> None:
+    outcome = failed()
+    assert combine([outcome]) is outcome
+
+
+def test_two_requests_in_flight_are_kept_apart() -> None:
+    completion = Completion()
+    r1, s1 = split_request(4, 2)
+    r2, s2 = split_request(4, 2)
+    assert completion.slice_done(s1[0], sent("A1")) is None
+    assert completion.slice_done(s2[0], failed("X")) is None
+    done1 = completion.slice_done(s1[1], sent("A2"))
+    done2 = completion.slice_done(s2[1], sent("B2"))
+    assert (done1.request_id, done1.status, done1.group_message_id) == (r1.request_id, Status.SENT, "A1,A2")
+    assert (done2.request_id, done2.status, done2.code) == (r2.request_id, Status.FAILED, "X")
+
+
+def test_forget_drops_partial_outcomes() -> None:
+    completion = Completion()
+    request, slices = split_request(20, 10)
+    assert completion.slice_done(slices[0], failed("Old.Failure")) is None
+    completion.forget(request)
+    # the request is sent again from scratch: the old failure no longer counts
+    assert completion.slice_done(slices[0], sent("N1")) is None
+    result = completion.slice_done(slices[1], sent("N2"))
+    assert result.status is Status.SENT
+    assert result.group_message_id == "N1,N2"
+
+
+def test_forget_of_unknown_request_is_harmless() -> None:
+    Completion().forget(make_request(1))
+
+
+def test_result_of_counts_all_recipients_of_the_request() -> None:
+    request = make_request(7)
+    assert result_of(request, sent()).recipients == 7
+
+
+def test_concurrent_slices_finish_each_request_exactly_once() -> None:
+    completion = Completion()
+    pairs = [split_request(40, 4) for _ in range(50)]  # 10 slices each
+    results = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def worker(index: int) -> None:
+        start.wait()
+        for request, slices in pairs:
+            for piece in slices[index::8]:
+                result = completion.slice_done(piece, sent(f"G{index}"))
+                if result is not None:
+                    with lock:
+                        results.append(result)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(r.request_id for r in results) == sorted(r.request_id for r, _ in pairs)
+    assert all(r.attempts == 10 for r in results)

@@ -1,0 +1,515 @@
+"""consumer.sender.Sender with fakes: what each CAMS outcome does to a batch and its requests."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from consumer.batching import Batcher
+from consumer.cams.client import CallResult, StaticCredentials
+from consumer.cams.errors import Outcome
+from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
+from consumer.limiter import AccountLimit, InProcessLimiter
+from consumer.metrics import Metrics
+from consumer.models import Batch, BatchKey, SendRequest, SendResult, Slice, Status
+from consumer.sender import EXPIRED_CODE, SendPolicy, Sender
+from tests.unit.test_batching import FakeClock, make_batch, make_request
+from tests.unit.test_cams_payload import make_key
+
+WAIT = 5.0  # generous upper bound for anything that should happen promptly
+OWNER = "test-host:1"
+
+
+def ok(group: str = "GM-1", api: str = "REQ-1") -> CallResult:
+    return CallResult(Outcome.OK, "OK", None, api, group, 200, None, 0.001)
+
+
+def answer(outcome: Outcome, code: str, message: str | None = None, retry_after_s: float | None = None, status: int = 400) -> CallResult:
+    return CallResult(outcome, code, message or f"{code} message", "REQ-x", None, status, retry_after_s, 0.001)
+
+
+Script = Callable[[int, BatchKey, list[dict[str, Any]]], CallResult]
+
+
+class FakeCams:
+    """Records every call (key and recipient numbers) and answers from ``script``."""
+
+    def __init__(self, script: Script | list[CallResult], events: list[tuple] | None = None) -> None:
+        self._script = script
+        self._lock = threading.Lock()
+        self.calls: list[tuple[BatchKey, list[str]]] = []
+        self.started: queue.Queue[int] = queue.Queue()
+        self.gate: threading.Event | None = None
+        self.events = events if events is not None else []
+
+    def send(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
+        assert credentials.access_key_id == "LTAI-test"
+        numbers = [r["to"] for r in recipients]
+        with self._lock:
+            n = len(self.calls)
+            self.calls.append((key, numbers))
+            self.events.append(("call", tuple(numbers)))
+        self.started.put(n)
+        if self.gate is not None:
+            assert self.gate.wait(WAIT), "test never opened the gate"
+        if callable(self._script):
+            return self._script(n, key, recipients)
+        return self._script[min(n, len(self._script) - 1)]
+
+
+class SpyLimiter(InProcessLimiter):
+    def __init__(self) -> None:
+        super().__init__({}, AccountLimit(1000.0, burst=1000), safety_margin=0.0)
+        self.throttles: list[tuple[str, float | None]] = []
+
+    def throttled(self, account: str, retry_after_s: float | None = None) -> None:
+        self.throttles.append((account, retry_after_s))
+        super().throttled(account, retry_after_s)
+
+
+class SpyLedger(InMemoryLedger):
+    def __init__(self, events: list[tuple]) -> None:
+        super().__init__(3600)
+        self.events = events
+
+    def mark_in_flight(self, request_ids, owner: str) -> None:
+        ids = list(request_ids)
+        self.events.append(("in_flight", tuple(ids), owner))
+        super().mark_in_flight(ids, owner)
+
+    def mark_done(self, results) -> None:
+        results = list(results)
+        self.events.append(("done", tuple(r.request_id for r in results)))
+        super().mark_done(results)
+
+
+class Harness:
+    def __init__(self, cams: FakeCams, *, concurrency: int = 4, max_attempts: int = 3, throttle_max_retries: int = 5, max_recipients: int = 1000) -> None:
+        self.cams = cams
+        self.limiter = SpyLimiter()
+        self.ledger = SpyLedger(cams.events)
+        self.metrics = Metrics()
+        self.results: queue.Queue[tuple[SendRequest, SendResult]] = queue.Queue()
+        self.deliveries = 0
+        self.sender = Sender(
+            cams,
+            {"default": StaticCredentials("LTAI-test", "secret")},
+            self.limiter,
+            self.ledger,
+            SendPolicy(max_attempts, backoff_ms=1, backoff_max_ms=2, throttle_max_retries=throttle_max_retries),
+            self.metrics,
+            self._on_results,
+            concurrency,
+            OWNER,
+            max_recipients,
+        )
+
+    def _on_results(self, finished: list[tuple[SendRequest, SendResult]]) -> None:
+        self.deliveries += 1
+        for item in finished:
+            self.results.put(item)
+
+    def collect(self, count: int) -> dict[str, SendResult]:
+        out: dict[str, SendResult] = {}
+        for _ in range(count):
+            request, result = self.results.get(timeout=WAIT)
+            assert request.request_id == result.request_id
+            assert result.request_id not in out, f"{result.request_id} reported twice"
+            out[result.request_id] = result
+        return out
+
+    def wait_idle(self) -> None:
+        """Wait until no call is in flight (``busy_with`` is the Sender's public view of that)."""
+        deadline = time.monotonic() + WAIT
+        while self.sender.busy_with(lambda piece: True):
+            assert time.monotonic() < deadline, "a call stayed in flight"
+            time.sleep(0.002)
+
+    def assert_no_more_results(self) -> None:
+        """Nothing else is reported: no call in flight and no result within 0.1 s (retries here
+        back off 1-2 ms, so a pending retry would report well within that)."""
+        self.wait_idle()
+        with pytest.raises(queue.Empty):
+            extra = self.results.get(timeout=0.1)
+            pytest.fail(f"unexpected extra result {extra[1]}")
+        self.wait_idle()
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def harnesses() -> Iterator[list[Harness]]:
+    made: list[Harness] = []
+    yield made
+    for h in made:
+        if h.cams.gate is not None:
+            h.cams.gate.set()
+        h.sender.stop(timeout=WAIT)
+
+
+@pytest.fixture
+def start(harnesses: list[Harness]) -> Callable[..., Harness]:
+    def _start(script: Script | list[CallResult], **kw: Any) -> Harness:
+        h = Harness(FakeCams(script), **kw)
+        harnesses.append(h)
+        h.sender.start()
+        return h
+
+    return _start
+
+
+def ids(batch: Batch) -> list[str]:
+    return [s.request.request_id for s in batch.slices]
+
+
+def numbers_of(batch: Batch, index: int) -> set[str]:
+    return {r["to"] for r in batch.slices[index].recipients}
+
+
+# -- OK ------------------------------------------------------------------------------------------
+
+
+def test_ok_reports_every_request_sent(start) -> None:
+    h = start([ok("GM-7", "REQ-7")])
+    batch = make_batch(2, 3)
+    h.sender.submit(batch)
+    results = h.collect(2)
+    assert set(results) == set(ids(batch))
+    for piece in batch.slices:
+        r = results[piece.request.request_id]
+        assert (r.status, r.code, r.attempts) == (Status.SENT, "OK", 1)
+        assert (r.group_message_id, r.api_request_id, r.batch_id) == ("GM-7", "REQ-7", batch.batch_id)
+        assert r.recipients == len(piece.recipients)
+    assert len(h.cams.calls) == 1
+    key, numbers = h.cams.calls[0]
+    assert key == batch.key
+    assert numbers == [r["to"] for s in batch.slices for r in s.recipients]
+    h.assert_no_more_results()
+    assert h.metric("chatapp_api_calls_total", account="default", code="OK") == 1
+    assert h.metric("chatapp_api_recipients_total", account="default") == 5
+
+
+def test_request_split_over_batches_is_reported_once_when_all_parts_are_sent(start) -> None:
+    h = start(lambda n, key, recipients: ok(f"GM-{len(recipients)}-{n}"), max_recipients=2)
+    batcher = Batcher(2, 1.0, clock=FakeClock())
+    request = make_request(5)
+    batches = batcher.add(request) + batcher.flush()
+    assert request.parts == 3
+    for b in batches:
+        h.sender.submit(b)
+    (result,) = h.collect(1).values()
+    assert result.status is Status.SENT
+    assert result.recipients == 5
+    assert result.attempts == 3
+    assert len(result.group_message_id.split(",")) == 3
+    assert sorted(n for _, numbers in h.cams.calls for n in numbers) == sorted(r["to"] for r in request.recipients)
+    h.assert_no_more_results()
+
+
+# -- throttling -----------------------------------------------------------------------------------
+
+
+def test_throttled_batch_is_retried_and_not_counted_as_a_failure(start) -> None:
+    throttled = answer(Outcome.THROTTLED, "Throttling.User", retry_after_s=0.01, status=429)
+    # more throttles than max_attempts: throttling must not use up the failure budget
+    h = start([throttled, throttled, throttled, ok()], max_attempts=2)
+    batch = make_batch(1, 1)
+    h.sender.submit(batch)
+    results = h.collect(2)
+    assert all(r.status is Status.SENT for r in results.values())
+    assert all(r.attempts == 4 for r in results.values())
+    assert len(h.cams.calls) == 4
+    assert h.limiter.throttles == [("default", 0.01)] * 3
+    assert batch.throttles == 3 and batch.failures == 0
+    assert h.metric("chatapp_api_retries_total", account="default", reason="throttled") == 3
+    assert h.metric("chatapp_api_retries_total", account="default", reason="transient") == 0
+    h.assert_no_more_results()
+
+
+def test_throttled_without_retry_after_is_retried_at_once(start) -> None:
+    h = start([answer(Outcome.THROTTLED, "System.LimitControl"), ok()])
+    h.sender.submit(make_batch(1))
+    (result,) = h.collect(1).values()
+    assert result.status is Status.SENT
+    assert h.limiter.throttles == [("default", None)]
+
+
+def test_throttled_beyond_the_limit_fails(start) -> None:
+    h = start([answer(Outcome.THROTTLED, "System.LimitControl")], throttle_max_retries=2)
+    h.sender.submit(make_batch(1))
+    (result,) = h.collect(1).values()
+    assert result.status is Status.FAILED
+    assert result.code == "System.LimitControl"
+    assert result.attempts == 3
+    assert len(h.cams.calls) == 3
+    assert len(h.limiter.throttles) == 2
+    h.assert_no_more_results()
+
+
+# -- transient --------------------------------------------------------------------------------------
+
+
+def test_transient_failure_then_success(start) -> None:
+    h = start([answer(Outcome.TRANSIENT, "ServiceUnavailable", status=503), ok()])
+    h.sender.submit(make_batch(2))
+    (result,) = h.collect(1).values()
+    assert (result.status, result.attempts) == (Status.SENT, 2)
+    assert h.metric("chatapp_api_retries_total", account="default", reason="transient") == 1
+    assert h.limiter.throttles == []
+
+
+def test_transient_failures_up_to_max_attempts_then_failed(start) -> None:
+    h = start([answer(Outcome.TRANSIENT, "Chatapp.Timeout", "ReadTimeout: timed out", status=0)], max_attempts=3)
+    batch = make_batch(1, 2)
+    h.sender.submit(batch)
+    results = h.collect(2)
+    for r in results.values():
+        assert r.status is Status.FAILED
+        assert r.code == "Chatapp.Timeout"
+        assert r.message == "ReadTimeout: timed out"
+        assert r.attempts == 3
+    assert len(h.cams.calls) == 3
+    assert h.metric("chatapp_api_retries_total", account="default", reason="transient") == 2
+    h.assert_no_more_results()
+
+
+def test_single_attempt_policy_never_retries(start) -> None:
+    h = start([answer(Outcome.TRANSIENT, "InternalError", status=500)], max_attempts=1)
+    h.sender.submit(make_batch(1))
+    assert h.collect(1).popitem()[1].status is Status.FAILED
+    assert len(h.cams.calls) == 1
+
+
+# -- invalid request: split ---------------------------------------------------------------------
+
+
+def test_invalid_request_splits_until_the_offending_request_fails_and_others_are_sent(start) -> None:
+    batch = make_batch(1, 2, 1, 3)
+    bad_numbers = numbers_of(batch, 2)
+    bad_id = batch.slices[2].request.request_id
+
+    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
+        if bad_numbers & {r["to"] for r in recipients}:
+            return answer(Outcome.INVALID_REQUEST, "InvalidParameter.SenderList", "bad param")
+        return ok(f"GM-{n}")
+
+    h = start(script)
+    h.sender.submit(batch)
+    results = h.collect(4)
+    assert results[bad_id].status is Status.FAILED
+    assert results[bad_id].code == "InvalidParameter.SenderList"
+    assert results[bad_id].message == "bad param"
+    assert results[bad_id].attempts == 3  # whole batch, its half, itself
+    good = [i for i in ids(batch) if i != bad_id]
+    assert all(results[i].status is Status.SENT for i in good)
+    # calls: all 4, [0,1] and [2,3] (any order), [2] and [3]: 5 in all, the bad one in 3 of them
+    assert len(h.cams.calls) == 5
+    assert sum(1 for _, numbers in h.cams.calls if bad_numbers & set(numbers)) == 3
+    sent_numbers = [n for _, numbers in h.cams.calls for n in numbers if not bad_numbers & set(numbers)]
+    assert sorted(sent_numbers) == sorted(n for i in (0, 1, 3) for n in numbers_of(batch, i))
+    assert h.metric("chatapp_api_retries_total", account="default", reason="split") == 2
+    h.assert_no_more_results()
+
+
+def test_invalid_request_of_a_single_request_batch_fails_without_split(start) -> None:
+    h = start([answer(Outcome.INVALID_REQUEST, "MissingParameter")])
+    h.sender.submit(make_batch(5))
+    (result,) = h.collect(1).values()
+    assert (result.status, result.code, result.attempts) == (Status.FAILED, "MissingParameter", 1)
+    assert len(h.cams.calls) == 1
+
+
+# -- permanent ------------------------------------------------------------------------------------
+
+
+def test_permanent_error_fails_every_request_with_the_code(start) -> None:
+    h = start([answer(Outcome.PERMANENT, "Ram.PermissionDeny", "You are not authorized", status=403)])
+    batch = make_batch(1, 1, 1)
+    h.sender.submit(batch)
+    results = h.collect(3)
+    for r in results.values():
+        assert (r.status, r.code, r.message, r.attempts) == (Status.FAILED, "Ram.PermissionDeny", "You are not authorized", 1)
+        assert r.api_request_id == "REQ-x"
+    assert len(h.cams.calls) == 1  # never retried
+    h.assert_no_more_results()
+
+
+def test_a_crash_while_sending_fails_the_batch_instead_of_losing_it(start) -> None:
+    def script(n, key, recipients):
+        raise RuntimeError("boom")
+
+    h = start(script)
+    h.sender.submit(make_batch(1, 1))
+    results = h.collect(2)
+    assert all(r.status is Status.FAILED and r.code == "Chatapp.InternalError" for r in results.values())
+    h.wait_idle()
+
+
+# -- expiry ---------------------------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_expired_requests_are_not_sent(start) -> None:
+    h = start([ok()])
+    batch = make_batch(2, 1, expires=[now_ms() - 1, now_ms() - 60_000])
+    h.sender.submit(batch)
+    results = h.collect(2)
+    for r in results.values():
+        assert (r.status, r.code, r.attempts) == (Status.EXPIRED, EXPIRED_CODE, 0)
+    assert h.cams.calls == []
+    h.assert_no_more_results()
+    assert all(h.ledger.lookup([i])[i].state == DONE for i in results)
+
+
+def test_only_the_expired_requests_of_a_batch_are_dropped(start) -> None:
+    h = start([ok()])
+    batch = make_batch(2, 3, 1, expires=[None, now_ms() - 1, now_ms() + 600_000])
+    live = numbers_of(batch, 0) | numbers_of(batch, 2)
+    request_ids = ids(batch)  # before sending: the sender takes expired slices out of the batch
+    h.sender.submit(batch)
+    results = h.collect(3)
+    statuses = [results[i].status for i in request_ids]
+    assert statuses == [Status.SENT, Status.EXPIRED, Status.SENT]
+    assert len(h.cams.calls) == 1
+    assert set(h.cams.calls[0][1]) == live
+
+
+def test_nearly_expired_request_is_sent_before_an_older_backlog(start) -> None:
+    """The urgent window (2 s) must work with the Sender's own clock."""
+    h = start([ok()], concurrency=1)
+    h.cams.gate = threading.Event()
+    blocker = make_batch(1, key=make_key(template_code="blocker"))
+    h.sender.submit(blocker)
+    assert h.cams.started.get(timeout=WAIT) == 0  # the only worker is busy
+    backlog = make_batch(1, key=make_key(template_code="backlog"))
+    urgent = make_batch(1, key=make_key(template_code="otp"), expires=[now_ms() + 1500])
+    h.sender.submit(backlog)
+    h.sender.submit(urgent)
+    h.cams.gate.set()
+    h.collect(3)
+    order = [key.template_code for key, _ in h.cams.calls]
+    assert order == ["blocker", "otp", "backlog"]
+
+
+# -- ledger ---------------------------------------------------------------------------------------
+
+
+def test_ledger_marks_in_flight_before_the_call_and_done_after(start) -> None:
+    h = start([ok("GM-9")])
+    h.cams.gate = threading.Event()
+    batch = make_batch(1, 2)
+    request_ids = tuple(ids(batch))
+    h.sender.submit(batch)
+    h.cams.started.get(timeout=WAIT)
+    during = h.ledger.lookup(list(request_ids))
+    assert {i: (e.state, e.owner) for i, e in during.items()} == {i: (IN_FLIGHT, OWNER) for i in request_ids}
+    h.cams.gate.set()
+    results = h.collect(2)  # the ledger is marked done before results are handed over
+    numbers = tuple(r["to"] for s in batch.slices for r in s.recipients)
+    assert h.cams.events == [("in_flight", request_ids, OWNER), ("call", numbers), ("done", request_ids)]
+    after = h.ledger.lookup(list(request_ids))
+    for i in request_ids:
+        assert after[i].state == DONE
+        assert after[i].result == results[i]
+
+
+def test_retries_mark_in_flight_only_once(start) -> None:
+    h = start([answer(Outcome.TRANSIENT, "ServiceUnavailable", status=503), ok()])
+    batch = make_batch(1)
+    h.sender.submit(batch)
+    h.collect(1)
+    kinds = [e[0] for e in h.cams.events]
+    assert kinds == ["in_flight", "call", "call", "done"]
+
+
+# -- concurrency / stop / abandon -----------------------------------------------------------------
+
+
+def test_stop_waits_for_calls_in_flight_and_still_reports_them(start) -> None:
+    h = start([ok()])
+    h.cams.gate = threading.Event()
+    batch = make_batch(1)
+    h.sender.submit(batch)
+    h.cams.started.get(timeout=WAIT)
+    stopped = threading.Event()
+    stopper = threading.Thread(target=lambda: (h.sender.stop(timeout=WAIT), stopped.set()))
+    stopper.start()
+    assert not stopped.wait(0.2), "stop() returned while a call was in flight"
+    assert h.results.empty()
+    h.cams.gate.set()
+    assert stopped.wait(WAIT)
+    stopper.join(WAIT)
+    (request, result) = h.results.get_nowait()  # reported before stop() returned
+    assert result.status is Status.SENT and request is batch.slices[0].request
+    assert not h.sender.busy_with(lambda piece: True)
+
+
+def test_nothing_is_dispatched_after_stop(start) -> None:
+    h = start([ok()])
+    h.sender.stop(timeout=WAIT)
+    h.sender.submit(make_batch(1))
+    time.sleep(0.05)
+    assert h.cams.calls == []
+
+
+def test_concurrency_bounds_calls_in_flight(start) -> None:
+    h = start([ok()], concurrency=2)
+    h.cams.gate = threading.Event()
+    for i in range(5):
+        h.sender.submit(make_batch(1, key=make_key(template_code=f"t{i}")))
+    h.cams.started.get(timeout=WAIT)
+    h.cams.started.get(timeout=WAIT)
+    with pytest.raises(queue.Empty):
+        h.cams.started.get(timeout=0.1)
+    assert h.metric("chatapp_inflight_calls") == 2
+    h.cams.gate.set()
+    h.collect(5)  # the gauge goes down before results are handed over
+    assert len(h.cams.calls) == 5
+    assert h.metric("chatapp_inflight_calls") == 0
+
+
+def test_abandon_takes_queued_slices_out(start) -> None:
+    h = start([ok()], concurrency=1)
+    h.cams.gate = threading.Event()
+    h.sender.submit(make_batch(1, key=make_key(template_code="first")))
+    h.cams.started.get(timeout=WAIT)
+    queued = make_batch(2, 3, key=make_key(template_code="second"))
+    revoked = queued.slices[1].request
+    revoked.source = revoked.source._replace(partition=9)
+    h.sender.submit(queued)
+    removed = h.sender.abandon(lambda piece: piece.request.source.partition == 9)
+    assert [p.request for p in removed] == [revoked]
+    h.cams.gate.set()
+    results = h.collect(2)
+    assert revoked.request_id not in results
+    h.assert_no_more_results()
+    second_calls = [set(numbers) for key, numbers in h.cams.calls if key.template_code == "second"]
+    assert second_calls == [numbers_of(queued, 0)]
+
+
+def test_many_batches_over_many_keys_all_finish_exactly_once(start) -> None:
+    h = start(lambda n, key, recipients: ok(f"GM-{n}") if n % 7 else answer(Outcome.TRANSIENT, "ServiceUnavailable", status=503), concurrency=8, max_attempts=5)
+    submitted: list[str] = []
+    for i in range(60):
+        batch = make_batch(1, 2, key=make_key(template_code=f"t{i % 6}"))
+        submitted += ids(batch)
+        h.sender.submit(batch)
+    results = h.collect(len(submitted))
+    assert set(results) == set(submitted)
+    assert all(r.status is Status.SENT for r in results.values())
+    h.assert_no_more_results()
+
+
+def test_slices_are_the_requests_own_objects() -> None:
+    # guard for the helpers above: a batch's slices carry the request they belong to
+    batch = make_batch(2, 1)
+    assert all(isinstance(s, Slice) and s.recipients is s.request.recipients for s in batch.slices)

@@ -1,0 +1,391 @@
+"""consumer.validate: every rejection rule with its message, and the conversion to SendRequest."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from consumer.codec import PlainAvroCodec
+from consumer.models import BatchKey, Source
+from consumer.samples import request_record
+from consumer.validate import problems, to_request
+
+ACCOUNTS = frozenset({"default", "acme"})
+SOURCE = Source("chatapp.send-requests", 3, 42, 1_767_225_600_000)
+PHONE_MSG = "is not a phone number (6-15 digits, optional +)"
+
+
+def record(numbers: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    rec = request_record("req-1", "order_shipped", "en", numbers or ["8613900000001"])
+    assert set(fields) <= set(rec), sorted(set(fields) - set(rec))
+    rec.update(fields)
+    return rec
+
+
+def recipient(to: str, **fields: Any) -> dict[str, Any]:
+    entry = {"to": to, "recipient_type": None, "template_params": {}, "payload": [], "product_action": None, "flow_action": None}
+    entry.update(fields)
+    return entry
+
+
+def check(rec: dict[str, Any]) -> list[str]:
+    return problems(rec, ACCOUNTS)
+
+
+def test_valid_record_has_no_problems() -> None:
+    assert check(record()) == []
+
+
+def test_valid_record_survives_an_avro_roundtrip() -> None:
+    codec = PlainAvroCodec()
+    decoded = codec.decode(codec.encode_request(record(expires_at=datetime(2026, 1, 1, tzinfo=timezone.utc))))
+    assert check(decoded) == []
+
+
+# -- request id / account ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_id", ["", "x" * 129])
+def test_request_id_length(request_id: str) -> None:
+    rec = record()
+    rec["request_id"] = request_id
+    assert check(rec) == ["request_id must be 1-128 characters"]
+
+
+def test_request_id_of_128_characters_is_fine() -> None:
+    rec = record()
+    rec["request_id"] = "x" * 128
+    assert check(rec) == []
+
+
+def test_unknown_account() -> None:
+    assert check(record(account="nope")) == ["account 'nope' is not configured"]
+
+
+def test_named_account_is_accepted() -> None:
+    assert check(record(account="acme")) == []
+
+
+def test_null_account_means_default() -> None:
+    assert check(record(account=None)) == []
+    assert problems(record(account=None), {"acme"}) == ["account 'default' is not configured"]
+
+
+def test_empty_account_means_default() -> None:
+    assert check(record(account="")) == []
+
+
+# -- channel / template / language / sender -------------------------------------------------------
+
+
+def test_unknown_channel() -> None:
+    assert check(record(channel_type="sms")) == ["channel_type must be one of instagram, messenger, viber, whatsapp"]
+
+
+@pytest.mark.parametrize("channel", ["whatsapp", "viber"])
+def test_phone_channels_accept_phone_numbers(channel: str) -> None:
+    assert check(record(channel_type=channel)) == []
+
+
+@pytest.mark.parametrize("channel", ["messenger", "instagram"])
+def test_non_phone_channels_accept_any_address(channel: str) -> None:
+    assert check(record(["page-scoped-user-1", "psid_2"], channel_type=channel, from_number="page-123")) == []
+
+
+def test_template_code_or_name_is_required() -> None:
+    assert check(record(template_code=None, template_name=None)) == ["template_code or template_name is required"]
+    assert check(record(template_code="", template_name="")) == ["template_code or template_name is required"]
+
+
+def test_template_name_alone_is_enough() -> None:
+    assert check(record(template_code=None, template_name="welcome")) == []
+
+
+def test_language_is_required() -> None:
+    assert check(record(language="")) == ["language is required"]
+
+
+@pytest.mark.parametrize("sender", ["", "12345", "abc", "08613800000000", "86138000000001234", "+", "86 13800000000"])
+def test_from_number_must_be_a_phone_on_phone_channels(sender: str) -> None:
+    assert check(record(from_number=sender)) == [f"from_number {PHONE_MSG}"]
+
+
+def test_from_number_is_required_on_other_channels() -> None:
+    assert check(record(["user-1"], channel_type="messenger", from_number="")) == ["from_number is required"]
+
+
+# -- phone formats -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["123456", "8613800000001", "+8613800000001", "123456789012345", "+123456789012345", "441234567890"],
+)
+def test_valid_phone_numbers(number: str) -> None:
+    assert check(record([number])) == []
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "",  # empty
+        "12345",  # 5 digits
+        "1234567890123456",  # 16 digits
+        "0123456789",  # leading zero
+        "+0123456789",
+        "++8613800000001",
+        "+",
+        "86-138-0000-0001",
+        "86 13800000001",
+        " 8613800000001",
+        "8613800000001 ",
+        "8613800000001\n",
+        "86138OOOOOO01",  # letters O
+        "８６１３８００００００１",  # full-width digits
+    ],
+)
+def test_invalid_phone_numbers(number: str) -> None:
+    assert check(record([number])) == [f"recipients[0].to {PHONE_MSG}"]
+
+
+def test_phone_problem_names_the_recipient_index() -> None:
+    assert check(record(["8613800000001", "8613800000002", "bad"])) == [f"recipients[2].to {PHONE_MSG}"]
+
+
+@pytest.mark.parametrize("address", ["", "x" * 65])
+def test_non_phone_address_length(address: str) -> None:
+    rec = record(["ok-user", address], channel_type="instagram", from_number="page-1")
+    assert check(rec) == ["recipients[1].to must be 1-64 characters"]
+
+
+def test_non_phone_address_of_64_characters_is_fine() -> None:
+    assert check(record(["x" * 64], channel_type="instagram", from_number="page-1")) == []
+
+
+# -- fallback / viber fields ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["undelivered", "sentFailed", None])
+def test_valid_fallback_rules(rule: str | None) -> None:
+    assert check(record(fallback_rule=rule)) == []
+
+
+@pytest.mark.parametrize("rule", ["", "Undelivered", "sent_failed", "always"])
+def test_invalid_fallback_rule(rule: str) -> None:
+    assert check(record(fallback_rule=rule)) == ["fallback_rule must be undelivered or sentFailed"]
+
+
+@pytest.mark.parametrize("duration", [60, 61, 3600, 43_199, 43_200, None])
+def test_fallback_duration_within_bounds(duration: int | None) -> None:
+    assert check(record(fallback_duration_s=duration)) == []
+
+
+@pytest.mark.parametrize("duration", [-1, 0, 59, 43_201, 86_400])
+def test_fallback_duration_out_of_bounds(duration: int) -> None:
+    assert check(record(fallback_duration_s=duration)) == [f"fallback_duration_s must be between 60 and 43200 (got {duration})"]
+
+
+@pytest.mark.parametrize("label", ["pormotion", "transaction", None])
+def test_valid_labels(label: str | None) -> None:
+    assert check(record(channel_type="viber", label=label)) == []
+
+
+@pytest.mark.parametrize("label", ["promotion", "", "Transaction"])
+def test_invalid_label(label: str) -> None:
+    assert check(record(channel_type="viber", label=label)) == ["label must be pormotion or transaction"]
+
+
+@pytest.mark.parametrize("ttl", [30, 31, 86_400, None])
+def test_valid_ttl(ttl: int | None) -> None:
+    assert check(record(channel_type="viber", ttl_s=ttl)) == []
+
+
+@pytest.mark.parametrize("ttl", [29, 0, -5])
+def test_ttl_below_minimum(ttl: int) -> None:
+    assert check(record(channel_type="viber", ttl_s=ttl)) == ["ttl_s must be at least 30"]
+
+
+# -- recipients -------------------------------------------------------------------------------------
+
+
+def numbers(count: int) -> list[str]:
+    return [f"86139{i:08d}" for i in range(count)]
+
+
+def test_zero_recipients() -> None:
+    rec = record()
+    rec["recipients"] = []
+    assert check(rec) == ["recipients must hold 1-1000 entries (got 0)"]
+
+
+@pytest.mark.parametrize("count", [1, 1000])
+def test_recipient_count_within_bounds(count: int) -> None:
+    assert check(record(numbers(count))) == []
+
+
+def test_1001_recipients() -> None:
+    assert check(record(numbers(1001))) == ["recipients must hold 1-1000 entries (got 1001)"]
+
+
+def test_duplicate_numbers() -> None:
+    rec = record(["8613900000001", "8613900000002", "8613900000001"])
+    assert check(rec) == ["recipients[2].to repeats an earlier recipient of this request"]
+
+
+def test_each_repeat_is_reported() -> None:
+    rec = record(["8613900000001"] * 3)
+    assert check(rec) == [
+        "recipients[1].to repeats an earlier recipient of this request",
+        "recipients[2].to repeats an earlier recipient of this request",
+    ]
+
+
+def test_too_many_template_params() -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", template_params={f"k{i}": "v" for i in range(101)})]
+    assert check(rec) == ["recipients[0].template_params has 101 entries (max 100)"]
+
+
+def test_100_template_params_are_fine() -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", template_params={f"k{i}": "v" for i in range(100)})]
+    assert check(rec) == []
+
+
+@pytest.mark.parametrize(
+    ("params", "shown"),
+    [
+        ({"name": "v" * 1025}, "'name'"),
+        ({"k" * 129: "v"}, repr("k" * 32)),
+    ],
+)
+def test_oversized_template_param(params: dict[str, str], shown: str) -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", template_params=params)]
+    assert check(rec) == [
+        f"recipients[0].template_params[{shown}] is too long (key 128, value 1024 characters max)"
+    ]
+
+
+def test_template_param_at_the_limits_is_fine() -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", template_params={"k" * 128: "v" * 1024})]
+    assert check(rec) == []
+
+
+def test_only_the_first_oversized_param_of_a_recipient_is_reported() -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", template_params={"a": "v" * 2000, "b": "v" * 2000})]
+    assert len(check(rec)) == 1
+
+
+@pytest.mark.parametrize("payload", [["p"] * 11, ["p", "x" * 1025]])
+def test_oversized_payload(payload: list[str]) -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", payload=payload)]
+    assert check(rec) == ["recipients[0].payload: at most 10 entries of 1024 characters"]
+
+
+def test_payload_at_the_limits_is_fine() -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", payload=["x" * 1024] * 10)]
+    assert check(rec) == []
+
+
+def test_every_problem_is_reported_in_field_order() -> None:
+    rec = record(
+        ["bad", "bad"],
+        account="nope",
+        channel_type="whatsapp",
+        template_code=None,
+        language="",
+        from_number="1",
+        fallback_rule="x",
+        fallback_duration_s=5,
+        label="y",
+        ttl_s=1,
+    )
+    rec["request_id"] = ""
+    assert check(rec) == [
+        "request_id must be 1-128 characters",
+        "account 'nope' is not configured",
+        "template_code or template_name is required",
+        "language is required",
+        f"from_number {PHONE_MSG}",
+        "fallback_rule must be undelivered or sentFailed",
+        "fallback_duration_s must be between 60 and 43200 (got 5)",
+        "label must be pormotion or transaction",
+        "ttl_s must be at least 30",
+        f"recipients[0].to {PHONE_MSG}",
+        "...",
+    ]
+
+
+def test_recipient_problems_are_capped() -> None:
+    out = check(record([f"bad{i}" for i in range(500)]))
+    assert out[-1] == "..."
+    assert out[:-1] == [f"recipients[{i}].to {PHONE_MSG}" for i in range(10)]
+
+
+# -- to_request ---------------------------------------------------------------------------------
+
+
+def test_to_request_builds_the_batch_key_from_every_request_field() -> None:
+    rec = record(
+        account="acme",
+        channel_type="viber",
+        template_code="tpl",
+        template_name="name",
+        language="es",
+        from_number="8613800000000",
+        fallback_id="fb",
+        fallback_content="content",
+        fallback_rule="sentFailed",
+        fallback_duration_s=120,
+        task_id="task",
+        cust_space_id="space",
+        label="transaction",
+        tag="tag",
+        ttl_s=60,
+    )
+    request = to_request(rec, SOURCE)
+    assert request.key == BatchKey(
+        "acme", "viber", "tpl", "name", "es", "8613800000000", "fb", "content", "sentFailed", 120, "task", "space", "transaction", "tag", 60
+    )
+    assert request.request_id == "req-1"
+    assert request.recipients is rec["recipients"]
+    assert request.source == SOURCE
+    assert request.parts == 1
+
+
+def test_to_request_null_account_is_default() -> None:
+    assert to_request(record(account=None), SOURCE).key.account == "default"
+
+
+def test_to_request_without_expiry() -> None:
+    assert to_request(record(), SOURCE).expires_at_ms is None
+
+
+def test_to_request_expiry_from_tz_aware_datetime() -> None:
+    expires = datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=timezone.utc)
+    assert to_request(record(expires_at=expires), SOURCE).expires_at_ms == 1_767_225_600_123
+
+
+def test_to_request_expiry_in_another_zone_is_the_same_instant() -> None:
+    expires = datetime(2026, 1, 1, 8, 0, 0, tzinfo=timezone(timedelta(hours=8)))
+    assert to_request(record(expires_at=expires), SOURCE).expires_at_ms == 1_767_225_600_000
+
+
+def test_to_request_expiry_given_as_millis() -> None:
+    assert to_request(record(expires_at=1_767_225_600_123), SOURCE).expires_at_ms == 1_767_225_600_123
+
+
+def test_to_request_expiry_after_avro_decoding_keeps_every_millisecond() -> None:
+    codec = PlainAvroCodec()
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    for ms in (1_767_225_600_000, 1_767_225_600_001, 1_767_225_600_999, 1_900_000_000_123, 1):
+        decoded = codec.decode(codec.encode_request(record(expires_at=epoch + timedelta(milliseconds=ms))))
+        assert decoded["expires_at"].tzinfo is not None
+        assert to_request(decoded, SOURCE).expires_at_ms == ms
