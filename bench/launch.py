@@ -308,3 +308,17 @@ class CpuAccount:
         others = max(0.0, all_busy - own)
         return {"wall_s": wall, "bench_cpu_s": own, "other_cpu_s": others,
                 "bench_cores": own / wall if wall else 0.0, "other_cores": others / wall if wall else 0.0}  # fmt: skip
+
+
+def wait_quiet(infra: Infra, max_wait: float, threshold: float = 0.25, sample_s: float = 0.5) -> dict[str, float]:
+    """Between scenarios (nothing of ours busy): wait up to ``max_wait`` s until the rest of the
+    machine uses under ``threshold`` cores over a ``sample_s`` sample."""
+    started = time.monotonic()
+    others = 0.0
+    while True:
+        account = CpuAccount(infra)
+        time.sleep(sample_s)
+        others = account.since_start()["other_cores"]
+        waited = time.monotonic() - started
+        if others < threshold or waited >= max_wait:
+            return {"waited_s": max(0.0, waited - sample_s), "other_cores": others}

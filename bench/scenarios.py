@@ -30,6 +30,7 @@ LEGACY_LEDGER_PREFIX = "chatapp:ledger:"
 @dataclass(frozen=True)
 class Sizes:
     saturation: int
+    saturation3: int
     pipeline: int
     latency_s: float
     latency_rate: float
@@ -41,8 +42,8 @@ class Sizes:
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(30_000, 50_000, 10.0, 20.0, 100_000, 10.0, 50, False)
-        return cls(200_000, 200_000, 20.0, 20.0, 500_000, 30.0, 100, True)
+            return cls(30_000, 60_000, 50_000, 10.0, 20.0, 100_000, 10.0, 50, False)
+        return cls(200_000, 200_000, 200_000, 20.0, 20.0, 500_000, 30.0, 100, True)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _endpoint_checks(stats: dict[str, Any], expected_recipients: int, problems: 
 def saturation(ctx: Context, instances: int) -> dict[str, Any]:
     """A backlog of single-recipient requests against the 10 calls/s endpoint."""
     name = f"saturation-{instances}"
-    count = ctx.sizes.saturation
+    count = ctx.sizes.saturation if instances == 1 else ctx.sizes.saturation3
     partitions = 32
     problems: list[str] = []
     topics = ctx.infra.topics(f"{ctx.run_id}.{name}", partitions)
@@ -374,12 +375,13 @@ def latency(ctx: Context, mixed: bool = False) -> dict[str, Any]:
     details["latency_ms"] = {"p50": p50, "p90": measure.percentile(latencies, 90), "p99": p99, "max": max(latencies, default=0.0),
                              "min": min(latencies, default=0.0), "p50_minus_linger": p50 - LINGER_MS, "p99_minus_linger": p99 - LINGER_MS,
                              "results": len(latencies), "missing": missing, "duplicates": duplicates}  # fmt: skip
-    label = "10 batch keys" if mixed else "1 batch key"
-    target_ok = p99 - LINGER_MS <= 50
+    label = f"{rate:.0f} req/s, {'10 batch keys' if mixed else '1 batch key'}"
+    first = details["batches"]["first_request_latency_ms"]
     rows = [
-        _row(f"latency p50 − linger, {label} (linger {LINGER_MS} ms)", p50 - LINGER_MS, f"{p50 - LINGER_MS:+.0f} ms (p50 {p50:.0f} ms)", "info", None),
-        _row(f"latency p99 − linger, {label} (linger {LINGER_MS} ms)", p99 - LINGER_MS, f"{p99 - LINGER_MS:+.0f} ms (p99 {p99:.0f} ms)",
-             "≤ +50 ms" if not mixed else "info (budget-bound)", target_ok if not mixed else None),
+        _row(f"latency p99 − linger ({label}; linger {LINGER_MS} ms)", p99 - LINGER_MS, f"{p99 - LINGER_MS:+.0f} ms (p50 {p50:.0f}, p99 {p99:.0f} ms)",
+             "≤ +50 ms" if not mixed else "info (budget-bound)", p99 - LINGER_MS <= 50 if not mixed else None),
+        _row(f"  first request of each call, p50 / p99 − linger", first["p99"] - LINGER_MS,
+             f"{first['p50'] - LINGER_MS:+.0f} / {first['p99'] - LINGER_MS:+.0f} ms", "info", None),
     ]  # fmt: skip
     return {"rows": rows, "details": details, "problems": problems}
 

@@ -16,12 +16,14 @@ upper-cased with dots as underscores (``CHATAPP_KAFKA_OPT_SASL_MECHANISMS=PLAIN`
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 PUBLIC_CAMS_ENDPOINT = "https://cams.ap-southeast-1.aliyuncs.com"
 DEFAULT_ACCOUNT = "default"
@@ -119,7 +121,7 @@ class AccountConfig:
     credentials: str = "static"  # "static": the keys above; "default-chain": the Alibaba Cloud default credential chain
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Config:
     kafka_bootstrap_servers: str | None
     group_id: str
@@ -169,12 +171,15 @@ class Config:
     def account(self, name: str | None) -> AccountConfig | None:
         return self.accounts.get(name or DEFAULT_ACCOUNT)
 
+    def __repr__(self) -> str:
+        return f"Config({self.redacted()!r})"
+
     def redacted(self) -> dict[str, Any]:
         """Every effective setting with secrets replaced by ``***`` (for check-config)."""
         out: dict[str, Any] = {}
         for spec in SETTINGS:
             value = getattr(self, spec.name)
-            out[spec.name] = "***" if spec.secret and value else value
+            out[spec.name] = "***" if spec.secret and value else redact_url(value) if spec.name.endswith("_url") else value
         for table in KAFKA_OPT_PREFIXES:
             out[table] = {k: ("***" if _is_secret_key(k) else v) for k, v in getattr(self, table).items()}
         out["accounts"] = {
@@ -209,11 +214,41 @@ def _convert(spec: Setting, raw: Any) -> Any:
         return None
     if spec.type is str:
         return str(raw)
+    if isinstance(raw, bool):
+        raise ValueError
     if spec.type is int:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        if isinstance(raw, float) and not raw.is_integer():
             raise ValueError
         return int(raw)
-    return spec.type(raw)
+    value = spec.type(raw)
+    if isinstance(value, float) and math.isnan(value):  # inf fails the range check instead
+        raise ValueError
+    return value
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with the password of its user-info part replaced by ``***``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``security.protocol = "x"`` written without quotes is a nested TOML table: flatten it back."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 def _check(spec: Setting, value: Any) -> str | None:
@@ -287,6 +322,9 @@ def _accounts(values: dict[str, Any], table: Mapping[str, Any], env: Mapping[str
         rate = item.get("rate_limit_per_second", values["rate_limit_per_second"])
         if not 0.1 <= rate <= 1000:
             problems.append(f"{where}: rate_limit_per_second must be between 0.1 and 1000 (got {rate})")
+        burst = item.get("rate_limit_burst", values["rate_limit_burst"])
+        if not 1 <= burst <= 1000:
+            problems.append(f"{where}: rate_limit_burst must be between 1 and 1000 (got {burst})")
         accounts[name] = AccountConfig(name, item.get("access_key_id"), secret, token, rate, item.get("rate_limit_burst", values["rate_limit_burst"]), source)
     return accounts
 
@@ -323,6 +361,11 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
             problems.append(f"CHATAPP_CONFIG: cannot read {path}: {exc}")
     kafka_table = file_values.pop("kafka", {})
     account_table = file_values.pop("accounts", {})
+    for name, table in (("kafka", kafka_table), ("accounts", account_table)):
+        if not isinstance(table, Mapping):
+            problems.append(f"CHATAPP_CONFIG: [{name}] must be a table")
+    kafka_table = kafka_table if isinstance(kafka_table, Mapping) else {}
+    account_table = account_table if isinstance(account_table, Mapping) else {}
     known = {spec.name for spec in SETTINGS}
     for name in sorted(set(file_values) - known):
         problems.append(f"CHATAPP_CONFIG: unknown setting {name!r}")
@@ -341,9 +384,9 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
             values[spec.name] = spec.default
 
     tables = {
-        "kafka_options": {k: v for k, v in kafka_table.items() if not isinstance(v, Mapping)},
-        "consumer_options": kafka_table.get("consumer", {}),
-        "producer_options": kafka_table.get("producer", {}),
+        "kafka_options": _flatten({k: v for k, v in kafka_table.items() if k not in ("consumer", "producer")}),
+        "consumer_options": _flatten(kafka_table.get("consumer", {})),
+        "producer_options": _flatten(kafka_table.get("producer", {})),
     }
     for table, prefix in KAFKA_OPT_PREFIXES.items():
         options = {str(k): _librdkafka_value(v) for k, v in tables[table].items()}

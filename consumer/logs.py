@@ -1,7 +1,7 @@
 """Logging set-up: JSON lines (containers) or readable text (a terminal), phone numbers masked.
 
 Every record passes ``mask``: digit runs that look like phone numbers keep their first 4 and
-last 2 digits (``8613****21``). Secrets never reach a log line: the config's repr hides them and
+last 2 digits (``8613****21``); Kafka offsets (``@123``, ``offset 123``) are left alone. Secrets never reach a log line: the config's repr hides them and
 nothing logs credentials.
 """
 
@@ -13,7 +13,7 @@ import re
 import sys
 import time
 
-PHONE_RUN = re.compile(r"(?<![\w-])(\+?\d{4})(\d{2,9})(\d{2})(?![\w-])")
+PHONE_RUN = re.compile(r"(?<![\w@-])(?<!offset )(\+?\d{4})(\d{2,9})(\d{2})(?![\w-])")
 
 
 def mask(text: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
@@ -28,17 +29,20 @@ from .batching import without
 
 
 class _AccountQueue:
-    __slots__ = ("keys", "delayed")
+    __slots__ = ("keys", "delayed", "expiring", "queued")
 
     def __init__(self) -> None:
         self.keys: OrderedDict[BatchKey, deque[Batch]] = OrderedDict()
         self.delayed: list[tuple[float, int, Batch]] = []
+        self.expiring: list[tuple[int, int, Batch]] = []  # (earliest expires_at ms, seq, batch); stale entries skipped
+        self.queued: set[int] = set()  # ids of the batches in ``keys``
 
 
 class FairScheduler:
-    def __init__(self, max_recipients: int = 1000, urgent_window_s: float = 2.0):
+    def __init__(self, max_recipients: int = 1000, urgent_window_s: float = 2.0, wall_clock: Callable[[], float] = time.time):
         self.max_recipients = max_recipients
         self.urgent_window_s = urgent_window_s
+        self._wall_clock = wall_clock  # expires_at is wall-clock time; ``now`` arguments are monotonic
         self._accounts: dict[str, _AccountQueue] = {}
         self._seq = itertools.count()
         self.buffered_recipients = 0
@@ -53,10 +57,26 @@ class FairScheduler:
             waiting = queue.keys.setdefault(batch.key, deque())
             if waiting and batch.attempts == 0 and waiting[-1].attempts == 0:
                 self._top_up(waiting[-1], batch)
+                self._note_expiry(queue, waiting[-1])
                 if not batch.slices:
                     return
-            waiting.append(batch)
+            self._enqueue(queue, batch, front=False)
         self.batches += 1
+
+    def _enqueue(self, queue: _AccountQueue, batch: Batch, front: bool) -> None:
+        waiting = queue.keys.setdefault(batch.key, deque())
+        if front:
+            waiting.appendleft(batch)
+            queue.keys.move_to_end(batch.key, last=False)
+        else:
+            waiting.append(batch)
+        queue.queued.add(id(batch))
+        self._note_expiry(queue, batch)
+
+    def _note_expiry(self, queue: _AccountQueue, batch: Batch) -> None:
+        expiry = batch.earliest_expiry_ms
+        if expiry is not None:
+            heapq.heappush(queue.expiring, (expiry, next(self._seq), batch))
 
     def _top_up(self, tail: Batch, batch: Batch) -> None:
         """Move whole slices of ``batch`` into ``tail`` while they fit."""
@@ -80,8 +100,7 @@ class FairScheduler:
         delayed = queue.delayed
         while delayed and delayed[0][0] <= now:
             _, _, batch = heapq.heappop(delayed)
-            queue.keys.setdefault(batch.key, deque()).appendleft(batch)
-            queue.keys.move_to_end(batch.key, last=False)
+            self._enqueue(queue, batch, front=True)
 
     def ready_accounts(self, now: float) -> list[str]:
         ready = []
@@ -102,25 +121,36 @@ class FairScheduler:
         self._release(queue, now)
         if not queue.keys:
             return None
-        key = self._urgent_key(queue, now) or next(iter(queue.keys))
-        batches = queue.keys[key]
-        batch = batches.popleft()
-        if batches:
-            queue.keys.move_to_end(key)  # round-robin: this key goes to the back
+        batch = self._urgent(queue)
+        if batch is not None:
+            batches = queue.keys[batch.key]
+            batches.remove(batch)
+            if not batches:
+                del queue.keys[batch.key]
         else:
-            del queue.keys[key]
+            key = next(iter(queue.keys))
+            batches = queue.keys[key]
+            batch = batches.popleft()
+            if batches:
+                queue.keys.move_to_end(key)  # round-robin: this key goes to the back
+            else:
+                del queue.keys[key]
+        queue.queued.discard(id(batch))
         self.buffered_recipients -= batch.recipient_count
         self.batches -= 1
         return batch
 
-    def _urgent_key(self, queue: _AccountQueue, now: float) -> BatchKey | None:
-        horizon_ms = (now + self.urgent_window_s) * 1000
-        best: tuple[int, BatchKey] | None = None
-        for key, batches in queue.keys.items():
-            expiry = batches[0].earliest_expiry_ms
-            if expiry is not None and expiry <= horizon_ms and (best is None or expiry < best[0]):
-                best = (expiry, key)
-        return best[1] if best else None
+    def _urgent(self, queue: _AccountQueue) -> Batch | None:
+        """The queued batch expiring first, if that is within the urgent window."""
+        horizon_ms = (self._wall_clock() + self.urgent_window_s) * 1000
+        expiring = queue.expiring
+        while expiring:
+            expiry, _, batch = expiring[0]
+            if id(batch) not in queue.queued or batch.earliest_expiry_ms != expiry:
+                heapq.heappop(expiring)  # stale: sent, removed, or its slices changed
+                continue
+            return batch if expiry <= horizon_ms else None
+        return None
 
     def remove(self, drop: Callable[[Slice], bool]) -> list[Slice]:
         """Take out the slices ``drop`` selects (revoked partitions); return them."""
@@ -133,6 +163,10 @@ class FairScheduler:
                     removed.extend(gone)
                     if rest is not None:
                         kept.append(rest)
+                        if gone:
+                            self._note_expiry(queue, rest)
+                    else:
+                        queue.queued.discard(id(batch))
                 if kept:
                     queue.keys[key] = kept
                 else:

@@ -1,8 +1,10 @@
 """limit → send: the dispatcher thread and the sender workers.
 
-The dispatcher takes the next batch of an account from the fair scheduler as soon as the rate
-limiter grants that account a token (and a worker is free), and hands it to a worker. A worker
-makes the API call and decides, from the error taxonomy, what becomes of the batch:
+The dispatcher takes batches from the fair scheduler in its order and hands them to workers. A
+worker builds and signs the call first, then waits for its turn at the account's gate (first
+come, first served) and for the rate limiter's token, and sends at once: the time between a
+grant and the call reaching CAMS holds no CPU work, so grants stay evenly spaced on the wire.
+The worker then decides, from the error taxonomy, what becomes of the batch:
 
 | CAMS answer                      | what happens                                                    |
 |----------------------------------|-----------------------------------------------------------------|
@@ -18,6 +20,7 @@ requests are marked in the ledger and handed to ``on_results`` (the main loop pu
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -64,6 +67,9 @@ class SendPolicy:
 
 
 THROTTLE_WINDOW_S = 2.0
+GATE_DEPTH = 2
+"""Batches per account prepared and waiting for a token: enough that one is always ready the
+moment a token comes, few enough that the rest keep filling in the scheduler."""
 
 
 class Sender:
@@ -97,6 +103,8 @@ class Sender:
         self._cond = threading.Condition()
         self._inflight = 0
         self._running: dict[int, Batch] = {}
+        self._gates: defaultdict[str, deque[int]] = defaultdict(deque)
+        self._tickets = itertools.count()
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
         self._stopped = False
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sender")
@@ -110,7 +118,7 @@ class Sender:
         with self._cond:
             batch.ready_at = batch.ready_at or self._clock()
             self._scheduler.push(batch, not_before)
-            self._cond.notify()
+            self._cond.notify_all()
 
     def abandon(self, drop: Callable[[Slice], bool]) -> list[Slice]:
         """Take queued (not in flight) slices out, e.g. those of revoked partitions."""
@@ -135,51 +143,66 @@ class Sender:
 
     # -- dispatcher thread -----------------------------------------------------------------
     def _dispatch_loop(self) -> None:
+        """Hand batches to workers in the scheduler's order, keeping at most ``GATE_DEPTH`` per
+        account waiting for a token (the rest stay in the scheduler, where they keep filling)."""
         while True:
             with self._cond:
                 if self._stopped:
                     return
-                accounts = self._scheduler.ready_accounts(self._clock()) if self._inflight < self._concurrency else []
-            waits: list[float] = []
-            dispatched = False
-            for account in accounts:
-                if self._inflight >= self._concurrency:
-                    break
-                wait = self._limiter.acquire(account)
-                if wait > 0:
-                    waits.append(wait)
+                now = self._clock()
+                handed: list[tuple[Batch, int]] = []
+                for account in self._scheduler.ready_accounts(now):
+                    gate = self._gates[account]
+                    while self._inflight < self._concurrency and len(gate) < GATE_DEPTH:
+                        batch = self._scheduler.pop(account, now)
+                        if batch is None:
+                            break
+                        ticket = next(self._tickets)
+                        gate.append(ticket)
+                        self._inflight += 1
+                        self._running[id(batch)] = batch
+                        handed.append((batch, ticket))
+                if not handed:
+                    retry = self._scheduler.until_next_retry(now)
+                    self._cond.wait(0.5 if retry is None else min(0.5, retry))
                     continue
-                with self._cond:
-                    batch = self._scheduler.pop(account, self._clock())
-                    if batch is None:
-                        continue
-                    self._inflight += 1
-                    self._running[id(batch)] = batch
-                self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
+            for batch, ticket in handed:
                 self._metrics.inflight_calls.inc()
-                self._pool.submit(self._run, batch)
-                dispatched = True
-            if dispatched:
-                continue
-            with self._cond:
-                if self._stopped:
-                    return
-                retry = self._scheduler.until_next_retry(self._clock())
-                timeout = min([0.5, *waits, *([retry] if retry is not None else [])])
-                self._cond.wait(timeout)
+                self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
-    def _run(self, batch: Batch) -> None:
+    def _take_token(self, account: str, ticket: int) -> bool:
+        """Wait for this worker's turn at the account's gate (first come, first served) and for
+        the limiter's token; False when the sender is stopping."""
+        gate = self._gates[account]
+        while True:
+            with self._cond:
+                while not self._stopped and gate[0] != ticket:
+                    self._cond.wait(0.5)
+                if self._stopped:
+                    return False
+            wait = self._limiter.acquire(account)
+            with self._cond:
+                if wait <= 0:
+                    gate.popleft()  # the next batch may take its turn while this call is on the wire
+                    self._cond.notify_all()
+                    return True
+                self._cond.wait(wait)
+
+    def _run(self, batch: Batch, ticket: int) -> None:
         try:
-            finished = self._send(batch)
+            finished = self._send(batch, ticket)
         except Exception:  # a bug must not lose the batch: fail it loudly, never silently
             log.exception("sender crashed on batch %s", batch.batch_id)
             finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, "Chatapp.InternalError", "internal error while sending", batch.attempts, batch_id=batch.batch_id))
         finally:
             with self._cond:
+                gate = self._gates[batch.key.account]
+                if ticket in gate:
+                    gate.remove(ticket)
                 self._inflight -= 1
                 self._running.pop(id(batch), None)
-                self._cond.notify()
+                self._cond.notify_all()
             self._metrics.inflight_calls.dec()
         if finished:
             self._on_results(finished)
@@ -192,7 +215,7 @@ class Sender:
                 out.append((piece.request, result))
         return out
 
-    def _send(self, batch: Batch) -> list[tuple[SendRequest, SendResult]]:
+    def _send(self, batch: Batch, ticket: int) -> list[tuple[SendRequest, SendResult]]:
         finished: list[tuple[SendRequest, SendResult]] = []
         now_ms = time.time() * 1000
         expired = [s for s in batch.slices if s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms]
@@ -208,12 +231,16 @@ class Sender:
         account = batch.key.account
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
         try:
-            credentials = self._credentials[account].get()
+            prepared = self._cams.prepare(self._credentials[account].get(), batch.key, recipients)
         except CredentialsError as exc:  # STS or the metadata service down: retried like a timeout
             log.warning("no credentials for account %s: %s", account, exc)
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
         else:
-            call = self._cams.send(credentials, batch.key, recipients)
+            if not self._take_token(account, ticket):  # stopping: back to the queue, unsent
+                self.submit(batch)
+                return finished
+            self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
+            call = self._cams.execute(prepared)
         batch.attempts += 1
         self._metrics.api_calls.labels(account, call.code or "none").inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)

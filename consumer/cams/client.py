@@ -148,6 +148,14 @@ def _failure(code: str, exc: Exception, latency_s: float) -> CallResult:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A signed call ready to send: its headers and its request target (path and query)."""
+
+    headers: dict[str, str] = field(repr=False)
+    target: bytes = field(repr=False)
+
+
 class CamsClient:
     """Sends SendChatappMassMessage calls to one endpoint (``https://cams.<region>.aliyuncs.com``)."""
 
@@ -186,14 +194,22 @@ class CamsClient:
             _METHOD, _PATH, query, headers, b"", credentials.access_key_id, credentials.access_key_secret
         )
 
-    def send(self, credentials: Credentials, key: BatchKey, recipients: list[Recipient]) -> CallResult:
-        """One SendChatappMassMessage call for ``recipients`` (1..1000). Never raises for HTTP/network errors."""
+    def prepare(self, credentials: Credentials, key: BatchKey, recipients: list[Recipient]) -> PreparedCall:
+        """Build and sign one call for ``recipients`` (1..1000): the CPU work, done before the
+        rate-limit token is taken so the call leaves as soon as it is granted."""
         query = build_query(key, recipients)
         headers = self._signed_headers(credentials, query)
-        target = f"{_PATH}?{urlencode(query)}".encode("ascii")
+        return PreparedCall(headers, f"{_PATH}?{urlencode(query)}".encode("ascii"))
+
+    def send(self, credentials: Credentials, key: BatchKey, recipients: list[Recipient]) -> CallResult:
+        """Prepare and execute one call. Never raises for HTTP/network errors."""
+        return self.execute(self.prepare(credentials, key, recipients))
+
+    def execute(self, call: PreparedCall) -> CallResult:
+        """Put a prepared call on the wire. Never raises for HTTP/network errors."""
         started = time.monotonic()
         try:
-            response = self._http.post(self._url, headers=headers, extensions={"target": target})
+            response = self._http.post(self._url, headers=call.headers, extensions={"target": call.target})
         except httpx.TimeoutException as exc:
             return _failure(CODE_TIMEOUT, exc, time.monotonic() - started)
         except httpx.DecodingError as exc:

@@ -35,7 +35,12 @@ def test_defaults_with_an_empty_environment() -> None:
     assert config.batch_linger_ms == 200
     assert config.cams_endpoint == "https://cams.ap-southeast-1.aliyuncs.com"
     assert config.kafka_bootstrap_servers is None
-    assert config.accounts == {}
+    # no keys and no [accounts.*]: the default account signs with the default credential chain
+    assert list(config.accounts) == ["default"]
+    default = config.accounts["default"]
+    assert default.credentials == "default-chain"
+    assert (default.access_key_id, default.access_key_secret, default.security_token) == (None, None, None)
+    assert (default.rate_limit_per_second, default.rate_limit_burst) == (10.0, 1)
     assert not config.has_credentials
     assert dict(config.kafka_options) == dict(config.consumer_options) == dict(config.producer_options) == {}
 
@@ -280,14 +285,16 @@ def test_kafka_option_environment_mapping() -> None:
 def test_kafka_tables_in_the_file_and_environment_precedence(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        '[kafka]\n"socket.keepalive.enable" = "true"\n"reconnect.backoff.max.ms" = 10000\n'
+        '[kafka]\n"socket.keepalive.enable" = true\n"reconnect.backoff.max.ms" = 10000\n'
+        '"enable.idempotence" = false\n'
         '"sasl.mechanisms" = "PLAIN"\n'
         '[kafka.consumer]\n"queued.max.messages.kbytes" = 16384\n'
         '[kafka.producer]\n"compression.type" = "zstd"\n"linger.ms" = 10\n',
     )
     config = load({"CHATAPP_KAFKA_OPT_SASL_MECHANISMS": "SCRAM-SHA-512", "CHATAPP_KAFKA_PRODUCER_OPT_LINGER_MS": "1"}, path)
     assert dict(config.kafka_options) == {
-        "socket.keepalive.enable": "true",
+        "socket.keepalive.enable": "true",  # TOML booleans spelled as librdkafka wants them
+        "enable.idempotence": "false",
         "reconnect.backoff.max.ms": "10000",  # values become strings
         "sasl.mechanisms": "SCRAM-SHA-512",  # environment wins
     }
@@ -319,6 +326,7 @@ def test_default_account_from_the_environment() -> None:
         }
     )
     assert config.accounts == {"default": AccountConfig("default", "LTAI-default", SECRET, None, 5.0, 2)}
+    assert config.accounts["default"].credentials == "static"
     assert config.account(None) is config.accounts["default"]
     assert config.account("default") is config.accounts["default"]
     assert config.account("other") is None
@@ -375,3 +383,30 @@ def test_account_burst_out_of_range_is_a_problem(tmp_path: Path, burst: int) -> 
     )
     problems = problems_of({}, path)
     assert len(problems) == 1 and "[accounts.a]" in problems[0] and "rate_limit_burst" in problems[0]
+
+
+def test_account_with_the_default_credential_chain(tmp_path: Path) -> None:
+    path = write(tmp_path, '[accounts.ecs]\ncredentials = "default-chain"\nrate_limit_per_second = 4\n')
+    config = load({}, path)
+    assert list(config.accounts) == ["ecs"]
+    account = config.accounts["ecs"]
+    assert (account.credentials, account.access_key_id, account.rate_limit_per_second) == ("default-chain", None, 4.0)
+
+
+def test_default_chain_account_takes_no_keys_and_unknown_sources_are_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[accounts.a]\ncredentials = "default-chain"\naccess_key_id = "LTAI-a"\n'
+        '[accounts.b]\ncredentials = "vault"\n',
+    )
+    assert problems_of({}, path) == [
+        '[accounts.a]: credentials = "default-chain" takes no access_key_id, access_key_secret or security_token',
+        "[accounts.b]: credentials must be one of static, default-chain (got 'vault')",
+    ]
+
+
+def test_environment_keys_with_named_accounts_give_both(tmp_path: Path) -> None:
+    path = write(tmp_path, '[accounts.mkt]\naccess_key_id = "LTAI-mkt"\naccess_key_secret_env = "MKT"\n')
+    config = load({"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-d", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET, "MKT": "m"}, path)
+    assert sorted(config.accounts) == ["default", "mkt"]
+    assert config.account(None).access_key_id == "LTAI-d"

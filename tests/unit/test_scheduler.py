@@ -39,7 +39,7 @@ def drain_everything(scheduler: FairScheduler, accounts: tuple[str, ...]) -> lis
 
 
 def test_empty_scheduler() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     assert s.pop("default", NOW) is None
     assert s.ready_accounts(NOW) == []
     assert s.until_next_retry(NOW) is None
@@ -47,7 +47,7 @@ def test_empty_scheduler() -> None:
 
 
 def test_push_then_pop_counts() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     batch = full(key("a"), 7)
     s.push(batch)
     assert len(s) == 1 and s.buffered_recipients == 7
@@ -58,7 +58,7 @@ def test_push_then_pop_counts() -> None:
 
 
 def test_one_key_is_fifo() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     batches = [full(key("a")) for _ in range(5)]
     for b in batches:
         s.push(b)
@@ -69,7 +69,7 @@ def test_one_key_is_fifo() -> None:
 
 
 def test_round_robin_across_keys() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     a, b, c = key("a"), key("b"), key("c")
     for _ in range(3):
         for k in (a, b, c):
@@ -78,7 +78,7 @@ def test_round_robin_across_keys() -> None:
 
 
 def test_campaign_of_1000_batches_does_not_starve_three_other_keys() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     campaign = key("campaign")
     others = [key("otp"), key("shipping"), key("welcome")]
     for _ in range(1000):
@@ -108,7 +108,7 @@ def test_campaign_of_1000_batches_does_not_starve_three_other_keys() -> None:
 
 
 def test_key_arriving_behind_a_campaign_is_served_within_k_pops() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     campaign = key("campaign")
     for _ in range(1000):
         s.push(full(campaign))
@@ -130,7 +130,7 @@ def test_key_arriving_behind_a_campaign_is_served_within_k_pops() -> None:
 
 
 def test_accounts_are_independent() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     a1, a2 = key("t", account="acc1"), key("t", account="acc2")
     for _ in range(3):
         s.push(full(a1))
@@ -145,7 +145,7 @@ def test_accounts_are_independent() -> None:
 
 
 def test_same_key_fields_in_different_accounts_never_top_up_each_other() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     s.push(full(key("t", account="acc1"), 2))
     s.push(full(key("t", account="acc2"), 2))
     assert len(s) == 2
@@ -156,7 +156,7 @@ def test_same_key_fields_in_different_accounts_never_top_up_each_other() -> None
 
 
 def test_urgent_batch_goes_first() -> None:
-    s = FairScheduler(10, urgent_window_s=2.0)
+    s = FairScheduler(10, urgent_window_s=2.0, wall_clock=lambda: NOW)
     for name in ("a", "b", "c"):
         s.push(full(key(name)))
     urgent = full(key("d"), expires=int((NOW + 1.0) * 1000))
@@ -165,7 +165,7 @@ def test_urgent_batch_goes_first() -> None:
 
 
 def test_not_yet_urgent_batch_waits_its_turn() -> None:
-    s = FairScheduler(10, urgent_window_s=2.0)
+    s = FairScheduler(10, urgent_window_s=2.0, wall_clock=lambda: NOW)
     first = full(key("a"))
     s.push(first)
     s.push(full(key("b"), expires=int((NOW + 2.5) * 1000)))
@@ -173,7 +173,7 @@ def test_not_yet_urgent_batch_waits_its_turn() -> None:
 
 
 def test_urgent_window_edge_is_inclusive() -> None:
-    s = FairScheduler(10, urgent_window_s=2.0)
+    s = FairScheduler(10, urgent_window_s=2.0, wall_clock=lambda: NOW)
     s.push(full(key("a")))
     edge = full(key("b"), expires=int((NOW + 2.0) * 1000))
     s.push(edge)
@@ -181,7 +181,7 @@ def test_urgent_window_edge_is_inclusive() -> None:
 
 
 def test_earliest_expiry_first_among_urgent_batches() -> None:
-    s = FairScheduler(10, urgent_window_s=2.0)
+    s = FairScheduler(10, urgent_window_s=2.0, wall_clock=lambda: NOW)
     later = full(key("a"), expires=int((NOW + 1.5) * 1000))
     sooner = full(key("b"), expires=int((NOW + 0.5) * 1000))
     already = full(key("c"), expires=int((NOW - 3.0) * 1000))
@@ -192,7 +192,7 @@ def test_earliest_expiry_first_among_urgent_batches() -> None:
 
 def test_urgent_batch_behind_a_backlog_of_its_own_key_goes_first() -> None:
     """Documented order: a batch holding a request within the urgent window goes first."""
-    s = FairScheduler(10, urgent_window_s=2.0)
+    s = FairScheduler(10, urgent_window_s=2.0, wall_clock=lambda: NOW)
     k = key("campaign")
     for _ in range(50):
         s.push(full(k))
@@ -203,7 +203,7 @@ def test_urgent_batch_behind_a_backlog_of_its_own_key_goes_first() -> None:
 
 
 def test_batch_urgent_because_of_one_of_its_requests() -> None:
-    s = FairScheduler(10, urgent_window_s=2.0)
+    s = FairScheduler(10, urgent_window_s=2.0, wall_clock=lambda: NOW)
     s.push(full(key("a")))
     mixed = make_batch(2, 2, key=key("b"), expires=[None, int((NOW + 1) * 1000)])
     s.push(mixed)
@@ -214,7 +214,7 @@ def test_batch_urgent_because_of_one_of_its_requests() -> None:
 
 
 def test_delayed_retry_is_held_until_not_before() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     retry = full(key("a"))
     retry.attempts = 1
     s.push(retry, not_before=NOW + 1.0)
@@ -230,7 +230,7 @@ def test_delayed_retry_is_held_until_not_before() -> None:
 
 
 def test_released_retry_goes_to_the_front_of_its_key_and_of_the_round() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     a, b = key("a"), key("b")
     fresh_a = [full(a) for _ in range(3)]
     fresh_b = [full(b) for _ in range(3)]
@@ -248,7 +248,7 @@ def test_released_retry_goes_to_the_front_of_its_key_and_of_the_round() -> None:
 
 
 def test_delayed_retries_release_in_not_before_order() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     late, early = full(k), full(k)
     late.attempts = early.attempts = 1
@@ -261,7 +261,7 @@ def test_delayed_retries_release_in_not_before_order() -> None:
 
 
 def test_until_next_retry_is_the_earliest_over_accounts() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     s.push(full(key("a", account="x")), not_before=NOW + 3)
     s.push(full(key("a", account="y")), not_before=NOW + 1)
     assert s.until_next_retry(NOW) == 1.0
@@ -271,7 +271,7 @@ def test_until_next_retry_is_the_earliest_over_accounts() -> None:
 
 
 def test_fresh_batch_tops_up_the_waiting_batch_of_its_key() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     tail = make_batch(5, key=k)
     s.push(tail)
@@ -286,7 +286,7 @@ def test_fresh_batch_tops_up_the_waiting_batch_of_its_key() -> None:
 
 
 def test_fully_absorbed_batch_is_not_queued() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     tail = make_batch(5, key=k)
     s.push(tail)
@@ -298,7 +298,7 @@ def test_fully_absorbed_batch_is_not_queued() -> None:
 
 
 def test_top_up_moves_whole_slices_only_and_keeps_their_order() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     tail = make_batch(5, key=k)
     s.push(tail)
@@ -310,7 +310,7 @@ def test_top_up_moves_whole_slices_only_and_keeps_their_order() -> None:
 
 
 def test_full_tail_takes_nothing() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     s.push(full(k))
     s.push(make_batch(1, key=k))
@@ -318,7 +318,7 @@ def test_full_tail_takes_nothing() -> None:
 
 
 def test_top_up_only_into_the_last_waiting_batch() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     first, second = make_batch(4, key=k), make_batch(9, key=k)
     s.push(first)
@@ -328,7 +328,7 @@ def test_top_up_only_into_the_last_waiting_batch() -> None:
 
 
 def test_retry_batches_are_never_topped_up() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     retry = make_batch(2, key=k)
     retry.attempts = 1
@@ -341,7 +341,7 @@ def test_retry_batches_are_never_topped_up() -> None:
 
 
 def test_retry_or_split_half_pushed_without_delay_is_never_merged() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     k = key("a")
     tail = make_batch(2, key=k)
     s.push(tail)
@@ -366,7 +366,7 @@ def test_top_up_respects_the_scheduler_max() -> None:
 
 
 def test_different_keys_never_top_up() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     s.push(make_batch(2, key=key("a")))
     s.push(make_batch(2, key=key("b")))
     assert len(s) == 2
@@ -376,7 +376,7 @@ def test_different_keys_never_top_up() -> None:
 
 
 def test_remove_by_predicate_keeps_counts_right() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     ka, kb = key("a", account="acc1"), key("b", account="acc2")
     mixed = make_batch(3, 4, key=ka)
     mixed.slices[1].request.source = mixed.slices[1].request.source._replace(partition=1)
@@ -403,7 +403,7 @@ def test_remove_by_predicate_keeps_counts_right() -> None:
 
 
 def test_remove_everything_empties_the_scheduler() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     for name in "abc":
         s.push(full(key(name)))
     s.push(full(key("d")), not_before=NOW + 5)
@@ -415,7 +415,7 @@ def test_remove_everything_empties_the_scheduler() -> None:
 
 
 def test_remove_nothing_changes_nothing() -> None:
-    s = FairScheduler(10)
+    s = FairScheduler(10, wall_clock=lambda: NOW)
     batches = [full(key(name)) for name in "ab"]
     for b in batches:
         s.push(b)
@@ -427,7 +427,7 @@ def test_remove_nothing_changes_nothing() -> None:
 def test_random_operations_keep_len_and_buffered_recipients_consistent() -> None:
     for seed in range(10):
         rng = random.Random(seed)
-        s = FairScheduler(10)
+        s = FairScheduler(10, wall_clock=lambda: NOW)
         keys = [key(n, account=a) for n in "abc" for a in ("x", "y")]
         now = NOW
         pushed = popped = removed = 0

@@ -17,7 +17,8 @@ from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
 from consumer.limiter import AccountLimit, InProcessLimiter
 from consumer.metrics import Metrics
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Slice, Status
-from consumer.sender import EXPIRED_CODE, SendPolicy, Sender
+from consumer.credentials import CredentialsError
+from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, SendPolicy, Sender
 from tests.unit.test_batching import FakeClock, make_batch, make_request
 from tests.unit.test_cams_payload import make_key
 
@@ -46,6 +47,12 @@ class FakeCams:
         self.started: queue.Queue[int] = queue.Queue()
         self.gate: threading.Event | None = None
         self.events = events if events is not None else []
+
+    def prepare(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> tuple:
+        return credentials, key, recipients
+
+    def execute(self, prepared: tuple) -> CallResult:
+        return self.send(*prepared)
 
     def send(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
         assert credentials.access_key_id == "LTAI-test"
@@ -89,7 +96,17 @@ class SpyLedger(InMemoryLedger):
 
 
 class Harness:
-    def __init__(self, cams: FakeCams, *, concurrency: int = 4, max_attempts: int = 3, throttle_max_retries: int = 5, max_recipients: int = 1000) -> None:
+    def __init__(
+        self,
+        cams: FakeCams,
+        *,
+        concurrency: int = 4,
+        max_attempts: int = 3,
+        throttle_max_retries: int = 5,
+        throttle_tolerance: int = 0,
+        max_recipients: int = 1000,
+        credentials: Any = None,
+    ) -> None:
         self.cams = cams
         self.limiter = SpyLimiter()
         self.ledger = SpyLedger(cams.events)
@@ -98,10 +115,16 @@ class Harness:
         self.deliveries = 0
         self.sender = Sender(
             cams,
-            {"default": StaticCredentials("LTAI-test", "secret")},
+            {"default": credentials or StaticCredentials("LTAI-test", "secret")},
             self.limiter,
             self.ledger,
-            SendPolicy(max_attempts, backoff_ms=1, backoff_max_ms=2, throttle_max_retries=throttle_max_retries),
+            SendPolicy(
+                max_attempts,
+                backoff_ms=1,
+                backoff_max_ms=2,
+                throttle_max_retries=throttle_max_retries,
+                throttle_tolerance=throttle_tolerance,
+            ),
             self.metrics,
             self._on_results,
             concurrency,
@@ -240,6 +263,18 @@ def test_throttled_without_retry_after_is_retried_at_once(start) -> None:
     assert h.limiter.throttles == [("default", None)]
 
 
+def test_a_lone_throttle_is_retried_without_slowing_the_limiter(start) -> None:
+    throttled = answer(Outcome.THROTTLED, "System.LimitControl")
+    h = start([throttled, ok(), throttled, ok()], throttle_tolerance=1)
+    h.sender.submit(make_batch(1))
+    assert h.collect(1).popitem()[1].status is Status.SENT
+    assert h.limiter.throttles == []  # one throttle within the window: jitter
+    h.sender.submit(make_batch(1))
+    assert h.collect(1).popitem()[1].status is Status.SENT
+    assert h.limiter.throttles == [("default", None)]  # the second within 2 s: slow down
+    assert h.metric("chatapp_api_retries_total", account="default", reason="throttled") == 2
+
+
 def test_throttled_beyond_the_limit_fails(start) -> None:
     h = start([answer(Outcome.THROTTLED, "System.LimitControl")], throttle_max_retries=2)
     h.sender.submit(make_batch(1))
@@ -349,6 +384,39 @@ def test_a_crash_while_sending_fails_the_batch_instead_of_losing_it(start) -> No
     results = h.collect(2)
     assert all(r.status is Status.FAILED and r.code == "Chatapp.InternalError" for r in results.values())
     h.wait_idle()
+
+
+class FailingCredentials:
+    """A provider whose first ``failures`` calls find no credentials (STS down)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def get(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise CredentialsError("default", "the STS endpoint did not answer")
+        return StaticCredentials("LTAI-test", "secret")
+
+
+def test_missing_credentials_are_retried_like_a_timeout(start) -> None:
+    h = start([ok()], credentials=FailingCredentials(1))
+    h.sender.submit(make_batch(1))
+    (result,) = h.collect(1).values()
+    assert (result.status, result.attempts) == (Status.SENT, 2)
+    assert len(h.cams.calls) == 1
+
+
+def test_credentials_unavailable_for_every_attempt_fails_without_a_call(start) -> None:
+    h = start([ok()], credentials=FailingCredentials(100), max_attempts=2)
+    h.sender.submit(make_batch(1, 1))
+    results = h.collect(2)
+    for r in results.values():
+        assert (r.status, r.code, r.attempts) == (Status.FAILED, CREDENTIALS_UNAVAILABLE, 2)
+        assert "secret" not in (r.message or "")
+    assert h.cams.calls == []
+    h.assert_no_more_results()
 
 
 # -- expiry ---------------------------------------------------------------------------------------
