@@ -380,7 +380,7 @@ def latency(ctx: Context, mixed: bool = False) -> dict[str, Any]:
     rows = [
         _row(f"latency p99 − linger ({label}; linger {LINGER_MS} ms)", p99 - LINGER_MS, f"{p99 - LINGER_MS:+.0f} ms (p50 {p50:.0f}, p99 {p99:.0f} ms)",
              "≤ +50 ms" if not mixed else "info (budget-bound)", p99 - LINGER_MS <= 50 if not mixed else None),
-        _row(f"  first request of each call, p50 / p99 − linger", first["p99"] - LINGER_MS,
+        _row("  first request of each call, p50 / p99 − linger", first["p99"] - LINGER_MS,
              f"{first['p50'] - LINGER_MS:+.0f} / {first['p99'] - LINGER_MS:+.0f} ms", "info", None),
     ]  # fmt: skip
     return {"rows": rows, "details": details, "problems": problems}

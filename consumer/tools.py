@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from .codec import build_codec
 from .config import Config
@@ -111,20 +111,34 @@ def check_connectivity(config: Config) -> int:
 def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: float) -> int:
     """Copy dead-lettered messages (original value, key and headers) back to their source topic.
 
-    Reads the DLQ as group ``<group_id>.dlq-replay``; its offsets are committed only after the
-    copies are acknowledged, so a replay interrupted midway resumes where it stopped.
+    Replays what the DLQ holds when it starts (messages dead-lettered again meanwhile wait for
+    the next replay, so a still-broken message cannot loop). Reads as group
+    ``<group_id>.dlq-replay``, whose offsets are committed only after the copies are
+    acknowledged: an interrupted replay resumes where it stopped.
     """
     if not config.kafka_bootstrap_servers:
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set", file=sys.stderr)
         return 2
     consumer = Consumer({**consumer_config(config), "group.id": f"{config.group_id}.dlq-replay"})
     producer = Producer(producer_config(config))
-    consumer.subscribe([config.dlq_topic])
-    replayed, last_seen = 0, time.monotonic()
-    reasons: dict[str, int] = {}
     try:
-        while (limit is None or replayed < limit) and time.monotonic() - last_seen < idle_timeout:
-            messages = [m for m in consumer.consume(min(500, limit - replayed) if limit else 500, 0.5) if m.error() is None]
+        metadata = consumer.list_topics(config.dlq_topic, timeout=10).topics.get(config.dlq_topic)
+        if metadata is None or metadata.error is not None:
+            print(f"replay: topic {config.dlq_topic} not found", file=sys.stderr)
+            return 1
+        partitions = [TopicPartition(config.dlq_topic, p) for p in metadata.partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+        starts = consumer.committed(partitions, timeout=10)
+        todo = {tp.partition for tp in starts if (tp.offset if tp.offset >= 0 else 0) < ends[tp.partition]}
+        consumer.assign([tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in starts])
+        replayed, last_seen = 0, time.monotonic()
+        reasons: dict[str, int] = {}
+        while todo and (limit is None or replayed < limit) and time.monotonic() - last_seen < idle_timeout:
+            batch = consumer.consume(min(500, limit - replayed) if limit else 500, 0.5)
+            messages = [m for m in batch if m.error() is None and m.offset() < ends[m.partition()]]
+            for m in batch:
+                if m.error() is None and m.offset() >= ends[m.partition()] - 1:
+                    todo.discard(m.partition())
             if not messages:
                 continue
             last_seen = time.monotonic()
@@ -134,13 +148,15 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
                 reasons[meta.get("reason", "?")] = reasons.get(meta.get("reason", "?"), 0) + 1
                 if not dry_run:
                     original = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
-                    producer.produce(meta.get("topic", config.request_topic), message.value(), message.key(), headers=original + [("chatapp.replayed-from", f"{message.topic()}:{message.partition()}:{message.offset()}".encode())])
+                    origin = f"{message.topic()}:{message.partition()}:{message.offset()}".encode()
+                    producer.produce(meta.get("topic", config.request_topic), message.value(), message.key(), headers=original + [("chatapp.replayed-from", origin)])
             replayed += len(messages)
             if not dry_run:
                 if producer.flush(30) != 0:
                     print("replay: the broker did not acknowledge every copy; nothing committed", file=sys.stderr)
                     return 1
-                consumer.commit(asynchronous=False)
+                positions = {(m.topic(), m.partition()): m.offset() + 1 for m in messages}
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
     finally:
         consumer.close()
     print(f"{'would replay' if dry_run else 'replayed'} {replayed} messages from {config.dlq_topic}: {reasons}")
