@@ -402,3 +402,17 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def reference_markdown() -> str:
+    """The README's configuration table, rendered from ``SETTINGS`` (a test keeps them equal)."""
+    rows = ["| environment variable | TOML key | default | meaning |", "|---|---|---|---|"]
+    for spec in SETTINGS:
+        default = "unset" if spec.default is None else f"`{spec.default}`"
+        bounds = ""
+        if spec.minimum is not None or spec.maximum is not None:
+            bounds = f" Range {spec.minimum:g}–{spec.maximum:g}."
+        if spec.choices:
+            bounds = f" One of {', '.join(spec.choices)}."
+        rows.append(f"| `{spec.env}` | `{spec.name}` | {default} | {spec.help.replace('|', '/')}{bounds} |")
+    return "\n".join(rows)
