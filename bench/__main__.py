@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import secrets
 import signal
@@ -43,6 +44,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def service_margin(extra_env: dict[str, str]) -> float | None:
+    """The safety margin the service ran with: --service-env, else the service's default."""
+    if "CHATAPP_RATE_LIMIT_SAFETY_MARGIN" in extra_env:
+        return float(extra_env["CHATAPP_RATE_LIMIT_SAFETY_MARGIN"])
+    try:
+        from consumer.config import SETTINGS
+
+        return float(next(s.default for s in SETTINGS if s.name == "rate_limit_safety_margin"))
+    except (ImportError, StopIteration, TypeError, ValueError):
+        return None
+
+
+def tree_fingerprint() -> dict[str, Any]:
+    """Which service code was measured: a hash of consumer/ (it changes while others work)."""
+    root = Path(__file__).resolve().parents[1] / "consumer"
+    digest = hashlib.sha256()
+    newest = 0.0
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+        newest = max(newest, path.stat().st_mtime)
+    return {"sha256": digest.hexdigest()[:16], "newest_file": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(newest))}
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -65,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ctx.sizes
     outcomes: dict[str, dict[str, Any]] = {}
     load_before = os.getloadavg()
+    tree_before = tree_fingerprint()
 
     def run(name: str, fn: Any, *fn_args: Any, min_left: float = 10.0) -> None:
         if time.monotonic() > ctx.deadline - min_left:
@@ -125,10 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     problems = [p for outcome in outcomes.values() for p in outcome.get("problems", [])]
     elapsed = time.monotonic() - started
     print()
+    tree = tree_fingerprint()
+    if tree != tree_before:
+        problems.append(f"consumer/ changed during the run ({tree_before['sha256']} -> {tree['sha256']}): scenarios measured different code")
     print(f"chatapp-consumer bench, {'quick' if args.quick else 'full'} mode, run {run_id}, {elapsed:.0f} s, "
-          f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after; "
+          f"consumer/ {tree['sha256']} (newest file {tree['newest_file']})")  # fmt: skip
     report.table(rows, sys.stdout)
-    print(f"(rate_limit_safety_margin default 0.02: the limiter's own ceiling is 1/1.02 = {1 / 1.02:.3f} of {scenarios.BUDGET:,}/s)")
+    margin = service_margin(ctx.extra_env)
+    if margin is not None:
+        print(f"(rate_limit_safety_margin {margin:g}: the service's limiter itself allows at most 1/{1 + margin:g} = "
+              f"{1 / (1 + margin):.3f} of {scenarios.BUDGET:,} recipients/s)")
     if problems:
         print("\nproblems seen:")
         for p in problems:
@@ -147,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {item['share']:6.1%}  {item['function']}")
     payload = {
         "run_id": run_id,
+        "consumer_tree": tree,
+        "rate_limit_safety_margin": margin,
         "mode": "quick" if args.quick else "full",
         "seconds": elapsed,
         "cpus": os.cpu_count(),

@@ -137,7 +137,8 @@ def service_env(bootstrap: str, cams_url: str, topics: tuple[str, str, str], **s
         CHATAPP_REPLY_TOPIC=topics[1],
         CHATAPP_DLQ_TOPIC=topics[2],
         CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS="10",  # the mock broker holds a Fetch this long
-        CHATAPP_SESSION_TIMEOUT_MS="6000",
+        # the mock coordinator holds a rebalance for session timeout - 1 s: 3 s keeps group joins short
+        CHATAPP_SESSION_TIMEOUT_MS="3000",
         CHATAPP_METRICS_HOST="127.0.0.1",
         CHATAPP_METRICS_PORT=str(free_port()),
         CHATAPP_LOG_FORMAT="json",

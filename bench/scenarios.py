@@ -317,8 +317,12 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     details["bare_runs"] = bare_runs
     bare = max(bare_runs, key=lambda b: b["rate"])
     ratio = e2e / bare["rate"] if bare["rate"] else 0.0
-    rows = [_row("pipeline: end-to-end req/s ÷ bare consume+decode", ratio,
-                 f"{ratio:.3f} ({e2e:,.0f} vs {bare['rate']:,.0f}/s)", "≥ 0.6", ratio >= 0.6)]  # fmt: skip
+    cpu_per_1k = details["end_to_end"]["service_cpu_ms_per_1k_requests"]
+    bare_per_1k = 1e6 / bare["rate"] if bare["rate"] else 0.0
+    rows = [
+        _row("pipeline: end-to-end req/s ÷ bare consume+decode", ratio, f"{ratio:.3f} ({e2e:,.0f} vs {bare['rate']:,.0f}/s)", "≥ 0.6", ratio >= 0.6),
+        _row("  service CPU per 1,000 requests (bare consumer: wall time)", cpu_per_1k, f"{cpu_per_1k:.0f} ms ({bare_per_1k:.0f} ms)", "info", None),
+    ]  # fmt: skip
     return {"rows": rows, "details": details, "problems": problems}
 
 
@@ -451,8 +455,12 @@ def memory(ctx: Context) -> dict[str, Any]:
     details["memory"] = mem
     details["services"] = _service_notes([service], codes, problems)
     peak_mb = mem.get("peak_hwm_mib", 0.0) * 1.048576
-    rows = [_row(f"peak RSS (VmHWM), backlog {count:,}, slow endpoint", peak_mb,
+    rows = [_row(f"peak RSS (VmHWM), backlog {count:,}, slow endpoint, {window:.0f} s", peak_mb,
                  f"{peak_mb:.0f} MB ({mem.get('peak_hwm_mib', 0.0):.0f} MiB)", "≤ 300 MB", 0 < peak_mb <= 300)]  # fmt: skip
+    growth = details.get("rss_growth_mib_per_100k_results")
+    if growth is not None:
+        results = details["trace"][-1]["results"] if details.get("trace") else 0
+        rows.append(_row("  RSS growth per 100,000 results published", growth, f"{growth * 1.048576:+.0f} MB ({results:,.0f} results in the window)", "info", None))
     return {"rows": rows, "details": details, "problems": problems}
 
 

@@ -238,7 +238,7 @@ class Service:
                     self._answer(request.source, SendResult(request_id, Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)", len(request.recipients), completed_at_ms=now))
                     continue
                 self.metrics.duplicates.labels("inflight_resent").inc()
-                log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, entry.owner)
+                log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, entry.owner, extra={"request_id": request_id})
             if request.expires_at_ms is not None and request.expires_at_ms <= now:
                 self._answer(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
                 continue

@@ -193,7 +193,7 @@ class Sender:
         try:
             finished = self._send(batch, ticket)
         except Exception:  # a bug must not lose the batch: fail it loudly, never silently
-            log.exception("sender crashed on batch %s", batch.batch_id)
+            log.exception("sender crashed on batch %s", batch.batch_id, extra={"batch_id": batch.batch_id, "account": batch.key.account})
             finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, "Chatapp.InternalError", "internal error while sending", batch.attempts, batch_id=batch.batch_id))
         finally:
             with self._cond:
@@ -259,7 +259,7 @@ class Sender:
             batch.failures += 1
             self._metrics.retries.labels(account, "transient").inc()
             delay = backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng)
-            log.info("batch %s: %s, retry %d in %.2fs", batch.batch_id, call.code, batch.failures, delay)
+            log.info("batch %s: %s, retry %d in %.2fs", batch.batch_id, call.code, batch.failures, delay, extra={"batch_id": batch.batch_id, "account": account})
             self.submit(batch, self._clock() + delay)
         elif outcome is Outcome.INVALID_REQUEST and (halves := split(batch)):
             self._metrics.retries.labels(account, "split").inc()
@@ -267,7 +267,7 @@ class Sender:
                 half.attempts = batch.attempts
                 self.submit(half)
         else:
-            log.warning("batch %s failed: %s %s", batch.batch_id, call.code, call.message)
+            log.warning("batch %s failed: %s %s", batch.batch_id, call.code, call.message, extra={"batch_id": batch.batch_id, "account": account})
             finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
         self._record(finished)
         return finished
