@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC_BYTE = 0
+REGISTRY_RETRIES = 4  # 0.2 + 0.4 + 0.8 + 1.6 s of patience with a registry that does not answer
 _HEADER = struct.Struct(">bI")
 
 
@@ -99,15 +101,30 @@ class RegistryAvroCodec(PlainAvroCodec):
     def _writer(self, schema_id: int) -> Any:
         writer = self._writers.get(schema_id)
         if writer is None:
-            try:
-                text = self._fetch(schema_id)
-            except Exception as exc:
-                raise DecodeError("unknown-schema-id", f"schema id {schema_id}: {exc}"[:200]) from exc
+            text = self._fetch_with_retries(schema_id)
             try:
                 writer = self._writers[schema_id] = parse_schema(json.loads(text))
             except Exception as exc:  # a JSON Schema or Protobuf id: undecodable, not a crash
                 raise DecodeError("not-avro-schema", f"schema id {schema_id}: {type(exc).__name__}: {exc}"[:200]) from exc
         return writer
+
+    def _fetch_with_retries(self, schema_id: int) -> str:
+        """The registry's answer for ``schema_id``. A 404 means the id is unknown; any other
+        failure (registry down, timeout) is retried ``REGISTRY_RETRIES`` times with doubling
+        pauses before the message is dead-lettered as ``schema-registry-unavailable`` (replayable
+        with ``replay-dlq`` once the registry is back)."""
+        delay = 0.2
+        for attempt in range(REGISTRY_RETRIES + 1):
+            try:
+                return self._fetch(schema_id)
+            except Exception as exc:
+                if getattr(exc, "http_status_code", None) == 404:
+                    raise DecodeError("unknown-schema-id", f"schema id {schema_id}: {exc}"[:200]) from exc
+                if attempt == REGISTRY_RETRIES:
+                    raise DecodeError("schema-registry-unavailable", f"schema id {schema_id}: {exc}"[:200]) from exc
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def decode(self, value: bytes) -> dict[str, Any]:
         if len(value) < _HEADER.size or value[0] != MAGIC_BYTE:

@@ -154,3 +154,22 @@ def test_huge_declared_lengths_fail_fast_as_decode_error() -> None:
     value = b"\xfe\xff\xff\xff\x0f"
     with pytest.raises(DecodeError):
         CODEC.decode(value)
+
+
+def test_registry_down_is_retried_then_dead_lettered_as_unavailable(monkeypatch) -> None:
+    import consumer.codec as codec_module
+    from consumer.codec import DecodeError, RegistryAvroCodec
+
+    calls = []
+
+    def down(schema_id: int) -> str:
+        calls.append(schema_id)
+        raise ConnectionError("registry refused the connection")
+
+    monkeypatch.setattr(codec_module, "REGISTRY_RETRIES", 2)
+    monkeypatch.setattr(codec_module.time, "sleep", lambda s: None)
+    codec = RegistryAvroCodec(down, lambda subject, schema: 1, "r-value", "q-value")
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(b"\x00\x00\x00\x00\x07" + b"\x02")
+    assert caught.value.reason == "schema-registry-unavailable"
+    assert calls == [7, 7, 7]
