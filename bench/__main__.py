@@ -82,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    wanted = lambda name: not args.only or name in args.only  # noqa: E731
+    wanted = lambda name: not args.only or name in args.only
     infra = Infra()
     ctx = scenarios.Context(infra, args.quick, run_id, logdir, started + BUDGET_S[args.quick], prefix=f"b{run_id}", say=say,
                             extra_env=dict(item.split("=", 1) for item in args.service_env))  # fmt: skip
     sizes = ctx.sizes
     outcomes: dict[str, dict[str, Any]] = {}
+    interrupted = False
     load_before = os.getloadavg()
     tree_before = tree_fingerprint()
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes[name] = fn(ctx, *fn_args)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # one scenario failing must not hide the others' figures
+        except Exception as exc:  # noqa: BLE001 (one scenario failing must not hide the others' figures)
             say(f"{name}: FAILED: {type(exc).__name__}: {exc}")
             outcomes[name] = {"rows": [], "details": {"traceback": traceback.format_exc()}, "problems": [f"{name}: {type(exc).__name__}: {exc}"[:500]], "error": True}
         outcomes[name]["quiet_wait"] = quiet
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             run("pipeline_profiled", scenarios.pipeline, True, min_left=20)
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
+        interrupted = True
     finally:
         infra.close()
 
@@ -190,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         "logs": str(logdir),
         "rows": rows,
         "problems": problems,
+        "interrupted": interrupted,
         "scenarios": outcomes,
     }
     report.write_json(args.json, payload)
     print(f"\nJSON: {args.json}   logs: {logdir}")
+    if interrupted:
+        return 130
     return 1 if any(o.get("error") for o in outcomes.values()) else 0
 
 

@@ -30,12 +30,13 @@ SECRET = "bench-secret-local-only"
 _PR_SET_PDEATHSIG = 1
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child must not dlopen
+
+
 def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when the benchmark process goes away."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    """preexec_fn: the child gets SIGTERM when the benchmark process goes away (one libc call,
+    nothing that could take a lock another thread held at fork time)."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -75,7 +76,7 @@ def start_cams(rate_limit: int = 10, timeout: float = 15.0) -> LocalCams:
     argv = [sys.executable, "-m", "consumer.local_cams", "--host", "127.0.0.1", "--port", "0",
             "--rate-limit", str(rate_limit), "--account", f"{KEY_ID}:{SECRET}"]  # fmt: skip
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env(), cwd=ROOT,
-                               preexec_fn=_die_with_parent)  # fmt: skip
+                               preexec_fn=_die_with_parent)  # noqa: PLW1509  # fmt: skip
     try:
         url = json.loads(_read_line(process, timeout))["url"]
     except BaseException:
@@ -155,10 +156,10 @@ class Service:
     def __init__(self, env: Mapping[str, str], log_path: Path):
         self.env = dict(env)
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (open while the process runs; closed by stop/kill)
         self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=ROOT,
                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent)  # fmt: skip
+                                        preexec_fn=_die_with_parent)  # noqa: PLW1509  # fmt: skip
         self.started = time.monotonic()
         self.url = f"http://127.0.0.1:{self.env['CHATAPP_METRICS_PORT']}"
         self.returncode: int | None = None

@@ -34,7 +34,7 @@ class Recorder:
         argv = [exe, "record", "--pid", str(pid), "--output", str(out), "--format", "raw", "--rate", str(rate), "--threads"]
         if gil:
             argv.append("--gil")
-        self._log = open(out.with_suffix(".log"), "wb")
+        self._log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
 
     def stop(self, timeout: float = 30.0) -> Path | None:

@@ -184,7 +184,7 @@ def saturation(ctx: Context, instances: int) -> dict[str, Any]:
             details["produce_s"] = kafkaio.produce_backlog(ctx.infra.bootstrap, topics[0], ctx.values[:count], partitions)
             requests_wm.check_kept(count)
         ctx.say(f"{name}: draining (~{count / BUDGET:.0f} s at the budget)")
-        alive = lambda: [s.check_alive() for s in services]  # noqa: E731
+        alive = lambda: [s.check_alive() for s in services]
         held, waited = wm.wait_for(count, ctx.timeout(count / (0.8 * BUDGET) + 60), alive)
         details["drain_wait_s"] = waited
         details["service_cpu_s"] = [process_cpu_s(s.pid) for s in services]

@@ -87,7 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("batch_max_recipients", int, 1000, "Recipients per API call (the API's cap is 1,000).", minimum=1, maximum=1000),
     _s("batch_linger_ms", int, 200, "How long a batch that is not full waits for more requests.", minimum=0, maximum=60_000),
     _s("send_concurrency", int, 8, "API calls in flight at once per instance.", minimum=1, maximum=256),
-    _s("max_buffered_recipients", int, 20_000, "Back-pressure: partitions pause when this many recipients wait (batches, limiter, in flight).", minimum=1000, maximum=10_000_000),
+    _s("max_buffered_recipients", int, 50_000, "Back-pressure: partitions pause when this many recipients wait (batches, limiter, in flight).", minimum=1000, maximum=10_000_000),
     _s("max_buffered_bytes", int, 64 * 1024 * 1024, "Back-pressure: partitions pause when buffered message bytes exceed this.", minimum=1 << 20, maximum=1 << 34),
     _s("retry_max_attempts", int, 6, "API attempts per batch for transient failures (timeouts, 5xx, connection errors).", minimum=1, maximum=100),
     _s("retry_backoff_ms", int, 200, "First retry delay; doubles each attempt, with full jitter.", minimum=1, maximum=600_000),
@@ -96,6 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("http_connect_timeout_s", float, 5.0, "CAMS connect timeout.", minimum=0.1, maximum=120),
     _s("http_read_timeout_s", float, 10.0, "CAMS read timeout.", minimum=0.1, maximum=600),
     _s("ledger_retention_s", int, 7 * 86400, "How long the de-duplication ledger remembers a request id.", minimum=60, maximum=90 * 86400),
+    _s("ledger_memory_entries", int, 100_000, "Without Redis: request ids the in-process ledger remembers (oldest forgotten first).", minimum=1000, maximum=10_000_000),
     _s("inflight_policy", str, "resend", "A redelivered request that was in flight when an instance died: resend it, or fail it (code Chatapp.InFlightUnknown).", choices=INFLIGHT_POLICIES),
     _s("inflight_stale_s", int, 60, "An in-flight mark older than this belongs to a dead instance.", minimum=1, maximum=86400),
     _s("drain_timeout_s", float, 30.0, "On shutdown or revocation: how long to keep sending what is buffered.", minimum=0, maximum=3600),
@@ -154,6 +155,7 @@ class Config:
     http_connect_timeout_s: float
     http_read_timeout_s: float
     ledger_retention_s: int
+    ledger_memory_entries: int
     inflight_policy: str
     inflight_stale_s: int
     drain_timeout_s: float
@@ -404,14 +406,18 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
     return config
 
 
+def _number(value: float | None) -> str:
+    return f"{int(value):,}" if value is not None and float(value).is_integer() else f"{value:g}"
+
+
 def reference_markdown() -> str:
     """The README's configuration table, rendered from ``SETTINGS`` (a test keeps them equal)."""
     rows = ["| environment variable | TOML key | default | meaning |", "|---|---|---|---|"]
     for spec in SETTINGS:
-        default = "unset" if spec.default is None else f"`{spec.default}`"
+        default = "unset" if spec.default is None else f"`{spec.default:,}`" if type(spec.default) is int else f"`{spec.default}`"
         bounds = ""
         if spec.minimum is not None or spec.maximum is not None:
-            bounds = f" Range {spec.minimum:g}–{spec.maximum:g}."
+            bounds = f" Range {_number(spec.minimum)}–{_number(spec.maximum)}."
         if spec.choices:
             bounds = f" One of {', '.join(spec.choices)}."
         rows.append(f"| `{spec.env}` | `{spec.name}` | {default} | {spec.help.replace('|', '/')}{bounds} |")

@@ -76,7 +76,11 @@ class KafkaIO:
         )
 
     def consume(self, max_messages: int, timeout: float) -> list[Message]:
-        return self._consumer.consume(max_messages, timeout)
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first one only."""
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(max_messages - 1, 0)]
 
     def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: list[tuple[str, bytes]] | None, on_delivery: DeliveryCallback) -> None:
         while True:

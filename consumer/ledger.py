@@ -52,7 +52,7 @@ class Ledger(Protocol):
 class InMemoryLedger:
     """Thread-safe dict with expiry, oldest entries first."""
 
-    def __init__(self, retention_s: float, clock=time.time, max_entries: int = 2_000_000):
+    def __init__(self, retention_s: float, clock=time.time, max_entries: int = 100_000):
         self.retention_s = retention_s
         self._clock = clock
         self._max = max_entries
@@ -84,9 +84,10 @@ class InMemoryLedger:
 
     def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
         now = self._clock()
+        entry = LedgerEntry(IN_FLIGHT, owner, now)
         with self._lock:
             for request_id in request_ids:
-                self._put(request_id, LedgerEntry(IN_FLIGHT, owner, now), now)
+                self._put(request_id, entry, now)
 
     def mark_done(self, results: Iterable[SendResult]) -> None:
         now = self._clock()

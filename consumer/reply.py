@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 from datetime import datetime, timezone
 
 from .codec import Codec
@@ -31,8 +32,15 @@ class Replies:
         self._dlq_topic = dlq_topic
         self._metrics = metrics
         self._on_durable = on_durable
+        self._results_by_status: dict[str, Any] = {}
         self._failed: list[tuple[str, bytes, bytes | None, Headers | None, Source, str | None]] = []
         self.outstanding = 0
+
+    def _results_counter(self, status: str) -> Any:
+        counter = self._results_by_status.get(status)
+        if counter is None:
+            counter = self._results_by_status[status] = self._metrics.results.labels(status)
+        return counter
 
     def result(self, source: Source, result: SendResult) -> None:
         headers = [("correlation-id", source.correlation_id)] if source.correlation_id is not None else None
@@ -61,7 +69,7 @@ class Replies:
                 self._failed.append((topic, value, key, headers, source, status))
                 return
             if status is not None:
-                self._metrics.results.labels(status).inc()
+                self._results_counter(status).inc()
                 if source.timestamp_ms > 0:
                     self._metrics.end_to_end.observe(max(0.0, time.time() - source.timestamp_ms / 1000))
             self._on_durable(source)

@@ -7,7 +7,9 @@ Order of service within one account:
    first), so nearly expired requests are not starved by a backlog;
 2. otherwise round-robin over the batch keys that have batches waiting: a campaign with
    thousands of batches on one template gets one call in K when K keys wait, so every waiting key
-   is served within K calls (K / rate seconds).
+   is served within K calls (K / rate seconds). A key whose next batch is not full yet and has
+   waited less than ``partial_wait_s`` lets the keys after it with full batches go first (its
+   batch keeps filling meanwhile): a waiting key is served within ``partial_wait_s`` + K / rate.
 Batches waiting for a retry (``not_before`` in the future) are held aside until then, and then
 go to the front of their key's queue.
 
@@ -39,8 +41,15 @@ class _AccountQueue:
 
 
 class FairScheduler:
-    def __init__(self, max_recipients: int = 1000, urgent_window_s: float = 2.0, wall_clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        max_recipients: int = 1000,
+        urgent_window_s: float = 2.0,
+        partial_wait_s: float = 1.0,
+        wall_clock: Callable[[], float] = time.time,
+    ):
         self.max_recipients = max_recipients
+        self.partial_wait_s = partial_wait_s
         self.urgent_window_s = urgent_window_s
         self._wall_clock = wall_clock  # expires_at is wall-clock time; ``now`` arguments are monotonic
         self._accounts: dict[str, _AccountQueue] = {}
@@ -128,7 +137,7 @@ class FairScheduler:
             if not batches:
                 del queue.keys[batch.key]
         else:
-            key = next(iter(queue.keys))
+            key = self._next_key(queue, now)
             batches = queue.keys[key]
             batch = batches.popleft()
             if batches:
@@ -139,6 +148,14 @@ class FairScheduler:
         self.buffered_recipients -= batch.recipient_count
         self.batches -= 1
         return batch
+
+    def _next_key(self, queue: _AccountQueue, now: float) -> BatchKey:
+        """Round-robin, but a young partial batch lets a full one of the next keys go first."""
+        for key, batches in queue.keys.items():
+            head = batches[0]
+            if head.recipient_count >= self.max_recipients or now - head.ready_at >= self.partial_wait_s:
+                return key
+        return next(iter(queue.keys))
 
     def _urgent(self, queue: _AccountQueue) -> Batch | None:
         """The queued batch expiring first, if that is within the urgent window."""

@@ -463,3 +463,19 @@ def test_random_operations_keep_len_and_buffered_recipients_consistent() -> None
         assert all(b.recipient_count == sum(slice_sizes(b)) > 0 for b in rest)
         assert sum(b.recipient_count for b in rest) == pushed - popped - removed
         assert len(s) == 0 and s.buffered_recipients == 0
+
+
+def test_a_young_partial_batch_lets_full_batches_go_first_until_it_has_waited() -> None:
+    s = FairScheduler(10, partial_wait_s=1.0, wall_clock=lambda: NOW)
+    partial = make_batch(3, key=key("small"))
+    partial.ready_at = NOW
+    s.push(partial)
+    complete = full(key("big"))
+    complete.ready_at = NOW
+    s.push(complete)
+    assert s.pop("default", NOW + 0.5) is complete
+    later = full(key("big"))
+    later.ready_at = NOW + 0.5
+    s.push(later)
+    assert s.pop("default", NOW + 1.0) is partial, "after partial_wait_s the partial batch takes its turn"
+    assert s.pop("default", NOW + 1.0) is later
