@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from consumer.childproc import read_ready_line
 from consumer.local_cams import LocalCams
 from consumer.mockcluster import MockCluster
 
@@ -52,25 +52,6 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    line = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in line:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no ready line within {timeout} s")
-            if selector.select(left):
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise RuntimeError(f"child exited ({process.poll()}) before its ready line")
-                line += chunk
-    return line.split(b"\n", 1)[0]
-
-
 def start_cams(rate_limit: int = 10, timeout: float = 15.0) -> LocalCams:
     """``python -m consumer.local_cams`` knowing the bench key, wrapped in ``LocalCams``."""
     argv = [sys.executable, "-m", "consumer.local_cams", "--host", "127.0.0.1", "--port", "0",
@@ -78,7 +59,7 @@ def start_cams(rate_limit: int = 10, timeout: float = 15.0) -> LocalCams:
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env(), cwd=ROOT,
                                preexec_fn=_die_with_parent)  # noqa: PLW1509  # fmt: skip
     try:
-        url = json.loads(_read_line(process, timeout))["url"]
+        url = json.loads(read_ready_line(process, timeout, "local CAMS"))["url"]
     except BaseException:
         process.kill()
         process.wait(10)

@@ -19,12 +19,10 @@ import ctypes
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -32,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from consumer.childproc import child_env, read_ready_line, stop_process
 
 _c_int_p = ctypes.POINTER(ctypes.c_int)
 
@@ -378,33 +378,14 @@ class MockCluster:
         argv += ["--initial-rebalance-delay-ms", str(initial_rebalance_delay_ms)]
         for name, partitions in (topics or {}).items():
             argv += ["--topic", f"{name}:{partitions}"]
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env())
         try:
-            ready = json.loads(cls._read_line(process, timeout))
-        except (MockClusterError, ValueError) as exc:
+            ready = json.loads(read_ready_line(process, timeout, "mock cluster"))
+        except (RuntimeError, ValueError) as exc:
             process.kill()
             process.wait()
             raise MockClusterError(f"mock cluster did not start (exit {process.returncode}): {exc}") from None
         return cls(process, ready["bootstrap_servers"], ready["control_url"])
-
-    @staticmethod
-    def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
-        """One line of the process's stdout, or MockClusterError after ``timeout`` s or at EOF."""
-        assert process.stdout is not None
-        fd = process.stdout.fileno()
-        line = b""
-        deadline = time.monotonic() + timeout
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise MockClusterError(f"no ready line within {timeout} s")
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                raise MockClusterError("process closed stdout before its ready line")
-            line += chunk
-        return line
 
     def _control(self, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One control call (POST with a body, GET without); a 4xx/5xx raises MockClusterError."""
@@ -452,17 +433,7 @@ class MockCluster:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to ``timeout`` s, SIGKILL if still running; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                pipe.close()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def __enter__(self) -> MockCluster:
         return self

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import selectors
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Self
 
 import httpx
 
+from consumer.childproc import child_env, read_ready_line, stop_process
+
 from consumer.local_cams.auth import Account
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _account_arg(access_key_id: str, account: str | Account) -> str:
@@ -25,26 +21,6 @@ def _account_arg(access_key_id: str, account: str | Account) -> str:
         return f"{access_key_id}:{account}"
     token = f":{account.security_token}" if account.security_token else ""
     return f"{access_key_id}:{account.secret}{token}"
-
-
-def _read_line(process: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """The first stdout line of ``process``; TimeoutError / RuntimeError when it does not come."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    line = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while b"\n" not in line:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"local CAMS printed no URL within {timeout} s")
-            if selector.select(left):
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise RuntimeError(f"local CAMS exited ({process.poll()}) before printing its URL")
-                line += chunk
-    return line.split(b"\n", 1)[0]
 
 
 class LocalCams:
@@ -71,10 +47,9 @@ class LocalCams:
                 "--rate-limit", str(rate_limit), "--latency-ms", str(latency_ms), "--seed", str(seed)]  # fmt: skip
         for access_key_id, account in (accounts or {}).items():
             args += ["--account", _account_arg(access_key_id, account)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env())
         try:
-            url = json.loads(_read_line(process, timeout))["url"]
+            url = json.loads(read_ready_line(process, timeout, "local CAMS"))["url"]
         except BaseException:
             process.kill()
             process.wait(timeout)
@@ -114,16 +89,7 @@ class LocalCams:
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL; answers the exit code. Idempotent."""
         self._admin.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def __enter__(self) -> Self:
         return self

@@ -36,7 +36,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = COMMAND_
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "ALIBABA_CLOUD_"))}
     clean.update(env or {})
     clean["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([*_command(), *args], env=clean, cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=stdin)
+    return subprocess.run([*_command(), *args], check=False, env=clean, cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +186,9 @@ def test_check_config_reports_kafka_redis_and_cams_ok(cluster, cams, shared_redi
     assert done.returncode == 0, done.stdout + done.stderr
     _assert_no_secret(done.stdout + done.stderr)
     lines = done.stdout.splitlines()
-    assert re.search(rf"^kafka\s+ok\s+1 brokers; {re.escape(REQUESTS)}: 4 partitions$", done.stdout, re.M), done.stdout
-    assert re.search(r"^redis\s+ok\s+PING ok$", done.stdout, re.M), done.stdout
-    assert re.search(rf"^cams\s+ok\s+{re.escape(cams.url)} answered HTTP \d{{3}}$", done.stdout, re.M), done.stdout
+    assert re.search(rf"^kafka\s+ok\s+1 brokers; {re.escape(REQUESTS)}: 4 partitions$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^redis\s+ok\s+PING ok$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(rf"^cams\s+ok\s+{re.escape(cams.url)} answered HTTP \d{{3}}$", done.stdout, re.MULTILINE), done.stdout
     assert not [line for line in lines if "FAIL" in line]
     # the configuration is printed first, as JSON, then one line per check
     assert json.loads(done.stdout[: done.stdout.index("\nkafka")])["cams_endpoint"] == cams.url
@@ -199,8 +199,8 @@ def test_check_config_fails_when_cams_is_unreachable(cluster, shared_redis):
     env = {"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers, "CHATAPP_REDIS_URL": shared_redis, "CHATAPP_CAMS_ENDPOINT": dead}
     done = cli("check-config", env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert re.search(rf"^cams\s+FAIL\s+{re.escape(dead)}: ", done.stdout, re.M), done.stdout
-    assert re.search(r"^kafka\s+ok\b", done.stdout, re.M) and re.search(r"^redis\s+ok\b", done.stdout, re.M)
+    assert re.search(rf"^cams\s+FAIL\s+{re.escape(dead)}: ", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^kafka\s+ok\b", done.stdout, re.MULTILINE) and re.search(r"^redis\s+ok\b", done.stdout, re.MULTILINE)
 
 
 def test_check_config_failing_redis_auth_does_not_echo_the_password(cluster, cams, shared_redis):
@@ -209,7 +209,7 @@ def test_check_config_failing_redis_auth_does_not_echo_the_password(cluster, cam
     del env["CHATAPP_KAFKA_OPT_SASL_PASSWORD"], env["CHATAPP_KAFKA_OPT_SASL_USERNAME"]  # the mock broker speaks plaintext
     done = cli("check-config", env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert re.search(r"^redis\s+FAIL\s+\S", done.stdout, re.M), done.stdout
+    assert re.search(r"^redis\s+FAIL\s+\S", done.stdout, re.MULTILINE), done.stdout
     _assert_no_secret(done.stdout + done.stderr)
 
 

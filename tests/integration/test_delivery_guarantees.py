@@ -7,37 +7,21 @@ import collections
 import io
 import json
 import random
-import signal
 import subprocess
 import sys
 import time
 
-import pytest
 from fastavro import schemaless_writer
 
 from consumer.codec import PlainAvroCodec, RESULT_SCHEMA
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
 from consumer.samples import phone, request_record, sample_records
 from tests.fixtures.service import (
-    DLQ, REQUESTS, RESULTS, ROOT, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env,
+    DLQ, RESULTS, ROOT, TEST_KEY_ID, encode_samples, produce, service_env,
 )
 
 PARTITIONS = 12
 PRODUCE, FETCH, OFFSET_COMMIT = 0, 1, 8
 NOT_LEADER, TIMED_OUT, TRANSPORT, REBALANCING = 6, 7, -195, 27
-
-
-@pytest.fixture
-def cluster():
-    with MockCluster.start(topics={REQUESTS: PARTITIONS, RESULTS: PARTITIONS, DLQ: 1}) as c:
-        yield c
-
-
-@pytest.fixture
-def cams():
-    with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=10) as c:
-        yield c
 
 
 def results_by_id(reader) -> dict[str, list[dict]]:
@@ -54,15 +38,15 @@ def assert_one_outcome_each(by_id: dict[str, list[dict]]) -> None:
         assert len(outcomes) == 1, f"{request_id} has conflicting results {outcomes}"
 
 
-def test_sigkill_three_instances_five_times_loses_nothing(cluster, cams, shared_redis, start_service, topic_reader):
+def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local_cams, shared_redis, start_service, topic_reader):
     total, per_call, concurrency = 30_000, 100, 4
-    produce(cluster.bootstrap_servers, encode_samples(total))
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
     env = service_env(
-        cluster.bootstrap_servers, cams.url, redis_url=shared_redis, batch_max_recipients=per_call,
+        service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, batch_max_recipients=per_call,
         session_timeout_ms=3000, send_concurrency=concurrency, max_buffered_recipients=3000,
     )
     services = [start_service(env) for _ in range(3)]
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 2_000, timeout=60)
     rng = random.Random(7)
     kills = 0
@@ -88,7 +72,7 @@ def test_sigkill_three_instances_five_times_loses_nothing(cluster, cams, shared_
             entry = json.loads(line)
             if "when it stopped: resending" in entry["msg"]:
                 resent.add(entry["msg"].split()[1])
-    stats = cams.stats()
+    stats = local_cams.stats()
     duplicated = set(stats["accounts"][TEST_KEY_ID]["duplicates"])
     allowed = {phone(int(r.split("-")[1])) for r in resent}
     assert duplicated <= allowed, f"{len(duplicated - allowed)} recipients received twice without a resend"
@@ -96,25 +80,25 @@ def test_sigkill_three_instances_five_times_loses_nothing(cluster, cams, shared_
     assert stats["recipients_accepted"] - stats["duplicate_recipients_accepted"] == total
 
 
-def test_api_faults_end_every_request_with_one_result(cluster, cams, start_service, topic_reader):
+def test_api_faults_end_every_request_with_one_result(service_cluster, local_cams, start_service, topic_reader):
     total = 4_000
     codec = PlainAvroCodec()
     values = [codec.encode_request(r) for r in sample_records(total)]
     denied = [codec.encode_request(request_record(f"denied-{i}", "blocked_template", "en", [phone(900_000 + i)])) for i in range(20)]
-    produce(cluster.bootstrap_servers, values + denied)
-    cams.set_faults(
+    produce(service_cluster.bootstrap_servers, values + denied)
+    local_cams.set_faults(
         rate_limit=0, error_rate=0.2, timeout_sleep_s=2.0,
         error_mix={"http500": 1, "timeout": 1, "drop": 1, "limit": 1},
         permanent_codes={"blocked_template": "Ram.PermissionDeny"},
     )
-    env = service_env(cluster.bootstrap_servers, cams.url, batch_max_recipients=50, rate_limit_per_second=100,
+    env = service_env(service_cluster.bootstrap_servers, local_cams.url, batch_max_recipients=50, rate_limit_per_second=100,
                       http_read_timeout_s=1, retry_backoff_ms=50, retry_backoff_max_ms=500, retry_max_attempts=10)
     service = start_service(env)
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(results_by_id(r)) >= total + 20, timeout=180), service.log_tail()
     time.sleep(1)
     results.poll()
-    faults_seen = cams.stats()["by_fault"]
+    faults_seen = local_cams.stats()["by_fault"]
     assert service.stop() == 0
     by_id = results_by_id(results)
     assert all(len(rs) == 1 for rs in by_id.values()), "exactly one result per request"
@@ -123,18 +107,18 @@ def test_api_faults_end_every_request_with_one_result(cluster, cams, start_servi
     for i in range(20):
         assert (by_id[f"denied-{i}"][0]["status"], by_id[f"denied-{i}"][0]["code"]) == ("FAILED", "Ram.PermissionDeny")
     assert set(faults_seen) >= {"http500", "timeout", "drop", "limit"}, faults_seen
-    assert cams.stats()["duplicate_recipients_accepted"] == 0
+    assert local_cams.stats()["duplicate_recipients_accepted"] == 0
 
 
-def test_a_rejected_call_is_split_until_the_offending_request_fails(cluster, cams, start_service, topic_reader):
+def test_a_rejected_call_is_split_until_the_offending_request_fails(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
     bad_number = phone(4242)
     values = [codec.encode_request(r) for r in sample_records(400, templates=("welcome",), languages=("en",))]
     values.append(codec.encode_request(request_record("offender", "welcome", "en", [bad_number])))
-    cams.set_faults(invalid_numbers=[bad_number])
-    produce(cluster.bootstrap_servers, values)
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url, batch_linger_ms=1000))
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    local_cams.set_faults(invalid_numbers=[bad_number])
+    produce(service_cluster.bootstrap_servers, values)
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, batch_linger_ms=1000))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 401, timeout=60), service.log_tail()
     by_id = results_by_id(results)
     assert by_id["offender"][0]["status"] == "FAILED" and by_id["offender"][0]["code"] == "InvalidParameter"
@@ -143,17 +127,17 @@ def test_a_rejected_call_is_split_until_the_offending_request_fails(cluster, cam
     assert service.stop() == 0
 
 
-def test_redelivered_and_duplicated_requests_are_sent_once(cluster, cams, shared_redis, start_service, topic_reader):
+def test_redelivered_and_duplicated_requests_are_sent_once(service_cluster, local_cams, shared_redis, start_service, topic_reader):
     """The same request id twice in one batch, then again after the first run committed."""
     codec = PlainAvroCodec()
     twice = [codec.encode_request(r) for r in sample_records(100)] * 2
-    produce(cluster.bootstrap_servers, twice)
-    env = service_env(cluster.bootstrap_servers, cams.url, redis_url=shared_redis)
+    produce(service_cluster.bootstrap_servers, twice)
+    env = service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis)
     first = start_service(env)
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 200, timeout=60), first.log_tail()
     assert first.stop() == 0
-    produce(cluster.bootstrap_servers, [codec.encode_request(r) for r in sample_records(100)])  # a producer's retry, later
+    produce(service_cluster.bootstrap_servers, [codec.encode_request(r) for r in sample_records(100)])  # a producer's retry, later
     second = start_service(env)
     assert results.read_until(lambda r: len(r.messages) >= 300, timeout=60), second.log_tail()
     assert second.metric("chatapp_duplicates_total", kind="done") == 100
@@ -161,22 +145,22 @@ def test_redelivered_and_duplicated_requests_are_sent_once(cluster, cams, shared
     by_id = results_by_id(results)
     assert len(by_id) == 100 and all(len(rs) == 3 for rs in by_id.values())
     assert_one_outcome_each(by_id)
-    assert cams.stats()["recipients_accepted"] == 100, "every recipient was sent exactly once"
+    assert local_cams.stats()["recipients_accepted"] == 100, "every recipient was sent exactly once"
 
 
-def test_broker_faults_lose_nothing(cluster, cams, start_service, topic_reader):
+def test_broker_faults_lose_nothing(service_cluster, local_cams, start_service, topic_reader):
     total = 5_000
-    produce(cluster.bootstrap_servers, encode_samples(total))
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url, batch_max_recipients=100))
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, batch_max_recipients=100))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 500, timeout=60), service.log_tail()
-    cluster.push_request_errors(PRODUCE, [NOT_LEADER, TIMED_OUT, TRANSPORT, NOT_LEADER])
-    cluster.push_request_errors(FETCH, [NOT_LEADER, TRANSPORT, TIMED_OUT])
-    cluster.push_request_errors(OFFSET_COMMIT, [REBALANCING, TIMED_OUT, TRANSPORT])
+    service_cluster.push_request_errors(PRODUCE, [NOT_LEADER, TIMED_OUT, TRANSPORT, NOT_LEADER])
+    service_cluster.push_request_errors(FETCH, [NOT_LEADER, TRANSPORT, TIMED_OUT])
+    service_cluster.push_request_errors(OFFSET_COMMIT, [REBALANCING, TIMED_OUT, TRANSPORT])
     time.sleep(2)
-    cluster.broker_down(-1)
+    service_cluster.broker_down(-1)
     time.sleep(3)
-    cluster.broker_up(-1)
+    service_cluster.broker_up(-1)
     expected = {f"req-{i}" for i in range(total)}
     assert results.read_until(lambda r: set(results_by_id(r)) >= expected, timeout=120), service.log_tail()
     assert service.alive()
@@ -184,7 +168,7 @@ def test_broker_faults_lose_nothing(cluster, cams, start_service, topic_reader):
     by_id = results_by_id(results)
     assert set(by_id) == expected
     assert_one_outcome_each(by_id)
-    assert cams.stats()["duplicate_recipients_accepted"] == 0
+    assert local_cams.stats()["duplicate_recipients_accepted"] == 0
 
 
 def bad_messages(rng: random.Random, codec: PlainAvroCodec, count: int) -> tuple[list[bytes], set[str]]:
@@ -218,18 +202,18 @@ def bad_messages(rng: random.Random, codec: PlainAvroCodec, count: int) -> tuple
     return out, rejected
 
 
-def test_a_thousand_bad_messages_never_stop_the_service(cluster, cams, start_service, topic_reader):
+def test_a_thousand_bad_messages_never_stop_the_service(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
     rng = random.Random(11)
     bad, rejected = bad_messages(rng, codec, 1_050)
     good = encode_samples(3_000)
     mixed = good + bad
     rng.shuffle(mixed)
-    produce(cluster.bootstrap_servers, mixed)
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url))
+    produce(service_cluster.bootstrap_servers, mixed)
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
     pid = service.process.pid
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
-    dlq = topic_reader(cluster.bootstrap_servers, DLQ)
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    dlq = topic_reader(service_cluster.bootstrap_servers, DLQ)
     dead = len(bad) - len(rejected)
     assert results.read_until(lambda r: len(r.messages) >= 3_000 + len(rejected), timeout=120), service.log_tail()
     assert dlq.read_until(lambda r: len(r.messages) >= dead, timeout=30)
@@ -243,13 +227,13 @@ def test_a_thousand_bad_messages_never_stop_the_service(cluster, cams, start_ser
     assert set(reasons) <= {"not-avro", "truncated", "trailing-bytes"} and sum(reasons.values()) == dead
 
 
-def test_replay_dlq_reinjects_dead_letters(cluster, cams, start_service, topic_reader):
+def test_replay_dlq_reinjects_dead_letters(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
-    produce(cluster.bootstrap_servers, [b"broken-1", b"broken-2", codec.encode_request(request_record("fine", "welcome", "en", [phone(3)]))])
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url))
-    dlq = topic_reader(cluster.bootstrap_servers, DLQ)
+    produce(service_cluster.bootstrap_servers, [b"broken-1", b"broken-2", codec.encode_request(request_record("fine", "welcome", "en", [phone(3)]))])
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
+    dlq = topic_reader(service_cluster.bootstrap_servers, DLQ)
     assert dlq.read_until(lambda r: len(r.messages) >= 2, timeout=30), service.log_tail()
-    env = service_env(cluster.bootstrap_servers, cams.url)
+    env = service_env(service_cluster.bootstrap_servers, local_cams.url)
     replay = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert replay.returncode == 0, replay.stderr
     assert "replayed 2 messages" in replay.stdout

@@ -7,40 +7,25 @@ import collections
 import signal
 import time
 
-import pytest
 
 from consumer.codec import PlainAvroCodec
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
 from consumer.samples import LANGUAGES, TEMPLATES, phone, request_record
 from tests.fixtures.service import (
-    DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, committed, encode_samples, produce, service_env,
+    DLQ, REQUESTS, RESULTS, committed, encode_samples, produce, service_env,
 )
 
 PARTITIONS = 8
-
-
-@pytest.fixture
-def cluster():
-    with MockCluster.start(topics={REQUESTS: PARTITIONS, RESULTS: PARTITIONS, DLQ: 1}) as c:
-        yield c
-
-
-@pytest.fixture
-def cams():
-    with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=10) as c:
-        yield c
 
 
 def _result_ids(reader) -> collections.Counter:
     return collections.Counter(r["request_id"] for r in reader.results())
 
 
-def test_twenty_thousand_requests_become_full_batches(cluster, cams, start_service, topic_reader):
+def test_twenty_thousand_requests_become_full_batches(service_cluster, local_cams, start_service, topic_reader):
     total = 20_000
-    produce(cluster.bootstrap_servers, encode_samples(total))
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url))
-    reader = topic_reader(cluster.bootstrap_servers, RESULTS)
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
+    reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert reader.read_until(lambda r: len(r.messages) >= total, timeout=90), f"{len(reader.messages)} results:\n{service.log_tail()}"
     time.sleep(0.5)
     reader.poll()
@@ -49,7 +34,7 @@ def test_twenty_thousand_requests_become_full_batches(cluster, cams, start_servi
     assert collections.Counter(r["status"] for r in results) == {"SENT": total}
     assert set(_result_ids(reader)) == {f"req-{i}" for i in range(total)}
 
-    calls = [c for c in cams.calls() if c["code"] == "OK"]
+    calls = [c for c in local_cams.calls() if c["code"] == "OK"]
     sizes = [c["recipients"] for c in calls]
     assert sum(sizes) == total and max(sizes) <= 1000
     keys = len(TEMPLATES) * len(LANGUAGES)
@@ -61,11 +46,11 @@ def test_twenty_thousand_requests_become_full_batches(cluster, cams, start_servi
         for number in call["to"]:
             template, language = pairs[int(number[5:]) % len(pairs)]
             assert (call["params"]["TemplateCode"], call["params"]["Language"]) == (template, language)
-    assert cams.stats()["max_accepted_1s"] <= 10
+    assert local_cams.stats()["max_accepted_1s"] <= 10
     assert service.stop() == 0
 
 
-def test_bad_messages_go_to_the_dlq_while_good_ones_flow(cluster, cams, start_service, topic_reader):
+def test_bad_messages_go_to_the_dlq_while_good_ones_flow(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
     good = encode_samples(500)
     bad = [b"", b"\x00\x01\x02garbage", good[0][:-3], b"x" * 300]
@@ -75,10 +60,10 @@ def test_bad_messages_go_to_the_dlq_while_good_ones_flow(cluster, cams, start_se
         values.append(value)
         if i % 100 == 0 and bad:
             values.append(bad.pop())
-    produce(cluster.bootstrap_servers, values + invalid)
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url))
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
-    dlq = topic_reader(cluster.bootstrap_servers, DLQ)
+    produce(service_cluster.bootstrap_servers, values + invalid)
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    dlq = topic_reader(service_cluster.bootstrap_servers, DLQ)
     assert results.read_until(lambda r: len(r.messages) >= 503, timeout=60), service.log_tail()
     assert dlq.read_until(lambda r: len(r.messages) >= 4, timeout=10)
     by_status = collections.defaultdict(set)
@@ -99,18 +84,18 @@ def test_bad_messages_go_to_the_dlq_while_good_ones_flow(cluster, cams, start_se
     assert service.stop() == 0
 
 
-def test_reply_headers_and_api_errors_become_results(cluster, cams, start_service, topic_reader):
+def test_reply_headers_and_api_errors_become_results(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
-    cams.set_faults(permanent_codes={"payment_due": "Ram.PermissionDeny"}, http200_codes={"promo_autumn": "Template.NotFound"})
-    produce(cluster.bootstrap_servers, [codec.encode_request(request_record("r-ok", "welcome", "en", [phone(1)]))], headers=[("correlation-id", b"c-123")])
-    produce(cluster.bootstrap_servers, [codec.encode_request(request_record("r-other", "welcome", "en", [phone(2)]))], headers=[("reply-to", b"custom.replies")])
-    produce(cluster.bootstrap_servers, [codec.encode_request(request_record("r-denied", "payment_due", "en", [phone(3)]))])
-    produce(cluster.bootstrap_servers, [codec.encode_request(request_record("r-missing", "promo_autumn", "en", [phone(4)]))])
-    produce(cluster.bootstrap_servers, [codec.encode_request(request_record("r-expired", "welcome", "en", [phone(5)], expires_at=int(time.time() * 1000) - 1000))])
-    cluster.create_topic("custom.replies", 1)
-    service = start_service(service_env(cluster.bootstrap_servers, cams.url))
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
-    custom = topic_reader(cluster.bootstrap_servers, "custom.replies")
+    local_cams.set_faults(permanent_codes={"payment_due": "Ram.PermissionDeny"}, http200_codes={"promo_autumn": "Template.NotFound"})
+    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-ok", "welcome", "en", [phone(1)]))], headers=[("correlation-id", b"c-123")])
+    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-other", "welcome", "en", [phone(2)]))], headers=[("reply-to", b"custom.replies")])
+    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-denied", "payment_due", "en", [phone(3)]))])
+    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-missing", "promo_autumn", "en", [phone(4)]))])
+    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-expired", "welcome", "en", [phone(5)], expires_at=int(time.time() * 1000) - 1000))])
+    service_cluster.create_topic("custom.replies", 1)
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    custom = topic_reader(service_cluster.bootstrap_servers, "custom.replies")
     assert results.read_until(lambda r: len(r.messages) >= 4, timeout=30), service.log_tail()
     assert custom.read_until(lambda r: len(r.messages) >= 1, timeout=10)
     by_id = {r["request_id"]: r for r in results.results()}
@@ -124,12 +109,12 @@ def test_reply_headers_and_api_errors_become_results(cluster, cams, start_servic
     assert service.stop() == 0
 
 
-def test_sigterm_mid_stream_loses_nothing(cluster, cams, start_service, topic_reader):
+def test_sigterm_mid_stream_loses_nothing(service_cluster, local_cams, start_service, topic_reader):
     total = 30_000
-    produce(cluster.bootstrap_servers, encode_samples(total))
-    env = service_env(cluster.bootstrap_servers, cams.url)
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    env = service_env(service_cluster.bootstrap_servers, local_cams.url)
     first = start_service(env)
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 5_000, timeout=60), first.log_tail()
     started = time.monotonic()
     assert first.stop(signal.SIGTERM, timeout=40) == 0, first.log_tail()
@@ -141,32 +126,32 @@ def test_sigterm_mid_stream_loses_nothing(cluster, cams, start_service, topic_re
     assert set(ids) == {f"req-{i}" for i in range(total)}
     # the first instance committed what it answered: nothing was answered (let alone sent) twice
     assert max(ids.values()) == 1
-    assert cams.stats()["duplicate_recipients_accepted"] == 0
+    assert local_cams.stats()["duplicate_recipients_accepted"] == 0
     assert second.stop() == 0
 
 
-def test_commits_never_pass_an_unfinished_message(cluster, cams, start_service, topic_reader):
+def test_commits_never_pass_an_unfinished_message(service_cluster, local_cams, start_service, topic_reader):
     """Out-of-order completion: some batches fail transiently and finish seconds after later ones.
     Killed mid-way, the instance must have committed no offset beyond a message without a result."""
     total = 6_000
     values = encode_samples(total)
-    produce(cluster.bootstrap_servers, values, keys=[str(i).encode() for i in range(total)])
-    cams.set_faults(error_rate=0.5, error_mix={"http500": 1.0})
-    env = service_env(cluster.bootstrap_servers, cams.url, retry_backoff_ms=1500, retry_backoff_max_ms=3000, batch_max_recipients=100, batch_linger_ms=20, rate_limit_per_second=50, max_buffered_recipients=2000)
-    cams.set_faults(rate_limit=0)
+    produce(service_cluster.bootstrap_servers, values, keys=[str(i).encode() for i in range(total)])
+    local_cams.set_faults(error_rate=0.5, error_mix={"http500": 1.0})
+    env = service_env(service_cluster.bootstrap_servers, local_cams.url, retry_backoff_ms=1500, retry_backoff_max_ms=3000, batch_max_recipients=100, batch_linger_ms=20, rate_limit_per_second=50, max_buffered_recipients=2000)
+    local_cams.set_faults(rate_limit=0)
     service = start_service(env)
-    results = topic_reader(cluster.bootstrap_servers, RESULTS)
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 2_000, timeout=60), service.log_tail()
     time.sleep(1.0)
     service.kill()  # SIGKILL: whatever is committed now must be covered by results
     results.read_until(lambda r: False, timeout=2)
     answered = set(_result_ids(results))
     # which request sits at which offset: read the request topic back
-    source = topic_reader(cluster.bootstrap_servers, REQUESTS)
+    source = topic_reader(service_cluster.bootstrap_servers, REQUESTS)
     assert source.read_until(lambda r: len(r.messages) >= total, timeout=30)
     at = {(m.partition(), m.offset()): m for m in source.messages}
     request_ids = {key: json_free_id(m.key()) for key, m in at.items()}
-    positions = committed(cluster.bootstrap_servers, "chatapp-consumer", REQUESTS, PARTITIONS)
+    positions = committed(service_cluster.bootstrap_servers, "chatapp-consumer", REQUESTS, PARTITIONS)
     checked = 0
     out_of_order_seen = False
     for partition, position in positions.items():

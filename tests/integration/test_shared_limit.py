@@ -6,20 +6,12 @@ from __future__ import annotations
 import collections
 import time
 
-import pytest
 
 from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
-from tests.fixtures.service import DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env
+from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env
 
 PARTITIONS = 12
 RATE = 10
-
-
-@pytest.fixture
-def cluster():
-    with MockCluster.start(topics={REQUESTS: PARTITIONS, RESULTS: PARTITIONS, DLQ: 1}) as c:
-        yield c
 
 
 def accepted_times(cams: LocalCams) -> list[float]:
@@ -35,12 +27,12 @@ def max_in_any_window(times: list[float], width: float = 1.0) -> int:
     return best
 
 
-def test_three_instances_share_one_budget_exactly_and_keep_it_full(cluster, shared_redis, start_service, topic_reader):
+def test_three_instances_share_one_budget_exactly_and_keep_it_full(service_cluster, shared_redis, start_service, topic_reader):
     # 100 recipients per call keeps a backlog for 40 s with 40,000 requests
     total, per_call, run_s = 40_000, 100, 30.0
-    produce(cluster.bootstrap_servers, encode_samples(total))
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
-        env = service_env(cluster.bootstrap_servers, cams.url, redis_url=shared_redis, batch_max_recipients=per_call, rate_limit_per_second=RATE, max_buffered_recipients=3000)
+        env = service_env(service_cluster.bootstrap_servers, cams.url, redis_url=shared_redis, batch_max_recipients=per_call, rate_limit_per_second=RATE, max_buffered_recipients=3000)
         services = [start_service(env) for _ in range(3)]
         for service in services:
             service.wait_ready(timeout=30)  # ready = partitions assigned: the group has settled
@@ -66,14 +58,14 @@ def test_three_instances_share_one_budget_exactly_and_keep_it_full(cluster, shar
     assert all(calls > 0 for calls in calls_per_instance), f"every instance takes part: {calls_per_instance}"
 
 
-def test_throttling_by_cams_slows_down_and_loses_nothing(cluster, start_service, topic_reader):
+def test_throttling_by_cams_slows_down_and_loses_nothing(service_cluster, start_service, topic_reader):
     """Other clients of the account use part of the budget: CAMS accepts only 6 calls/s."""
     total = 3_000
-    produce(cluster.bootstrap_servers, encode_samples(total))
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=6) as cams:
-        env = service_env(cluster.bootstrap_servers, cams.url, batch_max_recipients=50, rate_limit_per_second=RATE)
+        env = service_env(service_cluster.bootstrap_servers, cams.url, batch_max_recipients=50, rate_limit_per_second=RATE)
         service = start_service(env)
-        results = topic_reader(cluster.bootstrap_servers, RESULTS)
+        results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
         assert results.read_until(lambda r: len(r.messages) >= total, timeout=120), service.log_tail()
         throttled = service.metric("chatapp_api_calls_total", code="System.LimitControl")
         retried = service.metric("chatapp_api_retries_total", reason="throttled")
@@ -89,13 +81,13 @@ def test_throttling_by_cams_slows_down_and_loses_nothing(cluster, start_service,
     assert 0 < rate_now <= RATE
 
 
-def test_redis_outage_falls_back_then_recovers(cluster, private_redis, start_service, topic_reader):
+def test_redis_outage_falls_back_then_recovers(service_cluster, private_redis, start_service, topic_reader):
     total = 4_000
-    produce(cluster.bootstrap_servers, encode_samples(total))
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
-        env = service_env(cluster.bootstrap_servers, cams.url, redis_url=private_redis.url, batch_max_recipients=20, rate_limit_per_second=RATE, limiter_fallback_instances=2)
+        env = service_env(service_cluster.bootstrap_servers, cams.url, redis_url=private_redis.url, batch_max_recipients=20, rate_limit_per_second=RATE, limiter_fallback_instances=2)
         service = start_service(env)
-        results = topic_reader(cluster.bootstrap_servers, RESULTS)
+        results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
         assert results.read_until(lambda r: len(r.messages) >= 200, timeout=30), service.log_tail()
         private_redis.kill()
         outage_start = time.time()
