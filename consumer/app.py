@@ -109,6 +109,8 @@ class Service:
         self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
         self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self._durable)
         self.limiter = build_limiter(config, self.metrics)
+        for name, account in config.accounts.items():
+            self.metrics.account_configured(name, account.rate_limit_per_second)
         self.ledger = build_ledger(config)
         self._finished: queue.SimpleQueue[list[tuple[SendRequest, SendResult]]] = queue.SimpleQueue()
         http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)

@@ -8,6 +8,7 @@ Labels never hold phone numbers or request ids: accounts, codes, statuses, reaso
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+STATUSES = ("SENT", "FAILED", "REJECTED", "EXPIRED")
+DLQ_REASONS = ("not-avro", "truncated", "trailing-bytes", "not-wire-format", "unknown-schema-id", "not-avro-schema", "schema-registry-unavailable")
+DUPLICATE_KINDS = ("in_process", "done", "inflight_resent", "inflight_failed")
+RETRY_REASONS = ("throttled", "transient", "split")
+_CODE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,79}")
+_LONG_DIGITS = re.compile(r"\d{6,}")
+
+
+def code_label(code: str | None) -> str:
+    """An API code fit for a label: CAMS codes are fixed words; anything else (a code echoing a
+    number, say) is counted as ``Chatapp.UnrecognisedCode`` so no phone number reaches a label."""
+    if not code:
+        return "none"
+    if _CODE_LABEL.fullmatch(code) and not _LONG_DIGITS.search(code):
+        return code
+    return "Chatapp.UnrecognisedCode"
+
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 900, 990, 999, 1000)
@@ -48,6 +67,22 @@ class Metrics:
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
+        # series that exist from the start, so rate() and increase() see their first events
+        for status in STATUSES:
+            self.results.labels(status)
+        for reason in DLQ_REASONS:
+            self.dlq.labels(reason)
+        for kind in DUPLICATE_KINDS:
+            self.duplicates.labels(kind)
+
+    def account_configured(self, account: str, rate: float) -> None:
+        """Create an account's series at start-up, its effective rate at the configured one."""
+        self.api_calls.labels(account, "OK")
+        for reason in RETRY_REASONS:
+            self.retries.labels(account, reason)
+        for outcome in ("granted", "denied"):
+            self.limiter_tokens.labels(account, outcome)
+        self.limiter_rate.labels(account).set(rate)
 
     # limiter observer hooks -------------------------------------------------------------
     def granted(self, account: str) -> None:

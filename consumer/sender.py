@@ -37,7 +37,7 @@ from .completion import Completion, SliceOutcome
 from .credentials import CredentialsError
 from .ledger import Ledger
 from .limiter import RateLimiter
-from .metrics import Metrics
+from .metrics import Metrics, code_label
 from .models import Batch, SendRequest, SendResult, Slice, Status
 from .retry import backoff_s
 from .scheduler import FairScheduler
@@ -242,7 +242,7 @@ class Sender:
             self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
             call = self._cams.execute(prepared)
         batch.attempts += 1
-        self._metrics.api_calls.labels(account, call.code or "none").inc()
+        self._metrics.api_calls.labels(account, code_label(call.code)).inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)
         outcome = call.outcome
         if outcome is Outcome.OK:

@@ -18,15 +18,20 @@ from .reply import DLQ_HEADER_PREFIX
 from .samples import sample_records
 
 
-def _records_from(path: str) -> Iterator[dict[str, Any]]:
+class BadRecord(Exception):
+    """A line of the input that is not a SendRequest record."""
+
+
+def _records_from(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for each non-blank line; ``where`` is ``path:line``."""
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with stream:
         for number, line in enumerate(stream, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    yield f"{path}:{number}", json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise SystemExit(f"{path}:{number}: not JSON: {exc}") from exc
+                    raise BadRecord(f"{path}:{number}: not JSON: {exc}") from exc
 
 
 def _progress(done: int, total: int | None, started: float) -> None:
@@ -45,29 +50,29 @@ def produce(config: Config, path: str | None, samples: int | None, bootstrap: st
         return 2
     codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
     producer = Producer({**producer_config(config), "bootstrap.servers": servers})
-    records: Iterable[dict[str, Any]] = sample_records(samples) if samples is not None else _records_from(path or "-")
+    records: Iterable[tuple[str, dict[str, Any]]] = (
+        ((f"sample {i}", r) for i, r in enumerate(sample_records(samples))) if samples is not None else _records_from(path or "-")
+    )
     started, done, failed = time.monotonic(), 0, []
 
     def delivered(err, msg) -> None:
         if err is not None:
             failed.append(err)
 
-    for record in records:
-        try:
-            value = codec.encode_request(record)
-        except (ValueError, TypeError, KeyError) as exc:
-            print(f"\nrecord {done + 1} does not match schemas/send_request.avsc: {exc}", file=sys.stderr)
-            return 1
-        while True:
+    try:
+        for where, record in records:
             try:
-                producer.produce(config.request_topic, value, key=str(record.get("request_id", "")).encode(), on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        done += 1
-        if done % 1000 == 0:
-            producer.poll(0)
-            _progress(done, samples, started)
+                value = codec.encode_request(record)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise BadRecord(f"{where}: does not match schemas/send_request.avsc: {exc}") from exc
+            done += _produce_one(producer, config.request_topic, value, record, delivered)
+            if done % 1000 == 0:
+                producer.poll(0)
+                _progress(done, samples, started)
+    except BadRecord as exc:
+        left = producer.flush(60)
+        print(f"\n{exc}\n{done - left - len(failed)} records before it were delivered; nothing after it was produced", file=sys.stderr)
+        return 1
     left = producer.flush(60)
     _progress(done, samples, started)
     print(file=sys.stderr)
@@ -75,6 +80,15 @@ def produce(config: Config, path: str | None, samples: int | None, bootstrap: st
         print(f"{left + len(failed)} of {done} messages were not delivered: {failed[:1]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _produce_one(producer: Producer, topic: str, value: bytes, record: dict[str, Any], delivered) -> int:
+    while True:
+        try:
+            producer.produce(topic, value, key=str(record.get("request_id", "")).encode(), on_delivery=delivered)
+            return 1
+        except BufferError:
+            producer.poll(0.1)
 
 
 def check_connectivity(config: Config) -> int:

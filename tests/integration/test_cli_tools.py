@@ -116,9 +116,9 @@ GOOD = {"request_id": "ok", "template_code": "welcome", "language": "en", "from_
     ("bad_line", "expected"),
     [
         ('{"request_id": "broken", ', r"requests\.jsonl:3: not JSON"),
-        (json.dumps({"request_id": "no-language", "template_code": "welcome", "from_number": "1", "recipients": []}), r"record 3 does not match schemas/send_request\.avsc: .*language"),
-        (json.dumps({**GOOD, "recipients": [{"to": 8613911110001}]}), r"record 3 does not match schemas/send_request\.avsc: .*\bto\b"),
-        (json.dumps({**GOOD, "ttl_s": "thirty"}), r"record 3 does not match schemas/send_request\.avsc: .*ttl_s"),
+        (json.dumps({"request_id": "no-language", "template_code": "welcome", "from_number": "1", "recipients": []}), r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*language"),
+        (json.dumps({**GOOD, "recipients": [{"to": 8613911110001}]}), r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*\bto\b"),
+        (json.dumps({**GOOD, "ttl_s": "thirty"}), r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*ttl_s"),
     ],
     ids=["not-json", "missing-required", "wrong-type", "wrong-optional-type"],
 )
