@@ -100,6 +100,7 @@ class _Pending:
 class Service:
     def __init__(self, config: Config, metrics: Metrics | None = None):
         self.config = config
+        credentials = build_credentials(config)  # first: a missing credential stops start-up before any connection
         self.metrics = metrics or Metrics()
         self.health = Health()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -113,10 +114,10 @@ class Service:
             self.metrics.account_configured(name, account.rate_limit_per_second)
         self.ledger = build_ledger(config)
         self._finished: queue.SimpleQueue[list[tuple[SendRequest, SendResult]]] = queue.SimpleQueue()
-        http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
+        self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
         self.sender = Sender(
-            CamsClient(config.cams_endpoint, http),
-            build_credentials(config),
+            CamsClient(config.cams_endpoint, self._http),
+            credentials,
             self.limiter,
             self.ledger,
             SendPolicy(config.retry_max_attempts, config.retry_backoff_ms, config.retry_backoff_max_ms, config.throttle_max_retries, config.rate_limit_throttle_tolerance),
@@ -190,12 +191,17 @@ class Service:
         """Everything the loop does besides consuming: batches due, results, deliveries, pressure."""
         for batch in self.batcher.due():
             self.sender.submit(batch)
-        self._publish_finished()
-        self.kafka.serve_deliveries(0)
-        self.replies.retry_failed()
+        self._serve_results(0)
         self._apply_backpressure()
         self.metrics.buffered_recipients.set(self._buffered_recipients)
         self.metrics.ledger_healthy.set(1 if self.ledger.healthy() else 0)
+
+    def _serve_results(self, wait_s: float) -> None:
+        """Publish finished requests, serve delivery reports (waiting up to ``wait_s`` for one),
+        produce again what the broker refused; the loop is alive while this runs."""
+        self._publish_finished()
+        self.kafka.serve_deliveries(wait_s)
+        self.replies.retry_failed()
         self.health.beat()
 
     # -- consume → decode → validate → batch ---------------------------------------------------
@@ -210,6 +216,8 @@ class Service:
                     log.warning("consume error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if not self.tracker.owns((topic, partition)):  # fetched before a revocation: the new owner reads it
+                continue
             self.tracker.track((topic, partition), offset)
             headers = msg.headers()
             correlation = reply_to = None
@@ -228,7 +236,7 @@ class Service:
                 continue
             problems = validate.problems(record, accounts)
             if problems:
-                self._answer(source, SendResult(record["request_id"], Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(record["recipients"]), completed_at_ms=now_ms()))
+                self.replies.result(source, SendResult(record["request_id"], Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(record["recipients"]), completed_at_ms=now_ms()))
                 continue
             request = validate.to_request(record, source)
             request.size_bytes = len(value)
@@ -251,17 +259,17 @@ class Service:
             entry = seen.get(request_id)
             if entry is not None and entry.state == DONE and entry.result is not None:
                 self.metrics.duplicates.labels("done").inc()
-                self._answer(request.source, entry.result)
+                self.replies.result(request.source, entry.result)
                 continue
             if entry is not None and entry.state == IN_FLIGHT:
                 if self.config.inflight_policy == "fail":
                     self.metrics.duplicates.labels("inflight_failed").inc()
-                    self._answer(request.source, SendResult(request_id, Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)", len(request.recipients), completed_at_ms=now))
+                    self.replies.result(request.source, SendResult(request_id, Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)", len(request.recipients), completed_at_ms=now))
                     continue
                 self.metrics.duplicates.labels("inflight_resent").inc()
                 log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, entry.owner, extra={"request_id": request_id})
             if request.expires_at_ms is not None and request.expires_at_ms <= now:
-                self._answer(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
+                self.replies.result(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
                 continue
             self._pending[request_id] = _Pending(request, [])
             recipients += len(request.recipients)
@@ -272,9 +280,6 @@ class Service:
         self.metrics.recipients_consumed.inc(recipients)
 
     # -- reply → commit ------------------------------------------------------------------------
-    def _answer(self, source: Source, result: SendResult) -> None:
-        self.replies.result(source, result)
-
     def _publish_finished(self) -> None:
         while True:
             try:
@@ -342,9 +347,7 @@ class Service:
             self._abandon(partitions)  # again each round: a call in flight may come back as a retry
             if not self.sender.busy_with(ours) or time.monotonic() >= deadline:
                 break
-            self._publish_finished()
-            self.kafka.serve_deliveries(0.01)
-            self.health.beat()
+            self._serve_results(0.01)
         self._publish_finished()
         self.kafka.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False, partitions=partitions)
@@ -372,10 +375,7 @@ class Service:
         for batch in self.batcher.flush():
             self.sender.submit(batch)
         while self.tracker.unfinished(partitions) > 0 and time.monotonic() < deadline:
-            self._publish_finished()
-            self.kafka.serve_deliveries(0.01)
-            self.replies.retry_failed()
-            self.health.beat()
+            self._serve_results(0.01)
         if self.tracker.unfinished(partitions) > 0:
             self._abandon(partitions)
         self.kafka.flush(max(1.0, deadline - time.monotonic()))
@@ -413,6 +413,8 @@ class Service:
         self.kafka.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False)
         self.kafka.close()
+        self.limiter.close()
+        self._http.close()
         log.info("stopped: %d partitions committed", len(assigned))
 
 

@@ -39,6 +39,9 @@ def consumer_config(config: Config) -> dict[str, Any]:
         "session.timeout.ms": config.session_timeout_ms,
         "heartbeat.interval.ms": max(100, config.session_timeout_ms // 5),
         "max.poll.interval.ms": max(300_000, int(config.drain_timeout_s * 2000) + 60_000),
+        # the service buffers what it sends itself (back-pressure bounds); librdkafka's prefetch
+        # only has to keep it fed: 16 MB instead of the default 64 MB keeps memory flat
+        "queued.max.messages.kbytes": 16384,
         **_common(config),
         **config.consumer_options,
     }

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from fastavro import schemaless_writer
 
 from consumer.codec import PlainAvroCodec, RESULT_SCHEMA
@@ -243,3 +244,29 @@ def test_replay_dlq_reinjects_dead_letters(service_cluster, local_cams, start_se
     again = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3", "--dry-run"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "would replay 2 messages" in again.stdout, "the replay group resumes after what it already replayed"
     assert service.stop() == 0
+
+
+@pytest.mark.parametrize("policy", ["resend", "fail"])
+def test_requests_left_in_flight_by_a_dead_instance_follow_the_policy(policy, service_cluster, local_cams, shared_redis, start_service, topic_reader):
+    """What a SIGKILLed instance leaves behind, set up exactly: IN_FLIGHT marks in the shared ledger."""
+    from consumer.ledger import RedisLedger
+    from consumer.limiter import connect
+
+    produce(service_cluster.bootstrap_servers, encode_samples(50))
+    RedisLedger(connect(shared_redis), 600, key_prefix="chatapp:ledger:").mark_in_flight([f"req-{i}" for i in range(10)], owner="dead-host:1")
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, inflight_policy=policy))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    assert results.read_until(lambda r: len(r.messages) >= 50, timeout=60), service.log_tail()
+    counted = service.metric("chatapp_duplicates_total", kind=f"inflight_{'resent' if policy == 'resend' else 'failed'}")
+    assert service.stop() == 0
+    by_id = results_by_id(results)
+    sent_numbers = {n for call in local_cams.calls() if call["code"] == "OK" for n in call["to"]}
+    left = {f"req-{i}" for i in range(10)}
+    assert counted == 10
+    for i in range(50):
+        result = by_id[f"req-{i}"][0]
+        if policy == "fail" and f"req-{i}" in left:
+            assert (result["status"], result["code"]) == ("FAILED", "Chatapp.InFlightUnknown")
+            assert phone(i) not in sent_numbers
+        else:
+            assert result["status"] == "SENT" and phone(i) in sent_numbers
