@@ -22,6 +22,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from .models import SendResult
+
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC_BYTE = 0
 REGISTRY_RETRIES = 4  # 0.2 + 0.4 + 0.8 + 1.6 s of patience with a registry that does not answer
@@ -59,8 +61,83 @@ def _read_all(buffer: io.BytesIO, writer: Any, reader: Any, size: int) -> dict[s
     return record
 
 
+def _long(n: int) -> bytes:
+    """Avro ``int``/``long``: zig-zag, then a little-endian base-128 varint."""
+    n = (n << 1) ^ (n >> 63)
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
+def _string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _long(len(data)) + data
+
+
+def _optional_string(text: str | None) -> bytes:
+    return b"\x00" if text is None else b"\x02" + _string(text)
+
+
+_STATUS_INDEX = {symbol: i for i, symbol in enumerate(RESULT_SCHEMA_JSON["fields"][1]["type"]["symbols"])}
+
+
+class ResultEncoder:
+    """SendResult → Avro binary (``send_result.avsc``), written by hand for the hot path.
+
+    Results of one call share everything but ``request_id`` and ``recipients``: the shared runs
+    of bytes are cached, so a result costs a string, a varint and a concatenation (about 0.6 µs,
+    against 5 µs through fastavro; tests compare the bytes with fastavro's for many results).
+    The field order is the schema's: ``_check_field_order`` fails at import if the schema moves.
+    """
+
+    _MAX_CACHED = 4096
+
+    def __init__(self) -> None:
+        self._middles: dict[tuple, bytes] = {}
+        self._tails: dict[tuple, bytes] = {}
+
+    def encode(self, result: SendResult) -> bytes:
+        middle_key = (result.status, result.code, result.message, result.group_message_id, result.api_request_id)
+        middle = self._middles.get(middle_key)
+        if middle is None:
+            if len(self._middles) >= self._MAX_CACHED:
+                self._middles.clear()
+            middle = self._middles[middle_key] = (
+                _long(_STATUS_INDEX[result.status.value]) + _optional_string(result.code) + _optional_string(result.message)
+                + _optional_string(result.group_message_id) + _optional_string(result.api_request_id)
+            )
+        tail_key = (result.attempts, result.batch_id, result.completed_at_ms)
+        tail = self._tails.get(tail_key)
+        if tail is None:
+            if len(self._tails) >= self._MAX_CACHED:
+                self._tails.clear()
+            tail = self._tails[tail_key] = _long(result.attempts) + _optional_string(result.batch_id) + _long(result.completed_at_ms)
+        return _string(result.request_id) + middle + _long(result.recipients) + tail
+
+
+def _check_field_order() -> None:
+    expected = ["request_id", "status", "code", "message", "group_message_id", "api_request_id", "recipients", "attempts", "batch_id", "completed_at"]
+    actual = [f["name"] for f in RESULT_SCHEMA_JSON["fields"]]
+    if actual != expected:
+        raise RuntimeError(f"send_result.avsc fields changed ({actual}): update ResultEncoder")
+
+
+_check_field_order()
+
+
 class PlainAvroCodec:
     """Values are bare Avro binary written with the bundled schemas."""
+
+    def __init__(self) -> None:
+        self._results = ResultEncoder()
 
     def decode(self, value: bytes) -> dict[str, Any]:
         return _read_all(io.BytesIO(value), REQUEST_SCHEMA, None, len(value))
@@ -70,10 +147,8 @@ class PlainAvroCodec:
         schemaless_writer(out, REQUEST_SCHEMA, record)
         return out.getvalue()
 
-    def encode_result(self, record: dict[str, Any]) -> bytes:
-        out = io.BytesIO()
-        schemaless_writer(out, RESULT_SCHEMA, record)
-        return out.getvalue()
+    def encode_result(self, result: SendResult) -> bytes:
+        return self._results.encode(result)
 
 
 class RegistryAvroCodec(PlainAvroCodec):
@@ -90,6 +165,7 @@ class RegistryAvroCodec(PlainAvroCodec):
         result_subject: str,
         request_subject: str,
     ):
+        super().__init__()
         self._fetch = fetch_schema
         self._register = register_schema
         self._result_subject = result_subject
@@ -140,10 +216,11 @@ class RegistryAvroCodec(PlainAvroCodec):
         schemaless_writer(out, schema, record)
         return out.getvalue()
 
-    def encode_result(self, record: dict[str, Any]) -> bytes:
+    def encode_result(self, result: SendResult) -> bytes:
         if self._result_id is None:
             self._result_id = self._register(self._result_subject, json.dumps(RESULT_SCHEMA_JSON))
-        return self._framed(self._result_id, RESULT_SCHEMA, record)
+            self._result_header = _HEADER.pack(MAGIC_BYTE, self._result_id)
+        return self._result_header + self._results.encode(result)
 
     def encode_request(self, record: dict[str, Any]) -> bytes:
         if self._request_id is None:

@@ -44,7 +44,7 @@ class Replies:
 
     def result(self, source: Source, result: SendResult) -> None:
         headers = [("correlation-id", source.correlation_id)] if source.correlation_id is not None else None
-        value = self._codec.encode_result(result.to_record())
+        value = self._codec.encode_result(result)
         self._send(source.reply_to or self._reply_topic, value, result.request_id.encode(), headers, source, result.status.value)
 
     def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: Headers | None, reason: str, detail: str) -> None:

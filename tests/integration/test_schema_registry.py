@@ -32,6 +32,7 @@ from consumer.codec import (
 )
 from consumer.local_cams import LocalCams
 from consumer.mockcluster import MockCluster
+from consumer.models import SendResult
 from consumer.registry_standin import RegistryStandIn
 from consumer.samples import phone, request_record, sample_records
 from tests.fixtures.service import DLQ, REQUESTS, RESULTS, ROOT, produce, service_env
@@ -89,7 +90,7 @@ def test_encode_decode_roundtrip_registers_both_schemas(registry: RegistryStandI
 
     result = {"request_id": "rt-1", "status": "SENT", "code": "OK", "message": None, "group_message_id": "g-1",
               "api_request_id": "a-1", "recipients": 2, "attempts": 1, "batch_id": "b-1", "completed_at": 1_700_000_000_000}
-    encoded = codec.encode_result(result)
+    encoded = codec.encode_result(SendResult.from_record(result))
     assert client.get_subjects() == sorted([REQUEST_SUBJECT, RESULT_SUBJECT])
     assert json.loads(client.get_latest_version(RESULT_SUBJECT).schema.schema_str) == RESULT_SCHEMA_JSON
     decoded = AvroDeserializer(client)(encoded, SerializationContext(RESULTS, MessageField.VALUE))
