@@ -10,6 +10,14 @@ a 1-second window holds at most ``1 + floor(rate / (1 + safety_margin)) <= rate`
 consecutive grants span ``1 + safety_margin`` seconds, so up to ``safety_margin`` seconds of
 network jitter (20 ms with the default 2 %) cannot put rate + 1 calls into one CAMS window.
 
+Catch-up: a caller that comes back a little after its slot (a thread woken late, the GIL busy)
+keeps the schedule instead of losing that time for good: while the TAT lies less than
+``catch_up_s`` in the past, the next TAT is one interval after the old one, not after ``now``.
+Grants still never come before their slot, so rate + 1 consecutive grants span at least
+``1 + safety_margin - catch_up_s`` seconds: with ``catch_up_s = CATCH_UP_SHARE * safety_margin``
+the 1-second guarantee holds and ``safety_margin - catch_up_s`` seconds (7 ms at the default
+1 %) are left for network jitter.
+
 Decisions are made to the microsecond (the Redis clock's resolution): a grant due within
 ``RESOLUTION_S`` is given, so float rounding never denies it.
 
@@ -21,6 +29,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 RESOLUTION_S = 1e-6
+CATCH_UP_SHARE = 0.3
+"""Share of the safety margin (in seconds) a late caller may win back."""
+
+
+def catch_up_s(safety_margin: float) -> float:
+    return CATCH_UP_SHARE * safety_margin
 
 
 class Verdict(NamedTuple):
@@ -35,13 +49,13 @@ def emission_interval(rate_per_second: float, safety_margin: float) -> float:
     return (1.0 + safety_margin) / rate_per_second
 
 
-def gcra(tat: float | None, now: float, interval: float, burst: int) -> Verdict:
+def gcra(tat: float | None, now: float, interval: float, burst: int, catch_up: float = 0.0) -> Verdict:
     """Decide one request: grant it (TAT moves one interval on) or say how long until it would be granted.
 
-    ``tat=None`` is a key never seen (or expired). An idle key's TAT is clamped to ``now``, so idle
-    time never banks more than ``burst`` grants.
+    ``tat=None`` is a key never seen (or expired). An idle key's TAT is clamped to ``now`` (once it
+    is more than ``catch_up`` seconds old), so idle time never banks more than ``burst`` grants.
     """
-    current = now if tat is None or tat < now else tat
+    current = now if tat is None or tat < now - catch_up else tat
     allowed_at = current - (burst - 1) * interval
     if allowed_at - now > RESOLUTION_S:
         return Verdict(allowed_at - now, current)

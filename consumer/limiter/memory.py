@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .adaptive import AdaptivePolicy, RateFactor
-from .gcra import emission_interval, gcra, push_out
+from .gcra import catch_up_s, emission_interval, gcra, push_out
 from .protocol import AccountLimit, LimiterObserver, NoopObserver
 
 
@@ -57,7 +57,7 @@ class InProcessLimiter:
             now = self._clock()
             state = self._states.setdefault(account, _AccountState())
             rate = limit.rate_per_second * state.factor.at(now, self._policy)
-            verdict = gcra(state.tat, now, emission_interval(rate, self._margin), limit.burst)
+            verdict = gcra(state.tat, now, emission_interval(rate, self._margin), limit.burst, catch_up_s(self._margin))
             state.tat = verdict.tat
             changed = self._note_rate(state, rate)
         self._report(account, changed)

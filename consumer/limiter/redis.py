@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .adaptive import AdaptivePolicy
+from .gcra import catch_up_s
 from .memory import InProcessLimiter
 from .protocol import AccountLimit, LimiterObserver, NoopObserver
 
@@ -39,7 +40,7 @@ _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
 -- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}
 -- ARGV op ('acquire' | 'throttle' | 'peek'), rate, burst, safety_margin,
---      decrease, floor, recovery_per_s, holdoff_s, retry_after_s
+--      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, catch_up_s
 -- returns {granted (1/0), wait_s, factor}; numbers as strings (Lua numbers would be truncated)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -60,7 +61,7 @@ if op == 'peek' then return {0, '0', fmt(factor)} end
 
 local stored = tonumber(redis.call('GET', KEYS[1]))
 local tat = now
-if stored and stored > now then tat = stored end
+if stored and stored > now - tonumber(ARGV[10]) then tat = stored end
 
 if op == 'throttle' then
   if not since or now - since >= holdoff then
@@ -232,7 +233,7 @@ class RedisLimiter:
             granted, wait_s, factor = self._script(
                 keys=[f"{tag}:tat", f"{tag}:rate"],
                 args=[op, limit.rate_per_second, limit.burst, self._margin,
-                      p.decrease, p.floor, p.recovery_per_s, p.holdoff_s, retry_after_s],
+                      p.decrease, p.floor, p.recovery_per_s, p.holdoff_s, retry_after_s, catch_up_s(self._margin)],
             )
         except (RedisConnectionError, RedisTimeoutError) as exc:
             self._observer.backend_error(account, exc)

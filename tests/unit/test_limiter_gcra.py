@@ -8,7 +8,7 @@ import time
 import pytest
 
 from consumer.limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateFactor
-from consumer.limiter.gcra import emission_interval, gcra, push_out
+from consumer.limiter.gcra import catch_up_s, emission_interval, gcra, push_out
 
 TEN = AccountLimit(10.0)
 INTERVAL = emission_interval(10.0, 0.02)  # 0.102 s
@@ -212,7 +212,7 @@ def test_observer_sees_grants_and_denials() -> None:
     assert limiter.healthy()
 
 
-def test_threads_hammering_never_get_grants_closer_than_the_interval() -> None:
+def test_threads_hammering_never_get_grants_closer_than_the_interval_less_the_catch_up() -> None:
     # the clock is read once per decision, under the limiter's lock: record the reading each
     # thread's grant was decided on
     seen = threading.local()
@@ -241,4 +241,38 @@ def test_threads_hammering_never_get_grants_closer_than_the_interval() -> None:
     assert not any(t.is_alive() for t in threads)
     grants.sort()
     assert len(grants) >= 150  # eight busy threads keep the 196/s budget nearly full
-    assert min(b - a for a, b in zip(grants, grants[1:])) >= interval - 1e-6
+    assert min(b - a for a, b in zip(grants, grants[1:])) >= interval - catch_up_s(0.02) - 1e-6
+
+
+def test_a_late_caller_keeps_the_schedule_within_the_catch_up() -> None:
+    from consumer.limiter.gcra import gcra
+
+    interval = 0.101
+    first = gcra(None, 10.0, interval, 1, catch_up=0.003)
+    assert first == (0.0, 10.0 + interval)
+    late = gcra(first.tat, first.tat + 0.002, interval, 1, catch_up=0.003)
+    assert late.wait_s == 0.0 and late.tat == pytest.approx(10.0 + 2 * interval), "2 ms late: back on the grid"
+    idle = gcra(late.tat, late.tat + 0.5, interval, 1, catch_up=0.003)
+    assert idle.tat == pytest.approx(late.tat + 0.5 + interval), "idle longer than the catch-up: no banked grants"
+
+
+def test_with_catch_up_rate_plus_one_grants_never_fit_in_one_second() -> None:
+    """Callers always late by a random 0-2.5 ms: the grid holds, and any 11 grants span > 1 s."""
+    import random
+
+    from consumer.limiter.gcra import catch_up_s, emission_interval, gcra
+
+    rng = random.Random(3)
+    interval, catch = emission_interval(10, 0.01), catch_up_s(0.01)
+    tat, now, grants = None, 0.0, []
+    while len(grants) < 2000:
+        verdict = gcra(tat, now, interval, 1, catch)
+        if verdict.wait_s == 0.0:
+            grants.append(now)
+            tat = verdict.tat
+            now = tat + rng.uniform(0.0, 0.0025)  # the next caller wakes at its slot, up to 2.5 ms late
+        else:
+            now += verdict.wait_s
+    spans = [grants[i + 10] - grants[i] for i in range(len(grants) - 10)]
+    assert min(spans) > 1.0
+    assert (len(grants) - 1) / (grants[-1] - grants[0]) > 0.995 * 10 / 1.01, "lateness is not lost"
