@@ -8,7 +8,7 @@ Guarantee: any window of length L (closed at both ends) holds at most ``burst + 
 grants. With ``interval = (1 + safety_margin) / rate``, ``burst = 1`` and an integer ``rate``,
 a 1-second window holds at most ``1 + floor(rate / (1 + safety_margin)) <= rate`` grants: rate + 1
 consecutive grants span ``1 + safety_margin`` seconds, so up to ``safety_margin`` seconds of
-network jitter (20 ms with the default 2 %) cannot put rate + 1 calls into one CAMS window.
+network jitter (10 ms with a 1 % margin) cannot put rate + 1 calls into one CAMS window.
 
 Catch-up: a caller that comes back a little after its slot (a thread woken late, the GIL busy)
 keeps the schedule instead of losing that time for good: while the TAT lies less than
