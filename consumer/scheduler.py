@@ -8,8 +8,9 @@ Order of service within one account:
 2. otherwise round-robin over the batch keys that have batches waiting: a campaign with
    thousands of batches on one template gets one call in K when K keys wait, so every waiting key
    is served within K calls (K / rate seconds). A key whose next batch is not full yet and has
-   waited less than ``partial_wait_s`` lets the keys after it with full batches go first (its
-   batch keeps filling meanwhile): a waiting key is served within ``partial_wait_s`` + K / rate.
+   waited less than ``partial_wait_s`` lets the keys after it with full batches go first, and
+   while the account's budget is contended it is not taken at all (its batch keeps filling
+   meanwhile): a waiting key is served within ``partial_wait_s`` + K / rate.
 Batches waiting for a retry (``not_before`` in the future) are held aside until then, and then
 go to the front of their key's queue.
 
@@ -123,7 +124,10 @@ class FairScheduler:
         times = [q.delayed[0][0] for q in self._accounts.values() if q.delayed]
         return max(0.0, min(times) - now) if times else None
 
-    def pop(self, account: str, now: float) -> Batch | None:
+    def pop(self, account: str, now: float, contended: bool = False) -> Batch | None:
+        """The account's next batch. ``contended``: a call of this account is already waiting for
+        the budget, so a young partial batch stays here to keep filling (None when only such
+        batches wait); otherwise it goes at once (the budget is idle: latency first)."""
         queue = self._accounts.get(account)
         if queue is None:
             return None
@@ -138,6 +142,10 @@ class FairScheduler:
                 del queue.keys[batch.key]
         else:
             key = self._next_key(queue, now)
+            if key is None:
+                if contended:
+                    return None
+                key = next(iter(queue.keys))
             batches = queue.keys[key]
             batch = batches.popleft()
             if batches:
@@ -149,13 +157,14 @@ class FairScheduler:
         self.batches -= 1
         return batch
 
-    def _next_key(self, queue: _AccountQueue, now: float) -> BatchKey:
-        """Round-robin, but a young partial batch lets a full one of the next keys go first."""
+    def _next_key(self, queue: _AccountQueue, now: float) -> BatchKey | None:
+        """Round-robin over the keys whose next batch is full or has waited ``partial_wait_s``: a
+        young partial batch lets a full one of the next keys go first. None: only young partials."""
         for key, batches in queue.keys.items():
             head = batches[0]
             if head.recipient_count >= self.max_recipients or now - head.ready_at >= self.partial_wait_s:
                 return key
-        return next(iter(queue.keys))
+        return None
 
     def _urgent(self, queue: _AccountQueue) -> Batch | None:
         """The queued batch expiring first, if that is within the urgent window."""

@@ -154,7 +154,7 @@ class Sender:
                 for account in self._scheduler.ready_accounts(now):
                     gate = self._gates[account]
                     while self._inflight < self._concurrency and len(gate) < GATE_DEPTH:
-                        batch = self._scheduler.pop(account, now)
+                        batch = self._scheduler.pop(account, now, contended=bool(gate))
                         if batch is None:
                             break
                         ticket = next(self._tickets)
