@@ -253,6 +253,19 @@ def _clean_redis(client: Any, key_prefix: str, id_prefix: str) -> tuple[int, int
 # --------------------------------------------------------------------------- 2. pipeline capacity
 
 
+def _produce_backlog(ctx: Context, name: str, topic: str, count: int, partitions: int) -> float:
+    """Produce ``count`` pre-encoded requests round-robin and check the broker kept them all;
+    returns the seconds it took."""
+    ctx.say(f"{name}: producing a backlog of {count:,} requests")
+    seconds = kafkaio.produce_backlog(ctx.infra.bootstrap, topic, ctx.values[:count], partitions)
+    watermarks = kafkaio.Watermarks(ctx.infra.bootstrap, topic, partitions)
+    try:
+        watermarks.check_kept(count)
+    finally:
+        watermarks.close()
+    return seconds
+
+
 def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     """Unlimited endpoint, service limit 1,000 calls/s: requests/s end to end vs a bare consumer."""
     name = "pipeline-profiled" if profile else "pipeline"
@@ -262,13 +275,7 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     topics = ctx.infra.topics(f"{ctx.run_id}.{name}", partitions)
     cams = ctx.infra.endpoint(rate_limit=0)
     details: dict[str, Any] = {"requests": count, "partitions": partitions, "profiled": profile}
-    ctx.say(f"{name}: producing a backlog of {count:,} requests")
-    details["produce_s"] = kafkaio.produce_backlog(ctx.infra.bootstrap, topics[0], ctx.values[:count], partitions)
-    requests_wm = kafkaio.Watermarks(ctx.infra.bootstrap, topics[0], partitions)
-    try:
-        requests_wm.check_kept(count)
-    finally:
-        requests_wm.close()
+    details["produce_s"] = _produce_backlog(ctx, name, topics[0], count, partitions)
     bare_runs: list[dict[str, Any]] = []
     if not profile:
         ctx.say(f"{name}: bare confluent-kafka consumer + fastavro decode")
@@ -421,13 +428,7 @@ def memory(ctx: Context) -> dict[str, Any]:
     topics = ctx.infra.topics(f"{ctx.run_id}.{name}", partitions)
     ctx.infra.endpoint(rate_limit=API_LIMIT, latency_ms=500)
     details: dict[str, Any] = {"requests": count, "window_s": window, "endpoint_latency_ms": 500}
-    ctx.say(f"{name}: producing a backlog of {count:,} requests")
-    details["produce_s"] = kafkaio.produce_backlog(ctx.infra.bootstrap, topics[0], ctx.values[:count], partitions)
-    requests_wm = kafkaio.Watermarks(ctx.infra.bootstrap, topics[0], partitions)
-    try:
-        requests_wm.check_kept(count)
-    finally:
-        requests_wm.close()
+    details["produce_s"] = _produce_backlog(ctx, name, topics[0], count, partitions)
     service = ctx.start_service(name, topics, group_id=f"bench-{ctx.run_id}-{name}", drain_timeout_s=5)
     sampler = measure.MemorySampler(service.pid).start()
     codes: list[int | None] = []

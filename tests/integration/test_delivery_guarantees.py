@@ -14,10 +14,16 @@ import time
 import pytest
 from fastavro import schemaless_writer
 
-from consumer.codec import PlainAvroCodec, RESULT_SCHEMA
+from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
 from consumer.samples import phone, request_record, sample_records
 from tests.fixtures.service import (
-    DLQ, RESULTS, ROOT, TEST_KEY_ID, encode_samples, produce, service_env,
+    DLQ,
+    RESULTS,
+    ROOT,
+    TEST_KEY_ID,
+    encode_samples,
+    produce,
+    service_env,
 )
 
 PARTITIONS = 12

@@ -16,7 +16,14 @@ from consumer.codec import PlainAvroCodec
 from consumer.local_cams import LocalCams
 from consumer.mockcluster import MockCluster
 from consumer.samples import phone, request_record, sample_records
-from tests.fixtures.service import DLQ, REQUESTS, RESULTS, TEST_KEY_ID, produce, service_env
+from tests.fixtures.service import (
+    DLQ,
+    REQUESTS,
+    RESULTS,
+    TEST_KEY_ID,
+    produce,
+    service_env,
+)
 
 SECRET = "Hyg1ene-Secret-c0ffee-42"  # distinctive: a hit cannot be a coincidence
 PARTITIONS = 4

@@ -15,7 +15,12 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 
 from consumer.mockcluster import MockCluster, MockClusterError
-from tests.fixtures.kafka import FAST_FETCH, committed_offsets, consume_all, produce_values
+from tests.fixtures.kafka import (
+    FAST_FETCH,
+    committed_offsets,
+    consume_all,
+    produce_values,
+)
 
 PRODUCE_API = 0
 NOT_LEADER_OR_FOLLOWER = 6

@@ -42,7 +42,16 @@ from consumer import config as settings
 from consumer.local_cams import LocalCams
 from consumer.mockcluster import MockCluster
 from tests.fixtures.service import (
-    DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, ServiceProcess, TopicReader, encode_samples, produce, service_env,
+    DLQ,
+    REQUESTS,
+    RESULTS,
+    TEST_KEY_ID,
+    TEST_SECRET,
+    ServiceProcess,
+    TopicReader,
+    encode_samples,
+    produce,
+    service_env,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

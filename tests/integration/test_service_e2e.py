@@ -7,11 +7,16 @@ import collections
 import signal
 import time
 
-
 from consumer.codec import PlainAvroCodec
 from consumer.samples import LANGUAGES, TEMPLATES, phone, request_record
 from tests.fixtures.service import (
-    DLQ, REQUESTS, RESULTS, committed, encode_samples, produce, service_env,
+    DLQ,
+    REQUESTS,
+    RESULTS,
+    committed,
+    encode_samples,
+    produce,
+    service_env,
 )
 
 PARTITIONS = 8

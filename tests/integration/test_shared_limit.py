@@ -6,9 +6,15 @@ from __future__ import annotations
 import collections
 import time
 
-
 from consumer.local_cams import LocalCams
-from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env
+from tests.fixtures.service import (
+    RESULTS,
+    TEST_KEY_ID,
+    TEST_SECRET,
+    encode_samples,
+    produce,
+    service_env,
+)
 
 PARTITIONS = 12
 RATE = 10

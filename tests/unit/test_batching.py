@@ -9,21 +9,11 @@ import pytest
 
 from consumer.batching import Batcher, new_batch_id, recipients_of, split, without
 from consumer.models import Batch, BatchKey, SendRequest, Slice, Source
+from tests.fixtures.clock import FakeClock
 from tests.unit.test_cams_payload import avro_recipient, make_key
 
 _IDS = itertools.count()
 _NUMBERS = itertools.count(10_000_000)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def recipients(count: int) -> list[dict[str, Any]]:

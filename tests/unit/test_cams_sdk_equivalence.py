@@ -24,7 +24,11 @@ import pytest
 from alibabacloud_cams20200606 import models as cams_models
 from alibabacloud_cams20200606.client import Client as SdkClient
 from alibabacloud_tea_openapi import models as openapi_models
-from alibabacloud_tea_openapi.utils import Utils, get_canonical_query_string, get_canonicalized_headers
+from alibabacloud_tea_openapi.utils import (
+    Utils,
+    get_canonical_query_string,
+    get_canonicalized_headers,
+)
 from darabonba.request import DaraRequest
 
 from consumer.cams import signing

@@ -8,7 +8,8 @@ import time
 from consumer.batching import Batcher
 from consumer.completion import Completion, SliceOutcome, combine, result_of
 from consumer.models import SendRequest, Slice, Status
-from tests.unit.test_batching import FakeClock, make_request
+from tests.fixtures.clock import FakeClock
+from tests.unit.test_batching import make_request
 
 
 def sent(gid: str | None = "G1", attempts: int = 1, api: str | None = "R1", batch: str | None = "b-1") -> SliceOutcome:

@@ -13,16 +13,13 @@ from redis.retry import Retry
 
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger, LedgerEntry, RedisLedger
 from consumer.models import SendResult, Status
+from tests.fixtures.clock import FakeClock
 
 RETENTION = 3600
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_767_225_600.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+def wall_clock() -> FakeClock:
+    return FakeClock(1_767_225_600.0)
 
 
 def result(request_id: str, status: Status = Status.SENT, **fields) -> SendResult:
@@ -50,14 +47,14 @@ def free_port() -> int:
 
 
 def test_in_memory_unknown_ids_are_absent() -> None:
-    ledger = InMemoryLedger(RETENTION, clock=FakeClock())
+    ledger = InMemoryLedger(RETENTION, clock=wall_clock())
     assert ledger.lookup(["a", "b"]) == {}
     assert ledger.lookup([]) == {}
     assert ledger.healthy()
 
 
 def test_in_memory_in_flight_then_done() -> None:
-    clock = FakeClock()
+    clock = wall_clock()
     ledger = InMemoryLedger(RETENTION, clock=clock)
     ledger.mark_in_flight(["a", "b"], "host:1")
     assert ledger.lookup(["a", "b"]) == {
@@ -73,7 +70,7 @@ def test_in_memory_in_flight_then_done() -> None:
 
 
 def test_in_memory_lookup_of_many_returns_only_known_ids() -> None:
-    ledger = InMemoryLedger(RETENTION, clock=FakeClock())
+    ledger = InMemoryLedger(RETENTION, clock=wall_clock())
     ledger.mark_done([result(f"r{i}") for i in range(0, 100, 2)])
     found = ledger.lookup([f"r{i}" for i in range(100)])
     assert sorted(found) == sorted(f"r{i}" for i in range(0, 100, 2))
@@ -81,7 +78,7 @@ def test_in_memory_lookup_of_many_returns_only_known_ids() -> None:
 
 
 def test_in_memory_entries_expire_after_retention() -> None:
-    clock = FakeClock()
+    clock = wall_clock()
     ledger = InMemoryLedger(60, clock=clock)
     ledger.mark_in_flight(["old"], "me")
     clock.now += 30
@@ -95,7 +92,7 @@ def test_in_memory_entries_expire_after_retention() -> None:
 
 
 def test_in_memory_marking_again_renews_retention() -> None:
-    clock = FakeClock()
+    clock = wall_clock()
     ledger = InMemoryLedger(60, clock=clock)
     ledger.mark_in_flight(["a", "b"], "me")
     clock.now += 50
@@ -107,7 +104,7 @@ def test_in_memory_marking_again_renews_retention() -> None:
 
 
 def test_in_memory_oldest_entries_go_beyond_max_entries() -> None:
-    clock = FakeClock()
+    clock = wall_clock()
     ledger = InMemoryLedger(RETENTION, clock=clock, max_entries=3)
     for i in range(5):
         ledger.mark_in_flight([f"r{i}"], "me")

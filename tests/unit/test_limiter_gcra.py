@@ -9,20 +9,10 @@ import pytest
 
 from consumer.limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateFactor
 from consumer.limiter.gcra import catch_up_s, emission_interval, gcra, push_out
+from tests.fixtures.clock import FakeClock
 
 TEN = AccountLimit(10.0)
 INTERVAL = emission_interval(10.0, 0.02)  # 0.102 s
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Recorder:

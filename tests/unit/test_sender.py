@@ -13,13 +13,14 @@ import pytest
 from consumer.batching import Batcher
 from consumer.cams.client import CallResult, StaticCredentials
 from consumer.cams.errors import Outcome
+from consumer.credentials import CredentialsError
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
 from consumer.limiter import AccountLimit, InProcessLimiter
 from consumer.metrics import Metrics
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Slice, Status
-from consumer.credentials import CredentialsError
-from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, SendPolicy, Sender
-from tests.unit.test_batching import FakeClock, make_batch, make_request
+from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
+from tests.fixtures.clock import FakeClock
+from tests.unit.test_batching import make_batch, make_request
 from tests.unit.test_cams_payload import make_key
 
 WAIT = 5.0  # generous upper bound for anything that should happen promptly
