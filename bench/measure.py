@@ -12,11 +12,14 @@ from typing import Any
 from .launch import memory_status
 
 
-def call_window(calls: Sequence[dict[str, Any]], full: int) -> dict[str, Any]:
+def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0) -> dict[str, Any]:
     """Recipients/s and fill from the endpoint's records of accepted calls.
 
-    Steady window: from the first call carrying ``full`` recipients to the last one (the partial
-    calls of the first linger and of the end of the backlog are left out). Rate counts the
+    Steady window: from the first call carrying ``full`` recipients to the last full one sent
+    while more than ``drain_tail`` recipients were still to come. The partial calls of the first
+    linger and of the end of the backlog are left out: at the end each instance empties what it
+    holds per batch key, so ``drain_tail`` is instances × batch keys × ``full``, the most that can
+    be left over as partial calls once the backlog is gone. Rate counts the
     recipients of calls ``i .. j-1`` over ``t_j - t_i`` (n calls, n intervals), so evenly spaced
     calls give their exact rate. Fill is the mean recipients per call ``i .. j`` over ``full``.
     The whole run (first to last accepted call, every call) is reported beside it.
@@ -38,7 +41,11 @@ def call_window(calls: Sequence[dict[str, Any]], full: int) -> dict[str, Any]:
         "mean_recipients_per_call": sum(sizes) / len(sizes),
         "partial_calls": sum(1 for s in sizes if s < full),
     }
-    fulls = [k for k, s in enumerate(sizes) if s >= full]
+    total = sum(sizes)
+    sent_before = [0]
+    for size in sizes:
+        sent_before.append(sent_before[-1] + size)
+    fulls = [k for k, s in enumerate(sizes) if s >= full and total - sent_before[k] > drain_tail]
     i, j = (fulls[0], fulls[-1]) if len(fulls) >= 2 else (0, len(ok) - 1)
     span = times[j] - times[i]
     out["steady"] = {

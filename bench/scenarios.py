@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.codec import PlainAvroCodec
-from consumer.samples import sample_records
+from consumer.samples import LANGUAGES, TEMPLATES, sample_records
 
 from . import kafkaio, measure
 from .launch import Infra, Service, memory_status, process_cpu_s, service_env
@@ -204,7 +204,8 @@ def saturation(ctx: Context, instances: int) -> dict[str, Any]:
     details["services"] = _service_notes(services, codes, problems)
     calls = cams.calls()
     details["endpoint"] = _endpoint_checks(cams.stats(), count, problems, name)
-    window = measure.call_window(calls, MAX_RECIPIENTS)
+    batch_keys = len(TEMPLATES) * len(LANGUAGES)
+    window = measure.call_window(calls, MAX_RECIPIENTS, drain_tail=instances * batch_keys * MAX_RECIPIENTS)
     details["calls"] = window
     check, _ = _check_results(ctx, topics[1], partitions, count, problems)
     details["results"] = check

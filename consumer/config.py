@@ -80,7 +80,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("rate_limit_safety_margin", float, 0.01, "Fraction added to the interval between calls to absorb network jitter.", minimum=0.0, maximum=0.5),
     _s("rate_limit_decrease", float, 0.7, "On System.LimitControl the account's rate is multiplied by this (shared by the group with Redis).", minimum=0.1, maximum=0.95),
     _s("rate_limit_recovery_per_s", float, 0.1, "After a slow-down the rate climbs back by this fraction of the configured rate per second.", minimum=0.01, maximum=10),
-    _s("rate_limit_throttle_tolerance", int, 1, "System.LimitControl answers per 2 s taken as jitter (retried) before the account is slowed down.", minimum=0, maximum=100),
+    _s("rate_limit_throttle_tolerance", int, 2, "System.LimitControl answers per 2 s taken as jitter (retried) before the account is slowed down.", minimum=0, maximum=100),
     _s("limiter_fallback_instances", int, 3, "With Redis unreachable, each instance sends at rate / this number.", minimum=1, maximum=1000),
     _s("redis_url", str, None, "Redis URL (redis://host:6379/0). Set: shared rate limiter and de-duplication ledger; unset: in-process ones."),
     _s("redis_key_prefix", str, "chatapp:", "Prefix of every Redis key (limiter and ledger); instances sharing a budget must agree on it."),

@@ -63,7 +63,7 @@ class SendPolicy:
     backoff_ms: int
     backoff_max_ms: int
     throttle_max_retries: int
-    throttle_tolerance: int = 1
+    throttle_tolerance: int = 2
 
 
 THROTTLE_WINDOW_S = 2.0
