@@ -30,7 +30,7 @@ from .kafka_io import KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, StatusServer
-from .models import SendRequest, SendResult, Source, Status
+from .models import SendRequest, SendResult, Slice, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
 from .sender import Sender, SendPolicy
@@ -338,8 +338,7 @@ class Service:
             self._commit(asynchronous=False, partitions=partitions)
             self._forget(partitions)
             return
-        wanted = set(partitions)
-        ours = lambda s: (s.request.source.topic, s.request.source.partition) in wanted  # noqa: E731
+        ours = _slices_of(partitions)
         deadline = time.monotonic() + self.config.drain_timeout_s
         for batch in self.batcher.flush():
             self.sender.submit(batch)
@@ -384,7 +383,7 @@ class Service:
         wanted = set(partitions)
         for batch in self.batcher.flush():
             self.sender.submit(batch)
-        removed = self.sender.abandon(lambda s: (s.request.source.topic, s.request.source.partition) in wanted)
+        removed = self.sender.abandon(_slices_of(partitions))
         requests = {id(s.request): s.request for s in removed}
         for request in requests.values():
             pending = self._pending.pop(request.request_id, None)
@@ -416,6 +415,12 @@ class Service:
         self.limiter.close()
         self._http.close()
         log.info("stopped: %d partitions committed", len(assigned))
+
+
+def _slices_of(partitions: list[tuple[str, int]]) -> Callable[[Slice], bool]:
+    """Selects the slices whose request came from one of ``partitions``."""
+    wanted = set(partitions)
+    return lambda piece: (piece.request.source.topic, piece.request.source.partition) in wanted
 
 
 def _names(partitions: list[tuple[str, int]]) -> str:

@@ -21,6 +21,7 @@ from fastavro import schemaless_reader
 
 from . import config as settings
 from .app import Service
+from .kafka_io import produce_waiting
 from .codec import RESULT_SCHEMA, PlainAvroCodec
 from .local_cams import LocalCams
 from .mockcluster import MockCluster
@@ -41,12 +42,7 @@ def _bad_messages(codec: PlainAvroCodec) -> list[bytes]:
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
     for i, value in enumerate(values):
-        while True:
-            try:
-                producer.produce(topic, value, key=str(i).encode())
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_waiting(producer, topic, value, key=str(i).encode())
     if producer.flush(30) != 0:
         raise RuntimeError("could not produce the sample traffic")
 

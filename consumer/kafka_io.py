@@ -22,7 +22,18 @@ Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 DeliveryCallback = Callable[[Any, Message], None]
 
-__all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config"]
+__all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config", "produce_waiting"]
+
+
+def produce_waiting(producer: Producer, topic: str, value: bytes, **fields: Any) -> None:
+    """``producer.produce`` that, when the local queue is full, serves delivery reports and tries
+    again instead of raising BufferError (``fields``: key, headers, on_delivery, partition...)."""
+    while True:
+        try:
+            producer.produce(topic, value, **fields)
+            return
+        except BufferError:
+            producer.poll(0.1)
 
 
 def _common(config: Config) -> dict[str, Any]:
@@ -86,12 +97,7 @@ class KafkaIO:
         return [first, *self._consumer.consume(max_messages - 1, 0)]
 
     def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: list[tuple[str, bytes]] | None, on_delivery: DeliveryCallback) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                return
-            except BufferError:  # local queue full: serve delivery reports, then try again
-                self._producer.poll(0.1)
+        produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
 
     def serve_deliveries(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)

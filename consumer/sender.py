@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .batching import split
+from .batching import split, without
 from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
 from .completion import Completion, SliceOutcome
@@ -218,12 +218,10 @@ class Sender:
     def _send(self, batch: Batch, ticket: int) -> list[tuple[SendRequest, SendResult]]:
         finished: list[tuple[SendRequest, SendResult]] = []
         now_ms = time.time() * 1000
-        expired = [s for s in batch.slices if s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms]
+        rest, expired = without(batch, lambda s: s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms)
         if expired:
             finished += self._finish(batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id))
-            batch.slices = [s for s in batch.slices if s not in expired]
-            batch.recipient_count = sum(len(s.recipients) for s in batch.slices)
-            if not batch.slices:
+            if rest is None:
                 self._record(finished)
                 return finished
         if batch.attempts == 0:

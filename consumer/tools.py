@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from .codec import build_codec
 from .config import Config
-from .kafka_io import consumer_config, producer_config
+from .kafka_io import consumer_config, produce_waiting, producer_config
 from .reply import DLQ_HEADER_PREFIX
 from .samples import sample_records
 
@@ -65,7 +65,8 @@ def produce(config: Config, path: str | None, samples: int | None, bootstrap: st
                 value = codec.encode_request(record)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise BadRecord(f"{where}: does not match schemas/send_request.avsc: {exc}") from exc
-            done += _produce_one(producer, config.request_topic, value, record, delivered)
+            produce_waiting(producer, config.request_topic, value, key=str(record.get("request_id", "")).encode(), on_delivery=delivered)
+            done += 1
             if done % 1000 == 0:
                 producer.poll(0)
                 _progress(done, samples, started)
@@ -80,15 +81,6 @@ def produce(config: Config, path: str | None, samples: int | None, bootstrap: st
         print(f"{left + len(failed)} of {done} messages were not delivered: {failed[:1]}", file=sys.stderr)
         return 1
     return 0
-
-
-def _produce_one(producer: Producer, topic: str, value: bytes, record: dict[str, Any], delivered) -> int:
-    while True:
-        try:
-            producer.produce(topic, value, key=str(record.get("request_id", "")).encode(), on_delivery=delivered)
-            return 1
-        except BufferError:
-            producer.poll(0.1)
 
 
 def check_connectivity(config: Config) -> int:
