@@ -327,8 +327,12 @@ class Service:
         self.tracker.assign(partitions)
         self._assigned.update(partitions)
         self.metrics.assigned_partitions.set(len(self._assigned))
+        # librdkafka keeps a partition's pause flag across a revocation: one taken away while
+        # back-pressure held it would come back paused for good, so set the flag either way
         if self._paused:
             self.kafka.pause(partitions)
+        else:
+            self.kafka.resume(partitions)
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         """Hand the partitions over quickly: their queued work is abandoned (the next owner reads

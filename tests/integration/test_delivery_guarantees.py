@@ -64,7 +64,10 @@ def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local
         kills += 1
         services[victim] = start_service(env)
     expected = {f"req-{i}" for i in range(total)}
-    assert results.read_until(lambda r: set(results_by_id(r)) >= expected, timeout=180), "requests without a result"
+    if not results.read_until(lambda r: set(results_by_id(r)) >= expected, timeout=180):
+        missing = sorted(expected - set(results_by_id(results)), key=lambda r: int(r.split("-")[1]))
+        tails = "\n".join(f"--- instance {i}:\n{s.log_tail(15)}" for i, s in enumerate(services))
+        pytest.fail(f"{len(missing)} requests without a result, e.g. {missing[:10]}\n{tails}")
     for service in services:
         assert service.stop() == 0
     by_id = results_by_id(results)
@@ -176,6 +179,42 @@ def test_broker_faults_lose_nothing(service_cluster, local_cams, start_service, 
     assert set(by_id) == expected
     assert_one_outcome_each(by_id)
     assert local_cams.stats()["duplicate_recipients_accepted"] == 0
+
+
+def test_a_partition_revoked_while_paused_is_read_again_when_it_comes_back(service_cluster, local_cams, start_service, topic_reader):
+    """librdkafka keeps a partition's pause flag across a revocation: a partition taken away while
+    back-pressure held it paused must not stay paused when it is assigned again later."""
+    bootstrap = service_cluster.bootstrap_servers
+    local_cams.set_faults(rate_limit=0, latency_ms=6000)  # calls hang: the first instance fills up and pauses
+    produce(bootstrap, encode_samples(3000))
+    env = service_env(bootstrap, local_cams.url, batch_max_recipients=100, max_buffered_recipients=1000, http_read_timeout_s=30)
+    first = start_service(env)
+    first.wait_ready()
+    assert wait_for(lambda: first.metric("chatapp_backpressure_paused") == 1, timeout=30), first.log_tail()
+    second = start_service(env)
+    second.wait_ready()  # the first instance has revoked the partitions it gave up, while paused
+    assert first.metric("chatapp_backpressure_paused") == 1
+    local_cams.set_faults(latency_ms=0)
+    results = topic_reader(bootstrap, RESULTS)
+    assert results.read_until(lambda r: len(results_by_id(r)) >= 3000, timeout=60), first.log_tail()
+    assert wait_for(lambda: first.metric("chatapp_backpressure_paused") == 0, timeout=30)
+    assert second.stop() == 0  # its partitions, once paused at the first instance, go back there
+    assert wait_for(lambda: first.metric("chatapp_assigned_partitions") == PARTITIONS, timeout=30), first.log_tail()
+    produce(bootstrap, encode_samples(600, start=3000))
+    expected = {f"req-{i}" for i in range(3600)}
+    assert results.read_until(lambda r: set(results_by_id(r)) >= expected, timeout=60), (
+        f"{len(expected - set(results_by_id(results)))} requests never read\n{first.log_tail()}"
+    )
+    assert first.stop() == 0
+
+
+def wait_for(condition, timeout: float, every: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
 
 
 def bad_messages(rng: random.Random, codec: PlainAvroCodec, count: int) -> tuple[list[bytes], set[str]]:
