@@ -185,15 +185,17 @@ def test_a_partition_revoked_while_paused_is_read_again_when_it_comes_back(servi
     """librdkafka keeps a partition's pause flag across a revocation: a partition taken away while
     back-pressure held it paused must not stay paused when it is assigned again later."""
     bootstrap = service_cluster.bootstrap_servers
-    local_cams.set_faults(rate_limit=0, latency_ms=6000)  # calls hang: the first instance fills up and pauses
+    # calls hang for 12 s: the first instance fills up and stays paused until the second has
+    # joined and taken partitions from it (the revocation waits for the calls in flight)
+    local_cams.set_faults(rate_limit=0, latency_ms=12_000)
     produce(bootstrap, encode_samples(3000))
     env = service_env(bootstrap, local_cams.url, batch_max_recipients=100, max_buffered_recipients=1000, http_read_timeout_s=30)
     first = start_service(env)
     first.wait_ready()
     assert wait_for(lambda: first.metric("chatapp_backpressure_paused") == 1, timeout=30), first.log_tail()
+    assert first.metric("chatapp_api_calls_total") == 0, "no call has come back yet"
     second = start_service(env)
-    second.wait_ready()  # the first instance has revoked the partitions it gave up, while paused
-    assert first.metric("chatapp_backpressure_paused") == 1
+    second.wait_ready(timeout=45)  # the first instance has revoked the partitions it gave up
     local_cams.set_faults(latency_ms=0)
     results = topic_reader(bootstrap, RESULTS)
     assert results.read_until(lambda r: len(results_by_id(r)) >= 3000, timeout=60), first.log_tail()
