@@ -59,7 +59,6 @@ PANELS = [
     "DLQ records by reason",
     "Buffered recipients",
     "Back-pressure paused",
-    "Garbage-collection pauses",
 ]
 
 
