@@ -67,7 +67,6 @@ class Metrics:
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
-        self.gc_pause = Histogram("chatapp_gc_pause_seconds", "Garbage collections made between rate-limit slots, by generation (1 young, 2 full).", ["generation"], buckets=LATENCY_BUCKETS, registry=r)
         # series that exist from the start, so rate() and increase() see their first events
         for status in STATUSES:
             self.results.labels(status)
@@ -75,11 +74,6 @@ class Metrics:
             self.dlq.labels(reason)
         for kind in DUPLICATE_KINDS:
             self.duplicates.labels(kind)
-        for generation in ("1", "2"):  # young, full (consumer/gcpacer.py)
-            self.gc_pause.labels(generation)
-
-    def gc_paused(self, generation: int, seconds: float) -> None:
-        self.gc_pause.labels(str(generation)).observe(seconds)
 
     def account_configured(self, account: str, rate: float) -> None:
         """Create an account's series at start-up, its effective rate at the configured one."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import random
 import threading
 import time
@@ -105,10 +104,6 @@ class Sender:
         self._inflight = 0
         self._running: dict[int, Batch] = {}
         self._gates: defaultdict[str, deque[int]] = defaultdict(deque)
-        self._due: dict[int, float] = {}
-        """Gate heads told by the limiter to wait: ticket -> when its token may come."""
-        self._on_wire = 0
-        """Calls granted whose answer has not come back."""
         self._tickets = itertools.count()
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
         self._stopped = False
@@ -137,21 +132,6 @@ class Sender:
         """Is a call in flight for a batch holding a ``selected`` slice?"""
         with self._cond:
             return any(selected(s) for batch in self._running.values() for s in batch.slices)
-
-    def quiet_for(self) -> float:
-        """Seconds in which no call is on its way to CAMS and no token is due: a pause of the
-        interpreter (a garbage collection) that fits in them delays no call. Infinite when no
-        batch waits for a token (an idle account's call would not lose budget by waiting)."""
-        with self._cond:
-            if self._on_wire:
-                return 0.0
-            heads = [gate[0] for gate in self._gates.values() if gate]
-            if not heads:
-                return math.inf
-            due = [self._due.get(ticket) for ticket in heads]
-            if None in due:  # a head about to ask the limiter
-                return 0.0
-            return max(0.0, min(due) - self._clock())  # type: ignore[type-var]
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop dispatching; wait for calls in flight (their results are still reported)."""
@@ -204,12 +184,9 @@ class Sender:
             wait = self._limiter.acquire(account)
             with self._cond:
                 if wait <= 0:
-                    self._due.pop(ticket, None)
-                    self._on_wire += 1
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
                     self._cond.notify_all()
                     return True
-                self._due[ticket] = self._clock() + wait
                 self._cond.wait(wait)
 
     def _run(self, batch: Batch, ticket: int) -> None:
@@ -223,7 +200,6 @@ class Sender:
                 gate = self._gates[batch.key.account]
                 if ticket in gate:
                     gate.remove(ticket)
-                self._due.pop(ticket, None)
                 self._inflight -= 1
                 self._running.pop(id(batch), None)
                 self._cond.notify_all()
@@ -262,11 +238,7 @@ class Sender:
                 self.submit(batch)
                 return finished
             self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
-            try:
-                call = self._cams.execute(prepared)
-            finally:
-                with self._cond:
-                    self._on_wire -= 1
+            call = self._cams.execute(prepared)
         batch.attempts += 1
         self._metrics.api_calls.labels(account, code_label(call.code)).inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)

@@ -71,8 +71,8 @@ class FakeCams:
 
 
 class SpyLimiter(InProcessLimiter):
-    def __init__(self, limit: AccountLimit = AccountLimit(1000.0, burst=1000)) -> None:
-        super().__init__({}, limit, safety_margin=0.0)
+    def __init__(self) -> None:
+        super().__init__({}, AccountLimit(1000.0, burst=1000), safety_margin=0.0)
         self.throttles: list[tuple[str, float | None]] = []
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
@@ -107,10 +107,9 @@ class Harness:
         throttle_tolerance: int = 0,
         max_recipients: int = 1000,
         credentials: Any = None,
-        limit: AccountLimit | None = None,
     ) -> None:
         self.cams = cams
-        self.limiter = SpyLimiter(limit) if limit else SpyLimiter()
+        self.limiter = SpyLimiter()
         self.ledger = SpyLedger(cams.events)
         self.metrics = Metrics()
         self.results: queue.Queue[tuple[SendRequest, SendResult]] = queue.Queue()
@@ -583,24 +582,3 @@ def test_slices_are_the_requests_own_objects() -> None:
     # guard for the helpers above: a batch's slices carry the request they belong to
     batch = make_batch(2, 1)
     assert all(isinstance(s, Slice) and s.recipients is s.request.recipients for s in batch.slices)
-
-
-# -- quiet time for the garbage collector ---------------------------------------------------------
-
-
-def test_quiet_for_is_zero_while_a_call_is_on_the_wire_then_the_time_to_the_next_token(start) -> None:
-    h = start([ok()], limit=AccountLimit(2.0, burst=1))
-    assert h.sender.quiet_for() == float("inf"), "nothing waits for a token"
-    h.cams.gate = threading.Event()
-    h.sender.submit(make_batch(1))
-    h.sender.submit(make_batch(1, key=make_key(template_code="other")))
-    h.cams.started.get(timeout=WAIT)
-    assert h.sender.quiet_for() == 0.0, "a granted call has not come back"
-    h.cams.gate.set()
-    deadline = time.monotonic() + WAIT
-    while (quiet := h.sender.quiet_for()) == 0.0 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert 0.2 < quiet <= 0.5, "the second batch waits for the next token, half a second after the first"
-    h.collect(2)
-    h.wait_idle()
-    assert h.sender.quiet_for() == float("inf")
