@@ -331,8 +331,33 @@ def _accounts(values: dict[str, Any], table: Mapping[str, Any], env: Mapping[str
     return accounts
 
 
+RESERVED_KAFKA_OPTIONS = {
+    "bootstrap.servers": "set it with CHATAPP_KAFKA_BOOTSTRAP_SERVERS",
+    "group.id": "set it with CHATAPP_GROUP_ID",
+    "enable.auto.commit": "the service commits only offsets whose results are durable",
+    "enable.auto.offset.store": "the service commits only offsets whose results are durable",
+    "partition.assignment.strategy": "revocation hands over work incrementally: cooperative-sticky only",
+    "session.timeout.ms": "set it with CHATAPP_SESSION_TIMEOUT_MS",
+    "enable.idempotence": "results must not be duplicated or reordered by producer retries",
+    "acks": "a result counts as published only when every in-sync replica has it",
+    "on_commit": "the service tracks commits itself",
+}
+"""librdkafka settings the delivery guarantees or the service's own settings depend on: a
+pass-through option may not override them."""
+
+
+def _reserved_kafka_options(values: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{KAFKA_OPT_PREFIXES[table]}{name.upper().replace('.', '_')} ({name}): cannot be overridden: {why}"
+        for table in KAFKA_OPT_PREFIXES
+        for name in values.get(table, {})
+        if (why := RESERVED_KAFKA_OPTIONS.get(name))
+    ]
+
+
 def _validated(values: dict[str, Any]) -> Config:
     problems = [msg for spec in SETTINGS if (msg := _check(spec, values.get(spec.name)))]
+    problems += _reserved_kafka_options(values)
     if values["retry_backoff_max_ms"] < values["retry_backoff_ms"]:
         problems.append("CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS")
     endpoint = values["cams_endpoint"] or ""

@@ -286,7 +286,7 @@ def test_kafka_tables_in_the_file_and_environment_precedence(tmp_path: Path) -> 
     path = write(
         tmp_path,
         '[kafka]\n"socket.keepalive.enable" = true\n"reconnect.backoff.max.ms" = 10000\n'
-        '"enable.idempotence" = false\n'
+        '"log.connection.close" = false\n'
         '"sasl.mechanisms" = "PLAIN"\n'
         '[kafka.consumer]\n"queued.max.messages.kbytes" = 16384\n'
         '[kafka.producer]\n"compression.type" = "zstd"\n"linger.ms" = 10\n',
@@ -294,12 +294,23 @@ def test_kafka_tables_in_the_file_and_environment_precedence(tmp_path: Path) -> 
     config = load({"CHATAPP_KAFKA_OPT_SASL_MECHANISMS": "SCRAM-SHA-512", "CHATAPP_KAFKA_PRODUCER_OPT_LINGER_MS": "1"}, path)
     assert dict(config.kafka_options) == {
         "socket.keepalive.enable": "true",  # TOML booleans spelled as librdkafka wants them
-        "enable.idempotence": "false",
+        "log.connection.close": "false",
         "reconnect.backoff.max.ms": "10000",  # values become strings
         "sasl.mechanisms": "SCRAM-SHA-512",  # environment wins
     }
     assert dict(config.consumer_options) == {"queued.max.messages.kbytes": "16384"}
     assert dict(config.producer_options) == {"compression.type": "zstd", "linger.ms": "1"}
+
+
+def test_kafka_options_the_guarantees_rest_on_cannot_be_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path, '[kafka.producer]\nacks = "1"\n[kafka]\n"partition.assignment.strategy" = "range"\n')
+    problems = problems_of({"CHATAPP_KAFKA_CONSUMER_OPT_ENABLE_AUTO_COMMIT": "true", "CHATAPP_KAFKA_OPT_GROUP_ID": "other"}, path)
+    assert sorted(problems) == [
+        "CHATAPP_KAFKA_CONSUMER_OPT_ENABLE_AUTO_COMMIT (enable.auto.commit): cannot be overridden: the service commits only offsets whose results are durable",
+        "CHATAPP_KAFKA_OPT_GROUP_ID (group.id): cannot be overridden: set it with CHATAPP_GROUP_ID",
+        "CHATAPP_KAFKA_OPT_PARTITION_ASSIGNMENT_STRATEGY (partition.assignment.strategy): cannot be overridden: revocation hands over work incrementally: cooperative-sticky only",
+        "CHATAPP_KAFKA_PRODUCER_OPT_ACKS (acks): cannot be overridden: a result counts as published only when every in-sync replica has it",
+    ]
 
 
 def test_unquoted_dotted_kafka_key_is_not_silently_dropped(tmp_path: Path) -> None:
