@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import validate
 from .batching import Batcher
@@ -30,7 +29,7 @@ from .kafka_io import KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, StatusServer
-from .models import SendRequest, SendResult, Slice, Source, Status
+from .models import BatchKey, SendRequest, SendResult, Slice, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
 from .sender import Sender, SendPolicy
@@ -42,6 +41,7 @@ IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
 RESUME_AT = 0.75  # of the back-pressure bounds
+MAX_SHARED_BATCH_KEYS = 10_000
 INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
 
@@ -89,14 +89,6 @@ def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
     return providers
 
 
-@dataclass
-class _Pending:
-    """A request being worked on, and the later messages that carry the same request id."""
-
-    request: SendRequest
-    followers: list[Source]
-
-
 class Service:
     def __init__(self, config: Config, metrics: Metrics | None = None):
         self.config = config
@@ -127,7 +119,11 @@ class Service:
             self.owner,
             config.batch_max_recipients,
         )
-        self._pending: dict[str, _Pending] = {}
+        # requests being worked on, and the later messages carrying the same request id; kept
+        # apart (and keys shared) so that a buffered request costs the garbage collector little
+        self._pending: dict[str, SendRequest] = {}
+        self._followers: dict[str, list[Source]] = {}
+        self._batch_keys: dict[BatchKey, BatchKey] = {}
         self._buffered_recipients = 0
         self._buffered_bytes = 0
         self._paused = False
@@ -209,6 +205,9 @@ class Service:
         candidates: list[SendRequest] = []
         decode = self.codec.decode
         accounts = self.config.accounts
+        batch_keys = self._batch_keys
+        if len(batch_keys) > MAX_SHARED_BATCH_KEYS:
+            batch_keys.clear()
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -240,6 +239,7 @@ class Service:
                 continue
             request = validate.to_request(record, source)
             request.size_bytes = len(value)
+            request.key = batch_keys.setdefault(request.key, request.key)
             candidates.append(request)
         self.metrics.requests_consumed.inc(len(messages))
         if candidates:
@@ -251,9 +251,8 @@ class Service:
         recipients = 0
         for request in requests:
             request_id = request.request_id
-            pending = self._pending.get(request_id)
-            if pending is not None:  # the same request is already on its way: answer both with one send
-                pending.followers.append(request.source)
+            if request_id in self._pending:  # the same request is already on its way: answer both with one send
+                self._followers.setdefault(request_id, []).append(request.source)
                 self.metrics.duplicates.labels("in_process").inc()
                 continue
             entry = seen.get(request_id)
@@ -271,7 +270,7 @@ class Service:
             if request.expires_at_ms is not None and request.expires_at_ms <= now:
                 self.replies.result(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
                 continue
-            self._pending[request_id] = _Pending(request, [])
+            self._pending[request_id] = request
             recipients += len(request.recipients)
             self._buffered_bytes += request.size_bytes
             for batch in self.batcher.add(request):
@@ -287,9 +286,9 @@ class Service:
             except queue.Empty:
                 return
             for request, result in finished:
-                pending = self._pending.pop(request.request_id, None)
+                self._pending.pop(request.request_id, None)
                 self.replies.result(request.source, result)
-                for follower in pending.followers if pending else ():
+                for follower in self._followers.pop(request.request_id, ()):
                     self.replies.result(follower, result)
                 self._buffered_recipients -= len(request.recipients)
                 self._buffered_bytes -= request.size_bytes
@@ -390,10 +389,11 @@ class Service:
         removed = self.sender.abandon(_slices_of(partitions))
         requests = {id(s.request): s.request for s in removed}
         for request in requests.values():
-            pending = self._pending.pop(request.request_id, None)
+            self._pending.pop(request.request_id, None)
+            followers = self._followers.pop(request.request_id, [])
             self._buffered_recipients -= len(request.recipients)
             self._buffered_bytes -= request.size_bytes
-            survivors = [f for f in (pending.followers if pending else []) if (f.topic, f.partition) not in wanted]
+            survivors = [f for f in followers if (f.topic, f.partition) not in wanted]
             if survivors:  # a later copy on a partition we keep: send it in the abandoned one's place
                 heir = SendRequest(request.request_id, request.key, request.recipients, request.expires_at_ms, survivors[0], request.size_bytes)
                 self._admit_again(heir, survivors[1:])
@@ -401,7 +401,9 @@ class Service:
             log.warning("abandoned %d unsent requests of %s: the next owner gets them again", len(requests), _names(partitions))
 
     def _admit_again(self, request: SendRequest, followers: list[Source]) -> None:
-        self._pending[request.request_id] = _Pending(request, followers)
+        self._pending[request.request_id] = request
+        if followers:
+            self._followers[request.request_id] = followers
         self._buffered_recipients += len(request.recipients)
         self._buffered_bytes += request.size_bytes
         for batch in self.batcher.add(request):
