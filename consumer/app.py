@@ -270,12 +270,8 @@ class Service:
             if request.expires_at_ms is not None and request.expires_at_ms <= now:
                 self.replies.result(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
                 continue
-            self._pending[request_id] = request
+            self._hold(request)
             recipients += len(request.recipients)
-            self._buffered_bytes += request.size_bytes
-            for batch in self.batcher.add(request):
-                self.sender.submit(batch)
-        self._buffered_recipients += recipients
         self.metrics.recipients_consumed.inc(recipients)
 
     # -- reply → commit ------------------------------------------------------------------------
@@ -396,11 +392,12 @@ class Service:
             survivors = [f for f in followers if (f.topic, f.partition) not in wanted]
             if survivors:  # a later copy on a partition we keep: send it in the abandoned one's place
                 heir = SendRequest(request.request_id, request.key, request.recipients, request.expires_at_ms, survivors[0], request.size_bytes)
-                self._admit_again(heir, survivors[1:])
+                self._hold(heir, survivors[1:])
         if requests:
             log.warning("abandoned %d unsent requests of %s: the next owner gets them again", len(requests), _names(partitions))
 
-    def _admit_again(self, request: SendRequest, followers: list[Source]) -> None:
+    def _hold(self, request: SendRequest, followers: list[Source] | None = None) -> None:
+        """Take a request into the buffer (and the batcher) until its result is published."""
         self._pending[request.request_id] = request
         if followers:
             self._followers[request.request_id] = followers
