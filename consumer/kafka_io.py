@@ -84,16 +84,10 @@ class KafkaIO:
     def subscribe(self) -> None:
         self._consumer.subscribe(
             [self._topic],
-            on_assign=self._assign_and_notify,
+            on_assign=lambda c, ps: self._on_assign([(p.topic, p.partition) for p in ps]),
             on_revoke=lambda c, ps: self._on_revoke([(p.topic, p.partition) for p in ps]),
             on_lost=lambda c, ps: self._on_lost([(p.topic, p.partition) for p in ps]),
         )
-
-    def _assign_and_notify(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # assign first (instead of after the callback returns): pause and resume called from the
-        # callback then act on partitions that are part of the assignment
-        consumer.incremental_assign(partitions)
-        self._on_assign([(p.topic, p.partition) for p in partitions])
 
     def consume(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first one only."""
