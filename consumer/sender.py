@@ -37,6 +37,7 @@ from .completion import Completion, SliceOutcome
 from .credentials import CredentialsError
 from .ledger import Ledger
 from .limiter import RateLimiter
+from .limiter.lateness import LatenessGauge
 from .metrics import Metrics, code_label
 from .models import Batch, SendRequest, SendResult, Slice, Status
 from .retry import backoff_s
@@ -57,6 +58,10 @@ class SendPolicy:
     ``THROTTLE_WINDOW_S`` before the limiter slows it down. A lone throttle is network jitter
     bunching two calls at the edge of CAMS's window, not a smaller budget: it is retried
     without giving up a slice of the rate for seconds.
+
+    ``arrival_tolerance_s``: how much longer than the fastest recent call a call may take before
+    the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
+    limiter's safety margin, which absorbs the rest.
     """
 
     max_attempts: int
@@ -64,6 +69,7 @@ class SendPolicy:
     backoff_max_ms: int
     throttle_max_retries: int
     throttle_tolerance: int = 2
+    arrival_tolerance_s: float = 0.005
 
 
 THROTTLE_WINDOW_S = 2.0
@@ -106,6 +112,8 @@ class Sender:
         self._gates: defaultdict[str, deque[int]] = defaultdict(deque)
         self._tickets = itertools.count()
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
+        # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
+        self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._stopped = False
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sender")
         self._thread = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
@@ -173,7 +181,7 @@ class Sender:
     # -- worker threads --------------------------------------------------------------------
     def _take_token(self, account: str, ticket: int) -> bool:
         """Wait for this worker's turn at the account's gate (first come, first served) and for
-        the limiter's token; False when the sender is stopping."""
+        the limiter's token (granted under ``_grant_name(ticket)``); False when the sender is stopping."""
         gate = self._gates[account]
         while True:
             with self._cond:
@@ -181,13 +189,16 @@ class Sender:
                     self._cond.wait(0.5)
                 if self._stopped:
                     return False
-            wait = self._limiter.acquire(account)
+            wait = self._limiter.acquire(account, self._grant_name(ticket))
             with self._cond:
                 if wait <= 0:
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
                     self._cond.notify_all()
                     return True
                 self._cond.wait(wait)
+
+    def _grant_name(self, ticket: int) -> str:
+        return f"{self._owner}/{ticket}"
 
     def _run(self, batch: Batch, ticket: int) -> None:
         try:
@@ -237,8 +248,12 @@ class Sender:
             if not self._take_token(account, ticket):  # stopping: back to the queue, unsent
                 self.submit(batch)
                 return finished
-            self._metrics.limiter_wait.labels(account).observe(self._clock() - batch.ready_at)
+            granted_at = self._clock()
+            self._metrics.limiter_wait.labels(account).observe(granted_at - batch.ready_at)
             call = self._cams.execute(prepared)
+            late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(self._clock() - granted_at)
+            if late_s > 0.0:
+                self._limiter.arrived_late(account, self._grant_name(ticket), late_s)
         batch.attempts += 1
         self._metrics.api_calls.labels(account, code_label(call.code)).inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)

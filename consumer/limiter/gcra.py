@@ -1,40 +1,47 @@
-"""The Generic Cell Rate Algorithm as pure functions of (stored state, now): no clock, no I/O.
+"""The Generic Cell Rate Algorithm, bounded by a sliding window, as pure functions of (stored state, now).
 
-State is one float per key, the TAT (theoretical arrival time): the instant at which the key is
-back to "one call already spent". A call at ``now`` is allowed when
-``TAT - (burst - 1) * interval <= now`` and then moves the TAT one ``interval`` later.
+GCRA state is one float per key, the TAT (theoretical arrival time): the instant at which the key
+is back to "one call already spent". A call at ``now`` is allowed when
+``TAT - (burst - 1) * interval <= now`` and then moves the TAT one ``interval`` later, with
+``interval = (1 + safety_margin) / rate``: grants are evenly spaced, never before their slot.
 
-Guarantee: any window of length L (closed at both ends) holds at most ``burst + floor(L / interval)``
-grants. With ``interval = (1 + safety_margin) / rate``, ``burst = 1`` and an integer ``rate``,
-a 1-second window holds at most ``1 + floor(rate / (1 + safety_margin)) <= rate`` grants: rate + 1
-consecutive grants span ``1 + safety_margin`` seconds, so up to ``safety_margin`` seconds of
-network jitter (10 ms with a 1 % margin) cannot put rate + 1 calls into one CAMS window.
+The window: CAMS counts calls in a sliding 1-second window, so the limiter also keeps the times of
+the last ``capacity = floor(rate)`` grants (calls per second) and allows a call only once the
+oldest of them is ``span = capacity * interval`` seconds old (1 s plus the margin at an integer
+rate): any ``capacity + 1`` consecutive grants span at least ``1 + safety_margin`` seconds, so up
+to ``safety_margin`` seconds of network jitter (10 ms with a 1 % margin) cannot put rate + 1 calls
+into one CAMS window.
 
-Catch-up: a caller that comes back a little after its slot (a thread woken late, the GIL busy)
-keeps the schedule instead of losing that time for good: while the TAT lies less than
-``catch_up_s`` in the past, the next TAT is one interval after the old one, not after ``now``.
-Grants still never come before their slot, so rate + 1 consecutive grants span at least
-``1 + safety_margin - catch_up_s`` seconds: with ``catch_up_s = CATCH_UP_SHARE * safety_margin``
-the 1-second guarantee holds and ``safety_margin - catch_up_s`` seconds (7 ms at the default
-1 %) are left for network jitter.
+Catch-up: a caller that comes back after its slot (a thread woken late, the GIL busy) keeps the
+GCRA schedule instead of losing that time for good: while the TAT lies less than
+``CATCH_UP_INTERVALS`` intervals in the past, the next TAT is one interval after the old one, not
+after ``now`` (so at most ``CATCH_UP_INTERVALS + 1`` calls go back to back after a stall). The
+window decides how much of the lost time can be won back without ever putting more than
+``capacity`` grants into a window. A late call then costs only its own lateness, once, on the
+call ``capacity`` grants later (the one whose window it shares) instead of pushing every later
+slot back: at 10 calls/s a call 50 ms late costs 5 ms of budget, not 50.
 
 Decisions are made to the microsecond (the Redis clock's resolution): a grant due within
 ``RESOLUTION_S`` is given, so float rounding never denies it.
+
+Late arrivals: the window counts a call from its grant, but CAMS counts it when it arrives. A call
+held up after its grant (a new connection, a pause of the process) arrives late, and the call
+``capacity`` grants later, sent on time, could then reach CAMS less than a second after it. The
+sender measures how much longer than usual a call took (``LatenessGauge``) and the limiter moves
+that call's entry in the window later by as much, so the call that shares its window waits too.
 
 ``consumer/limiter/redis.py`` runs the same rules in Lua; keep both in step.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 RESOLUTION_S = 1e-6
-CATCH_UP_SHARE = 0.3
-"""Share of the safety margin (in seconds) a late caller may win back."""
-
-
-def catch_up_s(safety_margin: float) -> float:
-    return CATCH_UP_SHARE * safety_margin
+CATCH_UP_INTERVALS = 2
+"""How far behind its schedule (in intervals) a late caller may still catch up."""
 
 
 class Verdict(NamedTuple):
@@ -49,6 +56,21 @@ def emission_interval(rate_per_second: float, safety_margin: float) -> float:
     return (1.0 + safety_margin) / rate_per_second
 
 
+def window_capacity(rate_per_second: float) -> int:
+    """Grants the sliding window holds: the calls per second of ``rate_per_second``, at least one."""
+    return max(1, math.floor(rate_per_second + RESOLUTION_S))
+
+
+def window_wait(recent: Sequence[float], now: float, capacity: int, span: float) -> float:
+    """Seconds until a grant keeps at most ``capacity`` grants in any ``span`` (0.0: now).
+
+    ``recent`` holds the latest grant times in ascending order."""
+    if len(recent) < capacity:
+        return 0.0
+    wait = recent[-capacity] + span - now
+    return wait if wait > RESOLUTION_S else 0.0
+
+
 def gcra(tat: float | None, now: float, interval: float, burst: int, catch_up: float = 0.0) -> Verdict:
     """Decide one request: grant it (TAT moves one interval on) or say how long until it would be granted.
 
@@ -60,6 +82,18 @@ def gcra(tat: float | None, now: float, interval: float, burst: int, catch_up: f
     if allowed_at - now > RESOLUTION_S:
         return Verdict(allowed_at - now, current)
     return Verdict(0.0, current + interval)
+
+
+def decide(tat: float | None, recent: Sequence[float], now: float, interval: float, burst: int, capacity: int) -> Verdict:
+    """Both rules for one request: GCRA (catching up at most ``CATCH_UP_INTERVALS``), then the
+    window of the ``capacity`` latest grants (``recent``, ascending; the caller adds ``now`` to it
+    on a grant)."""
+    verdict = gcra(tat, now, interval, burst, CATCH_UP_INTERVALS * interval)
+    if verdict.wait_s == 0.0:
+        wait = window_wait(recent, now, capacity, capacity * interval)
+        if wait:
+            return Verdict(wait, verdict.tat - interval)  # the TAT this request found
+    return verdict
 
 
 def push_out(tat: float | None, now: float, delay_s: float, interval: float, burst: int) -> float:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .adaptive import AdaptivePolicy, RateFactor
-from .gcra import catch_up_s, emission_interval, gcra, push_out
+from .gcra import decide, emission_interval, push_out, window_capacity
 from .protocol import AccountLimit, LimiterObserver, NoopObserver
 
 
 @dataclass(slots=True)
 class _AccountState:
-    """What the limiter remembers per account seen: GCRA TAT, adaptive factor, last rate reported."""
+    """What the limiter remembers per account seen: GCRA TAT, the latest grant times (the
+    window's, oldest first), adaptive factor, last rate reported."""
 
     tat: float | None = None
+    recent: dict[str, float] = field(default_factory=dict)  # ticket -> when it counts in the window
     factor: RateFactor = field(default_factory=RateFactor)
     reported_rate: float | None = None
 
@@ -24,8 +27,9 @@ class _AccountState:
 class InProcessLimiter:
     """A :class:`RateLimiter` for one process: exact within the process, blind to other processes.
 
-    Thread-safe: every decision happens under one lock, so grants for an account are never closer
-    than its emission interval, ``(1 + safety_margin) / effective_rate``, whichever thread asks.
+    Thread-safe: every decision happens under one lock, so whichever thread asks, an account's
+    grants keep to its schedule (``(1 + safety_margin) / effective_rate`` apart, see gcra.py) and
+    no ``1 + safety_margin`` seconds hold more than its calls per second.
     Accounts missing from ``limits`` get ``default``. State is kept per account seen (accounts are
     a small, fixed set). ``clock`` is a monotonic float-seconds clock, injectable for tests.
     """
@@ -50,15 +54,21 @@ class InProcessLimiter:
         self._observer: LimiterObserver = observer or NoopObserver()
         self._lock = threading.Lock()
         self._states: dict[str, _AccountState] = {}
+        self._tickets = itertools.count()
 
-    def acquire(self, account: str) -> float:
+    def acquire(self, account: str, ticket: str | None = None) -> float:
         limit = self._limits.get(account, self._default)
         with self._lock:
             now = self._clock()
             state = self._states.setdefault(account, _AccountState())
             rate = limit.rate_per_second * state.factor.at(now, self._policy)
-            verdict = gcra(state.tat, now, emission_interval(rate, self._margin), limit.burst, catch_up_s(self._margin))
+            capacity = window_capacity(limit.rate_per_second)
+            verdict = decide(state.tat, sorted(state.recent.values()), now, emission_interval(rate, self._margin), limit.burst, capacity)
             state.tat = verdict.tat
+            if verdict.wait_s == 0.0:
+                state.recent[ticket if ticket is not None else f"~{next(self._tickets)}"] = now
+                if len(state.recent) > capacity:
+                    del state.recent[min(state.recent, key=state.recent.__getitem__)]
             changed = self._note_rate(state, rate)
         self._report(account, changed)
         if verdict.wait_s > 0.0:
@@ -79,6 +89,12 @@ class InProcessLimiter:
                 state.tat = push_out(state.tat, now, retry_after_s, interval, limit.burst)
             changed = self._note_rate(state, rate)
         self._report(account, changed)
+
+    def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
+        with self._lock:
+            state = self._states.get(account)
+            if state is not None and ticket in state.recent:  # else ``capacity`` grants came since: too late to matter
+                state.recent[ticket] += late_s
 
     def effective_rate(self, account: str) -> float:
         limit = self._limits.get(account, self._default)

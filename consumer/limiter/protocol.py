@@ -28,8 +28,15 @@ class AccountLimit:
 class RateLimiter(Protocol):
     """A per-account token source for the dispatcher. No method ever sleeps."""
 
-    def acquire(self, account: str) -> float:
-        """Take a token for ``account`` now (returns 0.0) or return the seconds to wait before asking again."""
+    def acquire(self, account: str, ticket: str | None = None) -> float:
+        """Take a token for ``account`` now (returns 0.0) or return the seconds to wait before asking again.
+
+        ``ticket`` names the grant (unique across instances) so that :meth:`arrived_late` can find it."""
+        ...
+
+    def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
+        """The call granted under ``ticket`` may have reached CAMS up to ``late_s`` after its grant:
+        count it that much later in the window, so the call that shares its window waits for it."""
         ...
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:

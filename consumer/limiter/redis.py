@@ -1,9 +1,12 @@
 """Redis-backed limiter: one budget per account shared by every instance, with an in-process fallback.
 
-Keys (all under ``key_prefix``; ``{account}`` is a Redis Cluster hash tag, so both keys of an account
+Keys (all under ``key_prefix``; ``{account}`` is a Redis Cluster hash tag, so the keys of an account
 live on one slot):
 
 - ``<prefix>{<account>}:tat``  — GCRA TAT, seconds on the Redis server clock; expires once in the past.
+- ``<prefix>{<account>}:recent`` — sorted set of the latest grants (member: the grant's ticket,
+  score: when it counts in the window; at most the account's calls per second): the sliding
+  window; expires one window after the last grant.
 - ``<prefix>{<account>}:rate`` — hash ``f`` (adaptive factor after the last decrease), ``t`` (when);
   expires once the factor is back to 1.0 and the hold-off is over.
 
@@ -14,10 +17,12 @@ server (``TIME``), so instance clocks never matter and one acquire is one round 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 
 from redis import Redis
@@ -27,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .adaptive import AdaptivePolicy
-from .gcra import catch_up_s
+from .gcra import CATCH_UP_INTERVALS, window_capacity
 from .memory import InProcessLimiter
 from .protocol import AccountLimit, LimiterObserver, NoopObserver
 
@@ -38,9 +43,10 @@ PROBE_INTERVAL_S = 1.0
 
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
--- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}
--- ARGV op ('acquire' | 'throttle' | 'peek'), rate, burst, safety_margin,
---      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, catch_up_s
+-- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}   KEYS[3] latest grants {ticket: time}
+-- ARGV op ('acquire' | 'throttle' | 'late' | 'peek'), rate, burst, safety_margin,
+--      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, capacity, catch_up_intervals,
+--      ticket, late_s
 -- returns {granted (1/0), wait_s, factor}; numbers as strings (Lua numbers would be truncated)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -48,6 +54,7 @@ local op = ARGV[1]
 local rate, burst, margin = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local decrease, min_factor = tonumber(ARGV[5]), tonumber(ARGV[6])
 local recovery, holdoff = tonumber(ARGV[7]), tonumber(ARGV[8])
+local capacity, catch_up_intervals = tonumber(ARGV[10]), tonumber(ARGV[11])
 local function fmt(x) return string.format('%.6f', x) end
 local function ttl_ms(s) return math.ceil(s * 1000) + 1000 end
 
@@ -58,10 +65,16 @@ if saved[1] then
   factor = math.min(1.0, tonumber(saved[1]) + recovery * (now - since))
 end
 if op == 'peek' then return {0, '0', fmt(factor)} end
+if op == 'late' then
+  local counted = redis.call('ZSCORE', KEYS[3], ARGV[12])
+  if counted then redis.call('ZADD', KEYS[3], 'XX', fmt(tonumber(counted) + tonumber(ARGV[13])), ARGV[12]) end
+  return {0, '0', fmt(factor)}
+end
 
+local interval = (1 + margin) / (rate * factor)
 local stored = tonumber(redis.call('GET', KEYS[1]))
 local tat = now
-if stored and stored > now - tonumber(ARGV[10]) then tat = stored end
+if stored and stored > now - catch_up_intervals * interval then tat = stored end
 
 if op == 'throttle' then
   if not since or now - since >= holdoff then
@@ -71,18 +84,25 @@ if op == 'throttle' then
   end
   local retry_after = tonumber(ARGV[9])
   if retry_after > 0 then
-    local interval = (1 + margin) / (rate * factor)
+    interval = (1 + margin) / (rate * factor)
     tat = math.max(tat, now + retry_after + (burst - 1) * interval)
     redis.call('SET', KEYS[1], fmt(tat), 'PX', ttl_ms(tat - now))
   end
   return {0, '0', fmt(factor)}
 end
 
-local interval = (1 + margin) / (rate * factor)
+local span = capacity * interval
 local wait = tat - (burst - 1) * interval - now
+if wait <= 0.000001 and redis.call('ZCARD', KEYS[3]) >= capacity then
+  local oldest = redis.call('ZREVRANGE', KEYS[3], capacity - 1, capacity - 1, 'WITHSCORES')
+  wait = tonumber(oldest[2]) + span - now
+end
 if wait > 0.000001 then return {0, fmt(wait), fmt(factor)} end
 tat = tat + interval
 redis.call('SET', KEYS[1], fmt(tat), 'PX', ttl_ms(tat - now))
+redis.call('ZADD', KEYS[3], fmt(now), ARGV[12])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -capacity - 1)
+redis.call('PEXPIRE', KEYS[3], ttl_ms(span))
 return {1, '0', fmt(factor)}
 """
 
@@ -186,17 +206,24 @@ class RedisLimiter:
         self._in_fallback = False
         self._last_probe = -math.inf
         self._reported: dict[str, float] = {}
+        self._instance = uuid.uuid4().hex[:12]  # names this limiter's own tickets in the shared window
+        self._tickets = itertools.count()
 
-    def acquire(self, account: str) -> float:
-        reply = self._shared("acquire", account)
+    def acquire(self, account: str, ticket: str | None = None) -> float:
+        ticket = ticket if ticket is not None else f"{self._instance}:{next(self._tickets)}"
+        reply = self._shared("acquire", account, ticket=ticket)
         if reply is None:
-            return self._fallback.acquire(account)
+            return self._fallback.acquire(account, ticket)
         granted, wait_s, _ = reply
         if granted:
             self._observer.granted(account)
             return 0.0
         self._observer.denied(account, wait_s)
         return wait_s
+
+    def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
+        if self._shared("late", account, ticket=ticket, late_s=late_s) is None:
+            self._fallback.arrived_late(account, ticket, late_s)
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         if self._shared("throttle", account, retry_after_s or 0.0) is None:
@@ -222,7 +249,7 @@ class RedisLimiter:
     def close(self) -> None:
         self._redis.close()
 
-    def _shared(self, op: str, account: str, retry_after_s: float = 0.0) -> tuple[bool, float, float] | None:
+    def _shared(self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0) -> tuple[bool, float, float] | None:
         """Run the script for ``account``; None means "use the fallback" (Redis down, no probe due)."""
         if self._in_fallback and not self._probe_due():
             return None
@@ -231,9 +258,9 @@ class RedisLimiter:
         p = self._policy
         try:
             granted, wait_s, factor = self._script(
-                keys=[f"{tag}:tat", f"{tag}:rate"],
-                args=[op, limit.rate_per_second, limit.burst, self._margin,
-                      p.decrease, p.floor, p.recovery_per_s, p.holdoff_s, retry_after_s, catch_up_s(self._margin)],
+                keys=[f"{tag}:tat", f"{tag}:rate", f"{tag}:recent"],
+                args=[op, limit.rate_per_second, limit.burst, self._margin, p.decrease, p.floor, p.recovery_per_s,
+                      p.holdoff_s, retry_after_s, window_capacity(limit.rate_per_second), CATCH_UP_INTERVALS, ticket, late_s],
             )
         except (RedisConnectionError, RedisTimeoutError) as exc:
             self._observer.backend_error(account, exc)

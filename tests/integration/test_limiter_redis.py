@@ -93,6 +93,31 @@ def test_three_processes_share_one_budget_exactly(prefix: str) -> None:
     assert len(times) >= 0.95 * budget
 
 
+def test_the_window_holds_a_burst_to_the_rate_per_second(prefix: str) -> None:
+    """burst 10 lets ten calls go at once; GCRA alone would allow the 11th one interval later,
+    the shared window (the script's list of the latest grants) only once the first is 1.01 s old."""
+    limiter = RedisLimiter(connect(SHARED_URL), {}, AccountLimit(10.0, burst=10), safety_margin=0.01, key_prefix=prefix, fallback_instances=3)
+    try:
+        started = time.monotonic()
+        assert [limiter.acquire("acct") for _ in range(10)] == [0.0] * 10
+        time.sleep(0.2)
+        wait = limiter.acquire("acct")
+        assert wait == pytest.approx(1.01 - (time.monotonic() - started), abs=0.05)
+        client = Redis.from_url(SHARED_URL)
+        recent = client.zrange(f"{prefix}{{acct}}:recent", 0, -1, withscores=True)
+        ttl = client.pttl(f"{prefix}{{acct}}:recent")
+        client.close()
+        assert len(recent) == 10 and recent[-1][1] - recent[0][1] < 0.1  # the ten grants of the burst
+        assert 1000 < ttl <= 2010  # one window after the last grant, plus a second
+        # grants that arrived late count later: the 11th call waits for them
+        for ticket, _ in recent:
+            limiter.arrived_late("acct", ticket.decode(), 0.3)
+        limiter.arrived_late("acct", "gone", 5.0)  # a ticket the window no longer holds: nothing to move
+        assert limiter.acquire("acct") == pytest.approx(1.31 - (time.monotonic() - started), abs=0.05)
+    finally:
+        limiter.close()
+
+
 # --- shared adaptive factor ------------------------------------------------------------------
 
 
