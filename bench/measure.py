@@ -12,6 +12,9 @@ from typing import Any
 from .launch import memory_status
 
 
+DRAIN_SHARE = 0.25
+
+
 def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0) -> dict[str, Any]:
     """Recipients/s and fill from the endpoint's records of accepted calls.
 
@@ -19,7 +22,10 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0)
     while more than ``drain_tail`` recipients were still to come. The partial calls of the first
     linger and of the end of the backlog are left out: at the end each instance empties what it
     holds per batch key, so ``drain_tail`` is instances × batch keys × ``full``, the most that can
-    be left over as partial calls once the backlog is gone. Rate counts the
+    be left over as partial calls once the backlog is gone. With several instances the drain
+    starts earlier, when the first of them runs out of its partitions' share of the backlog (the
+    shares differ by a partition or more): the window also ends before the first partial call of
+    the last ``DRAIN_SHARE`` of the recipients. Rate counts the
     recipients of calls ``i .. j-1`` over ``t_j - t_i`` (n calls, n intervals), so evenly spaced
     calls give their exact rate. Fill is the mean recipients per call ``i .. j`` over ``full``.
     The whole run (first to last accepted call, every call) is reported beside it.
@@ -45,7 +51,8 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0)
     sent_before = [0]
     for size in sizes:
         sent_before.append(sent_before[-1] + size)
-    fulls = [k for k, s in enumerate(sizes) if s >= full and total - sent_before[k] > drain_tail]
+    drain = next((k for k, s in enumerate(sizes) if s < full and total - sent_before[k] <= DRAIN_SHARE * total), len(sizes))
+    fulls = [k for k, s in enumerate(sizes[:drain]) if s >= full and total - sent_before[k] > drain_tail]
     i, j = (fulls[0], fulls[-1]) if len(fulls) >= 2 else (0, len(ok) - 1)
     span = times[j] - times[i]
     out["steady"] = {

@@ -9,7 +9,7 @@ The worker then decides, from the error taxonomy, what becomes of the batch:
 | CAMS answer                      | what happens                                                    |
 |----------------------------------|-----------------------------------------------------------------|
 | OK                               | every slice SENT                                                |
-| System.LimitControl / throttling | limiter slows the account down; batch queued again, not a failure |
+| System.LimitControl / throttling | grant refunded; limiter slows the account down (past the tolerance); batch queued again, not a failure |
 | timeout, 5xx, connection error   | retried with backoff + jitter up to ``retry_max_attempts``, then FAILED |
 | parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED |
 | permission, subscription, other  | every slice FAILED with the API's code                          |
@@ -61,7 +61,7 @@ class SendPolicy:
 
     ``arrival_tolerance_s``: how much longer than the fastest recent call a call may take before
     the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
-    limiter's safety margin, which absorbs the rest.
+    limiter's safety margin (of a 1-second window), which absorbs it.
     """
 
     max_attempts: int
@@ -179,22 +179,24 @@ class Sender:
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
-    def _take_token(self, account: str, ticket: int) -> bool:
+    def _take_token(self, account: str, ticket: int) -> float | None:
         """Wait for this worker's turn at the account's gate (first come, first served) and for
-        the limiter's token (granted under ``_grant_name(ticket)``); False when the sender is stopping."""
+        the limiter's token (granted under ``_grant_name(ticket)``). Returns when the granting
+        request was made (the grant came no sooner), or None when the sender is stopping."""
         gate = self._gates[account]
         while True:
             with self._cond:
                 while not self._stopped and gate[0] != ticket:
                     self._cond.wait(0.5)
                 if self._stopped:
-                    return False
+                    return None
+            asked_at = self._clock()
             wait = self._limiter.acquire(account, self._grant_name(ticket))
             with self._cond:
                 if wait <= 0:
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
                     self._cond.notify_all()
-                    return True
+                    return asked_at
                 self._cond.wait(wait)
 
     def _grant_name(self, ticket: int) -> str:
@@ -245,10 +247,10 @@ class Sender:
             log.warning("no credentials for account %s: %s", account, exc)
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
         else:
-            if not self._take_token(account, ticket):  # stopping: back to the queue, unsent
+            granted_at = self._take_token(account, ticket)
+            if granted_at is None:  # stopping: back to the queue, unsent
                 self.submit(batch)
                 return finished
-            granted_at = self._clock()
             self._metrics.limiter_wait.labels(account).observe(granted_at - batch.ready_at)
             call = self._cams.execute(prepared)
             late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(self._clock() - granted_at)
@@ -258,6 +260,8 @@ class Sender:
         self._metrics.api_calls.labels(account, code_label(call.code)).inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)
         outcome = call.outcome
+        if outcome is Outcome.THROTTLED:  # not counted by CAMS: not in the window either
+            self._limiter.refund(account, self._grant_name(ticket))
         if outcome is Outcome.OK:
             self._metrics.batch_recipients.observe(batch.recipient_count)
             self._metrics.api_recipients.labels(account).inc(batch.recipient_count)

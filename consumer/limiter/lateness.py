@@ -4,8 +4,8 @@ Pure: the sender feeds it each call's time from grant to answer. A call's answer
 than the fastest recent call's (the usual time on the wire and at CAMS), so the time beyond that
 fastest one is the most the call can have been held up between its grant and CAMS counting it.
 Up to ``tolerance_s`` of it is ordinary jitter that the limiter's safety margin absorbs; the rest
-is reported as lateness. The first call of a gauge has no fastest call yet: all of its time
-counts (it also pays for opening the connection).
+is reported as lateness. Until ``WARM_UP`` calls have been seen there is no usual time yet (the
+first calls also pay for opening connections): all of a call's time counts.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections import deque
 
 HISTORY = 32
 """Recent calls whose fastest answer is the usual time."""
+WARM_UP = 10
+"""Calls seen before the fastest of them is trusted as the usual time."""
 
 
 class LatenessGauge:
@@ -23,6 +25,6 @@ class LatenessGauge:
 
     def lateness(self, took_s: float) -> float:
         """Seconds the call that took ``took_s`` from grant to answer may have arrived late (0.0: none)."""
-        usual = min(self._recent) if self._recent else 0.0
+        usual = min(self._recent) if len(self._recent) >= WARM_UP else 0.0
         self._recent.append(took_s)
         return max(0.0, took_s - usual - self._tolerance_s)

@@ -96,6 +96,12 @@ class InProcessLimiter:
             if state is not None and ticket in state.recent:  # else ``capacity`` grants came since: too late to matter
                 state.recent[ticket] += late_s
 
+    def refund(self, account: str, ticket: str) -> None:
+        with self._lock:
+            state = self._states.get(account)
+            if state is not None:
+                state.recent.pop(ticket, None)
+
     def effective_rate(self, account: str) -> float:
         limit = self._limits.get(account, self._default)
         with self._lock:

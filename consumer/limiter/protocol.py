@@ -39,6 +39,11 @@ class RateLimiter(Protocol):
         count it that much later in the window, so the call that shares its window waits for it."""
         ...
 
+    def refund(self, account: str, ticket: str) -> None:
+        """CAMS did not count the call granted under ``ticket`` (it answered System.LimitControl):
+        take it out of the window, so the call sharing its window need not wait for it."""
+        ...
+
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         """CAMS answered System.LimitControl for ``account``: slow it down (and hold it ``retry_after_s``)."""
         ...

@@ -44,7 +44,7 @@ PROBE_INTERVAL_S = 1.0
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
 -- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}   KEYS[3] latest grants {ticket: time}
--- ARGV op ('acquire' | 'throttle' | 'late' | 'peek'), rate, burst, safety_margin,
+-- ARGV op ('acquire' | 'throttle' | 'late' | 'refund' | 'peek'), rate, burst, safety_margin,
 --      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, capacity, catch_up_intervals,
 --      ticket, late_s
 -- returns {granted (1/0), wait_s, factor}; numbers as strings (Lua numbers would be truncated)
@@ -68,6 +68,10 @@ if op == 'peek' then return {0, '0', fmt(factor)} end
 if op == 'late' then
   local counted = redis.call('ZSCORE', KEYS[3], ARGV[12])
   if counted then redis.call('ZADD', KEYS[3], 'XX', fmt(tonumber(counted) + tonumber(ARGV[13])), ARGV[12]) end
+  return {0, '0', fmt(factor)}
+end
+if op == 'refund' then
+  redis.call('ZREM', KEYS[3], ARGV[12])
   return {0, '0', fmt(factor)}
 end
 
@@ -224,6 +228,10 @@ class RedisLimiter:
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         if self._shared("late", account, ticket=ticket, late_s=late_s) is None:
             self._fallback.arrived_late(account, ticket, late_s)
+
+    def refund(self, account: str, ticket: str) -> None:
+        if self._shared("refund", account, ticket=ticket) is None:
+            self._fallback.refund(account, ticket)
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         if self._shared("throttle", account, retry_after_s or 0.0) is None:

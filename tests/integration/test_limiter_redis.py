@@ -114,6 +114,9 @@ def test_the_window_holds_a_burst_to_the_rate_per_second(prefix: str) -> None:
             limiter.arrived_late("acct", ticket.decode(), 0.3)
         limiter.arrived_late("acct", "gone", 5.0)  # a ticket the window no longer holds: nothing to move
         assert limiter.acquire("acct") == pytest.approx(1.31 - (time.monotonic() - started), abs=0.05)
+        # a throttled call did not count at CAMS: refunded, it leaves the window
+        limiter.refund("acct", recent[0][0].decode())
+        assert limiter.acquire("acct") == 0.0
     finally:
         limiter.close()
 

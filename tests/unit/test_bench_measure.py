@@ -1,0 +1,40 @@
+"""The benchmark's arithmetic on the endpoint's call records (bench/measure.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.measure import call_window, percentile
+
+
+def calls(sizes: list[int], gap_s: float = 0.1) -> list[dict[str, object]]:
+    return [{"code": "OK", "accepted_at": k * gap_s, "received_at": k * gap_s, "recipients": n} for k, n in enumerate(sizes)]
+
+
+def test_evenly_spaced_full_calls_give_their_exact_rate_and_fill() -> None:
+    steady = call_window(calls([1000] * 50), 1000)["steady"]
+    assert steady["recipients_per_s"] == pytest.approx(10_000)
+    assert steady["mean_recipients_per_call"] == 1000 and steady["partial_calls"] == 0
+
+
+def test_the_first_linger_and_the_drain_tail_are_left_out() -> None:
+    sizes = [400, 700] + [1000] * 40 + [300, 200]
+    steady = call_window(calls(sizes), 1000, drain_tail=2000)["steady"]
+    assert (steady["first_call"], steady["last_call"]) == (2, 40)  # 41 leaves only the tail to come
+    assert steady["partial_calls"] == 0 and steady["recipients_per_s"] == pytest.approx(10_000)
+
+
+def test_the_drain_starts_at_the_first_partial_call_of_the_last_quarter() -> None:
+    # one instance ran dry early: its partial calls come while more than the tail is still to come
+    sizes = [1000] * 80 + [500] + [1000] * 10 + [500] * 6
+    steady = call_window(calls(sizes), 1000, drain_tail=2000)["steady"]
+    assert steady["last_call"] == 79 and steady["partial_calls"] == 0
+    # a partial call in the middle of the backlog is not the drain: it counts against the fill
+    sizes = [1000] * 20 + [500] + [1000] * 70
+    steady = call_window(calls(sizes), 1000, drain_tail=2000)["steady"]
+    assert steady["partial_calls"] == 1 and steady["mean_recipients_per_call"] < 1000
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([5.0], 99) == 5.0
