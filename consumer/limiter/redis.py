@@ -138,9 +138,11 @@ def fallback_limit(limit: AccountLimit, instances: int) -> AccountLimit:
 class RedisLimiter:
     """A :class:`RateLimiter` whose per-account budget and adaptive factor live in Redis.
 
-    All instances sharing ``key_prefix`` on one Redis share each account's budget: grants are spaced
-    by ``(1 + safety_margin) / effective_rate`` across all of them, and a ``throttled`` reported by
-    any instance slows every instance (the factor is read by the script on each acquire).
+    All instances sharing ``key_prefix`` on one Redis share each account's budget: grants follow
+    one GCRA grid and one sliding window across all of them (see gcra.py; late arrivals and
+    refunds reported by any instance move or free that instance's grant in the shared window), and
+    a ``throttled`` reported by any instance slows every instance (the factor is read by the
+    script on each acquire).
 
     Outage: on a redis ConnectionError/TimeoutError the limiter logs one warning, reports
     ``healthy() == False``, calls ``observer.fallback_changed(True)`` and serves from an in-process
