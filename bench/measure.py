@@ -15,7 +15,7 @@ from .launch import memory_status
 DRAIN_SHARE = 0.25
 
 
-def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0) -> dict[str, Any]:
+def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0, since: float = 0.0) -> dict[str, Any]:
     """Recipients/s and fill from the endpoint's records of accepted calls.
 
     Steady window: from the first call carrying ``full`` recipients to the last full one sent
@@ -25,7 +25,9 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0)
     be left over as partial calls once the backlog is gone. With several instances the drain
     starts earlier, when the first of them runs out of its partitions' share of the backlog (the
     shares differ by a partition or more): the window also ends before the first partial call of
-    the last ``DRAIN_SHARE`` of the recipients. Rate counts the
+    the last ``DRAIN_SHARE`` of the recipients. It starts no sooner than ``since`` (wall-clock
+    seconds: when the whole backlog was on the broker; instances already running read it while it
+    is produced, and their first calls leave partial). Rate counts the
     recipients of calls ``i .. j-1`` over ``t_j - t_i`` (n calls, n intervals), so evenly spaced
     calls give their exact rate. Fill is the mean recipients per call ``i .. j`` over ``full``.
     The whole run (first to last accepted call, every call) is reported beside it.
@@ -52,7 +54,7 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0)
     for size in sizes:
         sent_before.append(sent_before[-1] + size)
     drain = next((k for k, s in enumerate(sizes) if s < full and total - sent_before[k] <= DRAIN_SHARE * total), len(sizes))
-    fulls = [k for k, s in enumerate(sizes[:drain]) if s >= full and total - sent_before[k] > drain_tail]
+    fulls = [k for k, s in enumerate(sizes[:drain]) if s >= full and total - sent_before[k] > drain_tail and times[k] >= since]
     i, j = (fulls[0], fulls[-1]) if len(fulls) >= 2 else (0, len(ok) - 1)
     span = times[j] - times[i]
     out["steady"] = {

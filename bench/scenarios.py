@@ -183,6 +183,7 @@ def saturation(ctx: Context, instances: int) -> dict[str, Any]:
             ctx.say(f"{name}: {instances} instances settled; producing a backlog of {count:,} requests")
             details["produce_s"] = kafkaio.produce_backlog(ctx.infra.bootstrap, topics[0], ctx.values[:count], partitions)
             requests_wm.check_kept(count)
+        backlog_ready = time.time()  # the steady window starts once the whole backlog is on the broker
         ctx.say(f"{name}: draining (~{count / BUDGET:.0f} s at the budget)")
         alive = lambda: [s.check_alive() for s in services]
         held, waited = wm.wait_for(count, ctx.timeout(count / (0.8 * BUDGET) + 60), alive)
@@ -205,7 +206,7 @@ def saturation(ctx: Context, instances: int) -> dict[str, Any]:
     calls = cams.calls()
     details["endpoint"] = _endpoint_checks(cams.stats(), count, problems, name)
     batch_keys = len(TEMPLATES) * len(LANGUAGES)
-    window = measure.call_window(calls, MAX_RECIPIENTS, drain_tail=instances * batch_keys * MAX_RECIPIENTS)
+    window = measure.call_window(calls, MAX_RECIPIENTS, drain_tail=instances * batch_keys * MAX_RECIPIENTS, since=backlog_ready)
     details["calls"] = window
     check, _ = _check_results(ctx, topics[1], partitions, count, problems)
     details["results"] = check

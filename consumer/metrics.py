@@ -54,6 +54,7 @@ class Metrics:
         self.duplicates = Counter("chatapp_duplicates", "Requests not sent because their id was seen before, by kind.", ["kind"], registry=r)
         self.limiter_wait = Histogram("chatapp_limiter_wait_seconds", "Time a ready batch waited for a rate-limit token.", ["account"], buckets=LATENCY_BUCKETS, registry=r)
         self.limiter_tokens = Counter("chatapp_limiter_tokens", "Rate-limit decisions by account and outcome (granted, denied).", ["account", "outcome"], registry=r)
+        self.late_arrivals = Histogram("chatapp_limiter_late_arrival_seconds", "How much later than the fastest recent call a call may have reached CAMS (only calls past the tolerance).", ["account"], buckets=LATENCY_BUCKETS, registry=r)
         self.limiter_rate = Gauge("chatapp_limiter_effective_rate", "Current calls/s allowed per account (after adaptive slow-downs).", ["account"], registry=r)
         self.limiter_errors = Counter("chatapp_limiter_redis_errors", "Errors talking to the shared limiter's Redis.", registry=r)
         self.limiter_fallback = Gauge("chatapp_limiter_fallback", "1 while the limiter runs on its local fallback (Redis unreachable).", registry=r)

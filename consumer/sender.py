@@ -255,6 +255,7 @@ class Sender:
             call = self._cams.execute(prepared)
             late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(self._clock() - granted_at)
             if late_s > 0.0:
+                self._metrics.late_arrivals.labels(account).observe(late_s)
                 self._limiter.arrived_late(account, self._grant_name(ticket), late_s)
         batch.attempts += 1
         self._metrics.api_calls.labels(account, code_label(call.code)).inc()

@@ -38,3 +38,11 @@ def test_the_drain_starts_at_the_first_partial_call_of_the_last_quarter() -> Non
 def test_percentile_interpolates() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
     assert percentile([5.0], 99) == 5.0
+
+
+def test_the_window_starts_once_the_backlog_is_there() -> None:
+    # three instances already running while the backlog is produced: their first calls leave partial
+    sizes = [1000, 930, 1000, 929] + [1000] * 40
+    steady = call_window(calls(sizes), 1000, since=0.35)["steady"]
+    assert steady["first_call"] == 4 and steady["partial_calls"] == 0
+    assert call_window(calls(sizes), 1000)["steady"]["partial_calls"] == 2

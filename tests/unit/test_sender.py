@@ -74,6 +74,23 @@ class SpyLimiter(InProcessLimiter):
     def __init__(self) -> None:
         super().__init__({}, AccountLimit(1000.0, burst=1000), safety_margin=0.0)
         self.throttles: list[tuple[str, float | None]] = []
+        self.tickets: list[str] = []
+        self.late: list[tuple[str, str, float]] = []
+        self.refunds: list[tuple[str, str]] = []
+
+    def acquire(self, account: str, ticket: str | None = None) -> float:
+        wait = super().acquire(account, ticket)
+        if wait == 0.0 and ticket is not None:
+            self.tickets.append(ticket)
+        return wait
+
+    def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
+        self.late.append((account, ticket, late_s))
+        super().arrived_late(account, ticket, late_s)
+
+    def refund(self, account: str, ticket: str) -> None:
+        self.refunds.append((account, ticket))
+        super().refund(account, ticket)
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         self.throttles.append((account, retry_after_s))
@@ -262,6 +279,27 @@ def test_throttled_without_retry_after_is_retried_at_once(start) -> None:
     (result,) = h.collect(1).values()
     assert result.status is Status.SENT
     assert h.limiter.throttles == [("default", None)]
+    assert h.limiter.refunds == [("default", h.limiter.tickets[0])], "the throttled grant leaves the window"
+    assert len(set(h.limiter.tickets)) == 2 and all(t.startswith(OWNER + "/") for t in h.limiter.tickets)
+
+
+def test_a_call_slower_than_usual_is_reported_late_under_its_grant(start) -> None:
+    from consumer.limiter.lateness import WARM_UP
+
+    slow_call = WARM_UP + 2
+
+    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
+        time.sleep(0.08 if n == slow_call else 0.0)
+        return ok()
+
+    h = start(script, concurrency=1)
+    for _ in range(slow_call + 1):
+        h.sender.submit(make_batch(1))
+        h.collect(1)
+    late = [entry for entry in h.limiter.late if entry[1] == h.limiter.tickets[slow_call]]
+    assert len(late) == 1 and 0.06 < late[0][2] < 0.2, h.limiter.late
+    assert all(entry[2] < 0.05 for entry in h.limiter.late if entry not in late), "only the slow call is late"
+    assert h.metric("chatapp_limiter_late_arrival_seconds_count", account="default") == len(h.limiter.late)
 
 
 def test_a_lone_throttle_is_retried_without_slowing_the_limiter(start) -> None:
