@@ -226,7 +226,7 @@ def _metrics_digest(metrics: dict[str, float]) -> dict[str, float]:
             "chatapp_limiter_tokens_total", "chatapp_results_total", "chatapp_duplicates_total", "chatapp_backpressure_paused",
             "chatapp_buffered_recipients", "chatapp_assigned_partitions", "chatapp_limiter_fallback", "chatapp_reply_delivery_errors_total",
             "chatapp_limiter_wait_seconds_sum", "chatapp_limiter_wait_seconds_count", "chatapp_end_to_end_seconds_sum",
-            "chatapp_end_to_end_seconds_count")  # fmt: skip
+            "chatapp_end_to_end_seconds_count", "chatapp_limiter_late_arrival_seconds_sum", "chatapp_limiter_late_arrival_seconds_count")  # fmt: skip
     return {k: v for k, v in metrics.items() if k.split("{", 1)[0] in keep}
 
 

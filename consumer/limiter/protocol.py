@@ -11,8 +11,9 @@ class AccountLimit:
     """The CAMS call budget of one account.
 
     ``rate_per_second`` is the sustained rate CAMS allows; ``burst`` is how many calls may go
-    back to back after an idle period. With ``burst=1`` (the default) grants are evenly spaced,
-    which is what keeps a sliding 1-second window at or under an integer rate.
+    back to back after an idle period. With ``burst=1`` (the default) grants are evenly spaced.
+    Whatever the burst, no sliding window of ``1 + safety_margin`` seconds holds more than
+    ``floor(rate_per_second)`` grants (at least one; see gcra.py).
     """
 
     rate_per_second: float
