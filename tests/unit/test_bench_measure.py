@@ -17,6 +17,14 @@ def test_evenly_spaced_full_calls_give_their_exact_rate_and_fill() -> None:
     assert steady["mean_recipients_per_call"] == 1000 and steady["partial_calls"] == 0
 
 
+def test_the_rate_is_not_tipped_by_the_calls_at_the_window_ends() -> None:
+    # calls catching up in pairs around a steady 10/s: 15 ms apart, then 185 ms
+    records = [{"code": "OK", "accepted_at": (k // 2) * 0.2 + (k % 2) * 0.015, "received_at": 0.0, "recipients": 1000} for k in range(192)]
+    steady = call_window(records, 1000)["steady"]
+    assert steady["recipients_per_s"] == pytest.approx(10_000, rel=0.002)
+    assert steady["span_recipients_per_s"] > 1.004 * 10_000, "first-to-last is tipped by the call it ends on"
+
+
 def test_the_first_linger_and_the_drain_tail_are_left_out() -> None:
     sizes = [400, 700] + [1000] * 40 + [300, 200]
     steady = call_window(calls(sizes), 1000, drain_tail=2000)["steady"]
