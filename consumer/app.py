@@ -25,7 +25,7 @@ from .codec import Codec, DecodeError, build_codec
 from .completion import now_ms
 from .config import Config
 from .credentials import build_providers
-from .kafka_io import KafkaIO, KafkaError, Message
+from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, StatusServer
@@ -129,6 +129,7 @@ class Service:
         self._buffered_bytes = 0
         self._paused = False
         self._stopping = False
+        self.close_abandoned = False  # the consumer's close hung: exit without finalisation (see kafka_io.CLOSE_TIMEOUT_S)
         self._assigned: set[tuple[str, int]] = set()
         self.health.checks = {
             "partitions_assigned": lambda: bool(self._assigned),
@@ -415,7 +416,10 @@ class Service:
         self._publish_finished()
         self.kafka.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False)
-        self.kafka.close()
+        if not self.kafka.close():
+            self.close_abandoned = True
+            log.warning("leaving the consumer group did not finish within %.0f s (a rebalance was handing out partitions): "
+                        "exiting without it; offsets are committed and the group drops this member after its session timeout", CLOSE_TIMEOUT_S)
         self.limiter.close()
         self._http.close()
         log.info("stopped: %d partitions committed", len(assigned))

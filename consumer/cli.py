@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,7 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except CredentialsError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    return service.run()
+    code = service.run()
+    if service.close_abandoned:  # finalisation would wait for the hung close again
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

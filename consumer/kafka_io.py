@@ -8,6 +8,7 @@ idempotent (acks=all, ordered, no duplicates on its own retries).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,6 +19,11 @@ from .config import Config
 log = logging.getLogger("consumer.kafka")
 
 TP = tuple[str, int]
+CLOSE_TIMEOUT_S = 10.0
+"""How long leaving the group may take. librdkafka's close can hang when a cooperative rebalance
+hands the consumer partitions while it closes (seen here, rarely; cf. librdkafka #4527): past
+this the service exits without waiting, its offsets already committed, and the group drops the
+member after ``session.timeout.ms``."""
 Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 DeliveryCallback = Callable[[Any, Message], None]
@@ -156,5 +162,11 @@ class KafkaIO:
     def assignment(self) -> list[TP]:
         return [(p.topic, p.partition) for p in self._consumer.assignment()]
 
-    def close(self) -> None:
-        self._consumer.close()
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Leave the group and close the consumer; False when that did not finish within
+        ``timeout_s`` (the close goes on in a daemon thread: the caller should exit without the
+        interpreter's finalisation, which would wait for it again)."""
+        closing = threading.Thread(target=self._consumer.close, name="consumer-close", daemon=True)
+        closing.start()
+        closing.join(timeout_s)
+        return not closing.is_alive()
