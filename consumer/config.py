@@ -76,7 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("access_key_secret", str, None, "Access key secret of the default account.", env="ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret=True),
     _s("security_token", str, None, "STS security token of the default account.", env="ALIBABA_CLOUD_SECURITY_TOKEN", secret=True),
     _s("rate_limit_per_second", float, 10.0, "API calls per second per account (the CAMS limit), shared by the whole group when Redis is set.", minimum=0.1, maximum=1000),
-    _s("rate_limit_burst", int, 1, "Calls that may go back to back after an idle period (1 keeps every 1-s window within the limit).", minimum=1, maximum=1000),
+    _s("rate_limit_burst", int, 1, "Calls that may go back to back after an idle period (1 spaces calls evenly; any burst stays within the calls per second of every window).", minimum=1, maximum=1000),
     _s("rate_limit_safety_margin", float, 0.005, "Fraction added to the window (and the interval between calls) to absorb network jitter.", minimum=0.0, maximum=0.5),
     _s("rate_limit_decrease", float, 0.7, "On System.LimitControl the account's rate is multiplied by this (shared by the group with Redis).", minimum=0.1, maximum=0.95),
     _s("rate_limit_recovery_per_s", float, 0.1, "After a slow-down the rate climbs back by this fraction of the configured rate per second.", minimum=0.01, maximum=10),

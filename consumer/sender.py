@@ -253,7 +253,9 @@ class Sender:
                 return finished
             self._metrics.limiter_wait.labels(account).observe(granted_at - batch.ready_at)
             call = self._cams.execute(prepared)
-            late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(self._clock() - granted_at)
+            took_s = self._clock() - granted_at
+            with self._cond:  # workers of one account finish concurrently; a gauge is not thread-safe
+                late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(took_s)
             if late_s > 0.0:
                 self._metrics.late_arrivals.labels(account).observe(late_s)
                 self._limiter.arrived_late(account, self._grant_name(ticket), late_s)

@@ -19,6 +19,8 @@ WARM_UP = 10
 
 
 class LatenessGauge:
+    """Not thread-safe: the sender calls it under its lock."""
+
     def __init__(self, tolerance_s: float, history: int = HISTORY):
         self._tolerance_s = tolerance_s
         self._recent: deque[float] = deque(maxlen=history)
