@@ -92,7 +92,7 @@ def decide(tat: float | None, recent: Sequence[float], now: float, interval: flo
     if verdict.wait_s == 0.0:
         wait = window_wait(recent, now, capacity, capacity * interval)
         if wait:
-            return Verdict(wait, verdict.tat - interval)  # the TAT this request found
+            return Verdict(wait, now if tat is None else tat)  # denied: the state stays as it was
     return verdict
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,8 +15,8 @@ from .protocol import AccountLimit, LimiterObserver, NoopObserver
 
 @dataclass(slots=True)
 class _AccountState:
-    """What the limiter remembers per account seen: GCRA TAT, the latest grant times (the
-    window's, oldest first), adaptive factor, last rate reported."""
+    """What the limiter remembers per account seen: GCRA TAT, the window's latest grants (by
+    ticket), adaptive factor, last rate reported."""
 
     tat: float | None = None
     recent: dict[str, float] = field(default_factory=dict)  # ticket -> when it counts in the window
