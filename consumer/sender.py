@@ -179,10 +179,10 @@ class Sender:
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
-    def _take_token(self, account: str, ticket: int) -> float | None:
+    def _take_token(self, account: str, ticket: int, grant: str) -> float | None:
         """Wait for this worker's turn at the account's gate (first come, first served) and for
-        the limiter's token (granted under ``_grant_name(ticket)``). Returns when the granting
-        request was made (the grant came no sooner), or None when the sender is stopping."""
+        the limiter's token, granted under the name ``grant``. Returns when the granting request
+        was made (the grant came no sooner), or None when the sender is stopping."""
         gate = self._gates[account]
         while True:
             with self._cond:
@@ -191,16 +191,13 @@ class Sender:
                 if self._stopped:
                     return None
             asked_at = self._clock()
-            wait = self._limiter.acquire(account, self._grant_name(ticket))
+            wait = self._limiter.acquire(account, grant)
             with self._cond:
                 if wait <= 0:
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
                     self._cond.notify_all()
                     return asked_at
                 self._cond.wait(wait)
-
-    def _grant_name(self, ticket: int) -> str:
-        return f"{self._owner}/{ticket}"
 
     def _run(self, batch: Batch, ticket: int) -> None:
         try:
@@ -240,6 +237,7 @@ class Sender:
         if batch.attempts == 0:
             self._ledger.mark_in_flight([s.request.request_id for s in batch.slices], self._owner)
         account = batch.key.account
+        grant = f"{self._owner}/{ticket}"  # names this call's grant in the limiter's window (unique across instances)
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
         try:
             prepared = self._cams.prepare(self._credentials[account].get(), batch.key, recipients)
@@ -247,7 +245,7 @@ class Sender:
             log.warning("no credentials for account %s: %s", account, exc)
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
         else:
-            granted_at = self._take_token(account, ticket)
+            granted_at = self._take_token(account, ticket, grant)
             if granted_at is None:  # stopping: back to the queue, unsent
                 self.submit(batch)
                 return finished
@@ -258,13 +256,13 @@ class Sender:
                 late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(took_s)
             if late_s > 0.0:
                 self._metrics.late_arrivals.labels(account).observe(late_s)
-                self._limiter.arrived_late(account, self._grant_name(ticket), late_s)
+                self._limiter.arrived_late(account, grant, late_s)
         batch.attempts += 1
         self._metrics.api_calls.labels(account, code_label(call.code)).inc()
         self._metrics.api_latency.labels(account).observe(call.latency_s)
         outcome = call.outcome
         if outcome is Outcome.THROTTLED:  # not counted by CAMS: not in the window either
-            self._limiter.refund(account, self._grant_name(ticket))
+            self._limiter.refund(account, grant)
         if outcome is Outcome.OK:
             self._metrics.batch_recipients.observe(batch.recipient_count)
             self._metrics.api_recipients.labels(account).inc(batch.recipient_count)
