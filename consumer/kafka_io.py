@@ -90,9 +90,9 @@ class KafkaIO:
     def subscribe(self) -> None:
         self._consumer.subscribe(
             [self._topic],
-            on_assign=lambda c, ps: self._on_assign([(p.topic, p.partition) for p in ps]),
-            on_revoke=lambda c, ps: self._on_revoke([(p.topic, p.partition) for p in ps]),
-            on_lost=lambda c, ps: self._on_lost([(p.topic, p.partition) for p in ps]),
+            on_assign=lambda c, ps: self._on_assign(_tps(ps)),
+            on_revoke=lambda c, ps: self._on_revoke(_tps(ps)),
+            on_lost=lambda c, ps: self._on_lost(_tps(ps)),
         )
 
     def consume(self, max_messages: int, timeout: float) -> list[Message]:
@@ -160,7 +160,7 @@ class KafkaIO:
         return out
 
     def assignment(self) -> list[TP]:
-        return [(p.topic, p.partition) for p in self._consumer.assignment()]
+        return _tps(self._consumer.assignment())
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
         """Leave the group and close the consumer; False when that did not finish within
@@ -170,3 +170,7 @@ class KafkaIO:
         closing.start()
         closing.join(timeout_s)
         return not closing.is_alive()
+
+
+def _tps(partitions: Iterable[TopicPartition]) -> list[TP]:
+    return [(p.topic, p.partition) for p in partitions]
