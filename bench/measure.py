@@ -27,12 +27,14 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0,
     shares differ by a partition or more): the window also ends before the first partial call of
     the last ``DRAIN_SHARE`` of the recipients. It starts no sooner than ``since`` (wall-clock
     seconds: when the whole backlog was on the broker; instances already running read it while it
-    is produced, and their first calls leave partial). Rate is the
-    least-squares slope of recipients sent against time over calls ``i .. j`` (the recipients of
-    the calls before each one), so evenly spaced calls give their exact rate and the jitter of the
-    two calls at the window's ends does not tip it (calls that catch up after a late one come in
-    pairs, and one 200 ms gap at an end of a 19 s window would move the first-to-last rate by half
-    a percent); that first-to-last rate is reported beside it as ``span_recipients_per_s``. Fill is the mean recipients per call ``i .. j`` over ``full``.
+    is produced, and their first calls leave partial).
+
+    Rate is the least-squares slope of recipients sent against time over calls ``i .. j`` (the
+    recipients of the calls before each one), so evenly spaced calls give their exact rate and the
+    jitter of the two calls at the window's ends does not tip it (calls that catch up after a late
+    one come in pairs, and one 200 ms gap at an end of a 19 s window would move the first-to-last
+    rate by half a percent); that first-to-last rate is reported beside it as
+    ``span_recipients_per_s``. Fill is the mean recipients per call ``i .. j`` over ``full``.
     The whole run (first to last accepted call, every call) is reported beside it.
     """
     ok = sorted((c for c in calls if c["code"] == "OK"), key=lambda c: c["accepted_at"])
