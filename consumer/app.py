@@ -416,6 +416,11 @@ class Service:
         self._publish_finished()
         self.kafka.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False)
+        left_at = time.monotonic()
+        if self.kafka.leave_group(CLOSE_TIMEOUT_S):
+            log.info("left the consumer group in %.2f s", time.monotonic() - left_at)
+        else:
+            log.warning("partitions still assigned %.0f s after unsubscribing: closing anyway", CLOSE_TIMEOUT_S)
         if not self.kafka.close():
             self.close_abandoned = True
             log.warning("leaving the consumer group did not finish within %.0f s (a rebalance was handing out partitions): "

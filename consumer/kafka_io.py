@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,10 +21,11 @@ log = logging.getLogger("consumer.kafka")
 
 TP = tuple[str, int]
 CLOSE_TIMEOUT_S = 10.0
-"""How long leaving the group may take. librdkafka's close can hang when a cooperative rebalance
-hands the consumer partitions while it closes (seen here, rarely; cf. librdkafka #4527): past
-this the service exits without waiting, its offsets already committed, and the group drops the
-member after ``session.timeout.ms``."""
+"""How long each step of leaving the group (unsubscribing, then closing) may take. librdkafka's
+close can abort or hang when a cooperative rebalance hands the consumer partitions while it
+closes (seen here, rarely; cf. librdkafka #4527), which ``leave_group`` avoids; should close
+still hang, the service exits without waiting, its offsets already committed, and the group
+drops the member after ``session.timeout.ms``."""
 Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 DeliveryCallback = Callable[[Any, Message], None]
@@ -161,6 +163,21 @@ class KafkaIO:
 
     def assignment(self) -> list[TP]:
         return _tps(self._consumer.assignment())
+
+    def leave_group(self, timeout_s: float) -> bool:
+        """Unsubscribe and serve the revocation that follows (``on_revoke``) until nothing is
+        assigned or ``timeout_s`` has passed. Once unsubscribed the member is given no partitions,
+        so ``close`` never meets an assignment half made: librdkafka aborts or hangs when a
+        cooperative rebalance hands a closing consumer partitions (seen here when instances stop
+        one after another). Messages still fetched are dropped: nothing past them is committed.
+        False when partitions were still assigned at the deadline."""
+        self._consumer.unsubscribe()
+        deadline = time.monotonic() + timeout_s
+        while self._consumer.assignment():
+            if time.monotonic() >= deadline:
+                return False
+            self._consumer.poll(0.05)
+        return True
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
         """Leave the group and close the consumer; False when that did not finish within

@@ -41,3 +41,42 @@ def test_a_hung_close_is_given_up_after_the_timeout() -> None:
 def test_a_close_that_finishes_reports_it() -> None:
     io = kafka_io()
     assert io.close(timeout_s=10.0) is True
+
+
+class StuckAssignment:
+    """A consumer whose revocation never comes: partitions stay assigned however long it is polled."""
+
+    def __init__(self) -> None:
+        self.unsubscribed = False
+        self.polls = 0
+
+    def unsubscribe(self) -> None:
+        self.unsubscribed = True
+
+    def assignment(self) -> list[str]:
+        return ["still-assigned"]
+
+    def poll(self, timeout: float) -> None:
+        self.polls += 1
+        time.sleep(timeout)
+
+
+def test_leaving_the_group_unsubscribes_and_gives_up_at_the_deadline() -> None:
+    io = kafka_io()
+    real, stuck = io._consumer, StuckAssignment()
+    io._consumer = stuck
+    try:
+        started = time.monotonic()
+        assert io.leave_group(timeout_s=0.3) is False
+        assert 0.3 <= time.monotonic() - started < 2.0
+        assert stuck.unsubscribed and stuck.polls > 1, "the revocation is waited for by polling"
+    finally:
+        real.close()
+
+
+def test_leaving_with_nothing_assigned_is_immediate() -> None:
+    io = kafka_io()
+    try:
+        assert io.leave_group(timeout_s=10.0) is True
+    finally:
+        io.close()
