@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import validate
 from .batching import Batcher
 from .cams.client import CamsClient, CredentialsProvider, build_http_client
 from .codec import Codec, DecodeError, build_codec
@@ -29,10 +28,11 @@ from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, StatusServer
-from .models import BatchKey, SendRequest, SendResult, Slice, Source, Status
+from .models import SendRequest, SendResult, Slice, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
 from .sender import Sender, SendPolicy
+from .validate import Validator
 
 log = logging.getLogger("consumer.app")
 
@@ -41,7 +41,6 @@ IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
 RESUME_AT = 0.75  # of the back-pressure bounds
-MAX_SHARED_BATCH_KEYS = 10_000
 INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
 
@@ -97,6 +96,7 @@ class Service:
         self.health = Health()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.codec: Codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
+        self.validator = Validator(config.accounts)
         self.tracker = OffsetTracker()
         self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
         self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
@@ -121,10 +121,9 @@ class Service:
             config.batch_max_recipients,
         )
         # requests being worked on, and the later messages carrying the same request id; kept
-        # apart (and keys shared) so that a buffered request costs the garbage collector little
+        # apart so that a buffered request costs the garbage collector little
         self._pending: dict[str, SendRequest] = {}
         self._followers: dict[str, list[Source]] = {}
-        self._batch_keys: dict[BatchKey, BatchKey] = {}
         self._buffered_recipients = 0
         self._buffered_bytes = 0
         self._paused = False
@@ -205,11 +204,8 @@ class Service:
     # -- consume → decode → validate → batch ---------------------------------------------------
     def _intake(self, messages: list[Message]) -> None:
         candidates: list[SendRequest] = []
-        decode = self.codec.decode
-        accounts = self.config.accounts
-        batch_keys = self._batch_keys
-        if len(batch_keys) > MAX_SHARED_BATCH_KEYS:
-            batch_keys.clear()
+        decode = self.codec.decode_request
+        problems_of = self.validator.problems
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -231,18 +227,15 @@ class Service:
             source = Source(topic, partition, offset, msg.timestamp()[1], correlation, reply_to)
             value = msg.value()
             try:
-                record = decode(value or b"")
+                decoded = decode(value or b"")
             except DecodeError as exc:
                 self.replies.dead_letter(source, value, msg.key(), headers, exc.reason, exc.detail)
                 continue
-            problems = validate.problems(record, accounts)
+            problems = problems_of(decoded)
             if problems:
-                self.replies.result(source, SendResult(record["request_id"], Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(record["recipients"]), completed_at_ms=now_ms()))
+                self.replies.result(source, SendResult(decoded.request_id, Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(decoded.recipients), completed_at_ms=now_ms()))
                 continue
-            request = validate.to_request(record, source)
-            request.size_bytes = len(value)
-            request.key = batch_keys.setdefault(request.key, request.key)
-            candidates.append(request)
+            candidates.append(SendRequest(decoded.request_id, decoded.key, decoded.recipients, decoded.expires_at_ms, source, len(value)))
         self.metrics.requests_consumed.inc(len(messages))
         if candidates:
             self._admit(candidates)

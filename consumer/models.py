@@ -54,6 +54,15 @@ Recipient = dict[str, Any]
 """A decoded Avro ``Recipient`` record (keys as in schemas/send_request.avsc)."""
 
 
+class DecodedRequest(NamedTuple):
+    """What the pipeline reads from a request message (``request_reader``)."""
+
+    request_id: str
+    key: BatchKey
+    expires_at_ms: int | None
+    recipients: list[Recipient]
+
+
 @dataclass(slots=True)
 class SendRequest:
     request_id: str

@@ -1,7 +1,7 @@
-"""Pure checks of a decoded SendRequest record, and its conversion to a ``SendRequest``.
+"""Pure checks of a decoded SendRequest.
 
-``problems(record, accounts)`` returns every reason the request cannot be sent (empty when it
-can); the reasons go into the REJECTED result's message. Limits below are the API's where it
+``Validator.problems(request)`` returns every reason a decoded request cannot be sent (empty
+when it can); the reasons go into the REJECTED result's message. Limits below are the API's where it
 documents them and the service's own otherwise (documented in the README).
 """
 
@@ -11,7 +11,7 @@ import re
 from collections.abc import Container
 from typing import Any
 
-from .models import BatchKey, SendRequest, Source
+from .models import BatchKey, DecodedRequest
 
 CHANNELS = frozenset({"whatsapp", "messenger", "instagram", "viber"})
 PHONE_CHANNELS = frozenset({"whatsapp", "viber"})
@@ -29,93 +29,87 @@ FALLBACK_DURATION_S = (60, 43_200)
 MIN_TTL_S = 30
 
 
-def _recipient_problems(index: int, recipient: dict[str, Any], phone: bool, seen: set[str]) -> list[str]:
-    out: list[str] = []
+def _recipient_problems(index: int, recipient: dict[str, Any], phone: bool, seen: set[str], out: list[str]) -> None:
     to = recipient["to"]
-    where = f"recipients[{index}]"
     if phone and not PHONE.fullmatch(to):
-        out.append(f"{where}.to is not a phone number (6-15 digits, optional +)")
+        out.append(f"recipients[{index}].to is not a phone number (6-15 digits, optional +)")
     elif not to or len(to) > MAX_ADDRESS_CHARS:
-        out.append(f"{where}.to must be 1-{MAX_ADDRESS_CHARS} characters")
+        out.append(f"recipients[{index}].to must be 1-{MAX_ADDRESS_CHARS} characters")
     if to in seen:
-        out.append(f"{where}.to repeats an earlier recipient of this request")
+        out.append(f"recipients[{index}].to repeats an earlier recipient of this request")
     seen.add(to)
     params = recipient["template_params"]
     if len(params) > MAX_PARAMS:
-        out.append(f"{where}.template_params has {len(params)} entries (max {MAX_PARAMS})")
+        out.append(f"recipients[{index}].template_params has {len(params)} entries (max {MAX_PARAMS})")
     for key, value in params.items():
         if len(key) > MAX_PARAM_KEY_CHARS or len(value) > MAX_PARAM_VALUE_CHARS:
-            out.append(f"{where}.template_params[{key[:32]!r}] is too long (key {MAX_PARAM_KEY_CHARS}, value {MAX_PARAM_VALUE_CHARS} characters max)")
+            out.append(f"recipients[{index}].template_params[{key[:32]!r}] is too long (key {MAX_PARAM_KEY_CHARS}, value {MAX_PARAM_VALUE_CHARS} characters max)")
             break
     payload = recipient["payload"]
-    if len(payload) > MAX_PAYLOADS or any(len(p) > MAX_PARAM_VALUE_CHARS for p in payload):
-        out.append(f"{where}.payload: at most {MAX_PAYLOADS} entries of {MAX_PARAM_VALUE_CHARS} characters")
-    return out
+    if payload and (len(payload) > MAX_PAYLOADS or any(len(p) > MAX_PARAM_VALUE_CHARS for p in payload)):
+        out.append(f"recipients[{index}].payload: at most {MAX_PAYLOADS} entries of {MAX_PARAM_VALUE_CHARS} characters")
 
 
-def problems(record: dict[str, Any], accounts: Container[str]) -> list[str]:
-    """Every reason this record cannot be sent, in field order; [] when it is valid."""
+def key_problems(key: BatchKey, accounts: Container[str]) -> list[str]:
+    """Every reason the request-level fields cannot be sent, in field order."""
     out: list[str] = []
-    request_id = record["request_id"]
-    if not request_id or len(request_id) > MAX_ID_CHARS:
-        out.append(f"request_id must be 1-{MAX_ID_CHARS} characters")
-    account = record["account"] or "default"
-    if account not in accounts:
-        out.append(f"account {account!r} is not configured")
-    channel = record["channel_type"]
+    if key.account not in accounts:
+        out.append(f"account {key.account!r} is not configured")
+    channel = key.channel_type
     if channel not in CHANNELS:
         out.append(f"channel_type must be one of {', '.join(sorted(CHANNELS))}")
-    if not (record["template_code"] or record["template_name"]):
+    if not (key.template_code or key.template_name):
         out.append("template_code or template_name is required")
-    if not record["language"]:
+    if not key.language:
         out.append("language is required")
-    sender = record["from_number"]
+    sender = key.from_number
     if channel in PHONE_CHANNELS and not PHONE.fullmatch(sender):
         out.append("from_number is not a phone number (6-15 digits, optional +)")
     elif not sender:
         out.append("from_number is required")
-    if record["fallback_rule"] is not None and record["fallback_rule"] not in FALLBACK_RULES:
+    if key.fallback_rule is not None and key.fallback_rule not in FALLBACK_RULES:
         out.append("fallback_rule must be undelivered or sentFailed")
-    duration = record["fallback_duration_s"]
+    duration = key.fallback_duration_s
     if duration is not None and not FALLBACK_DURATION_S[0] <= duration <= FALLBACK_DURATION_S[1]:
         out.append(f"fallback_duration_s must be between {FALLBACK_DURATION_S[0]} and {FALLBACK_DURATION_S[1]} (got {duration})")
-    if record["label"] is not None and record["label"] not in VIBER_LABELS:
+    if key.label is not None and key.label not in VIBER_LABELS:
         out.append("label must be pormotion or transaction")
-    if record["ttl_s"] is not None and record["ttl_s"] < MIN_TTL_S:
+    if key.ttl_s is not None and key.ttl_s < MIN_TTL_S:
         out.append(f"ttl_s must be at least {MIN_TTL_S}")
-    recipients = record["recipients"]
-    if not 1 <= len(recipients) <= MAX_RECIPIENTS:
-        out.append(f"recipients must hold 1-{MAX_RECIPIENTS} entries (got {len(recipients)})")
-    else:
-        seen: set[str] = set()
-        phone = channel in PHONE_CHANNELS
-        for index, recipient in enumerate(recipients):
-            out.extend(_recipient_problems(index, recipient, phone, seen))
-            if len(out) >= 10:
-                out.append("...")
-                break
     return out
 
 
-def to_request(record: dict[str, Any], source: Source) -> SendRequest:
-    """The pipeline's view of a valid record: its batching key, recipients and deadline."""
-    key = BatchKey(
-        record["account"] or "default",
-        record["channel_type"],
-        record["template_code"],
-        record["template_name"],
-        record["language"],
-        record["from_number"],
-        record["fallback_id"],
-        record["fallback_content"],
-        record["fallback_rule"],
-        record["fallback_duration_s"],
-        record["task_id"],
-        record["cust_space_id"],
-        record["label"],
-        record["tag"],
-        record["ttl_s"],
-    )
-    expires = record["expires_at"]
-    expires_ms = None if expires is None else int(expires.timestamp() * 1000) if hasattr(expires, "timestamp") else int(expires)
-    return SendRequest(record["request_id"], key, record["recipients"], expires_ms, source)
+class Validator:
+    """``problems`` of decoded requests; the request-level part is worked out once per BatchKey
+    (requests of one key share it) and remembered for up to ``max_keys`` keys."""
+
+    def __init__(self, accounts: Container[str], max_keys: int = 10_000):
+        self._accounts = accounts
+        self._max_keys = max_keys
+        self._key_problems: dict[BatchKey, list[str]] = {}
+
+    def problems(self, request: DecodedRequest) -> list[str]:
+        """Every reason this request cannot be sent, in field order; [] when it is valid."""
+        out: list[str] = []
+        request_id = request.request_id
+        if not request_id or len(request_id) > MAX_ID_CHARS:
+            out.append(f"request_id must be 1-{MAX_ID_CHARS} characters")
+        key = request.key
+        known = self._key_problems.get(key)
+        if known is None:
+            if len(self._key_problems) >= self._max_keys:
+                self._key_problems.clear()
+            known = self._key_problems[key] = key_problems(key, self._accounts)
+        out.extend(known)
+        recipients = request.recipients
+        if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+            out.append(f"recipients must hold 1-{MAX_RECIPIENTS} entries (got {len(recipients)})")
+            return out
+        seen: set[str] = set()
+        phone = key.channel_type in PHONE_CHANNELS
+        for index, recipient in enumerate(recipients):
+            _recipient_problems(index, recipient, phone, seen, out)
+            if len(out) >= 10:
+                out.append("...")
+                break
+        return out

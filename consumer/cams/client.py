@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlencode
 from uuid import uuid4
 
 import httpx
@@ -176,8 +175,8 @@ class CamsClient:
         self._clock = clock
         self._nonce = nonce
 
-    def _signed_headers(self, credentials: Credentials, query: dict[str, str]) -> dict[str, str]:
-        """The headers of one call with ``query``, signed (fresh date and nonce each time)."""
+    def _signed_headers(self, credentials: Credentials, query: str) -> dict[str, str]:
+        """The headers of one call with ``query`` (canonical), signed (fresh date and nonce each time)."""
         headers = {
             "host": self._host,
             "x-acs-version": VERSION,
@@ -197,9 +196,10 @@ class CamsClient:
     def prepare(self, credentials: Credentials, key: BatchKey, recipients: list[Recipient]) -> PreparedCall:
         """Build and sign one call for ``recipients`` (1..1000): the CPU work, done before the
         rate-limit token is taken so the call leaves as soon as it is granted."""
-        query = build_query(key, recipients)
-        headers = self._signed_headers(credentials, query)
-        return PreparedCall(headers, f"{_PATH}?{urlencode(query)}".encode("ascii"))
+        query = signing.canonical_query(build_query(key, recipients))
+        # the SDK's form encoding (urlencode) is the canonical one with "+" for a space: both keep
+        # only A-Za-z0-9-_.~ and take the parameters in alphabetical order (a "+" is sent as %2B)
+        return PreparedCall(self._signed_headers(credentials, query), f"{_PATH}?{query.replace('%20', '+')}".encode("ascii"))
 
     def send(self, credentials: Credentials, key: BatchKey, recipients: list[Recipient]) -> CallResult:
         """Prepare and execute one call. Never raises for HTTP/network errors."""

@@ -1,19 +1,18 @@
-"""consumer.validate: every rejection rule with its message, and the conversion to SendRequest."""
+"""consumer.validate: every rejection rule with its message."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 from consumer.codec import PlainAvroCodec
-from consumer.models import BatchKey, Source
+from consumer.request_reader import from_record
 from consumer.samples import request_record
-from consumer.validate import problems, to_request
+from consumer.validate import Validator
 
 ACCOUNTS = frozenset({"default", "acme"})
-SOURCE = Source("chatapp.send-requests", 3, 42, 1_767_225_600_000)
 PHONE_MSG = "is not a phone number (6-15 digits, optional +)"
 
 
@@ -31,7 +30,7 @@ def recipient(to: str, **fields: Any) -> dict[str, Any]:
 
 
 def check(rec: dict[str, Any]) -> list[str]:
-    return problems(rec, ACCOUNTS)
+    return Validator(ACCOUNTS).problems(from_record(rec))
 
 
 def test_valid_record_has_no_problems() -> None:
@@ -70,7 +69,7 @@ def test_named_account_is_accepted() -> None:
 
 def test_null_account_means_default() -> None:
     assert check(record(account=None)) == []
-    assert problems(record(account=None), {"acme"}) == ["account 'default' is not configured"]
+    assert Validator({"acme"}).problems(from_record(record(account=None))) == ["account 'default' is not configured"]
 
 
 def test_empty_account_means_default() -> None:
@@ -329,63 +328,14 @@ def test_recipient_problems_are_capped() -> None:
     assert out[:-1] == [f"recipients[{i}].to {PHONE_MSG}" for i in range(10)]
 
 
-# -- to_request ---------------------------------------------------------------------------------
-
-
-def test_to_request_builds_the_batch_key_from_every_request_field() -> None:
-    rec = record(
-        account="acme",
-        channel_type="viber",
-        template_code="tpl",
-        template_name="name",
-        language="es",
-        from_number="8613800000000",
-        fallback_id="fb",
-        fallback_content="content",
-        fallback_rule="sentFailed",
-        fallback_duration_s=120,
-        task_id="task",
-        cust_space_id="space",
-        label="transaction",
-        tag="tag",
-        ttl_s=60,
-    )
-    request = to_request(rec, SOURCE)
-    assert request.key == BatchKey(
-        "acme", "viber", "tpl", "name", "es", "8613800000000", "fb", "content", "sentFailed", 120, "task", "space", "transaction", "tag", 60
-    )
-    assert request.request_id == "req-1"
-    assert request.recipients is rec["recipients"]
-    assert request.source == SOURCE
-    assert request.parts == 1
-
-
-def test_to_request_null_account_is_default() -> None:
-    assert to_request(record(account=None), SOURCE).key.account == "default"
-
-
-def test_to_request_without_expiry() -> None:
-    assert to_request(record(), SOURCE).expires_at_ms is None
-
-
-def test_to_request_expiry_from_tz_aware_datetime() -> None:
-    expires = datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=timezone.utc)
-    assert to_request(record(expires_at=expires), SOURCE).expires_at_ms == 1_767_225_600_123
-
-
-def test_to_request_expiry_in_another_zone_is_the_same_instant() -> None:
-    expires = datetime(2026, 1, 1, 8, 0, 0, tzinfo=timezone(timedelta(hours=8)))
-    assert to_request(record(expires_at=expires), SOURCE).expires_at_ms == 1_767_225_600_000
-
-
-def test_to_request_expiry_given_as_millis() -> None:
-    assert to_request(record(expires_at=1_767_225_600_123), SOURCE).expires_at_ms == 1_767_225_600_123
-
-
-def test_to_request_expiry_after_avro_decoding_keeps_every_millisecond() -> None:
-    codec = PlainAvroCodec()
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    for ms in (1_767_225_600_000, 1_767_225_600_001, 1_767_225_600_999, 1_900_000_000_123, 1):
-        decoded = codec.decode(codec.encode_request(record(expires_at=epoch + timedelta(milliseconds=ms))))
-        assert decoded["expires_at"].tzinfo is not None
-        assert to_request(decoded, SOURCE).expires_at_ms == ms
+def test_request_level_problems_are_remembered_per_key_and_do_not_leak_between_requests() -> None:
+    validator = Validator(ACCOUNTS, max_keys=2)
+    bad_key = from_record(record(language=""))
+    assert validator.problems(bad_key) == ["language is required"]
+    bad_id = record(language="")
+    bad_id["request_id"] = ""
+    assert validator.problems(from_record(bad_id)) == ["request_id must be 1-128 characters", "language is required"]
+    assert validator.problems(bad_key) == ["language is required"]  # the cached list was not extended
+    for language in ("de", "fr", "it"):  # more keys than remembered: the cache starts again
+        assert validator.problems(from_record(record(language=language))) == []
+    assert validator.problems(bad_key) == ["language is required"]
