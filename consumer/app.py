@@ -197,8 +197,7 @@ class Service:
         """Publish finished requests, serve delivery reports (waiting up to ``wait_s`` for one),
         produce again what the broker refused; the loop is alive while this runs."""
         self._publish_finished()
-        self.kafka.serve_deliveries(wait_s)
-        self.replies.retry_failed()
+        self.replies.serve(wait_s)
         self.health.beat()
 
     # -- consume → decode → validate → batch ---------------------------------------------------
@@ -276,13 +275,17 @@ class Service:
                 finished = self._finished.get_nowait()
             except queue.Empty:
                 return
+            self.replies.results([(request.source, result) for request, result in finished])
+            pending, followers = self._pending, self._followers
+            recipients = size = 0
             for request, result in finished:
-                self._pending.pop(request.request_id, None)
-                self.replies.result(request.source, result)
-                for follower in self._followers.pop(request.request_id, ()):
-                    self.replies.result(follower, result)
-                self._buffered_recipients -= len(request.recipients)
-                self._buffered_bytes -= request.size_bytes
+                pending.pop(request.request_id, None)
+                if followers and request.request_id in followers:
+                    self.replies.results([(follower, result) for follower in followers.pop(request.request_id)])
+                recipients += len(request.recipients)
+                size += request.size_bytes
+            self._buffered_recipients -= recipients
+            self._buffered_bytes -= size
 
     def _durable(self, source: Source) -> None:
         self.tracker.finish((source.topic, source.partition), source.offset)
@@ -342,7 +345,7 @@ class Service:
                 break
             self._serve_results(0.01)
         self._publish_finished()
-        self.kafka.flush(max(1.0, deadline - time.monotonic()))
+        self.replies.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False, partitions=partitions)
         log.info("revoked %s", _names(partitions))
         self._forget(partitions)
@@ -371,7 +374,7 @@ class Service:
             self._serve_results(0.01)
         if self.tracker.unfinished(partitions) > 0:
             self._abandon(partitions)
-        self.kafka.flush(max(1.0, deadline - time.monotonic()))
+        self.replies.flush(max(1.0, deadline - time.monotonic()))
 
     def _abandon(self, partitions: list[tuple[str, int]]) -> None:
         wanted = set(partitions)
@@ -407,7 +410,7 @@ class Service:
         self._settle(assigned, deadline)
         self.sender.stop(timeout=max(1.0, deadline - time.monotonic()))
         self._publish_finished()
-        self.kafka.flush(max(1.0, deadline - time.monotonic()))
+        self.replies.flush(max(1.0, deadline - time.monotonic()))
         self._commit(asynchronous=False)
         left_at = time.monotonic()
         if self.kafka.leave_group(CLOSE_TIMEOUT_S):

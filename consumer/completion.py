@@ -33,19 +33,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def result_of(request: SendRequest, outcome: SliceOutcome) -> SendResult:
-    return SendResult(
-        request_id=request.request_id,
-        status=outcome.status,
-        code=outcome.code,
-        message=outcome.message,
-        recipients=len(request.recipients),
-        attempts=outcome.attempts,
-        group_message_id=outcome.group_message_id,
-        api_request_id=outcome.api_request_id,
-        batch_id=outcome.batch_id,
-        completed_at_ms=now_ms(),
-    )
+def result_of(request: SendRequest, outcome: SliceOutcome, completed_at_ms: int) -> SendResult:
+    return SendResult(request.request_id, outcome.status, outcome.code, outcome.message, len(request.recipients), outcome.attempts,
+                      outcome.group_message_id, outcome.api_request_id, outcome.batch_id, completed_at_ms)  # fmt: skip
 
 
 def combine(outcomes: list[SliceOutcome]) -> SliceOutcome:
@@ -71,17 +61,17 @@ class Completion:
         self._partial: dict[int, list[SliceOutcome]] = {}
         self._lock = threading.Lock()
 
-    def slice_done(self, piece: Slice, outcome: SliceOutcome) -> SendResult | None:
+    def slice_done(self, piece: Slice, outcome: SliceOutcome, completed_at_ms: int) -> SendResult | None:
         request = piece.request
         if request.parts == 1:
-            return result_of(request, outcome)
+            return result_of(request, outcome, completed_at_ms)
         with self._lock:
             outcomes = self._partial.setdefault(id(request), [])
             outcomes.append(outcome)
             if len(outcomes) < request.parts:
                 return None
             del self._partial[id(request)]
-        return result_of(request, combine(outcomes))
+        return result_of(request, combine(outcomes), completed_at_ms)
 
     def forget(self, request: SendRequest) -> None:
         """Drop partial outcomes of an abandoned request."""

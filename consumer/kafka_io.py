@@ -105,7 +105,10 @@ class KafkaIO:
         return [first, *self._consumer.consume(max_messages - 1, 0)]
 
     def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: list[tuple[str, bytes]] | None, on_delivery: DeliveryCallback) -> None:
-        produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
+        try:
+            self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+        except BufferError:  # the local queue is full: serve deliveries until it takes it
+            produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
 
     def serve_deliveries(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)

@@ -23,8 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .models import SendResult
 
@@ -34,8 +33,7 @@ IN_FLIGHT = "in_flight"
 DONE = "done"
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
+class LedgerEntry(NamedTuple):
     state: str
     owner: str | None = None
     since: float = 0.0
@@ -59,15 +57,22 @@ class InMemoryLedger:
         self._entries: OrderedDict[str, tuple[float, LedgerEntry]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _put(self, request_id: str, entry: LedgerEntry, now: float) -> None:
-        self._entries[request_id] = (now + self.retention_s, entry)
-        self._entries.move_to_end(request_id)
+    def _put_all(self, items: Iterable[tuple[str, LedgerEntry]], now: float) -> None:
+        expires = now + self.retention_s
+        entries = self._entries
+        move_to_end = entries.move_to_end
+        with self._lock:
+            for request_id, entry in items:
+                entries[request_id] = (expires, entry)
+                move_to_end(request_id)
 
     def _expire(self, now: float) -> None:
         entries = self._entries
+        for _ in range(len(entries) - self._max):  # the oldest make room
+            entries.popitem(last=False)
         while entries:
-            request_id, (expires, _) = next(iter(entries.items()))
-            if expires > now and len(entries) <= self._max:
+            expires, _ = entries[next(iter(entries))]
+            if expires > now:
                 break
             entries.popitem(last=False)
 
@@ -85,15 +90,11 @@ class InMemoryLedger:
     def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
         now = self._clock()
         entry = LedgerEntry(IN_FLIGHT, owner, now)
-        with self._lock:
-            for request_id in request_ids:
-                self._put(request_id, entry, now)
+        self._put_all(((request_id, entry) for request_id in request_ids), now)
 
     def mark_done(self, results: Iterable[SendResult]) -> None:
         now = self._clock()
-        with self._lock:
-            for result in results:
-                self._put(result.request_id, LedgerEntry(DONE, None, now, result), now)
+        self._put_all(((result.request_id, LedgerEntry(DONE, None, now, result)) for result in results), now)
 
     def healthy(self) -> bool:
         return True

@@ -14,8 +14,13 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 STATUSES = ("SENT", "FAILED", "REJECTED", "EXPIRED")
 DLQ_REASONS = ("not-avro", "truncated", "trailing-bytes", "not-wire-format", "unknown-schema-id", "not-avro-schema", "schema-registry-unavailable")
@@ -37,6 +42,42 @@ def code_label(code: str | None) -> str:
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 900, 990, 999, 1000)
+
+
+class BulkHistogram:
+    """A Prometheus histogram fed a batch of values at a time: the reply path observes one
+    value per request, tens of thousands a second, where ``Histogram.observe`` (a lock and a
+    bucket search in Python per value) would cost more than publishing the result. Exposed as
+    prometheus_client exposes a Histogram (``_bucket``, ``_count``, ``_sum``)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry):
+        self._name = name
+        self._documentation = documentation
+        self._bounds = sorted(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one: above every bound (+Inf)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_all(self, values: Iterable[float]) -> None:
+        bounds = self._bounds
+        counts = [0] * len(self._counts)
+        total = 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1  # le: a value equal to a bound is in its bucket
+            total += value
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts)]
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self._bounds, float("inf")], counts):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
 
 
 class Metrics:
@@ -64,7 +105,7 @@ class Metrics:
         self.paused = Gauge("chatapp_backpressure_paused", "1 while partitions are paused by back-pressure.", registry=r)
         self.assigned_partitions = Gauge("chatapp_assigned_partitions", "Partitions assigned to this instance.", registry=r)
         self.lag = Gauge("chatapp_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r)
-        self.end_to_end = Histogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", buckets=LATENCY_BUCKETS, registry=r)
+        self.end_to_end = BulkHistogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", LATENCY_BUCKETS, r)
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)

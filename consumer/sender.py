@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from .batching import split, without
 from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
-from .completion import Completion, SliceOutcome
+from .completion import Completion, SliceOutcome, now_ms
 from .credentials import CredentialsError
 from .ledger import Ledger
 from .limiter import RateLimiter
@@ -219,8 +219,10 @@ class Sender:
 
     def _finish(self, batch: Batch, slices: list[Slice], outcome: SliceOutcome) -> list[tuple[SendRequest, SendResult]]:
         out = []
+        slice_done = self._completion.slice_done
+        completed_at_ms = now_ms()
         for piece in slices:
-            result = self._completion.slice_done(piece, outcome)
+            result = slice_done(piece, outcome, completed_at_ms)
             if result is not None:
                 out.append((piece.request, result))
         return out

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from consumer.batching import Batcher
 from consumer.completion import Completion, SliceOutcome, combine, result_of
 from consumer.models import SendRequest, Slice, Status
 from tests.fixtures.clock import FakeClock
 from tests.unit.test_batching import make_request
+
+AT = 1_767_225_600_123  # when the slice's call finished (ms)
 
 
 def sent(gid: str | None = "G1", attempts: int = 1, api: str | None = "R1", batch: str | None = "b-1") -> SliceOutcome:
@@ -33,8 +34,7 @@ def split_request(size: int, max_recipients: int) -> tuple[SendRequest, list[Sli
 def test_single_slice_request_finishes_at_once() -> None:
     completion = Completion()
     request = make_request(3)
-    before = int(time.time() * 1000)
-    result = completion.slice_done(Slice(request, request.recipients), sent("G7", 2, "R7", "b-7"))
+    result = completion.slice_done(Slice(request, request.recipients), sent("G7", 2, "R7", "b-7"), AT)
     assert result is not None
     assert result.request_id == request.request_id
     assert result.status is Status.SENT
@@ -42,12 +42,12 @@ def test_single_slice_request_finishes_at_once() -> None:
     assert result.recipients == 3
     assert result.attempts == 2
     assert (result.group_message_id, result.api_request_id, result.batch_id) == ("G7", "R7", "b-7")
-    assert before <= result.completed_at_ms <= int(time.time() * 1000) + 1
+    assert result.completed_at_ms == AT
 
 
 def test_single_slice_failure_keeps_code_and_message() -> None:
     request = make_request(1)
-    result = Completion().slice_done(Slice(request, request.recipients), failed("Ram.PermissionDeny"))
+    result = Completion().slice_done(Slice(request, request.recipients), failed("Ram.PermissionDeny"), AT)
     assert result.status is Status.FAILED
     assert result.code == "Ram.PermissionDeny"
     assert result.message == "Ram.PermissionDeny happened"
@@ -57,9 +57,9 @@ def test_multi_slice_waits_for_every_slice_then_all_sent() -> None:
     completion = Completion()
     request, slices = split_request(25, 10)
     assert request.parts == 3
-    assert completion.slice_done(slices[0], sent("G1", 1, "R1", "b-1")) is None
-    assert completion.slice_done(slices[1], sent("G2", 2, "R2", "b-2")) is None
-    result = completion.slice_done(slices[2], sent("G3", 1, "R3", "b-3"))
+    assert completion.slice_done(slices[0], sent("G1", 1, "R1", "b-1"), AT) is None
+    assert completion.slice_done(slices[1], sent("G2", 2, "R2", "b-2"), AT) is None
+    result = completion.slice_done(slices[2], sent("G3", 1, "R3", "b-3"), AT)
     assert result is not None
     assert result.status is Status.SENT
     assert result.recipients == 25  # the whole request, not the last slice
@@ -72,9 +72,9 @@ def test_multi_slice_waits_for_every_slice_then_all_sent() -> None:
 def test_multi_slice_first_failure_wins() -> None:
     completion = Completion()
     request, slices = split_request(30, 10)
-    completion.slice_done(slices[0], sent("G1"))
-    completion.slice_done(slices[1], failed("First.Failure"))
-    result = completion.slice_done(slices[2], failed("Second.Failure"))
+    completion.slice_done(slices[0], sent("G1"), AT)
+    completion.slice_done(slices[1], failed("First.Failure"), AT)
+    result = completion.slice_done(slices[2], failed("Second.Failure"), AT)
     assert result.status is Status.FAILED
     assert result.code == "First.Failure"
     assert result.message == "First.Failure happened"
@@ -84,8 +84,8 @@ def test_multi_slice_first_failure_wins() -> None:
 def test_multi_slice_expired_part_makes_the_request_not_sent() -> None:
     completion = Completion()
     request, slices = split_request(20, 10)
-    completion.slice_done(slices[0], SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late", 0))
-    result = completion.slice_done(slices[1], sent("G2"))
+    completion.slice_done(slices[0], SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late", 0), AT)
+    result = completion.slice_done(slices[1], sent("G2"), AT)
     assert result.status is Status.EXPIRED
     assert result.code == "Chatapp.Expired"
 
@@ -106,10 +106,10 @@ def test_two_requests_in_flight_are_kept_apart() -> None:
     completion = Completion()
     r1, s1 = split_request(4, 2)
     r2, s2 = split_request(4, 2)
-    assert completion.slice_done(s1[0], sent("A1")) is None
-    assert completion.slice_done(s2[0], failed("X")) is None
-    done1 = completion.slice_done(s1[1], sent("A2"))
-    done2 = completion.slice_done(s2[1], sent("B2"))
+    assert completion.slice_done(s1[0], sent("A1"), AT) is None
+    assert completion.slice_done(s2[0], failed("X"), AT) is None
+    done1 = completion.slice_done(s1[1], sent("A2"), AT)
+    done2 = completion.slice_done(s2[1], sent("B2"), AT)
     assert (done1.request_id, done1.status, done1.group_message_id) == (r1.request_id, Status.SENT, "A1,A2")
     assert (done2.request_id, done2.status, done2.code) == (r2.request_id, Status.FAILED, "X")
 
@@ -117,11 +117,11 @@ def test_two_requests_in_flight_are_kept_apart() -> None:
 def test_forget_drops_partial_outcomes() -> None:
     completion = Completion()
     request, slices = split_request(20, 10)
-    assert completion.slice_done(slices[0], failed("Old.Failure")) is None
+    assert completion.slice_done(slices[0], failed("Old.Failure"), AT) is None
     completion.forget(request)
     # the request is sent again from scratch: the old failure no longer counts
-    assert completion.slice_done(slices[0], sent("N1")) is None
-    result = completion.slice_done(slices[1], sent("N2"))
+    assert completion.slice_done(slices[0], sent("N1"), AT) is None
+    result = completion.slice_done(slices[1], sent("N2"), AT)
     assert result.status is Status.SENT
     assert result.group_message_id == "N1,N2"
 
@@ -132,7 +132,7 @@ def test_forget_of_unknown_request_is_harmless() -> None:
 
 def test_result_of_counts_all_recipients_of_the_request() -> None:
     request = make_request(7)
-    assert result_of(request, sent()).recipients == 7
+    assert result_of(request, sent(), AT).recipients == 7
 
 
 def test_concurrent_slices_finish_each_request_exactly_once() -> None:
@@ -146,7 +146,7 @@ def test_concurrent_slices_finish_each_request_exactly_once() -> None:
         start.wait()
         for request, slices in pairs:
             for piece in slices[index::8]:
-                result = completion.slice_done(piece, sent(f"G{index}"))
+                result = completion.slice_done(piece, sent(f"G{index}"), AT)
                 if result is not None:
                     with lock:
                         results.append(result)

@@ -1,0 +1,77 @@
+"""consumer.reply.Replies against a recording stand-in for KafkaIO: an offset is finished only
+once the record answering it is acknowledged, refused records are produced again, and metrics
+count what was acknowledged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumer.codec import PlainAvroCodec
+from consumer.metrics import Metrics
+from consumer.models import SendResult, Source, Status
+from consumer.reply import Replies
+
+
+class RecordingKafka:
+    """produce() keeps the delivery callbacks; ``report`` decides what the broker answers."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes, Any, Any]] = []
+        self._pending: list[Any] = []
+        self.errors: dict[int, str] = {}  # index in ``produced`` -> error for its delivery report
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.produced.append((topic, value, key, headers))
+        self._pending.append((len(self.produced) - 1, on_delivery))
+
+    def serve_deliveries(self, timeout: float = 0.0) -> int:
+        pending, self._pending = self._pending, []
+        for index, callback in pending:
+            callback(self.errors.pop(index, None), None)
+        return len(pending)
+
+    flush = serve_deliveries
+
+
+def _setup() -> tuple[RecordingKafka, Replies, list[Source], Metrics]:
+    kafka, metrics, durable = RecordingKafka(), Metrics(), []
+    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", metrics, durable.append)  # type: ignore[arg-type]
+    return kafka, replies, durable, metrics
+
+
+def _source(offset: int, timestamp_ms: int = 0) -> Source:
+    return Source("requests", 0, offset, timestamp_ms, b"corr" if offset % 2 else None)
+
+
+def test_offsets_finish_only_when_acknowledged_and_refused_records_are_produced_again() -> None:
+    kafka, replies, durable, metrics = _setup()
+    replies.result(_source(0), SendResult("r0", Status.SENT, "OK", None, 1))
+    replies.result(_source(1), SendResult("r1", Status.FAILED, "X", "m", 1))
+    replies.dead_letter(_source(2), b"junk", None, None, "not-avro", "bad")
+    assert durable == [] and replies.outstanding == 3
+    kafka.errors[1] = "broker down"
+    replies.serve()
+    assert [s.offset for s in durable] == [0, 2]
+    assert len(kafka.produced) == 4 and kafka.produced[3] == kafka.produced[1]  # produced again, unchanged
+    assert kafka.produced[1][3] == [("correlation-id", b"corr")]
+    assert replies.outstanding == 1
+    replies.flush(1.0)
+    assert [s.offset for s in durable] == [0, 2, 1]
+    assert replies.outstanding == 0
+    assert metrics.results.labels("SENT")._value.get() == 1
+    assert metrics.results.labels("FAILED")._value.get() == 1
+    assert metrics.reply_errors._value.get() == 1
+
+
+def test_end_to_end_latency_counts_each_acknowledged_result_with_a_timestamp() -> None:
+    import time
+
+    kafka, replies, durable, metrics = _setup()
+    now_ms = int(time.time() * 1000)
+    for offset, stamp in enumerate([now_ms - 2000, now_ms - 100, 0]):
+        replies.result(_source(offset, stamp), SendResult(f"r{offset}", Status.SENT, "OK", None, 1))
+    replies.serve()
+    text = metrics.render().decode()
+    assert "chatapp_end_to_end_seconds_count 2.0" in text
+    assert 'chatapp_end_to_end_seconds_bucket{le="0.5"} 1.0' in text
+    assert 'chatapp_end_to_end_seconds_bucket{le="2.5"} 2.0' in text
