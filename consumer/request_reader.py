@@ -94,7 +94,10 @@ def _string_map(data: bytes, pos: int) -> tuple[dict[str, str], int]:
         for _ in range(count):
             key, pos = _string(data, pos)
             out[key], pos = _string(data, pos)
-        count, pos = _block_count(data, pos)
+        if data[pos]:
+            count, pos = _block_count(data, pos)
+        else:  # the usual end: one block
+            return out, pos + 1
     return out, pos
 
 
@@ -132,7 +135,10 @@ def _recipients(data: bytes, pos: int) -> tuple[list[Recipient], int]:
             pos += 2
             out.append({"to": to, "recipient_type": recipient_type, "template_params": params, "payload": payload,
                         "product_action": None, "flow_action": None})  # fmt: skip
-        count, pos = _block_count(data, pos)
+        if data[pos]:
+            count, pos = _block_count(data, pos)
+        else:  # the usual end: one block
+            return out, pos + 1
     return out, pos
 
 
