@@ -45,8 +45,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except CredentialsError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    code = service.run()
-    if service.close_abandoned:  # finalisation would wait for the hung close again
+    return _leave(service.run(), service.close_abandoned)
+
+
+def _leave(code: int, close_abandoned: bool) -> int:
+    """``code``; when the consumer's close hung (see ``kafka_io.CLOSE_TIMEOUT_S``), exit with it
+    at once: the interpreter's finalisation would wait for that close again."""
+    if close_abandoned:
         logging.shutdown()
         os._exit(code)
     return code
@@ -59,7 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.setup("WARNING", "text")
     from .demo import run_demo
 
-    return run_demo(requests=args.requests)
+    outcome = run_demo(requests=args.requests)
+    return _leave(outcome.code, outcome.close_abandoned)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader
@@ -68,7 +68,14 @@ def _total(service: Service, name: str, **labels: str) -> float:
     return total
 
 
-def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: TextIO = sys.stdout) -> int:
+class DemoOutcome(NamedTuple):
+    code: int
+    """0 when every sample request was SENT."""
+    close_abandoned: bool
+    """The service's consumer did not close in time (the caller should exit without finalisation)."""
+
+
+def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: TextIO = sys.stdout) -> DemoOutcome:
     say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
     say("chatapp-consumer demo: embedded Kafka (librdkafka mock cluster) + local CAMS endpoint.")
     say("NOTHING REAL IS SENT: no Kafka cluster, no Alibaba Cloud account, no phone is involved.")
@@ -126,4 +133,4 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
         say(f"local endpoint: {stats['accepted_calls']} calls accepted, max {stats['max_accepted_1s']} in any 1 s window (limit {int(config.rate_limit_per_second)})")
         say(f"wall time {elapsed:.1f}s: {sent_recipients / elapsed:,.0f} recipients/s")
         say("(every number above came from the local endpoint; nothing left this machine)")
-        return 0 if statuses.get("SENT", 0) == requests else 1
+        return DemoOutcome(0 if statuses.get("SENT", 0) == requests else 1, service.close_abandoned)

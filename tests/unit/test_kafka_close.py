@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from consumer.config import load
 from consumer.kafka_io import KafkaIO
 
@@ -80,3 +82,40 @@ def test_leaving_with_nothing_assigned_is_immediate() -> None:
         assert io.leave_group(timeout_s=10.0) is True
     finally:
         io.close()
+
+
+class _Exited(Exception):
+    pass
+
+
+def _exit_recorder(monkeypatch) -> list[int]:
+    import consumer.cli as cli
+
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # the test session keeps its handlers
+    return codes
+
+
+def test_run_and_demo_exit_at_once_when_the_close_was_abandoned(monkeypatch) -> None:
+    import argparse
+
+    import consumer.cli as cli
+    import consumer.demo as demo
+
+    codes = _exit_recorder(monkeypatch)
+    assert cli._leave(3, close_abandoned=False) == 3 and codes == []
+    with pytest.raises(_Exited):
+        cli._leave(1, close_abandoned=True)
+    assert codes == [1]
+    monkeypatch.setattr(demo, "run_demo", lambda requests: demo.DemoOutcome(0, close_abandoned=True))
+    with pytest.raises(_Exited):
+        cli.cmd_demo(argparse.Namespace(requests=10))
+    assert codes == [1, 0]
+    monkeypatch.setattr(demo, "run_demo", lambda requests: demo.DemoOutcome(1, close_abandoned=False))
+    assert cli.cmd_demo(argparse.Namespace(requests=10)) == 1 and codes == [1, 0]
