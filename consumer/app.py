@@ -100,7 +100,7 @@ class Service:
         self.tracker = OffsetTracker()
         self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
         self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
-        self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self._durable)
+        self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self.tracker.finish)
         self.limiter = build_limiter(config, self.metrics)
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
@@ -287,8 +287,6 @@ class Service:
             self._buffered_recipients -= recipients
             self._buffered_bytes -= size
 
-    def _durable(self, source: Source) -> None:
-        self.tracker.finish((source.topic, source.partition), source.offset)
 
     def _commit(self, asynchronous: bool, partitions: list[tuple[str, int]] | None = None) -> None:
         self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)

@@ -9,7 +9,8 @@ unfinished): a commit never passes a message whose outcome is not durable.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 TopicPartition = tuple[str, int]
 
@@ -80,13 +81,14 @@ class OffsetTracker:
     def track(self, tp: TopicPartition, offset: int) -> None:
         self._partitions[tp].track(offset)
 
-    def finish(self, tp: TopicPartition, offset: int) -> bool:
-        """Mark done; False when the partition is no longer ours (revoked: nothing to commit)."""
-        state = self._partitions.get(tp)
-        if state is None:
-            return False
-        state.finish(offset)
-        return True
+    def finish(self, positions: Iterable[Sequence[Any]]) -> None:
+        """Mark each ``(topic, partition, offset, ...)`` done (a ``models.Source`` is one); those
+        of partitions no longer ours (revoked: nothing to commit) are skipped."""
+        partitions = self._partitions
+        for position in positions:
+            state = partitions.get((position[0], position[1]))
+            if state is not None:
+                state.finish(position[2])
 
     def to_commit(self, partitions: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """Positions that moved since they were last committed (all partitions, or those given)."""

@@ -1,6 +1,6 @@
 """reply: results to the reply topic, undecodable input to the dead-letter topic.
 
-A source offset is finished (``on_durable``) only when the broker has acknowledged the record
+A source offset is finished (``on_durable``, given the sources of a round) only when the broker has acknowledged the record
 that answers it. Acknowledgements are collected as librdkafka reports them and booked together
 by ``serve``/``flush`` (offsets finished, metrics counted once per round instead of once per
 record). A record the broker failed to take is kept and produced again on the next ``serve``,
@@ -19,7 +19,7 @@ from typing import Any
 from .codec import Codec
 from .kafka_io import KafkaIO
 from .metrics import Metrics
-from .models import SendResult, Source
+from .models import SendResult, Source, Status
 
 log = logging.getLogger("consumer.reply")
 
@@ -27,10 +27,11 @@ Headers = list[tuple[str, bytes]]
 Record = tuple[str, bytes, bytes | None, Headers | None, Source, str | None]
 """(topic, value, key, headers, source, status): one record produced, and what it answers."""
 DLQ_HEADER_PREFIX = "chatapp.dlq."
+_STATUS_TEXT = {status: status.value for status in Status}  # a dict lookup: Enum.value is a descriptor call
 
 
 class Replies:
-    def __init__(self, kafka: KafkaIO, codec: Codec, reply_topic: str, dlq_topic: str, metrics: Metrics, on_durable: Callable[[Source], None]):
+    def __init__(self, kafka: KafkaIO, codec: Codec, reply_topic: str, dlq_topic: str, metrics: Metrics, on_durable: Callable[[list[Source]], None]):
         self._kafka = kafka
         self._codec = codec
         self._reply_topic = reply_topic
@@ -57,7 +58,7 @@ class Replies:
         encode, send, reply_topic = self._codec.encode_result, self._send, self._reply_topic
         for source, result in answers:
             headers = [("correlation-id", source.correlation_id)] if source.correlation_id is not None else None
-            send((source.reply_to or reply_topic, encode(result), result.request_id.encode(), headers, source, result.status.value))
+            send((source.reply_to or reply_topic, encode(result), result.request_id.encode(), headers, source, _STATUS_TEXT[result.status]))
 
     def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: Headers | None, reason: str, detail: str) -> None:
         extra = [
@@ -106,12 +107,12 @@ class Replies:
             return
         self.outstanding -= len(acked)
         now = time.time()
-        on_durable = self._on_durable
+        sources = [record[4] for record in acked]
+        self._on_durable(sources)
         counts: dict[str, int] = {}
         ages: list[float] = []
-        for record in acked:
-            source, status = record[4], record[5]
-            on_durable(source)
+        for source, record in zip(sources, acked):
+            status = record[5]
             if status is not None:
                 counts[status] = counts.get(status, 0) + 1
                 if source.timestamp_ms > 0:

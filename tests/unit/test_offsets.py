@@ -120,16 +120,20 @@ def test_dirty_until_committed_then_dirty_again_when_position_moves() -> None:
     assert not state.dirty()
 
 
-def test_tracker_finish_on_unassigned_or_revoked_partition_returns_false() -> None:
+def test_tracker_finish_skips_unassigned_or_revoked_partitions() -> None:
     tracker = OffsetTracker()
-    assert tracker.finish(TP, 0) is False
-    tracker.assign([TP])
+    tracker.finish([(*TP, 0)])  # never assigned: nothing to finish
+    tracker.assign([TP, TP1])
     tracker.track(TP, 0)
-    assert tracker.finish(TP, 0) is True
+    tracker.track(TP1, 0)
+    tracker.finish([(*TP, 0), ("gone", 0, 0), (*TP1, 0, "more fields are ignored")])
+    assert tracker.unfinished() == 0
+    assert tracker.to_commit() == {TP: 1, TP1: 1}
     tracker.track(TP, 1)
     tracker.revoke([TP])
-    assert tracker.finish(TP, 1) is False
+    tracker.finish([(*TP, 1)])
     assert not tracker.owns(TP)
+    assert tracker.to_commit() == {TP1: 1}
 
 
 def test_revoke_forgets_the_partition_state() -> None:
@@ -177,7 +181,7 @@ def test_to_commit_lists_only_moved_positions_and_committed_clears_them() -> Non
     assert tracker.to_commit() == {TP: 0, TP1: 10}
     tracker.committed({TP: 0, TP1: 10})
     assert tracker.to_commit() == {}
-    tracker.finish(TP, 0)
+    tracker.finish([(*TP, 0)])
     assert tracker.to_commit() == {TP: 1}
     assert tracker.to_commit([TP1]) == {}
     assert tracker.to_commit([("other", 9)]) == {}
@@ -191,12 +195,11 @@ def test_unfinished_counts_per_partition_and_total() -> None:
     for offset in range(3):
         tracker.track(TP, offset)
     tracker.track(TP1, 0)
-    tracker.finish(TP, 2)  # out of order: still counted until the head finishes
+    tracker.finish([(*TP, 2)])  # out of order: still counted until the head finishes
     assert tracker.unfinished() == 4
     assert tracker.unfinished([TP1]) == 1
     assert tracker.unfinished([("gone", 0)]) == 0
-    tracker.finish(TP, 0)
-    tracker.finish(TP, 1)
+    tracker.finish([(*TP, 0), (*TP, 1)])
     assert tracker.unfinished([TP]) == 0
 
 

@@ -35,7 +35,7 @@ class RecordingKafka:
 
 def _setup() -> tuple[RecordingKafka, Replies, list[Source], Metrics]:
     kafka, metrics, durable = RecordingKafka(), Metrics(), []
-    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", metrics, durable.append)  # type: ignore[arg-type]
+    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", metrics, durable.extend)  # type: ignore[arg-type]
     return kafka, replies, durable, metrics
 
 
