@@ -226,7 +226,8 @@ def _metrics_digest(metrics: dict[str, float]) -> dict[str, float]:
             "chatapp_limiter_tokens_total", "chatapp_results_total", "chatapp_duplicates_total", "chatapp_backpressure_paused",
             "chatapp_buffered_recipients", "chatapp_assigned_partitions", "chatapp_limiter_fallback", "chatapp_reply_delivery_errors_total",
             "chatapp_limiter_wait_seconds_sum", "chatapp_limiter_wait_seconds_count", "chatapp_end_to_end_seconds_sum",
-            "chatapp_end_to_end_seconds_count", "chatapp_limiter_late_arrival_seconds_sum", "chatapp_limiter_late_arrival_seconds_count")  # fmt: skip
+            "chatapp_end_to_end_seconds_count", "chatapp_limiter_late_arrival_seconds_sum", "chatapp_limiter_late_arrival_seconds_count",
+            "chatapp_main_loop_cpu_seconds_total")  # fmt: skip
     return {k: v for k, v in metrics.items() if k.split("{", 1)[0] in keep}
 
 
@@ -328,9 +329,14 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     ratio = e2e / bare["rate"] if bare["rate"] else 0.0
     cpu_per_1k = details["end_to_end"]["service_cpu_ms_per_1k_requests"]
     bare_per_1k = 1e6 / bare["rate"] if bare["rate"] else 0.0
+    phases = {phase: details["service_metrics"].get(f'chatapp_main_loop_cpu_seconds_total{{phase={phase}}}', 0.0) * 1e6 / count
+              for phase in ("consume", "intake", "results", "other")}  # fmt: skip
+    details["end_to_end"]["main_thread_cpu_us_per_request"] = phases
     rows = [
         _row("pipeline: end-to-end req/s ÷ bare consume+decode", ratio, f"{ratio:.3f} ({e2e:,.0f} vs {bare['rate']:,.0f}/s)", "≥ 0.6", ratio >= 0.6),
         _row("  service CPU per 1,000 requests (bare consumer: wall time)", cpu_per_1k, f"{cpu_per_1k:.0f} ms ({bare_per_1k:.0f} ms)", "info", None),
+        _row("  main thread CPU per request: consume / intake / results / other", sum(phases.values()),
+             " / ".join(f"{us:.1f}" for us in phases.values()) + " µs", "info", None),
     ]  # fmt: skip
     return {"rows": rows, "details": details, "problems": problems}
 

@@ -27,7 +27,7 @@ from .credentials import build_providers
 from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
-from .metrics import Health, Metrics, StatusServer
+from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import SendRequest, SendResult, Slice, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
@@ -157,6 +157,7 @@ class Service:
         self.kafka.subscribe()
         log.info("consuming %s as group %s", self.config.request_topic, self.config.group_id)
         last_commit = last_lag = time.monotonic()
+        cpu = PhaseClock(self.metrics.loop_cpu)
         try:
             while not self._stopping:
                 busy = self._buffered_recipients > 0 or self.replies.outstanding > 0
@@ -164,10 +165,14 @@ class Service:
                 until = self.batcher.until_next()
                 if until is not None:
                     timeout = min(timeout, until)
+                cpu.charge("other")
                 messages = self.kafka.consume(CONSUME_BATCH, timeout)
+                cpu.charge("consume")
                 if messages:
                     self._intake(messages)
+                    cpu.charge("intake")
                 self._step()
+                cpu.charge("results")
                 now = time.monotonic()
                 if now - last_commit >= self.config.commit_interval_ms / 1000:
                     self._commit(asynchronous=True)

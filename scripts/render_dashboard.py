@@ -59,6 +59,7 @@ PANELS = [
     "DLQ records by reason",
     "Buffered recipients",
     "Back-pressure paused",
+    "Main loop CPU",
 ]
 
 

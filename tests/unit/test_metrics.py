@@ -31,3 +31,22 @@ def test_bulk_histogram_exposes_what_observing_one_by_one_exposes() -> None:
         assert lines == expected_lines
         assert total == pytest.approx(expected_total, rel=1e-12)
     assert any(line.startswith('h_bucket{le="+Inf"}') for line in lines)
+
+
+def test_phase_clock_charges_the_threads_cpu_time_to_the_phase_that_spent_it() -> None:
+    import time
+
+    from consumer.metrics import LOOP_PHASES, Metrics, PhaseClock
+
+    metrics = Metrics()
+    clock = PhaseClock(metrics.loop_cpu)
+    started = time.thread_time()
+    while time.thread_time() - started < 0.05:  # 50 ms of CPU in "intake"
+        pass
+    clock.charge("intake")
+    time.sleep(0.05)  # waiting is not CPU
+    clock.charge("other")
+    spent = {phase: metrics.loop_cpu.labels(phase)._value.get() for phase in LOOP_PHASES}
+    assert 0.05 <= spent["intake"] < 0.5
+    assert spent["other"] < 0.01
+    assert spent["consume"] == spent["results"] == 0.0
