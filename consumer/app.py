@@ -292,7 +292,6 @@ class Service:
             self._buffered_recipients -= recipients
             self._buffered_bytes -= size
 
-
     def _commit(self, asynchronous: bool, partitions: list[tuple[str, int]] | None = None) -> None:
         self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
 

@@ -1,10 +1,10 @@
 """reply: results to the reply topic, undecodable input to the dead-letter topic.
 
-A source offset is finished (``on_durable``, given the sources of a round) only when the broker has acknowledged the record
-that answers it. Acknowledgements are collected as librdkafka reports them and booked together
-by ``serve``/``flush`` (offsets finished, metrics counted once per round instead of once per
-record). A record the broker failed to take is kept and produced again on the next ``serve``,
-so a failure blocks the commit and loses nothing.
+A source offset is finished (``on_durable``, given the sources of a round) only when the broker
+has acknowledged the record that answers it. Acknowledgements are collected as librdkafka
+reports them and booked together by ``serve``/``flush`` (offsets finished, metrics counted once
+per round instead of once per record). A record the broker failed to take is kept and produced
+again on the next ``serve``, so a failure blocks the commit and loses nothing.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ class Replies:
             status = record[5]
             if status is not None:
                 counts[status] = counts.get(status, 0) + 1
-                if source.timestamp_ms > 0:
-                    ages.append(now - source.timestamp_ms / 1000)
+                if source.timestamp_ms > 0:  # a producer's clock ahead of ours counts as no wait
+                    ages.append(max(0.0, now - source.timestamp_ms / 1000))
         for status, count in counts.items():
             self._results_counter(status).inc(count)
         self._metrics.end_to_end.observe_all(ages)

@@ -68,10 +68,13 @@ def test_end_to_end_latency_counts_each_acknowledged_result_with_a_timestamp() -
 
     kafka, replies, durable, metrics = _setup()
     now_ms = int(time.time() * 1000)
-    for offset, stamp in enumerate([now_ms - 2000, now_ms - 100, 0]):
+    for offset, stamp in enumerate([now_ms - 2000, now_ms - 100, 0, now_ms + 60_000]):
         replies.result(_source(offset, stamp), SendResult(f"r{offset}", Status.SENT, "OK", None, 1))
     replies.serve()
     text = metrics.render().decode()
-    assert "chatapp_end_to_end_seconds_count 2.0" in text
-    assert 'chatapp_end_to_end_seconds_bucket{le="0.5"} 1.0' in text
-    assert 'chatapp_end_to_end_seconds_bucket{le="2.5"} 2.0' in text
+    assert "chatapp_end_to_end_seconds_count 3.0" in text  # the one without a timestamp is not counted
+    assert 'chatapp_end_to_end_seconds_bucket{le="0.005"} 1.0' in text  # a timestamp in the future counts as no wait
+    assert 'chatapp_end_to_end_seconds_bucket{le="0.5"} 2.0' in text
+    assert 'chatapp_end_to_end_seconds_bucket{le="2.5"} 3.0' in text
+    total = float(next(line.split()[1] for line in text.splitlines() if line.startswith("chatapp_end_to_end_seconds_sum")))
+    assert 2.0 < total < 3.0
