@@ -158,7 +158,7 @@ def _recipients(data: bytes, pos: int) -> tuple[list[Recipient], int]:
 
 
 def _header_readers(schema: dict[str, Any]) -> list[Any]:
-    """How to read each request-level field, checked against BatchKey at import."""
+    """How to read each request-level field, checked against BatchKey when a reader is made."""
     fields = schema["fields"][1 : 1 + len(BatchKey._fields)]
     names = [f["name"] for f in fields]
     if schema["fields"][0]["name"] != "request_id" or names != list(BatchKey._fields):
