@@ -90,20 +90,10 @@ def _block_count(data: bytes, pos: int) -> tuple[int, int]:
 def _string_map(data: bytes, pos: int) -> tuple[dict[str, str], int]:
     out: dict[str, str] = {}
     count, pos = _block_count(data, pos)
-    size = len(data)
     while count:
         for _ in range(count):
-            # the usual key and value: under 64 bytes, a one-byte length (else _string reads it)
-            byte = data[pos]
-            if byte < 0x80 and not byte & 1 and (end := pos + 1 + (byte >> 1)) <= size:
-                key, pos = data[pos + 1 : end].decode(), end
-            else:
-                key, pos = _string(data, pos)
-            byte = data[pos]
-            if byte < 0x80 and not byte & 1 and (end := pos + 1 + (byte >> 1)) <= size:
-                out[key], pos = data[pos + 1 : end].decode(), end
-            else:
-                out[key], pos = _string(data, pos)
+            key, pos = _string(data, pos)
+            out[key], pos = _string(data, pos)
         if data[pos]:
             count, pos = _block_count(data, pos)
         else:  # the usual end: one block
@@ -125,14 +115,9 @@ def _string_array(data: bytes, pos: int) -> tuple[list[str], int]:
 def _recipients(data: bytes, pos: int) -> tuple[list[Recipient], int]:
     out: list[Recipient] = []
     count, pos = _block_count(data, pos)
-    size = len(data)
     while count:
         for _ in range(count):  # a zero byte is null, an empty map or array: the usual values, inlined
-            byte = data[pos]
-            if byte < 0x80 and not byte & 1 and (end := pos + 1 + (byte >> 1)) <= size:
-                to, pos = data[pos + 1 : end].decode(), end
-            else:
-                to, pos = _string(data, pos)
+            to, pos = _string(data, pos)
             if data[pos]:
                 recipient_type, pos = _optional(data, pos, _string)
             else:
