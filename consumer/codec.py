@@ -222,18 +222,21 @@ class RegistryAvroCodec(PlainAvroCodec):
         return _HEADER.unpack_from(value)[1]
 
     def decode(self, value: bytes) -> dict[str, Any]:
-        writer = self._writer(self._schema_id(value))
-        buffer = io.BytesIO(value)
-        buffer.seek(_HEADER.size)
-        return _read_all(buffer, writer, REQUEST_SCHEMA, len(value))
+        return self._resolved(value, self._writer(self._schema_id(value)))
 
     def decode_request(self, value: bytes) -> DecodedRequest:
         """The fast reader for values written with the bundled schema; fastavro's schema
         resolution for other (compatible) writer schemas."""
         schema_id = self._schema_id(value)
-        self._writer(schema_id)
+        writer = self._writer(schema_id)  # first: it finds out whether the id is readable
         request = self._reader.read(value, _HEADER.size) if schema_id in self._readable else None
-        return from_record(self.decode(value)) if request is None else request
+        return from_record(self._resolved(value, writer)) if request is None else request
+
+    def _resolved(self, value: bytes, writer: Any) -> dict[str, Any]:
+        """The record after the header, written with ``writer`` and read with the bundled schema."""
+        buffer = io.BytesIO(value)
+        buffer.seek(_HEADER.size)
+        return _read_all(buffer, writer, REQUEST_SCHEMA, len(value))
 
     def _framed(self, schema_id: int, schema: Any, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
