@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.codec import PlainAvroCodec
+from consumer.metrics import LOOP_PHASES
 from consumer.samples import LANGUAGES, TEMPLATES, sample_records
 
 from . import kafkaio, measure
@@ -330,7 +331,7 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     cpu_per_1k = details["end_to_end"]["service_cpu_ms_per_1k_requests"]
     bare_per_1k = 1e6 / bare["rate"] if bare["rate"] else 0.0
     phases = {phase: details["service_metrics"].get(f'chatapp_main_loop_cpu_seconds_total{{phase={phase}}}', 0.0) * 1e6 / count
-              for phase in ("consume", "intake", "results", "other")}  # fmt: skip
+              for phase in LOOP_PHASES}  # fmt: skip
     details["end_to_end"]["main_thread_cpu_us_per_request"] = phases
     rows = [
         _row("pipeline: end-to-end req/s ÷ bare consume+decode", ratio, f"{ratio:.3f} ({e2e:,.0f} vs {bare['rate']:,.0f}/s)", "≥ 0.6", ratio >= 0.6),

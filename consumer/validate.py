@@ -1,8 +1,8 @@
 """Pure checks of a decoded SendRequest.
 
 ``Validator.problems(request)`` returns every reason a decoded request cannot be sent (empty
-when it can); the reasons go into the REJECTED result's message. Limits below are the API's where it
-documents them and the service's own otherwise (documented in the README).
+when it can); the reasons go into the REJECTED result's message. Limits below are the API's
+where it documents them and the service's own otherwise (documented in the README).
 """
 
 from __future__ import annotations
