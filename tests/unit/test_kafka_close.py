@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -26,18 +28,27 @@ def kafka_io() -> KafkaIO:
     return KafkaIO(config, lambda ps: None, lambda ps: None, lambda ps: None, lambda positions: None)
 
 
-def test_a_hung_close_is_given_up_after_the_timeout() -> None:
+@contextmanager
+def consumer_replaced_by(stand_in: object) -> Iterator[KafkaIO]:
+    """A KafkaIO whose consumer is ``stand_in``; the real one is closed afterwards."""
     io = kafka_io()
-    real, hanging = io._consumer, HangingConsumer()
-    io._consumer = hanging
+    real, io._consumer = io._consumer, stand_in
     try:
-        started = time.monotonic()
-        assert io.close(timeout_s=0.3) is False
-        assert 0.3 <= time.monotonic() - started < 2.0
-        assert not hanging.closed
+        yield io
+    finally:
+        real.close()
+
+
+def test_a_hung_close_is_given_up_after_the_timeout() -> None:
+    hanging = HangingConsumer()
+    try:
+        with consumer_replaced_by(hanging) as io:
+            started = time.monotonic()
+            assert io.close(timeout_s=0.3) is False
+            assert 0.3 <= time.monotonic() - started < 2.0
+            assert not hanging.closed
     finally:
         hanging.release.set()
-        real.close()
 
 
 def test_a_close_that_finishes_reports_it() -> None:
@@ -64,16 +75,12 @@ class StuckAssignment:
 
 
 def test_leaving_the_group_unsubscribes_and_gives_up_at_the_deadline() -> None:
-    io = kafka_io()
-    real, stuck = io._consumer, StuckAssignment()
-    io._consumer = stuck
-    try:
+    stuck = StuckAssignment()
+    with consumer_replaced_by(stuck) as io:
         started = time.monotonic()
         assert io.leave_group(timeout_s=0.3) is False
         assert 0.3 <= time.monotonic() - started < 2.0
         assert stuck.unsubscribed and stuck.polls > 1, "the revocation is waited for by polling"
-    finally:
-        real.close()
 
 
 def test_leaving_with_nothing_assigned_is_immediate() -> None:
