@@ -5,7 +5,8 @@ plus its recipients become the flat ``name -> value`` query the SDK's default ca
 and signs. What the SDK does and these functions copy:
 
 - parameters set to None are left out; integers are sent as ``str(value)``;
-- ``SenderList`` is one compact UTF-8 JSON string (``ensure_ascii=False``, ``(",", ":")``);
+- ``SenderList`` is one compact UTF-8 JSON string (``ensure_ascii=False``, ``(",", ":")``: what
+  orjson writes, at a tenth of the json module's cost);
 - entry keys come in the SDK's order (FlowAction, Payload, ProductAction, RecipientType,
   TemplateParams, To); maps (TemplateParams, FlowActionData) keep their own order;
 - a ProductAction always carries ``Sections`` and each section ``ProductItems``, even when empty.
@@ -17,12 +18,11 @@ built to be serialised, not kept.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from consumer.models import BatchKey, Recipient
+import orjson
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+from consumer.models import BatchKey, Recipient
 
 _KEY_PARAMS: tuple[tuple[str, str], ...] = (
     ("ChannelType", "channel_type"),
@@ -105,7 +105,7 @@ def _sender_list(recipients: list[Recipient]) -> str:
             append({"TemplateParams": params, "To": r["to"]})
         else:
             append({"To": r["to"]})
-    return _JSON.encode(entries)
+    return orjson.dumps(entries).decode("utf-8")
 
 
 def build_query(key: BatchKey, recipients: list[Recipient]) -> dict[str, str]:

@@ -35,13 +35,25 @@ class Authorization:
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _ENCODED_BYTE = [chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in range(256)]
+_ASCII_ESCAPES = [(chr(byte), f"%{byte:02X}") for byte in range(128) if byte not in _UNRESERVED and byte != ord("%")]
+"""Every ASCII character but ``%`` that is encoded, with its encoding (``%`` goes first)."""
 
 
 def percent_encode(value: str) -> str:
     """RFC 3986 encoding of the UTF-8 bytes: only A-Za-z0-9-_.~ stay literal (space is %20, * is
-    %2A), as ``urllib.parse.quote(value, safe="~")`` does, at half its cost (one table lookup per
-    byte in C; a 1,000-recipient SenderList is 65 kB)."""
-    return "".join(map(_ENCODED_BYTE.__getitem__, value.encode("utf-8")))
+    %2A), as ``urllib.parse.quote(value, safe="~")`` does.
+
+    ASCII text (a SenderList usually is: 65 kB for 1,000 recipients) is encoded by replacing
+    each reserved character it holds, ``%`` first: a few passes of ``str.replace`` in C, a third
+    of the cost of a table lookup per byte, which other text gets."""
+    if not value.isascii():
+        return "".join(map(_ENCODED_BYTE.__getitem__, value.encode("utf-8")))
+    if "%" in value:
+        value = value.replace("%", "%25")
+    for char, encoded in _ASCII_ESCAPES:
+        if char in value:
+            value = value.replace(char, encoded)
+    return value
 
 
 def canonical_query(query: Mapping[str, str]) -> str:

@@ -327,14 +327,16 @@ def test_static_credentials_provide_themselves() -> None:
 
 
 def test_percent_encoding_is_urllib_quote_for_every_character() -> None:
-    """The table-driven encoder against the standard library's, on every ASCII character and
-    random text with 2-, 3- and 4-byte UTF-8 characters."""
+    """Both of the encoder's paths (ASCII text by replacement, other text by table) against the
+    standard library's, on every ASCII character and on random text, ASCII only and with 2-, 3-
+    and 4-byte UTF-8 characters."""
     import random
     from urllib.parse import quote, quote_plus
 
     rng = random.Random(9)
     alphabet = [chr(c) for c in range(128)] + ["é", "ü", "中", "文", "✓", "🚀", "\u2028"]
     texts = ["".join(chr(c) for c in range(128))] + ["".join(rng.choices(alphabet, k=rng.randrange(0, 200))) for _ in range(500)]
+    texts += ["".join(rng.choices(alphabet[:128], k=rng.randrange(0, 200))) for _ in range(500)]
     for text in texts:
         assert signing.percent_encode(text) == quote(text, safe="~")
         assert signing.percent_encode(text).replace("%20", "+") == quote_plus(text, safe="")  # the wire's form encoding

@@ -195,3 +195,18 @@ def test_build_query_does_not_touch_its_input() -> None:
     snapshot = json.dumps(recipients, sort_keys=True)
     build_query(make_key(), recipients)
     assert json.dumps(recipients, sort_keys=True) == snapshot
+
+
+def test_sender_list_is_what_the_json_module_writes_for_any_text() -> None:
+    """orjson writes the SenderList: byte for byte what the SDK's ``json.dumps(ensure_ascii=False,
+    separators=(",", ":"))`` would, for every control character, quotes, backslashes, DEL,
+    line separators and 2-, 3- and 4-byte UTF-8 characters."""
+    import random
+
+    rng = random.Random(11)
+    alphabet = [chr(c) for c in range(128)] + ["é", "中", "✓", "🚀", "\u2028", "\u2029", "\ufeff", "\U0010ffff"]
+    for _ in range(300):
+        text = "".join(rng.choices(alphabet, k=rng.randrange(0, 60)))
+        recipients = [avro_recipient(text or "1", template_params={text: text}, payload=[text, "x"])]
+        expected = json.dumps([sender_entry(r) for r in recipients], ensure_ascii=False, separators=(",", ":"))
+        assert build_query(make_key(), recipients)["SenderList"] == expected
