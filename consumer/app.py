@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from .batching import Batcher
 from .cams.client import CamsClient, CredentialsProvider, build_http_client
@@ -28,7 +29,7 @@ from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
 from .metrics import Health, Metrics, PhaseClock, StatusServer
-from .models import SendRequest, SendResult, Slice, Source, Status
+from .models import SendRequest, SendResult, Settled, Slice, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
 from .sender import Sender, SendPolicy
@@ -105,7 +106,7 @@ class Service:
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
         self.ledger = build_ledger(config)
-        self._finished: queue.SimpleQueue[list[tuple[SendRequest, SendResult]]] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()
         self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
         self.sender = Sender(
             CamsClient(config.cams_endpoint, self._http),
@@ -275,20 +276,23 @@ class Service:
 
     # -- reply → commit ------------------------------------------------------------------------
     def _publish_finished(self) -> None:
+        pending, followers = self._pending, self._followers
         while True:
             try:
                 finished = self._finished.get_nowait()
             except queue.Empty:
                 return
-            self.replies.results([(request.source, result) for request, result in finished])
-            pending, followers = self._pending, self._followers
             recipients = size = 0
-            for request, result in finished:
-                pending.pop(request.request_id, None)
-                if followers and request.request_id in followers:
-                    self.replies.results([(follower, result) for follower in followers.pop(request.request_id)])
-                recipients += len(request.recipients)
-                size += request.size_bytes
+            for group in finished:
+                self.replies.settled(group)
+                for request in group.requests:
+                    request_id = request.request_id
+                    pending.pop(request_id, None)
+                    if followers and request_id in followers:  # later copies of it get the same answer
+                        copies = [replace(request, source=follower) for follower in followers.pop(request_id)]
+                        self.replies.settled(group._replace(requests=copies))
+                    recipients += len(request.recipients)
+                    size += request.size_bytes
             self._buffered_recipients -= recipients
             self._buffered_bytes -= size
 
@@ -391,8 +395,7 @@ class Service:
             self._buffered_bytes -= request.size_bytes
             survivors = [f for f in followers if (f.topic, f.partition) not in wanted]
             if survivors:  # a later copy on a partition we keep: send it in the abandoned one's place
-                heir = SendRequest(request.request_id, request.key, request.recipients, request.expires_at_ms, survivors[0], request.size_bytes)
-                self._hold(heir, survivors[1:])
+                self._hold(replace(request, source=survivors[0]), survivors[1:])
         if requests:
             log.warning("abandoned %d unsent requests of %s: the next owner gets them again", len(requests), _names(partitions))
 

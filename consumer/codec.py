@@ -25,7 +25,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from .models import DecodedRequest, SendResult
+from .models import DecodedRequest, SendResult, Settled, SliceOutcome
 from .request_reader import RequestReader, from_record
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -98,8 +98,9 @@ class ResultEncoder:
     """SendResult → Avro binary (``send_result.avsc``), written by hand for the hot path.
 
     Results of one call share everything but ``request_id`` and ``recipients``: the shared runs
-    of bytes are cached, so a result costs a string, a varint and a concatenation (about 0.6 µs,
-    against 5 µs through fastavro; tests compare the bytes with fastavro's for many results).
+    of bytes are made once per group of results (``encode_settled``; cached for single results),
+    so a result costs a string, a varint and a concatenation (about 0.6 µs, against 5 µs through
+    fastavro; tests compare the bytes with fastavro's for many results).
     The field order is the schema's: ``_check_field_order`` fails at import if the schema moves.
     """
 
@@ -109,23 +110,37 @@ class ResultEncoder:
         self._middles: dict[tuple, bytes] = {}
         self._tails: dict[tuple, bytes] = {}
 
-    def encode(self, result: SendResult) -> bytes:
-        middle_key = (result.status, result.code, result.message, result.group_message_id, result.api_request_id)
-        middle = self._middles.get(middle_key)
+    def _middle(self, o: SendResult | SliceOutcome) -> bytes:
+        """status, code, message, group_message_id, api_request_id."""
+        key = (o.status, o.code, o.message, o.group_message_id, o.api_request_id)
+        middle = self._middles.get(key)
         if middle is None:
             if len(self._middles) >= self._MAX_CACHED:
                 self._middles.clear()
-            middle = self._middles[middle_key] = (
-                _long(_STATUS_INDEX[result.status.value]) + _optional_string(result.code) + _optional_string(result.message)
-                + _optional_string(result.group_message_id) + _optional_string(result.api_request_id)
+            middle = self._middles[key] = (
+                _long(_STATUS_INDEX[o.status.value]) + _optional_string(o.code) + _optional_string(o.message)
+                + _optional_string(o.group_message_id) + _optional_string(o.api_request_id)
             )
-        tail_key = (result.attempts, result.batch_id, result.completed_at_ms)
-        tail = self._tails.get(tail_key)
+        return middle
+
+    def _tail(self, o: SendResult | SliceOutcome, completed_at_ms: int) -> bytes:
+        """attempts, batch_id, completed_at."""
+        key = (o.attempts, o.batch_id, completed_at_ms)
+        tail = self._tails.get(key)
         if tail is None:
             if len(self._tails) >= self._MAX_CACHED:
                 self._tails.clear()
-            tail = self._tails[tail_key] = _long(result.attempts) + _optional_string(result.batch_id) + _long(result.completed_at_ms)
-        return _string(result.request_id) + middle + _long(result.recipients) + tail
+            tail = self._tails[key] = _long(o.attempts) + _optional_string(o.batch_id) + _long(completed_at_ms)
+        return tail
+
+    def encode(self, result: SendResult) -> bytes:
+        return _string(result.request_id) + self._middle(result) + _long(result.recipients) + self._tail(result, result.completed_at_ms)
+
+    def encode_settled(self, settled: Settled, header: bytes = b"") -> list[bytes]:
+        """The result of each of the group's requests, in order, each after ``header``."""
+        middle = self._middle(settled.outcome)
+        tail = self._tail(settled.outcome, settled.completed_at_ms)
+        return [header + _string(r.request_id) + middle + _long(len(r.recipients)) + tail for r in settled.requests]
 
 
 def _check_field_order() -> None:
@@ -160,6 +175,10 @@ class PlainAvroCodec:
 
     def encode_result(self, result: SendResult) -> bytes:
         return self._results.encode(result)
+
+    def encode_settled(self, settled: Settled) -> list[bytes]:
+        """The results of a group of requests settled together (``Settled``), in its order."""
+        return self._results.encode_settled(settled)
 
 
 class RegistryAvroCodec(PlainAvroCodec):
@@ -244,11 +263,18 @@ class RegistryAvroCodec(PlainAvroCodec):
         schemaless_writer(out, schema, record)
         return out.getvalue()
 
-    def encode_result(self, result: SendResult) -> bytes:
+    def _results_header(self) -> bytes:
+        """The wire format's header of a result value (the schema is registered on first use)."""
         if self._result_id is None:
             self._result_id = self._register(self._result_subject, json.dumps(RESULT_SCHEMA_JSON))
             self._result_header = _HEADER.pack(MAGIC_BYTE, self._result_id)
-        return self._result_header + self._results.encode(result)
+        return self._result_header
+
+    def encode_result(self, result: SendResult) -> bytes:
+        return self._results_header() + self._results.encode(result)
+
+    def encode_settled(self, settled: Settled) -> list[bytes]:
+        return self._results.encode_settled(settled, self._results_header())
 
     def encode_request(self, record: dict[str, Any]) -> bytes:
         if self._request_id is None:

@@ -1,32 +1,21 @@
 """Fan-in of slice outcomes: a request is finished when every slice that carries it is.
 
 One batch carries many requests, and a request larger than a batch rides in several. Each API
-call reports one ``SliceOutcome`` per slice; ``Completion.slice_done`` returns the request's
-``SendResult`` once its last slice reports, combining them: SENT only if every slice was sent,
-otherwise the first slice that was not decides status and code. Thread-safe (senders report
-from their worker threads).
+call reports one ``SliceOutcome`` for its slices; ``Completion.batch_done`` returns what that
+finished as ``Settled`` groups: the requests the batch carried whole share the call's outcome
+(one group), and a request whose last slice this was gets the outcomes of its slices combined:
+SENT only if every slice was sent, otherwise the first slice that was not decides status and
+code. Thread-safe (senders report from their worker threads).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
-from .models import SendRequest, SendResult, Slice, Status
+from .models import SendRequest, SendResult, Settled, Slice, SliceOutcome, Status
 
-
-@dataclass(frozen=True, slots=True)
-class SliceOutcome:
-    """What happened to one slice."""
-
-    status: Status
-    code: str | None
-    message: str | None
-    attempts: int = 0
-    group_message_id: str | None = None
-    api_request_id: str | None = None
-    batch_id: str | None = None
+__all__ = ["Completion", "SliceOutcome", "combine", "now_ms", "result_of"]
 
 
 def now_ms() -> int:
@@ -34,8 +23,7 @@ def now_ms() -> int:
 
 
 def result_of(request: SendRequest, outcome: SliceOutcome, completed_at_ms: int) -> SendResult:
-    return SendResult(request.request_id, outcome.status, outcome.code, outcome.message, len(request.recipients), outcome.attempts,
-                      outcome.group_message_id, outcome.api_request_id, outcome.batch_id, completed_at_ms)  # fmt: skip
+    return Settled(outcome, completed_at_ms, [request]).result(request)
 
 
 def combine(outcomes: list[SliceOutcome]) -> SliceOutcome:
@@ -61,17 +49,23 @@ class Completion:
         self._partial: dict[int, list[SliceOutcome]] = {}
         self._lock = threading.Lock()
 
-    def slice_done(self, piece: Slice, outcome: SliceOutcome, completed_at_ms: int) -> SendResult | None:
-        request = piece.request
-        if request.parts == 1:
-            return result_of(request, outcome, completed_at_ms)
-        with self._lock:
-            outcomes = self._partial.setdefault(id(request), [])
-            outcomes.append(outcome)
-            if len(outcomes) < request.parts:
-                return None
-            del self._partial[id(request)]
-        return result_of(request, combine(outcomes), completed_at_ms)
+    def batch_done(self, slices: list[Slice], outcome: SliceOutcome, completed_at_ms: int) -> list[Settled]:
+        """``slices`` came to ``outcome``: the requests this finished, in groups (see above)."""
+        whole = [piece.request for piece in slices if piece.request.parts == 1]
+        settled = [Settled(outcome, completed_at_ms, whole)] if whole else []
+        if len(whole) < len(slices):
+            for piece in slices:
+                request = piece.request
+                if request.parts == 1:
+                    continue
+                with self._lock:
+                    outcomes = self._partial.setdefault(id(request), [])
+                    outcomes.append(outcome)
+                    if len(outcomes) < request.parts:
+                        continue
+                    del self._partial[id(request)]
+                settled.append(Settled(combine(outcomes), completed_at_ms, [request]))
+        return settled
 
     def forget(self, request: SendRequest) -> None:
         """Drop partial outcomes of an abandoned request."""

@@ -23,9 +23,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from .models import SendResult
+from .models import SendResult, Settled
 
 log = logging.getLogger("consumer.ledger")
 
@@ -43,35 +43,30 @@ class LedgerEntry(NamedTuple):
 class Ledger(Protocol):
     def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]: ...
     def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None: ...
-    def mark_done(self, results: Iterable[SendResult]) -> None: ...
+    def mark_done(self, settled: Iterable[Settled]) -> None: ...
     def healthy(self) -> bool: ...
 
 
 class InMemoryLedger:
-    """Thread-safe dict with expiry, oldest entries first."""
+    """Thread-safe dict with expiry, oldest entries first.
+
+    An item is ``(expires, entry)``, or ``(expires, since, settled, request)`` for a request
+    marked DONE: its entry and result are made when it is looked up (a redelivery), not for
+    every request sent."""
 
     def __init__(self, retention_s: float, clock=time.time, max_entries: int = 100_000):
         self.retention_s = retention_s
         self._clock = clock
         self._max = max_entries
-        self._entries: OrderedDict[str, tuple[float, LedgerEntry]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._lock = threading.Lock()
-
-    def _put_all(self, items: Iterable[tuple[str, LedgerEntry]], now: float) -> None:
-        expires = now + self.retention_s
-        entries = self._entries
-        move_to_end = entries.move_to_end
-        with self._lock:
-            for request_id, entry in items:
-                entries[request_id] = (expires, entry)
-                move_to_end(request_id)
 
     def _expire(self, now: float) -> None:
         entries = self._entries
         for _ in range(len(entries) - self._max):  # the oldest make room
             entries.popitem(last=False)
         while entries:
-            expires, _ = entries[next(iter(entries))]
+            expires = entries[next(iter(entries))][0]
             if expires > now:
                 break
             entries.popitem(last=False)
@@ -84,20 +79,40 @@ class InMemoryLedger:
             for request_id in request_ids:
                 item = self._entries.get(request_id)
                 if item is not None:
-                    found[request_id] = item[1]
+                    found[request_id] = _entry(item)
             return found
 
     def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
         now = self._clock()
-        entry = LedgerEntry(IN_FLIGHT, owner, now)
-        self._put_all(((request_id, entry) for request_id in request_ids), now)
+        item = (now + self.retention_s, LedgerEntry(IN_FLIGHT, owner, now))
+        entries = self._entries
+        move_to_end = entries.move_to_end
+        with self._lock:
+            for request_id in request_ids:
+                entries[request_id] = item
+                move_to_end(request_id)
 
-    def mark_done(self, results: Iterable[SendResult]) -> None:
+    def mark_done(self, settled: Iterable[Settled]) -> None:
         now = self._clock()
-        self._put_all(((result.request_id, LedgerEntry(DONE, None, now, result)) for result in results), now)
+        expires = now + self.retention_s
+        entries = self._entries
+        move_to_end = entries.move_to_end
+        with self._lock:
+            for group in settled:
+                for request in group.requests:
+                    request_id = request.request_id
+                    entries[request_id] = (expires, now, group, request)
+                    move_to_end(request_id)
 
     def healthy(self) -> bool:
         return True
+
+
+def _entry(item: tuple[Any, ...]) -> LedgerEntry:
+    if len(item) == 2:
+        return item[1]
+    _, since, group, request = item
+    return LedgerEntry(DONE, None, since, group.result(request))
 
 
 class RedisLedger:
@@ -155,10 +170,12 @@ class RedisLedger:
         value = json.dumps({"s": IN_FLIGHT, "o": owner, "t": time.time()})
         self._set_all((request_id, value) for request_id in request_ids)
 
-    def mark_done(self, results: Iterable[SendResult]) -> None:
+    def mark_done(self, settled: Iterable[Settled]) -> None:
         now = time.time()
         self._set_all(
-            (result.request_id, json.dumps({"s": DONE, "t": now, "r": result.to_record()})) for result in results
+            (request.request_id, json.dumps({"s": DONE, "t": now, "r": group.result(request).to_record()}))
+            for group in settled
+            for request in group.requests
         )
 
     def healthy(self) -> bool:

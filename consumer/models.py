@@ -121,6 +121,38 @@ class SendResult(NamedTuple):
         )
 
 
+class SliceOutcome(NamedTuple):
+    """What one API call (or the service, for a call not made) came to for a slice: a result
+    without the request's id and recipients."""
+
+    status: Status
+    code: str | None
+    message: str | None
+    attempts: int = 0
+    group_message_id: str | None = None
+    api_request_id: str | None = None
+    batch_id: str | None = None
+
+
+class Settled(NamedTuple):
+    """Requests finished together with one outcome (a batch's whole requests, or one request
+    whose slices have all come back): their results differ only by request id and recipients,
+    so they travel, are encoded and are acknowledged as a group."""
+
+    outcome: SliceOutcome
+    completed_at_ms: int
+    requests: list[SendRequest]
+
+    def result(self, request: SendRequest) -> SendResult:
+        """The result of one of the group's requests."""
+        o = self.outcome
+        return SendResult(request.request_id, o.status, o.code, o.message, len(request.recipients), o.attempts,
+                          o.group_message_id, o.api_request_id, o.batch_id, self.completed_at_ms)  # fmt: skip
+
+    def results(self) -> list[tuple[SendRequest, SendResult]]:
+        return [(request, self.result(request)) for request in self.requests]
+
+
 @dataclass(slots=True)
 class Slice:
     """The part of one request that rides in one batch (the whole request unless it had to be split)."""

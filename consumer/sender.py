@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from .batching import split, without
 from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
-from .completion import Completion, SliceOutcome, now_ms
+from .completion import Completion, now_ms
 from .credentials import CredentialsError
 from .ledger import Ledger
 from .limiter import RateLimiter
 from .limiter.lateness import LatenessGauge
 from .metrics import Metrics, code_label
-from .models import Batch, SendRequest, SendResult, Slice, Status
+from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .retry import backoff_s
 from .scheduler import FairScheduler
 
@@ -47,7 +47,7 @@ log = logging.getLogger("consumer.sender")
 
 EXPIRED_CODE = "Chatapp.Expired"
 CREDENTIALS_UNAVAILABLE = "Chatapp.CredentialsUnavailable"
-ResultsSink = Callable[[list[tuple[SendRequest, SendResult]]], None]
+ResultsSink = Callable[[list[Settled]], None]
 
 
 @dataclass(frozen=True)
@@ -217,18 +217,11 @@ class Sender:
         if finished:
             self._on_results(finished)
 
-    def _finish(self, batch: Batch, slices: list[Slice], outcome: SliceOutcome) -> list[tuple[SendRequest, SendResult]]:
-        out = []
-        slice_done = self._completion.slice_done
-        completed_at_ms = now_ms()
-        for piece in slices:
-            result = slice_done(piece, outcome, completed_at_ms)
-            if result is not None:
-                out.append((piece.request, result))
-        return out
+    def _finish(self, batch: Batch, slices: list[Slice], outcome: SliceOutcome) -> list[Settled]:
+        return self._completion.batch_done(slices, outcome, now_ms())
 
-    def _send(self, batch: Batch, ticket: int) -> list[tuple[SendRequest, SendResult]]:
-        finished: list[tuple[SendRequest, SendResult]] = []
+    def _send(self, batch: Batch, ticket: int) -> list[Settled]:
+        finished: list[Settled] = []
         now_ms = time.time() * 1000
         rest, expired = without(batch, lambda s: s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms)
         if expired:
@@ -302,6 +295,6 @@ class Sender:
                 recent.popleft()
             return len(recent) > self._policy.throttle_tolerance
 
-    def _record(self, finished: list[tuple[SendRequest, SendResult]]) -> None:
+    def _record(self, finished: list[Settled]) -> None:
         if finished:
-            self._ledger.mark_done([result for _, result in finished])
+            self._ledger.mark_done(finished)

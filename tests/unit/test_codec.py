@@ -201,3 +201,18 @@ def test_the_hand_written_result_encoder_writes_what_fastavro_writes() -> None:
         expected = io.BytesIO()
         schemaless_writer(expected, RESULT_SCHEMA, result.to_record())
         assert encoder.encode(result) == expected.getvalue(), result
+
+
+def test_a_settled_group_encodes_as_its_results_one_by_one() -> None:
+    """encode_settled (one encoding of what a group shares) gives each request's result exactly
+    as encode_result does, with the plain codec and with the registry's wire-format header."""
+    from consumer.codec import RegistryAvroCodec
+    from consumer.models import SendRequest, Settled, SliceOutcome, Source
+
+    requests = [SendRequest(f"req-{i}-ü", None, [{}] * n, None, Source("t", 0, i, 0)) for i, n in enumerate([1, 64, 1000])]  # type: ignore[arg-type]
+    for outcome in (SliceOutcome(Status.SENT, "OK", None, 1, "G-1", "R-1", "b-1"), SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late ✗", 0)):
+        group = Settled(outcome, 1_795_595_443_442, requests)
+        registry = RegistryAvroCodec(lambda schema_id: "", lambda subject, schema: 42, "replies-value", "requests-value")
+        for codec in (CODEC, registry):
+            assert codec.encode_settled(group) == [codec.encode_result(group.result(r)) for r in requests]
+        assert registry.encode_settled(group)[0][:5] == b"\x00\x00\x00\x00\x2a"

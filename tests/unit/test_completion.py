@@ -1,4 +1,4 @@
-"""consumer.completion: slice outcomes fan in to one SendResult per request."""
+"""consumer.completion: slice outcomes fan in to one SendResult per request, in Settled groups."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 from consumer.batching import Batcher
 from consumer.completion import Completion, SliceOutcome, combine, result_of
-from consumer.models import SendRequest, Slice, Status
+from consumer.models import SendRequest, SendResult, Slice, Status
 from tests.fixtures.clock import FakeClock
 from tests.unit.test_batching import make_request
 
@@ -19,6 +19,13 @@ def sent(gid: str | None = "G1", attempts: int = 1, api: str | None = "R1", batc
 
 def failed(code: str = "Invalid.Param", attempts: int = 1, batch: str | None = "b-9") -> SliceOutcome:
     return SliceOutcome(Status.FAILED, code, f"{code} happened", attempts, None, "R-fail", batch)
+
+
+def slice_done(completion: Completion, piece: Slice, outcome: SliceOutcome, at: int) -> SendResult | None:
+    """The result a batch of this one slice finished, or None."""
+    settled = completion.batch_done([piece], outcome, at)
+    assert len(settled) <= 1
+    return settled[0].result(piece.request) if settled else None
 
 
 def split_request(size: int, max_recipients: int) -> tuple[SendRequest, list[Slice]]:
@@ -34,7 +41,7 @@ def split_request(size: int, max_recipients: int) -> tuple[SendRequest, list[Sli
 def test_single_slice_request_finishes_at_once() -> None:
     completion = Completion()
     request = make_request(3)
-    result = completion.slice_done(Slice(request, request.recipients), sent("G7", 2, "R7", "b-7"), AT)
+    result = slice_done(completion, Slice(request, request.recipients), sent("G7", 2, "R7", "b-7"), AT)
     assert result is not None
     assert result.request_id == request.request_id
     assert result.status is Status.SENT
@@ -47,7 +54,7 @@ def test_single_slice_request_finishes_at_once() -> None:
 
 def test_single_slice_failure_keeps_code_and_message() -> None:
     request = make_request(1)
-    result = Completion().slice_done(Slice(request, request.recipients), failed("Ram.PermissionDeny"), AT)
+    result = slice_done(Completion(), Slice(request, request.recipients), failed("Ram.PermissionDeny"), AT)
     assert result.status is Status.FAILED
     assert result.code == "Ram.PermissionDeny"
     assert result.message == "Ram.PermissionDeny happened"
@@ -57,9 +64,9 @@ def test_multi_slice_waits_for_every_slice_then_all_sent() -> None:
     completion = Completion()
     request, slices = split_request(25, 10)
     assert request.parts == 3
-    assert completion.slice_done(slices[0], sent("G1", 1, "R1", "b-1"), AT) is None
-    assert completion.slice_done(slices[1], sent("G2", 2, "R2", "b-2"), AT) is None
-    result = completion.slice_done(slices[2], sent("G3", 1, "R3", "b-3"), AT)
+    assert slice_done(completion, slices[0], sent("G1", 1, "R1", "b-1"), AT) is None
+    assert slice_done(completion, slices[1], sent("G2", 2, "R2", "b-2"), AT) is None
+    result = slice_done(completion, slices[2], sent("G3", 1, "R3", "b-3"), AT)
     assert result is not None
     assert result.status is Status.SENT
     assert result.recipients == 25  # the whole request, not the last slice
@@ -72,9 +79,9 @@ def test_multi_slice_waits_for_every_slice_then_all_sent() -> None:
 def test_multi_slice_first_failure_wins() -> None:
     completion = Completion()
     request, slices = split_request(30, 10)
-    completion.slice_done(slices[0], sent("G1"), AT)
-    completion.slice_done(slices[1], failed("First.Failure"), AT)
-    result = completion.slice_done(slices[2], failed("Second.Failure"), AT)
+    slice_done(completion, slices[0], sent("G1"), AT)
+    slice_done(completion, slices[1], failed("First.Failure"), AT)
+    result = slice_done(completion, slices[2], failed("Second.Failure"), AT)
     assert result.status is Status.FAILED
     assert result.code == "First.Failure"
     assert result.message == "First.Failure happened"
@@ -84,8 +91,8 @@ def test_multi_slice_first_failure_wins() -> None:
 def test_multi_slice_expired_part_makes_the_request_not_sent() -> None:
     completion = Completion()
     request, slices = split_request(20, 10)
-    completion.slice_done(slices[0], SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late", 0), AT)
-    result = completion.slice_done(slices[1], sent("G2"), AT)
+    slice_done(completion, slices[0], SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late", 0), AT)
+    result = slice_done(completion, slices[1], sent("G2"), AT)
     assert result.status is Status.EXPIRED
     assert result.code == "Chatapp.Expired"
 
@@ -106,10 +113,10 @@ def test_two_requests_in_flight_are_kept_apart() -> None:
     completion = Completion()
     r1, s1 = split_request(4, 2)
     r2, s2 = split_request(4, 2)
-    assert completion.slice_done(s1[0], sent("A1"), AT) is None
-    assert completion.slice_done(s2[0], failed("X"), AT) is None
-    done1 = completion.slice_done(s1[1], sent("A2"), AT)
-    done2 = completion.slice_done(s2[1], sent("B2"), AT)
+    assert slice_done(completion, s1[0], sent("A1"), AT) is None
+    assert slice_done(completion, s2[0], failed("X"), AT) is None
+    done1 = slice_done(completion, s1[1], sent("A2"), AT)
+    done2 = slice_done(completion, s2[1], sent("B2"), AT)
     assert (done1.request_id, done1.status, done1.group_message_id) == (r1.request_id, Status.SENT, "A1,A2")
     assert (done2.request_id, done2.status, done2.code) == (r2.request_id, Status.FAILED, "X")
 
@@ -117,11 +124,11 @@ def test_two_requests_in_flight_are_kept_apart() -> None:
 def test_forget_drops_partial_outcomes() -> None:
     completion = Completion()
     request, slices = split_request(20, 10)
-    assert completion.slice_done(slices[0], failed("Old.Failure"), AT) is None
+    assert slice_done(completion, slices[0], failed("Old.Failure"), AT) is None
     completion.forget(request)
     # the request is sent again from scratch: the old failure no longer counts
-    assert completion.slice_done(slices[0], sent("N1"), AT) is None
-    result = completion.slice_done(slices[1], sent("N2"), AT)
+    assert slice_done(completion, slices[0], sent("N1"), AT) is None
+    result = slice_done(completion, slices[1], sent("N2"), AT)
     assert result.status is Status.SENT
     assert result.group_message_id == "N1,N2"
 
@@ -146,7 +153,7 @@ def test_concurrent_slices_finish_each_request_exactly_once() -> None:
         start.wait()
         for request, slices in pairs:
             for piece in slices[index::8]:
-                result = completion.slice_done(piece, sent(f"G{index}"), AT)
+                result = slice_done(completion, piece, sent(f"G{index}"), AT)
                 if result is not None:
                     with lock:
                         results.append(result)
@@ -158,3 +165,15 @@ def test_concurrent_slices_finish_each_request_exactly_once() -> None:
         t.join(10)
     assert sorted(r.request_id for r in results) == sorted(r.request_id for r, _ in pairs)
     assert all(r.attempts == 10 for r in results)
+
+
+def test_a_batch_settles_its_whole_requests_as_one_group_and_a_split_request_alone() -> None:
+    completion = Completion()
+    whole = [make_request(2) for _ in range(3)]
+    request, slices = split_request(20, 10)
+    settled = completion.batch_done([Slice(r, r.recipients) for r in whole] + [slices[0]], sent("G1"), AT)
+    assert [(g.outcome, g.requests) for g in settled] == [(sent("G1"), whole)]  # the split one waits for its other slice
+    settled = completion.batch_done([slices[1]], failed("X"), AT + 5)
+    assert len(settled) == 1 and settled[0].requests == [request] and settled[0].completed_at_ms == AT + 5
+    assert settled[0].outcome.status is Status.FAILED and settled[0].outcome.group_message_id == "G1"
+    assert [result.request_id for _, result in settled[0].results()] == [request.request_id]

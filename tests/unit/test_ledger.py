@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger, LedgerEntry, RedisLedger
-from consumer.models import SendResult, Status
+from consumer.models import SendRequest, SendResult, Settled, SliceOutcome, Source, Status
 from tests.fixtures.clock import FakeClock
 
 RETENTION = 3600
@@ -35,6 +35,15 @@ def result(request_id: str, status: Status = Status.SENT, **fields) -> SendResul
     )
     values.update(fields)
     return SendResult(request_id, status, **values)
+
+
+def settled(*results: SendResult) -> list[Settled]:
+    """Each result as the group of one request that the sender would have marked done."""
+    return [
+        Settled(SliceOutcome(r.status, r.code, r.message, r.attempts, r.group_message_id, r.api_request_id, r.batch_id), r.completed_at_ms,
+                [SendRequest(r.request_id, None, [{}] * r.recipients, None, Source("t", 0, 0, 0))])  # type: ignore[arg-type]
+        for r in results
+    ]  # fmt: skip
 
 
 def free_port() -> int:
@@ -63,7 +72,7 @@ def test_in_memory_in_flight_then_done() -> None:
     }
     clock.now += 5
     done = result("a")
-    ledger.mark_done([done])
+    ledger.mark_done(settled(done))
     found = ledger.lookup(["a", "b"])
     assert found["a"] == LedgerEntry(DONE, None, clock.now, done)
     assert found["b"].state == IN_FLIGHT
@@ -71,7 +80,7 @@ def test_in_memory_in_flight_then_done() -> None:
 
 def test_in_memory_lookup_of_many_returns_only_known_ids() -> None:
     ledger = InMemoryLedger(RETENTION, clock=wall_clock())
-    ledger.mark_done([result(f"r{i}") for i in range(0, 100, 2)])
+    ledger.mark_done(settled(*(result(f"r{i}") for i in range(0, 100, 2))))
     found = ledger.lookup([f"r{i}" for i in range(100)])
     assert sorted(found) == sorted(f"r{i}" for i in range(0, 100, 2))
     assert all(entry.state == DONE and entry.result.request_id == rid for rid, entry in found.items())
@@ -82,7 +91,7 @@ def test_in_memory_entries_expire_after_retention() -> None:
     ledger = InMemoryLedger(60, clock=clock)
     ledger.mark_in_flight(["old"], "me")
     clock.now += 30
-    ledger.mark_done([result("young")])
+    ledger.mark_done(settled(result("young")))
     clock.now += 29.9
     assert set(ledger.lookup(["old", "young"])) == {"old", "young"}
     clock.now += 0.1  # old: exactly 60 s
@@ -96,7 +105,7 @@ def test_in_memory_marking_again_renews_retention() -> None:
     ledger = InMemoryLedger(60, clock=clock)
     ledger.mark_in_flight(["a", "b"], "me")
     clock.now += 50
-    ledger.mark_done([result("a")])
+    ledger.mark_done(settled(result("a")))
     clock.now += 20
     found = ledger.lookup(["a", "b"])
     assert set(found) == {"a"}
@@ -125,7 +134,7 @@ def client(shared_redis: str):
 def test_redis_keys_carry_the_prefix_and_the_retention_ttl(client) -> None:
     ledger = RedisLedger(client, RETENTION, key_prefix="test:ledger:")
     ledger.mark_in_flight(["a"], "host:1")
-    ledger.mark_done([result("b")])
+    ledger.mark_done(settled(result("b")))
     assert sorted(k.decode() for k in client.keys("*")) == ["test:ledger:a", "test:ledger:b"]
     for key in ("test:ledger:a", "test:ledger:b"):
         assert RETENTION - 5 <= client.ttl(key) <= RETENTION
@@ -160,7 +169,7 @@ def test_redis_in_flight_entry(client) -> None:
 def test_redis_stored_result_round_trips_equal(client, stored: SendResult) -> None:
     ledger = RedisLedger(client, RETENTION, key_prefix="t:")
     ledger.mark_in_flight([stored.request_id], "me")
-    ledger.mark_done([stored])
+    ledger.mark_done(settled(stored))
     entry = ledger.lookup([stored.request_id])[stored.request_id]
     assert entry.state == DONE
     assert entry.owner is None
@@ -169,7 +178,7 @@ def test_redis_stored_result_round_trips_equal(client, stored: SendResult) -> No
 
 def test_redis_lookup_of_many(client) -> None:
     ledger = RedisLedger(client, RETENTION, key_prefix="t:")
-    ledger.mark_done([result(f"r{i}") for i in range(0, 500, 5)])
+    ledger.mark_done(settled(*(result(f"r{i}") for i in range(0, 500, 5))))
     found = ledger.lookup([f"r{i}" for i in range(500)])
     assert sorted(found) == sorted(f"r{i}" for i in range(0, 500, 5))
 
@@ -194,7 +203,7 @@ def test_redis_down_with_the_service_client_never_raises() -> None:
     ledger = RedisLedger(down, RETENTION, key_prefix="chatapp:ledger:")
     started = time.monotonic()
     assert ledger.lookup(["a"]) == {}
-    ledger.mark_done([result("a")])
+    ledger.mark_done(settled(result("a")))
     assert not ledger.healthy()
     assert time.monotonic() - started < 3
     down.close()
@@ -212,7 +221,7 @@ def test_redis_down_lookup_finds_nothing_and_never_raises() -> None:
     assert ledger.lookup(["a", "b"]) == {}
     assert not ledger.healthy()
     ledger.mark_in_flight(["a"], "me")
-    ledger.mark_done([result("a")])
+    ledger.mark_done(settled(result("a")))
     assert not ledger.healthy()
     assert time.monotonic() - started < 3
     down.close()
@@ -247,7 +256,7 @@ def test_redis_outage_is_logged_once_and_recovery_makes_it_healthy(client, caplo
     flaky.down = True
     with caplog.at_level(logging.INFO, logger="consumer.ledger"):
         assert ledger.lookup(["a"]) == {}
-        ledger.mark_done([result("a")])  # lost
+        ledger.mark_done(settled(result("a")))  # lost
         assert ledger.lookup(["a"]) == {}
         assert not ledger.healthy()
         flaky.down = False

@@ -12,8 +12,27 @@ from consumer.models import SendResult, Source, Status
 from consumer.reply import Replies
 
 
+class DeliveredMessage:
+    """What librdkafka hands a delivery report: the record as it was produced."""
+
+    def __init__(self, record: tuple[str, bytes, Any, Any]) -> None:
+        self._record = record
+
+    def topic(self) -> str:
+        return self._record[0]
+
+    def value(self) -> bytes:
+        return self._record[1]
+
+    def key(self) -> Any:
+        return self._record[2]
+
+    def headers(self) -> Any:
+        return self._record[3]
+
+
 class RecordingKafka:
-    """produce() keeps the delivery callbacks; ``report`` decides what the broker answers."""
+    """produce() keeps the delivery callbacks; ``errors`` decides what the broker answers."""
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes, Any, Any]] = []
@@ -27,7 +46,7 @@ class RecordingKafka:
     def serve_deliveries(self, timeout: float = 0.0) -> int:
         pending, self._pending = self._pending, []
         for index, callback in pending:
-            callback(self.errors.pop(index, None), None)
+            callback(self.errors.pop(index, None), DeliveredMessage(self.produced[index]))
         return len(pending)
 
     flush = serve_deliveries
@@ -78,3 +97,22 @@ def test_end_to_end_latency_counts_each_acknowledged_result_with_a_timestamp() -
     assert 'chatapp_end_to_end_seconds_bucket{le="2.5"} 3.0' in text
     total = float(next(line.split()[1] for line in text.splitlines() if line.startswith("chatapp_end_to_end_seconds_sum")))
     assert 2.0 < total < 3.0
+
+
+def test_a_settled_group_is_booked_once_every_record_of_it_is_acknowledged() -> None:
+    from consumer.models import SendRequest, Settled, SliceOutcome
+
+    kafka, replies, durable, metrics = _setup()
+    requests = [SendRequest(f"r{i}", None, [{}] * (i + 1), None, _source(i)) for i in range(3)]  # type: ignore[arg-type]
+    group = Settled(SliceOutcome(Status.SENT, "OK", None, 1, "G", "R", "b-1"), 1_767_225_600_123, requests)
+    replies.settled(group)
+    assert [(topic, key, headers) for topic, _, key, headers in kafka.produced] == [
+        ("replies", "r0", None), ("replies", "r1", [("correlation-id", b"corr")]), ("replies", "r2", None)]
+    codec = PlainAvroCodec()
+    assert [value for _, value, _, _ in kafka.produced] == [codec.encode_result(group.result(r)) for r in requests]
+    kafka.errors[2] = "not now"
+    replies.serve()
+    assert durable == [] and replies.outstanding == 1  # one record of the group is produced again
+    replies.serve()
+    assert [s.offset for s in durable] == [0, 1, 2]
+    assert metrics.results.labels("SENT")._value.get() == 3

@@ -17,7 +17,7 @@ from consumer.credentials import CredentialsError
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
 from consumer.limiter import AccountLimit, InProcessLimiter
 from consumer.metrics import Metrics
-from consumer.models import Batch, BatchKey, SendRequest, SendResult, Slice, Status
+from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
 from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
 from tests.fixtures.clock import FakeClock
 from tests.unit.test_batching import make_batch, make_request
@@ -107,10 +107,10 @@ class SpyLedger(InMemoryLedger):
         self.events.append(("in_flight", tuple(ids), owner))
         super().mark_in_flight(ids, owner)
 
-    def mark_done(self, results) -> None:
-        results = list(results)
-        self.events.append(("done", tuple(r.request_id for r in results)))
-        super().mark_done(results)
+    def mark_done(self, settled) -> None:
+        settled = list(settled)
+        self.events.append(("done", tuple(r.request_id for group in settled for r in group.requests)))
+        super().mark_done(settled)
 
 
 class Harness:
@@ -150,10 +150,11 @@ class Harness:
             max_recipients,
         )
 
-    def _on_results(self, finished: list[tuple[SendRequest, SendResult]]) -> None:
+    def _on_results(self, finished: list[Settled]) -> None:
         self.deliveries += 1
-        for item in finished:
-            self.results.put(item)
+        for group in finished:
+            for item in group.results():
+                self.results.put(item)
 
     def collect(self, count: int) -> dict[str, SendResult]:
         out: dict[str, SendResult] = {}
