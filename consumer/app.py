@@ -211,6 +211,8 @@ class Service:
         candidates: list[SendRequest] = []
         decode = self.codec.decode_request
         problems_of = self.validator.problems
+        partition_of = self.tracker.partition
+        last_topic, last_partition, offsets = None, None, None
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -218,9 +220,11 @@ class Service:
                     log.warning("consume error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            if not self.tracker.owns((topic, partition)):  # fetched before a revocation: the new owner reads it
+            if partition != last_partition or topic != last_topic:  # messages come in runs of one partition
+                last_topic, last_partition, offsets = topic, partition, partition_of((topic, partition))
+            if offsets is None:  # fetched before a revocation: the new owner reads it
                 continue
-            self.tracker.track((topic, partition), offset)
+            offsets.track(offset)
             headers = msg.headers()
             correlation = reply_to = None
             if headers:

@@ -51,8 +51,14 @@ class Batcher:
         recipients = request.recipients
         count = len(recipients)
         limit = self.max_recipients
-        ready: list[Batch] = []
         batch = self._open.get(key)
+        request.parts = 1
+        if batch is not None and batch.recipient_count + count < limit:  # the usual case: it fits, and the batch is not full yet
+            batch.slices.append(Slice(request, recipients))
+            batch.recipient_count += count
+            self.buffered_recipients += count
+            return []
+        ready: list[Batch] = []
         if batch is not None and batch.recipient_count + count > limit and count <= limit:
             ready.append(self._close(key))
             batch = None

@@ -75,8 +75,9 @@ class OffsetTracker:
         for tp in partitions:
             self._partitions.pop(tp, None)
 
-    def owns(self, tp: TopicPartition) -> bool:
-        return tp in self._partitions
+    def partition(self, tp: TopicPartition) -> PartitionOffsets | None:
+        """The offsets of ``tp`` (to ``track`` a run of its messages), or None when it is not ours."""
+        return self._partitions.get(tp)
 
     def track(self, tp: TopicPartition, offset: int) -> None:
         self._partitions[tp].track(offset)
