@@ -13,17 +13,13 @@ from __future__ import annotations
 import threading
 import time
 
-from .models import SendRequest, SendResult, Settled, Slice, SliceOutcome, Status
+from .models import SendRequest, Settled, Slice, SliceOutcome, Status
 
-__all__ = ["Completion", "SliceOutcome", "combine", "now_ms", "result_of"]
+__all__ = ["Completion", "SliceOutcome", "combine", "now_ms"]
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def result_of(request: SendRequest, outcome: SliceOutcome, completed_at_ms: int) -> SendResult:
-    return Settled(outcome, completed_at_ms, [request]).result(request)
 
 
 def combine(outcomes: list[SliceOutcome]) -> SliceOutcome:

@@ -21,7 +21,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -50,26 +49,32 @@ class Ledger(Protocol):
 class InMemoryLedger:
     """Thread-safe dict with expiry, oldest entries first.
 
-    An item is ``(expires, entry)``, or ``(expires, since, settled, request)`` for a request
-    marked DONE: its entry and result are made when it is looked up (a redelivery), not for
-    every request sent."""
+    An item is ``(expires, entry)``, or ``(expires, since, outcome, completed_at_ms, recipients)``
+    for a request marked DONE: its entry and result are made when it is looked up (a
+    redelivery), not for every request sent (and it keeps no reference to the request). Marking an id again keeps its place (a request is marked DONE a call
+    after IN_FLIGHT): expired items are dropped from the oldest end as far as they go, and a
+    lookup finds none."""
 
     def __init__(self, retention_s: float, clock=time.time, max_entries: int = 100_000):
         self.retention_s = retention_s
         self._clock = clock
         self._max = max_entries
-        self._entries: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        self._entries: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
 
     def _expire(self, now: float) -> None:
+        """Drop the oldest items beyond ``max_entries``, then the expired ones at the oldest end."""
         entries = self._entries
-        for _ in range(len(entries) - self._max):  # the oldest make room
-            entries.popitem(last=False)
-        while entries:
-            expires = entries[next(iter(entries))][0]
-            if expires > now:
+        excess = len(entries) - self._max
+        stale = []
+        for request_id, item in entries.items():
+            if excess > 0:
+                excess -= 1
+            elif item[0] > now:
                 break
-            entries.popitem(last=False)
+            stale.append(request_id)
+        for request_id in stale:
+            del entries[request_id]
 
     def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         now = self._clock()
@@ -78,41 +83,33 @@ class InMemoryLedger:
             found = {}
             for request_id in request_ids:
                 item = self._entries.get(request_id)
-                if item is not None:
-                    found[request_id] = _entry(item)
+                if item is not None and item[0] > now:
+                    found[request_id] = _entry(request_id, item)
             return found
 
     def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
         now = self._clock()
         item = (now + self.retention_s, LedgerEntry(IN_FLIGHT, owner, now))
-        entries = self._entries
-        move_to_end = entries.move_to_end
         with self._lock:
-            for request_id in request_ids:
-                entries[request_id] = item
-                move_to_end(request_id)
+            self._entries.update(dict.fromkeys(request_ids, item))
 
     def mark_done(self, settled: Iterable[Settled]) -> None:
         now = self._clock()
         expires = now + self.retention_s
-        entries = self._entries
-        move_to_end = entries.move_to_end
         with self._lock:
             for group in settled:
-                for request in group.requests:
-                    request_id = request.request_id
-                    entries[request_id] = (expires, now, group, request)
-                    move_to_end(request_id)
+                outcome, completed_at_ms = group.outcome, group.completed_at_ms
+                self._entries.update({r.request_id: (expires, now, outcome, completed_at_ms, len(r.recipients)) for r in group.requests})
 
     def healthy(self) -> bool:
         return True
 
 
-def _entry(item: tuple[Any, ...]) -> LedgerEntry:
+def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:
     if len(item) == 2:
         return item[1]
-    _, since, group, request = item
-    return LedgerEntry(DONE, None, since, group.result(request))
+    _, since, outcome, completed_at_ms, recipients = item
+    return LedgerEntry(DONE, None, since, outcome.result(request_id, recipients, completed_at_ms))
 
 
 class RedisLedger:

@@ -133,6 +133,10 @@ class SliceOutcome(NamedTuple):
     api_request_id: str | None = None
     batch_id: str | None = None
 
+    def result(self, request_id: str, recipients: int, completed_at_ms: int) -> SendResult:
+        return SendResult(request_id, self.status, self.code, self.message, recipients, self.attempts,
+                          self.group_message_id, self.api_request_id, self.batch_id, completed_at_ms)  # fmt: skip
+
 
 class Settled(NamedTuple):
     """Requests finished together with one outcome (a batch's whole requests, or one request
@@ -145,9 +149,7 @@ class Settled(NamedTuple):
 
     def result(self, request: SendRequest) -> SendResult:
         """The result of one of the group's requests."""
-        o = self.outcome
-        return SendResult(request.request_id, o.status, o.code, o.message, len(request.recipients), o.attempts,
-                          o.group_message_id, o.api_request_id, o.batch_id, self.completed_at_ms)  # fmt: skip
+        return self.outcome.result(request.request_id, len(request.recipients), self.completed_at_ms)
 
     def results(self) -> list[tuple[SendRequest, SendResult]]:
         return [(request, self.result(request)) for request in self.requests]

@@ -223,8 +223,9 @@ class Sender:
     def _send(self, batch: Batch, ticket: int) -> list[Settled]:
         finished: list[Settled] = []
         now_ms = time.time() * 1000
-        rest, expired = without(batch, lambda s: s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms)
-        if expired:
+        earliest = batch.earliest_expiry_ms
+        if earliest is not None and earliest <= now_ms:
+            rest, expired = without(batch, lambda s: s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms)
             finished += self._finish(batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id))
             if rest is None:
                 self._record(finished)

@@ -29,15 +29,18 @@ FALLBACK_DURATION_S = (60, 43_200)
 MIN_TTL_S = 30
 
 
-def _recipient_problems(index: int, recipient: dict[str, Any], phone: bool, seen: set[str], out: list[str]) -> None:
+def _recipient_problems(index: int, recipient: dict[str, Any], phone: bool, seen: set[str] | None, out: list[str]) -> None:
+    """``seen``: the addresses of the request's earlier recipients (None when it has one)."""
     to = recipient["to"]
-    if phone and not PHONE.fullmatch(to):
-        out.append(f"recipients[{index}].to is not a phone number (6-15 digits, optional +)")
+    if phone:
+        if not PHONE.fullmatch(to):
+            out.append(f"recipients[{index}].to is not a phone number (6-15 digits, optional +)")
     elif not to or len(to) > MAX_ADDRESS_CHARS:
         out.append(f"recipients[{index}].to must be 1-{MAX_ADDRESS_CHARS} characters")
-    if to in seen:
-        out.append(f"recipients[{index}].to repeats an earlier recipient of this request")
-    seen.add(to)
+    if seen is not None:
+        if to in seen:
+            out.append(f"recipients[{index}].to repeats an earlier recipient of this request")
+        seen.add(to)
     params = recipient["template_params"]
     if len(params) > MAX_PARAMS:
         out.append(f"recipients[{index}].template_params has {len(params)} entries (max {MAX_PARAMS})")
@@ -86,7 +89,8 @@ class Validator:
     def __init__(self, accounts: Container[str], max_keys: int = 10_000):
         self._accounts = accounts
         self._max_keys = max_keys
-        self._key_problems: dict[BatchKey, list[str]] = {}
+        self._keys: dict[BatchKey, tuple[list[str], bool]] = {}
+        """BatchKey -> (its problems, whether its recipients are phone numbers)."""
 
     def problems(self, request: DecodedRequest) -> list[str]:
         """Every reason this request cannot be sent, in field order; [] when it is valid."""
@@ -95,18 +99,22 @@ class Validator:
         if not request_id or len(request_id) > MAX_ID_CHARS:
             out.append(f"request_id must be 1-{MAX_ID_CHARS} characters")
         key = request.key
-        known = self._key_problems.get(key)
+        known = self._keys.get(key)
         if known is None:
-            if len(self._key_problems) >= self._max_keys:
-                self._key_problems.clear()
-            known = self._key_problems[key] = key_problems(key, self._accounts)
-        out.extend(known)
+            if len(self._keys) >= self._max_keys:
+                self._keys.clear()
+            known = self._keys[key] = (key_problems(key, self._accounts), key.channel_type in PHONE_CHANNELS)
+        key_out, phone = known
+        if key_out:
+            out.extend(key_out)
         recipients = request.recipients
+        if len(recipients) == 1:  # the usual request: nothing to repeat
+            _recipient_problems(0, recipients[0], phone, None, out)
+            return out
         if not 1 <= len(recipients) <= MAX_RECIPIENTS:
             out.append(f"recipients must hold 1-{MAX_RECIPIENTS} entries (got {len(recipients)})")
             return out
         seen: set[str] = set()
-        phone = key.channel_type in PHONE_CHANNELS
         for index, recipient in enumerate(recipients):
             _recipient_problems(index, recipient, phone, seen, out)
             if len(out) >= 10:

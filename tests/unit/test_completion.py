@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from consumer.batching import Batcher
-from consumer.completion import Completion, SliceOutcome, combine, result_of
-from consumer.models import SendRequest, SendResult, Slice, Status
+from consumer.completion import Completion, SliceOutcome, combine
+from consumer.models import SendRequest, SendResult, Settled, Slice, Status
 from tests.fixtures.clock import FakeClock
 from tests.unit.test_batching import make_request
 
@@ -137,9 +137,9 @@ def test_forget_of_unknown_request_is_harmless() -> None:
     Completion().forget(make_request(1))
 
 
-def test_result_of_counts_all_recipients_of_the_request() -> None:
+def test_a_settled_result_counts_all_recipients_of_the_request() -> None:
     request = make_request(7)
-    assert result_of(request, sent(), AT).recipients == 7
+    assert Settled(sent(), AT, [request]).result(request).recipients == 7
 
 
 def test_concurrent_slices_finish_each_request_exactly_once() -> None:
