@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -47,7 +48,7 @@ class Ledger(Protocol):
 
 
 class InMemoryLedger:
-    """Thread-safe dict with expiry, oldest entries first.
+    """Thread-safe ordered dict with expiry, oldest entries first.
 
     An item is ``(expires, entry)``, or ``(expires, since, outcome, completed_at_ms, recipients)``
     for a request marked DONE: its entry and result are made when it is looked up (a
@@ -59,22 +60,19 @@ class InMemoryLedger:
         self.retention_s = retention_s
         self._clock = clock
         self._max = max_entries
-        self._entries: dict[str, tuple[Any, ...]] = {}
+        self._entries: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # a plain dict would walk its deleted oldest slots
         self._lock = threading.Lock()
 
     def _expire(self, now: float) -> None:
         """Drop the oldest items beyond ``max_entries``, then the expired ones at the oldest end."""
         entries = self._entries
-        excess = len(entries) - self._max
-        stale = []
-        for request_id, item in entries.items():
-            if excess > 0:
-                excess -= 1
-            elif item[0] > now:
+        for _ in range(len(entries) - self._max):
+            entries.popitem(last=False)
+        while entries:
+            oldest = next(iter(entries))
+            if entries[oldest][0] > now:
                 break
-            stale.append(request_id)
-        for request_id in stale:
-            del entries[request_id]
+            del entries[oldest]
 
     def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         now = self._clock()

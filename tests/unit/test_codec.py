@@ -209,7 +209,8 @@ def test_a_settled_group_encodes_as_its_results_one_by_one() -> None:
     from consumer.codec import RegistryAvroCodec
     from consumer.models import SendRequest, Settled, SliceOutcome, Source
 
-    requests = [SendRequest(f"req-{i}-ü", None, [{}] * n, None, Source("t", 0, i, 0)) for i, n in enumerate([1, 64, 1000])]  # type: ignore[arg-type]
+    requests = [SendRequest(f"req-{i}-ü" + "x" * size, None, [{}] * n, None, Source("t", 0, i, 0))  # type: ignore[arg-type]
+                for i, (size, n) in enumerate([(0, 1), (60, 64), (0, 1000), (200, 1)])]  # ids of one and of two varint bytes
     for outcome in (SliceOutcome(Status.SENT, "OK", None, 1, "G-1", "R-1", "b-1"), SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late ✗", 0)):
         group = Settled(outcome, 1_795_595_443_442, requests)
         registry = RegistryAvroCodec(lambda schema_id: "", lambda subject, schema: 42, "replies-value", "requests-value")
