@@ -236,15 +236,16 @@ class Service:
             source = Source(topic, partition, offset, msg.timestamp()[1], correlation, reply_to)
             value = msg.value()
             try:
-                decoded = decode(value or b"")
+                request = decode(value or b"")
             except DecodeError as exc:
                 self.replies.dead_letter(source, value, msg.key(), headers, exc.reason, exc.detail)
                 continue
-            problems = problems_of(decoded)
+            problems = problems_of(request)
             if problems:
-                self.replies.result(source, SendResult(decoded.request_id, Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(decoded.recipients), completed_at_ms=now_ms()))
+                self.replies.result(source, SendResult(request.request_id, Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(request.recipients), completed_at_ms=now_ms()))
                 continue
-            candidates.append(SendRequest(decoded.request_id, decoded.key, decoded.recipients, decoded.expires_at_ms, source, len(value)))
+            request.source = source
+            candidates.append(request)
         self.metrics.requests_consumed.inc(len(messages))
         if candidates:
             self._admit(candidates)

@@ -25,7 +25,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from .models import DecodedRequest, SendResult, Settled, SliceOutcome
+from .models import SendRequest, SendResult, Settled, SliceOutcome
 from .request_reader import RequestReader, from_record
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -174,10 +174,10 @@ class PlainAvroCodec:
     def decode(self, value: bytes) -> dict[str, Any]:
         return _read_all(io.BytesIO(value), REQUEST_SCHEMA, None, len(value))
 
-    def decode_request(self, value: bytes) -> DecodedRequest:
-        """What the pipeline needs of a request value; DecodeError as ``decode``."""
+    def decode_request(self, value: bytes) -> SendRequest:
+        """The request a value holds (its source not yet set); DecodeError as ``decode``."""
         request = self._reader.read(value)
-        return from_record(self.decode(value)) if request is None else request
+        return from_record(self.decode(value), len(value)) if request is None else request
 
     def encode_request(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -254,13 +254,13 @@ class RegistryAvroCodec(PlainAvroCodec):
     def decode(self, value: bytes) -> dict[str, Any]:
         return self._resolved(value, self._writer(self._schema_id(value)))
 
-    def decode_request(self, value: bytes) -> DecodedRequest:
+    def decode_request(self, value: bytes) -> SendRequest:
         """The fast reader for values written with the bundled schema; fastavro's schema
         resolution for other (compatible) writer schemas."""
         schema_id = self._schema_id(value)
         writer = self._writer(schema_id)  # first: it finds out whether the id is readable
         request = self._reader.read(value, _HEADER.size) if schema_id in self._readable else None
-        return from_record(self._resolved(value, writer)) if request is None else request
+        return from_record(self._resolved(value, writer), len(value)) if request is None else request
 
     def _resolved(self, value: bytes, writer: Any) -> dict[str, Any]:
         """The record after the header, written with ``writer`` and read with the bundled schema."""

@@ -54,22 +54,16 @@ Recipient = dict[str, Any]
 """A decoded Avro ``Recipient`` record (keys as in schemas/send_request.avsc)."""
 
 
-class DecodedRequest(NamedTuple):
-    """What the pipeline reads from a request message (``request_reader``)."""
-
-    request_id: str
-    key: BatchKey
-    expires_at_ms: int | None
-    recipients: list[Recipient]
-
-
 @dataclass(slots=True)
 class SendRequest:
+    """A request as decoded (``request_reader``), then worked on until its result is published."""
+
     request_id: str
     key: BatchKey
     recipients: list[Recipient]
     expires_at_ms: int | None
-    source: Source
+    source: Source = None  # type: ignore[assignment]
+    """Where it came from: set by the intake once the request is decoded."""
     size_bytes: int = 0
     parts: int = 1
     """How many slices (batches) carry it: 1 unless it is larger than a batch."""

@@ -1,4 +1,4 @@
-"""Avro ``SendRequest`` bytes → ``DecodedRequest``: the hot path's reader, written for this schema.
+"""Avro ``SendRequest`` bytes → ``models.SendRequest``: the hot path's reader, written for this schema.
 
 fastavro decodes a record generically into dicts (about 11 µs for a one-recipient request on the
 benchmark machine, as long as a bare consumer spends on a message in all). This reader knows
@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .models import BatchKey, DecodedRequest, Recipient
+from .models import BatchKey, Recipient, SendRequest
 
 MAX_HEADERS = 1024
 """Distinct headers remembered; when full, the cache starts again (a workload of unique keys
@@ -168,8 +168,8 @@ class RequestReader:
         self._headers: dict[bytes, BatchKey] = {}
         self._lengths: list[int] = []
 
-    def read(self, data: bytes, start: int = 0) -> DecodedRequest | None:
-        """The request in ``data[start:]``, or None to leave it to fastavro."""
+    def read(self, data: bytes, start: int = 0) -> SendRequest | None:
+        """The request in ``data[start:]`` (its size: all of ``data``), or None to leave it to fastavro."""
         try:
             request_id, pos = _string(data, start)
             key, pos = self._header(data, pos)
@@ -185,7 +185,7 @@ class RequestReader:
             return None
         if pos != len(data):
             return None
-        return DecodedRequest(request_id, key, expires_at_ms, recipients)
+        return SendRequest(request_id, key, recipients, expires_at_ms, None, len(data))
 
     def _header(self, data: bytes, pos: int) -> tuple[BatchKey, int]:
         headers = self._headers
@@ -217,12 +217,12 @@ class RequestReader:
         return key, pos
 
 
-def from_record(record: dict[str, Any]) -> DecodedRequest:
+def from_record(record: dict[str, Any], size_bytes: int = 0) -> SendRequest:
     """The same view of a record fastavro decoded (``expires_at`` a datetime, or milliseconds)."""
     key = BatchKey(*(record[name] for name in BatchKey._fields))
     if not key.account:
         key = key._replace(account="default")
-    return DecodedRequest(record["request_id"], key, _millis(record["expires_at"]), record["recipients"])
+    return SendRequest(record["request_id"], key, record["recipients"], _millis(record["expires_at"]), None, size_bytes)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Container
 from typing import Any
 
-from .models import BatchKey, DecodedRequest
+from .models import BatchKey, SendRequest
 
 CHANNELS = frozenset({"whatsapp", "messenger", "instagram", "viber"})
 PHONE_CHANNELS = frozenset({"whatsapp", "viber"})
@@ -92,7 +92,7 @@ class Validator:
         self._keys: dict[BatchKey, tuple[list[str], bool]] = {}
         """BatchKey -> (its problems, whether its recipients are phone numbers)."""
 
-    def problems(self, request: DecodedRequest) -> list[str]:
+    def problems(self, request: SendRequest) -> list[str]:
         """Every reason this request cannot be sent, in field order; [] when it is valid."""
         out: list[str] = []
         request_id = request.request_id

@@ -28,7 +28,7 @@ TEXTS = [None, "", "a", "otp_login", "ünïcødé ✓ 中文 🚀", "x" * 63, "y
 
 
 def fastavro_view(value: bytes):
-    return from_record(schemaless_reader(io.BytesIO(value), REQUEST_SCHEMA, None))
+    return from_record(schemaless_reader(io.BytesIO(value), REQUEST_SCHEMA, None), len(value))
 
 
 def random_record(rng: random.Random, i: int) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def test_product_and_flow_actions_are_left_to_fastavro(action: str) -> None:
     )  # fmt: skip
     value = CODEC.encode_request(record)
     assert RequestReader(REQUEST_SCHEMA_JSON).read(value) is None
-    assert CODEC.decode_request(value) == from_record(record) == fastavro_view(value)
+    assert CODEC.decode_request(value) == from_record(record, len(value)) == fastavro_view(value)
 
 
 def _blocks(items: list[bytes], sizes: list[int], byte_counted: bool) -> bytes:
@@ -166,13 +166,13 @@ def test_registry_values_written_with_the_bundled_schema_take_the_fast_reader(mo
     out = io.BytesIO()
     schemaless_writer(out, parse_schema(evolved), {**record, "campaign": "autumn"})
     evolved_value = b"\x00\x00\x00\x00\x02" + out.getvalue()
-    assert codec.decode_request(evolved_value) == from_record(record)  # resolved by fastavro: the new field dropped
+    assert codec.decode_request(evolved_value) == from_record(record, len(evolved_value))  # resolved by fastavro: the new field dropped
 
-    def no_fastavro(record: dict[str, Any]) -> Any:
+    def no_fastavro(record: dict[str, Any], size_bytes: int = 0) -> Any:
         raise AssertionError("went through fastavro")
 
     monkeypatch.setattr(codec_module, "from_record", no_fastavro)
-    assert codec.decode_request(value) == from_record(record)
+    assert codec.decode_request(value) == from_record(record, len(value))
     with pytest.raises(AssertionError, match="went through fastavro"):
         codec.decode_request(evolved_value)
 
