@@ -81,6 +81,9 @@ def _optional(data: bytes, pos: int, read: Any) -> tuple[Any, int]:
 
 
 def _block_count(data: bytes, pos: int) -> tuple[int, int]:
+    byte = data[pos]
+    if byte < 0x80 and not byte & 1:  # under 64 items: one byte (the usual case)
+        return byte >> 1, pos + 1
     count, pos = _long(data, pos)
     if count < 0:  # followed by the block's size in bytes: rare, fastavro reads it
         raise _Unhandled
