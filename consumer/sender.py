@@ -106,12 +106,7 @@ class Sender:
         self._rng = random.Random()
         self._scheduler = FairScheduler(max_recipients)
         self._completion = Completion()
-        # one lock, two conditions: the dispatcher waits on ``_cond`` (work submitted, a worker
-        # freed), workers on ``_turn`` (the account's gate moved, the sender stops). Every
-        # thread woken takes the GIL from the main loop, so each is woken only for its own news.
-        lock = threading.RLock()
-        self._cond = threading.Condition(lock)
-        self._turn = threading.Condition(lock)
+        self._cond = threading.Condition()
         self._inflight = 0
         self._running: dict[int, Batch] = {}
         self._gates: defaultdict[str, deque[int]] = defaultdict(deque)
@@ -131,7 +126,7 @@ class Sender:
         with self._cond:
             batch.ready_at = batch.ready_at or self._clock()
             self._scheduler.push(batch, not_before)
-            self._cond.notify()
+            self._cond.notify_all()
 
     def abandon(self, drop: Callable[[Slice], bool]) -> list[Slice]:
         """Take queued (not in flight) slices out, e.g. those of revoked partitions."""
@@ -151,7 +146,6 @@ class Sender:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-            self._turn.notify_all()
         self._thread.join(timeout)
         self._pool.shutdown(wait=True)
 
@@ -193,7 +187,7 @@ class Sender:
         while True:
             with self._cond:
                 while not self._stopped and gate[0] != ticket:
-                    self._turn.wait(0.5)
+                    self._cond.wait(0.5)
                 if self._stopped:
                     return None
             asked_at = self._clock()
@@ -201,9 +195,9 @@ class Sender:
             with self._cond:
                 if wait <= 0:
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
-                    self._turn.notify_all()
+                    self._cond.notify_all()
                     return asked_at
-                self._turn.wait(wait)
+                self._cond.wait(wait)
 
     def _run(self, batch: Batch, ticket: int) -> None:
         try:
@@ -214,12 +208,11 @@ class Sender:
         finally:
             with self._cond:
                 gate = self._gates[batch.key.account]
-                if ticket in gate:  # it never took its token (stopping, no credentials, a crash): the next one's turn
+                if ticket in gate:
                     gate.remove(ticket)
-                    self._turn.notify_all()
                 self._inflight -= 1
                 self._running.pop(id(batch), None)
-                self._cond.notify()
+                self._cond.notify_all()
             self._metrics.inflight_calls.dec()
         if finished:
             self._on_results(finished)
