@@ -293,9 +293,9 @@ class Service:
                 for request in group.requests:
                     request_id = request.request_id
                     pending.pop(request_id, None)
-                    if followers and request_id in followers:  # later copies of it get the same answer
-                        copies = [replace(request, source=follower) for follower in followers.pop(request_id)]
-                        self.replies.settled(group._replace(requests=copies))
+                    if followers and request_id in followers:  # later copies of it get the same answer, each on its own
+                        for follower in followers.pop(request_id):
+                            self.replies.settled(group._replace(requests=[replace(request, source=follower)]))
                     recipients += len(request.recipients)
                     size += request.size_bytes
             self._buffered_recipients -= recipients

@@ -1,12 +1,12 @@
 """reply: results to the reply topic, undecodable input to the dead-letter topic.
 
 A source offset is finished (``on_durable``, given the sources answered) only when the broker
-has acknowledged the record that answers it. Records are produced in groups (the requests of a
-``Settled`` group share one encoding of what they share, and one ``_Answers`` hears their
-delivery reports); a group is booked once all of its records are acknowledged, by
-``serve``/``flush`` (offsets finished, metrics counted once per round instead of once per
-record). A record the broker failed to take is produced again on the next ``serve``, so a
-failure blocks the commit and loses nothing.
+has acknowledged the record that answers it. Acknowledgements are collected as librdkafka
+reports them and booked together by ``serve``/``flush`` (offsets finished, metrics counted once
+per round instead of once per record). The records of a ``Settled`` group share one encoding of
+what their results share and one ``_Answers`` object as their delivery callback, which tells
+its records apart by their keys. A record the broker failed to take is produced again on the
+next ``serve``, so a failure blocks the commit of its own offset and loses nothing.
 """
 
 from __future__ import annotations
@@ -29,31 +29,37 @@ DLQ_HEADER_PREFIX = "chatapp.dlq."
 _STATUS_TEXT = {status: status.value for status in Status}  # a dict lookup: Enum.value is a descriptor call
 
 
+def _reply_headers(source: Source) -> Headers | None:
+    return None if source.correlation_id is None else [("correlation-id", source.correlation_id)]
+
+
 class _Answers:
-    """The records answering ``sources`` (one each), acknowledged together: librdkafka calls it
-    with the delivery report of each of them."""
+    """The records answering some sources, one each, told apart by the record's key (a
+    request id: unique within a group): librdkafka calls it with each record's delivery report.
+    A report carries the record's topic, key and value but not its headers: a refused result
+    gets them again from its source, a refused dead letter from ``letter_headers``."""
 
-    __slots__ = ("_replies", "sources", "status", "waiting")
+    __slots__ = ("_replies", "_sources", "status", "letter_headers")
 
-    def __init__(self, replies: Replies, sources: list[Source], status: str | None):
+    def __init__(self, replies: Replies, sources: dict[bytes | None, Source], status: str | None, letter_headers: Headers | None = None):
         self._replies = replies
-        self.sources = sources
+        self._sources = sources
         self.status = status
-        """The results' status (None for dead letters)."""
-        self.waiting = len(sources)
+        """The results' status (None for a dead letter)."""
+        self.letter_headers = letter_headers
 
     def __call__(self, err: Any, msg: Any) -> None:
         """A delivery report (from inside poll/flush): only noted here."""
         replies = self._replies
         replies.outstanding -= 1
+        key = msg.key()
         if err is None:
-            self.waiting -= 1
-            if self.waiting == 0:
-                replies._acked.append(self)
+            replies._acked.append((self._sources.pop(key), self.status))
             return
         log.warning("delivery to %s failed, will retry: %s", msg.topic(), err)
         replies._metrics.reply_errors.inc()
-        replies._failed.append((msg.topic(), msg.value(), msg.key(), msg.headers(), self))
+        headers = self.letter_headers if self.status is None else _reply_headers(self._sources[key])
+        replies._failed.append((msg.topic(), msg.value(), key, headers, self))
 
 
 class Replies:
@@ -65,7 +71,8 @@ class Replies:
         self._metrics = metrics
         self._on_durable = on_durable
         self._results_by_status: dict[str, Any] = {}
-        self._acked: list[_Answers] = []
+        self._acked: list[tuple[Source, str | None]] = []
+        """Sources whose answer the broker acknowledged, with the answer's status (None: a dead letter)."""
         self._failed: list[tuple[str, bytes, Any, Headers | None, _Answers]] = []
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
@@ -80,19 +87,18 @@ class Replies:
         """Publish the result of each of the group's requests to its source's reply topic, keyed
         by its request id."""
         requests = group.requests
-        answers = _Answers(self, [request.source for request in requests], _STATUS_TEXT[group.outcome.status])
+        answers = _Answers(self, {r.request_id.encode(): r.source for r in requests}, _STATUS_TEXT[group.outcome.status])
         produce, reply_topic = self._kafka.produce, self._reply_topic
         self.outstanding += len(requests)
         for request, value in zip(requests, self._codec.encode_settled(group)):
             source = request.source
-            headers = None if source.correlation_id is None else [("correlation-id", source.correlation_id)]
-            produce(source.reply_to or reply_topic, value, request.request_id, headers, answers)
+            produce(source.reply_to or reply_topic, value, request.request_id, _reply_headers(source), answers)
 
     def result(self, source: Source, result: SendResult) -> None:
         """Publish one result (of a request answered on its own: rejected, expired, a duplicate)."""
-        headers = None if source.correlation_id is None else [("correlation-id", source.correlation_id)]
-        self._produce(source.reply_to or self._reply_topic, self._codec.encode_result(result), result.request_id, headers,
-                      _Answers(self, [source], _STATUS_TEXT[result.status]))  # fmt: skip
+        key = result.request_id.encode()
+        self._produce(source.reply_to or self._reply_topic, self._codec.encode_result(result), key, _reply_headers(source),
+                      _Answers(self, {key: source}, _STATUS_TEXT[result.status]))  # fmt: skip
 
     def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: Headers | None, reason: str, detail: str) -> None:
         extra = [
@@ -105,7 +111,8 @@ class Replies:
         ]
         log.warning("dead-lettered %s[%d]@%d: %s: %s", source.topic, source.partition, source.offset, reason, detail[:200])
         self._metrics.dlq.labels(reason).inc()
-        self._produce(self._dlq_topic, value or b"", key, (headers or []) + extra, _Answers(self, [source], None))
+        headers = (headers or []) + extra
+        self._produce(self._dlq_topic, value or b"", key, headers, _Answers(self, {key: source}, None, headers))
 
     def _produce(self, topic: str, value: bytes, key: Any, headers: Headers | None, answers: _Answers) -> None:
         self.outstanding += 1
@@ -113,7 +120,7 @@ class Replies:
 
     def serve(self, wait_s: float = 0.0) -> None:
         """Serve delivery reports (waiting up to ``wait_s`` for one), book the acknowledged
-        groups and produce again the records the broker refused."""
+        records and produce again those the broker refused."""
         self._kafka.serve_deliveries(wait_s)
         self._book()
         failed, self._failed = self._failed, []
@@ -129,17 +136,15 @@ class Replies:
         acked, self._acked = self._acked, []
         if not acked:
             return
+        self._on_durable([source for source, _ in acked])
         now = time.time()
         counts: dict[str, int] = {}
         ages: list[float] = []
-        for answers in acked:
-            sources = answers.sources
-            self._on_durable(sources)
-            status = answers.status
+        for source, status in acked:
             if status is not None:
-                counts[status] = counts.get(status, 0) + len(sources)
-                # a producer's clock ahead of ours counts as no wait
-                ages += [max(0.0, now - source.timestamp_ms / 1000) for source in sources if source.timestamp_ms > 0]
+                counts[status] = counts.get(status, 0) + 1
+                if source.timestamp_ms > 0:  # a producer's clock ahead of ours counts as no wait
+                    ages.append(max(0.0, now - source.timestamp_ms / 1000))
         for status, count in counts.items():
             self._results_counter(status).inc(count)
         self._metrics.end_to_end.observe_all(ages)

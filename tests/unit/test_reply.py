@@ -13,7 +13,8 @@ from consumer.reply import Replies
 
 
 class DeliveredMessage:
-    """What librdkafka hands a delivery report: the record as it was produced."""
+    """What confluent-kafka hands a delivery report: the record's topic, key and value, and no
+    headers (it does not carry them into delivery reports)."""
 
     def __init__(self, record: tuple[str, bytes, Any, Any]) -> None:
         self._record = record
@@ -25,10 +26,11 @@ class DeliveredMessage:
         return self._record[1]
 
     def key(self) -> Any:
-        return self._record[2]
+        key = self._record[2]
+        return key.encode() if isinstance(key, str) else key
 
     def headers(self) -> Any:
-        return self._record[3]
+        return None
 
 
 class RecordingKafka:
@@ -66,20 +68,23 @@ def test_offsets_finish_only_when_acknowledged_and_refused_records_are_produced_
     kafka, replies, durable, metrics = _setup()
     replies.result(_source(0), SendResult("r0", Status.SENT, "OK", None, 1))
     replies.result(_source(1), SendResult("r1", Status.FAILED, "X", "m", 1))
-    replies.dead_letter(_source(2), b"junk", None, None, "not-avro", "bad")
+    replies.dead_letter(_source(2), b"junk", b"k2", [("trace", b"t")], "not-avro", "bad")
     assert durable == [] and replies.outstanding == 3
     kafka.errors[1] = "broker down"
+    kafka.errors[2] = "broker down"
     replies.serve()
-    assert [s.offset for s in durable] == [0, 2]
-    assert len(kafka.produced) == 4 and kafka.produced[3] == kafka.produced[1]  # produced again, unchanged
+    assert [s.offset for s in durable] == [0]
+    # produced again as they were, headers included (a delivery report does not carry them)
+    assert len(kafka.produced) == 5 and kafka.produced[3:] == kafka.produced[1:3]
     assert kafka.produced[1][3] == [("correlation-id", b"corr")]
-    assert replies.outstanding == 1
+    assert [name for name, _ in kafka.produced[4][3]][:2] == ["trace", "chatapp.dlq.reason"]
+    assert replies.outstanding == 2
     replies.flush(1.0)
-    assert [s.offset for s in durable] == [0, 2, 1]
+    assert [s.offset for s in durable] == [0, 1, 2]
     assert replies.outstanding == 0
     assert metrics.results.labels("SENT")._value.get() == 1
     assert metrics.results.labels("FAILED")._value.get() == 1
-    assert metrics.reply_errors._value.get() == 1
+    assert metrics.reply_errors._value.get() == 2
 
 
 def test_end_to_end_latency_counts_each_acknowledged_result_with_a_timestamp() -> None:
@@ -99,7 +104,7 @@ def test_end_to_end_latency_counts_each_acknowledged_result_with_a_timestamp() -
     assert 2.0 < total < 3.0
 
 
-def test_a_settled_group_is_booked_once_every_record_of_it_is_acknowledged() -> None:
+def test_a_settled_group_shares_its_encoding_and_each_record_finishes_its_own_offset() -> None:
     from consumer.models import SendRequest, Settled, SliceOutcome
 
     kafka, replies, durable, metrics = _setup()
@@ -110,9 +115,11 @@ def test_a_settled_group_is_booked_once_every_record_of_it_is_acknowledged() -> 
         ("replies", "r0", None), ("replies", "r1", [("correlation-id", b"corr")]), ("replies", "r2", None)]
     codec = PlainAvroCodec()
     assert [value for _, value, _, _ in kafka.produced] == [codec.encode_result(group.result(r)) for r in requests]
-    kafka.errors[2] = "not now"
+    kafka.errors[1] = "not now"
     replies.serve()
-    assert durable == [] and replies.outstanding == 1  # one record of the group is produced again
+    # the others are finished at once: a refused record holds back no offset but its own
+    assert [s.offset for s in durable] == [0, 2] and replies.outstanding == 1
+    assert kafka.produced[3] == ("replies", kafka.produced[1][1], b"r1", [("correlation-id", b"corr")])
     replies.serve()
-    assert [s.offset for s in durable] == [0, 1, 2]
+    assert [s.offset for s in durable] == [0, 2, 1]
     assert metrics.results.labels("SENT")._value.get() == 3
