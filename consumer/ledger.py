@@ -52,9 +52,10 @@ class InMemoryLedger:
 
     An item is ``(expires, entry)``, or ``(expires, since, outcome, completed_at_ms, recipients)``
     for a request marked DONE: its entry and result are made when it is looked up (a
-    redelivery), not for every request sent (and it keeps no reference to the request). Marking an id again keeps its place (a request is marked DONE a call
-    after IN_FLIGHT): expired items are dropped from the oldest end as far as they go, and a
-    lookup finds none."""
+    redelivery), not for every request sent (and it keeps no reference to the request). A DONE
+    mark moves the id to the newest end; an IN_FLIGHT mark of an id already held (rare: a
+    resend) keeps its place. Expired items are dropped from the oldest end as far as they go,
+    and a lookup finds none."""
 
     def __init__(self, retention_s: float, clock=time.time, max_entries: int = 100_000):
         self.retention_s = retention_s
@@ -95,9 +96,14 @@ class InMemoryLedger:
         now = self._clock()
         expires = now + self.retention_s
         with self._lock:
+            entries = self._entries
+            move_to_end = entries.move_to_end
             for group in settled:
                 outcome, completed_at_ms = group.outcome, group.completed_at_ms
-                self._entries.update({r.request_id: (expires, now, outcome, completed_at_ms, len(r.recipients)) for r in group.requests})
+                for request in group.requests:
+                    request_id = request.request_id
+                    entries[request_id] = (expires, now, outcome, completed_at_ms, len(request.recipients))
+                    move_to_end(request_id)
 
     def healthy(self) -> bool:
         return True

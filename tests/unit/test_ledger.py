@@ -266,3 +266,12 @@ def test_redis_outage_is_logged_once_and_recovery_makes_it_healthy(client, caplo
     infos = [r for r in caplog.records if r.levelno == logging.INFO]
     assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
     assert len(infos) == 1 and "reachable again" in infos[0].getMessage()
+
+
+def test_in_memory_a_done_mark_moves_the_id_to_the_newest_end() -> None:
+    clock = wall_clock()
+    ledger = InMemoryLedger(RETENTION, clock=clock, max_entries=3)
+    ledger.mark_in_flight(["a", "b", "c"], "me")
+    ledger.mark_done(settled(result("a")))
+    ledger.mark_in_flight(["d"], "me")
+    assert sorted(ledger.lookup(["a", "b", "c", "d"])) == ["a", "c", "d"]  # b was the oldest mark
