@@ -226,10 +226,11 @@ class Sender:
         earliest = batch.earliest_expiry_ms
         if earliest is not None and earliest <= now_ms:
             rest, expired = without(batch, lambda s: s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms)
-            finished += self._finish(batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id))
+            gone = self._finish(batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id))
+            self._record(gone)
             if rest is None:
-                self._record(finished)
-                return finished
+                return gone
+            self._on_results(gone)  # at once: they are out of the batch, and a crash below fails only what is left
         if batch.attempts == 0:
             self._ledger.mark_in_flight([s.request.request_id for s in batch.slices], self._owner)
         account = batch.key.account

@@ -153,8 +153,8 @@ class Harness:
     def _on_results(self, finished: list[Settled]) -> None:
         self.deliveries += 1
         for group in finished:
-            for item in group.results():
-                self.results.put(item)
+            for request in group.requests:
+                self.results.put((request, group.result(request)))
 
     def collect(self, count: int) -> dict[str, SendResult]:
         out: dict[str, SendResult] = {}
@@ -489,6 +489,19 @@ def test_only_the_expired_requests_of_a_batch_are_dropped(start) -> None:
     assert statuses == [Status.SENT, Status.EXPIRED, Status.SENT]
     assert len(h.cams.calls) == 1
     assert set(h.cams.calls[0][1]) == live
+
+
+def test_a_crash_after_the_expired_requests_were_taken_out_still_answers_them(start) -> None:
+    def script(n, key, recipients):
+        raise RuntimeError("boom")
+
+    h = start(script)
+    batch = make_batch(1, 1, expires=[now_ms() - 1, None])
+    request_ids = ids(batch)
+    h.sender.submit(batch)
+    results = h.collect(2)
+    assert [(results[i].status, results[i].code) for i in request_ids] == [(Status.EXPIRED, EXPIRED_CODE), (Status.FAILED, "Chatapp.InternalError")]
+    h.assert_no_more_results()
 
 
 def test_nearly_expired_request_is_sent_before_an_older_backlog(start) -> None:
