@@ -145,9 +145,6 @@ class Settled(NamedTuple):
         """The result of one of the group's requests."""
         return self.outcome.result(request.request_id, len(request.recipients), self.completed_at_ms)
 
-    def results(self) -> list[tuple[SendRequest, SendResult]]:
-        return [(request, self.result(request)) for request in self.requests]
-
 
 @dataclass(slots=True)
 class Slice:

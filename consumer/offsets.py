@@ -1,9 +1,10 @@
 """Which source offsets are safe to commit: pure bookkeeping, no Kafka client.
 
-Every polled message is ``track``ed in offset order and ``finish``ed once its result (or
-dead-letter record) is acknowledged by the broker, in any order. The committable position of a
-partition is its lowest unfinished offset (or one past the highest seen when nothing is
-unfinished): a commit never passes a message whose outcome is not durable.
+Every polled message is ``track``ed in offset order (``partition(tp).track(offset)``) and
+``finish``ed once its result (or dead-letter record) is acknowledged by the broker, in any
+order. The committable position of a partition is its lowest unfinished offset (or one past the
+highest seen when nothing is unfinished): a commit never passes a message whose outcome is not
+durable.
 """
 
 from __future__ import annotations
@@ -78,9 +79,6 @@ class OffsetTracker:
     def partition(self, tp: TopicPartition) -> PartitionOffsets | None:
         """The offsets of ``tp`` (to ``track`` a run of its messages), or None when it is not ours."""
         return self._partitions.get(tp)
-
-    def track(self, tp: TopicPartition, offset: int) -> None:
-        self._partitions[tp].track(offset)
 
     def finish(self, positions: Iterable[Sequence[Any]]) -> None:
         """Mark each ``(topic, partition, offset, ...)`` done (a ``models.Source`` is one); those

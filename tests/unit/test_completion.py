@@ -176,4 +176,4 @@ def test_a_batch_settles_its_whole_requests_as_one_group_and_a_split_request_alo
     settled = completion.batch_done([slices[1]], failed("X"), AT + 5)
     assert len(settled) == 1 and settled[0].requests == [request] and settled[0].completed_at_ms == AT + 5
     assert settled[0].outcome.status is Status.FAILED and settled[0].outcome.group_message_id == "G1"
-    assert [result.request_id for _, result in settled[0].results()] == [request.request_id]
+    assert settled[0].result(request).request_id == request.request_id

@@ -124,12 +124,12 @@ def test_tracker_finish_skips_unassigned_or_revoked_partitions() -> None:
     tracker = OffsetTracker()
     tracker.finish([(*TP, 0)])  # never assigned: nothing to finish
     tracker.assign([TP, TP1])
-    tracker.track(TP, 0)
-    tracker.track(TP1, 0)
+    tracker.partition(TP).track(0)
+    tracker.partition(TP1).track(0)
     tracker.finish([(*TP, 0), ("gone", 0, 0), (*TP1, 0, "more fields are ignored")])
     assert tracker.unfinished() == 0
     assert tracker.to_commit() == {TP: 1, TP1: 1}
-    tracker.track(TP, 1)
+    tracker.partition(TP).track(1)
     tracker.revoke([TP])
     tracker.finish([(*TP, 1)])
     assert tracker.partition(TP) is None and tracker.partition(TP1) is not None
@@ -139,15 +139,15 @@ def test_tracker_finish_skips_unassigned_or_revoked_partitions() -> None:
 def test_revoke_forgets_the_partition_state() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP, TP1])
-    tracker.track(TP, 100)
-    tracker.track(TP1, 7)
+    tracker.partition(TP).track(100)
+    tracker.partition(TP1).track(7)
     tracker.revoke([TP])
     assert tracker.partitions == [TP1]
     assert tracker.to_commit() == {TP1: 7}
     assert tracker.unfinished() == 1
     # re-assigned later: starts fresh, a lower offset is accepted again
     tracker.assign([TP])
-    tracker.track(TP, 50)
+    tracker.partition(TP).track(50)
     assert tracker.to_commit([TP]) == {TP: 50}
 
 
@@ -160,24 +160,23 @@ def test_revoke_of_unknown_partition_is_a_no_op() -> None:
 def test_assign_twice_keeps_existing_state() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP])
-    tracker.track(TP, 4)
+    tracker.partition(TP).track(4)
     tracker.assign([TP])
     assert tracker.unfinished([TP]) == 1
     assert tracker.to_commit() == {TP: 4}
 
 
-def test_track_on_unassigned_partition_raises() -> None:
-    with pytest.raises(KeyError):
-        OffsetTracker().track(TP, 0)
+def test_an_unassigned_partition_has_no_offsets_to_track() -> None:
+    assert OffsetTracker().partition(TP) is None
 
 
 def test_to_commit_lists_only_moved_positions_and_committed_clears_them() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP, TP1])
     assert tracker.to_commit() == {}  # nothing tracked: no position
-    tracker.track(TP, 0)
-    tracker.track(TP, 1)
-    tracker.track(TP1, 10)
+    tracker.partition(TP).track(0)
+    tracker.partition(TP).track(1)
+    tracker.partition(TP1).track(10)
     assert tracker.to_commit() == {TP: 0, TP1: 10}
     tracker.committed({TP: 0, TP1: 10})
     assert tracker.to_commit() == {}
@@ -193,8 +192,8 @@ def test_unfinished_counts_per_partition_and_total() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP, TP1])
     for offset in range(3):
-        tracker.track(TP, offset)
-    tracker.track(TP1, 0)
+        tracker.partition(TP).track(offset)
+    tracker.partition(TP1).track(0)
     tracker.finish([(*TP, 2)])  # out of order: still counted until the head finishes
     assert tracker.unfinished() == 4
     assert tracker.unfinished([TP1]) == 1
