@@ -123,3 +123,45 @@ def test_a_settled_group_shares_its_encoding_and_each_record_finishes_its_own_of
     replies.serve()
     assert [s.offset for s in durable] == [0, 2, 1]
     assert metrics.results.labels("SENT")._value.get() == 3
+
+
+class RealProducerRecording:
+    """A real confluent-kafka producer with no broker to reach, so every record times out and
+    comes back in a real delivery report; ``produce`` calls are recorded."""
+
+    def __init__(self) -> None:
+        from confluent_kafka import Producer
+
+        self.producer = Producer({"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 200, "log_level": 0, "socket.connection.setup.timeout.ms": 1000})
+        self.produced: list[tuple[str, bytes, Any, Any]] = []
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.produced.append((topic, value, key.encode() if isinstance(key, str) else key, headers))
+        self.producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+
+    def serve_deliveries(self, timeout: float = 0.0) -> int:
+        return self.producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self.producer.flush(timeout)
+
+
+def test_records_refused_by_a_real_producer_come_back_whole() -> None:
+    """confluent-kafka's delivery reports carry topic, key and value but no headers: a refused
+    result is produced again with its correlation-id, a refused dead letter with its headers."""
+    import time
+
+    from consumer.models import SendRequest, Settled, SliceOutcome
+
+    kafka, durable = RealProducerRecording(), []
+    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", Metrics(), durable.extend)  # type: ignore[arg-type]
+    requests = [SendRequest(f"r{i}", None, [{}], None, _source(i)) for i in range(2)]  # type: ignore[arg-type]
+    replies.settled(Settled(SliceOutcome(Status.SENT, "OK", None, 1), 1_767_225_600_123, requests))
+    replies.dead_letter(_source(5), b"junk", b"k5", [("trace", b"t")], "not-avro", "bad")
+    first = list(kafka.produced)
+    deadline = time.monotonic() + 10
+    while len(kafka.produced) < 2 * len(first) and time.monotonic() < deadline:
+        replies.serve(0.1)
+    assert sorted(kafka.produced[len(first):]) == sorted(first)  # every record again, headers included
+    assert durable == [] and replies.outstanding == len(first)
+    kafka.flush(0)
