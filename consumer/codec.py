@@ -141,16 +141,13 @@ class ResultEncoder:
         middle = self._middle(settled.outcome)
         tail = self._tail(settled.outcome, settled.completed_at_ms)
         suffixes: dict[int, bytes] = {}  # what follows the request id, by recipients (the same for most)
-        small = _SMALL
         out = []
         for request in settled.requests:
-            request_id = request.request_id.encode("utf-8")
-            size = len(request_id)
             count = len(request.recipients)
             suffix = suffixes.get(count)
             if suffix is None:
                 suffix = suffixes[count] = middle + _long(count) + tail
-            out.append(header + (small[size << 1] if size < 64 else _long(size)) + request_id + suffix)
+            out.append(header + _string(request.request_id) + suffix)
         return out
 
 
