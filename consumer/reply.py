@@ -87,11 +87,12 @@ class Replies:
         """Publish the result of each of the group's requests to its source's reply topic, keyed
         by its request id."""
         requests = group.requests
-        answers = _Answers(self, {r.request_id.encode(): r.source for r in requests}, _STATUS_TEXT[group.outcome.status])
+        sources: dict[bytes | None, Source] = {}
+        answers = _Answers(self, sources, _STATUS_TEXT[group.outcome.status])
         produce, reply_topic = self._kafka.produce, self._reply_topic
         self.outstanding += len(requests)
         for request, value in zip(requests, self._codec.encode_settled(group)):
-            source = request.source
+            source = sources[request.request_id.encode()] = request.source  # a delivery report gives the key as bytes
             produce(source.reply_to or reply_topic, value, request.request_id, _reply_headers(source), answers)
 
     def result(self, source: Source, result: SendResult) -> None:
