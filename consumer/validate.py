@@ -89,8 +89,7 @@ class Validator:
     def __init__(self, accounts: Container[str], max_keys: int = 10_000):
         self._accounts = accounts
         self._max_keys = max_keys
-        self._keys: dict[BatchKey, tuple[list[str], bool]] = {}
-        """BatchKey -> (its problems, whether its recipients are phone numbers)."""
+        self._key_problems: dict[BatchKey, list[str]] = {}
 
     def problems(self, request: SendRequest) -> list[str]:
         """Every reason this request cannot be sent, in field order; [] when it is valid."""
@@ -99,14 +98,13 @@ class Validator:
         if not request_id or len(request_id) > MAX_ID_CHARS:
             out.append(f"request_id must be 1-{MAX_ID_CHARS} characters")
         key = request.key
-        known = self._keys.get(key)
+        known = self._key_problems.get(key)
         if known is None:
-            if len(self._keys) >= self._max_keys:
-                self._keys.clear()
-            known = self._keys[key] = (key_problems(key, self._accounts), key.channel_type in PHONE_CHANNELS)
-        key_out, phone = known
-        if key_out:
-            out.extend(key_out)
+            if len(self._key_problems) >= self._max_keys:
+                self._key_problems.clear()
+            known = self._key_problems[key] = key_problems(key, self._accounts)
+        out.extend(known)
+        phone = key.channel_type in PHONE_CHANNELS
         recipients = request.recipients
         if len(recipients) == 1:  # the usual request: nothing to repeat
             _recipient_problems(0, recipients[0], phone, None, out)
