@@ -15,8 +15,6 @@ import time
 
 from .models import SendRequest, Settled, Slice, SliceOutcome, Status
 
-__all__ = ["Completion", "SliceOutcome", "combine", "now_ms"]
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from consumer.batching import Batcher
-from consumer.completion import Completion, SliceOutcome, combine
-from consumer.models import SendRequest, SendResult, Settled, Slice, Status
+from consumer.completion import Completion, combine
+from consumer.models import SendRequest, SendResult, Settled, Slice, SliceOutcome, Status
 from tests.fixtures.clock import FakeClock
 from tests.unit.test_batching import make_request
 
