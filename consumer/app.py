@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .batching import Batcher
 from .cams.client import CamsClient, CredentialsProvider, build_http_client
@@ -27,13 +28,17 @@ from .config import Config
 from .credentials import build_providers
 from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
-from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateLimiter, RedisLimiter, connect
+from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limit
+from .limiter.hosted import HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import SendRequest, SendResult, Settled, Slice, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
 from .sender import Sender, SendPolicy
 from .validate import Validator
+
+if TYPE_CHECKING:
+    from .workers import WorkerLink
 
 log = logging.getLogger("consumer.app")
 
@@ -61,17 +66,38 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(0.001)
 
 
-def build_limiter(config: Config, metrics: Metrics) -> RateLimiter:
+def _account_limits(config: Config) -> tuple[dict[str, AccountLimit], AccountLimit]:
+    """Each configured account's limit, and the default account's."""
     limits = {name: AccountLimit(acc.rate_limit_per_second, acc.rate_limit_burst) for name, acc in config.accounts.items()}
-    default = AccountLimit(config.rate_limit_per_second, config.rate_limit_burst)
-    policy = AdaptivePolicy(decrease=config.rate_limit_decrease, recovery_per_s=config.rate_limit_recovery_per_s)
+    return limits, AccountLimit(config.rate_limit_per_second, config.rate_limit_burst)
+
+
+def _adaptive_policy(config: Config) -> AdaptivePolicy:
+    return AdaptivePolicy(decrease=config.rate_limit_decrease, recovery_per_s=config.rate_limit_recovery_per_s)
+
+
+def in_process_limiter(config: Config, observer: LimiterObserver | None = None, share: int = 1) -> InProcessLimiter:
+    """The accounts' limits in this process; with ``share`` N, each account's ``floor(rate / N)``."""
+    limits, default = _account_limits(config)
+    if share > 1:
+        limits = {name: fallback_limit(limit, share) for name, limit in limits.items()}
+        default = fallback_limit(default, share)
+    return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, policy=_adaptive_policy(config), observer=observer)
+
+
+def build_limiter(config: Config, metrics: Metrics, worker: WorkerLink | None = None) -> RateLimiter:
+    """Redis's shared limiter; else, in a worker, its supervisor's; else this process's own."""
     if config.redis_url:
+        limits, default = _account_limits(config)
         return RedisLimiter(
             connect(config.redis_url), limits, default, safety_margin=config.rate_limit_safety_margin,
             key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances,
-            policy=policy, observer=metrics,
+            policy=_adaptive_policy(config), observer=metrics,
         )
-    return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, policy=policy, observer=metrics)
+    if worker is not None and worker.limiter_address and worker.limiter_key:
+        fallback = in_process_limiter(config, metrics, share=worker.count)
+        return HostedLimiter(worker.limiter_address, worker.limiter_key, fallback, observer=metrics)
+    return in_process_limiter(config, metrics)
 
 
 def build_ledger(config: Config) -> Ledger:
@@ -90,7 +116,7 @@ def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
 
 
 class Service:
-    def __init__(self, config: Config, metrics: Metrics | None = None):
+    def __init__(self, config: Config, metrics: Metrics | None = None, worker: WorkerLink | None = None):
         self.config = config
         credentials = build_credentials(config)  # first: a missing credential stops start-up before any connection
         self.metrics = metrics or Metrics()
@@ -102,7 +128,7 @@ class Service:
         self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
         self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
         self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self.tracker.finish)
-        self.limiter = build_limiter(config, self.metrics)
+        self.limiter = build_limiter(config, self.metrics, worker)
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
         self.ledger = build_ledger(config)

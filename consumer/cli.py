@@ -36,16 +36,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.kafka_bootstrap_servers is None:
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-consumer demo` runs on an embedded broker)", file=sys.stderr)
         return 2
-    logs.setup(config.log_level, config.log_format)
-    from .app import Service
+    from .app import Service, build_credentials
     from .credentials import CredentialsError
+    from .workers import Supervisor, WorkerLink
 
+    worker = WorkerLink.from_env(os.environ)
+    logs.setup(config.log_level, config.log_format, worker=None if worker is None else worker.index)
     try:
-        service = Service(config)
+        if config.workers > 1:
+            build_credentials(config)  # a missing credential stops the start-up here, not in N workers
+            return Supervisor(config).run()
+        service = Service(config, worker=worker)
     except CredentialsError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    return _leave(service.run(), service.close_abandoned)
+    if worker is None:
+        return _leave(service.run(), service.close_abandoned)
+
+    def stop_when_orphaned() -> None:  # the supervisor is gone: drain and stop
+        if worker.orphaned():
+            service.request_stop()
+
+    return _leave(service.run(on_tick=stop_when_orphaned), service.close_abandoned)
 
 
 def _leave(code: int, close_abandoned: bool) -> int:

@@ -86,6 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("redis_key_prefix", str, "chatapp:", "Prefix of every Redis key (limiter and ledger); instances sharing a budget must agree on it."),
     _s("batch_max_recipients", int, 1000, "Recipients per API call (the API's cap is 1,000).", minimum=1, maximum=1000),
     _s("batch_linger_ms", int, 200, "How long a batch that is not full waits for more requests.", minimum=0, maximum=60_000),
+    _s("workers", int, 1, "Service processes of this instance, under one supervisor (one core each: Python runs one thread at a time); they share the instance's rate limit and its metrics port.", minimum=1, maximum=64),
     _s("send_concurrency", int, 8, "API calls in flight at once per instance.", minimum=1, maximum=256),
     _s("max_buffered_recipients", int, 50_000, "Back-pressure: partitions pause when this many recipients wait (batches, limiter, in flight).", minimum=1000, maximum=10_000_000),
     _s("max_buffered_bytes", int, 64 * 1024 * 1024, "Back-pressure: partitions pause when buffered message bytes exceed this.", minimum=1 << 20, maximum=1 << 34),
@@ -145,6 +146,7 @@ class Config:
     redis_key_prefix: str
     batch_max_recipients: int
     batch_linger_ms: int
+    workers: int
     send_concurrency: int
     max_buffered_recipients: int
     max_buffered_bytes: int

@@ -21,6 +21,10 @@ def mask(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -28,6 +32,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": mask(record.getMessage()),
         }
+        if self.worker is not None:
+            entry["worker"] = self.worker
         for key in ("request_id", "batch_id", "account"):
             value = getattr(record, key, None)
             if value is not None:
@@ -38,19 +44,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    def __init__(self, worker: int | None = None) -> None:
+        where = "%(name)s" if worker is None else f"%(name)s[worker {worker}]"
+        super().__init__(f"%(asctime)s %(levelname)-7s {where}: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         return mask(super().format(record))
 
 
-def setup(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
+def setup(level: str = "INFO", fmt: str = "auto", stream=None, worker: int | None = None) -> None:
+    """Log to ``stream`` (stderr); a worker process's lines name its index (``worker``)."""
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
