@@ -1,0 +1,107 @@
+"""``workers`` = 2: one instance as a supervisor and two service processes, against the mock
+broker over TCP and the local CAMS endpoint over HTTP. They split the partitions, draw on one
+rate limit without Redis, show up in one /metrics with a worker label, and are restarted,
+stopped and orphaned as the supervisor promises."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import time
+from pathlib import Path
+
+from consumer.local_cams import LocalCams
+from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env
+
+PARTITIONS = 8
+RATE = 10
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+
+
+def answered(reader, count: int) -> collections.Counter:
+    reader.read_until(lambda r: len({x["request_id"] for x in r.results()}) >= count, timeout=60)
+    return collections.Counter(x["request_id"] for x in reader.results())
+
+
+def test_two_workers_split_the_partitions_and_share_one_budget(service_cluster, start_service, topic_reader):
+    total = 3000  # 30 or more calls of up to 100: 3 s or more at 10 calls/s
+    with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
+        service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2, batch_max_recipients=100, rate_limit_per_second=RATE))
+        service.wait_ready(timeout=60)  # ready = every worker holds partitions
+        workers = children(service.process.pid)
+        assert len(workers) == 2
+        produce(service_cluster.bootstrap_servers, encode_samples(total))
+        counts = answered(topic_reader(service_cluster.bootstrap_servers, RESULTS), total)
+        stats = cams.stats()
+        assigned = [service.metric("chatapp_assigned_partitions", worker=w) for w in ("0", "1")]
+        calls = [service.metric("chatapp_api_calls_total", code="OK", worker=w) for w in ("0", "1")]
+        running = service.metric("chatapp_workers_running")
+        live, ready = service.get("/healthz"), service.get("/readyz")
+        assert service.stop() == 0
+    assert len(counts) == total and set(counts.values()) == {1}, "every request answered once"
+    assert set(stats["by_code"]) == {"OK"}, "never throttled: one budget, not two"
+    assert stats["recipients_accepted"] == total and stats["duplicate_recipients_accepted"] == 0
+    assert stats["max_accepted_1s"] <= RATE, "the two workers together kept to the account's rate"
+    assert all(a > 0 for a in assigned) and sum(assigned) == PARTITIONS
+    assert all(c > 0 for c in calls) and sum(calls) == stats["accepted_calls"], "both workers sent; their metrics add up to the endpoint's count"
+    assert running == 2
+    assert live.status_code == 200 and live.json()["workers_live"] == {"0": True, "1": True}
+    assert ready.status_code == 200
+    wait_until(lambda: all(gone(pid) for pid in workers), 10, "the workers exited with the supervisor")
+
+
+def test_a_killed_worker_is_restarted_and_nothing_is_lost(service_cluster, start_service, topic_reader):
+    total = 4000
+    with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
+        service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2, batch_max_recipients=100, rate_limit_per_second=RATE))
+        service.wait_ready(timeout=60)
+        victim = children(service.process.pid)[0]
+        produce(service_cluster.bootstrap_servers, encode_samples(total))
+        reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+        reader.read_until(lambda r: len(r.messages) >= 500, timeout=30)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: service.metric("chatapp_worker_restarts_total") == 1, 20, "the supervisor restarted the worker")
+        wait_until(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, "two workers again")
+        counts = answered(reader, total)
+        stats = cams.stats()
+        assert service.stop() == 0
+    assert set(range(total)) <= {int(i.rsplit("-", 1)[1]) for i in counts}, "every request answered"
+    assert stats["max_accepted_1s"] <= RATE, "the restarted worker joined the same budget"
+    assert "exited with -9" in service.log_path.read_text()
+
+
+def test_workers_drain_and_stop_when_their_supervisor_dies(service_cluster, start_service):
+    with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}) as cams:
+        service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2))
+        service.wait_ready(timeout=60)
+        workers = children(service.process.pid)
+        service.process.kill()  # the supervisor alone
+        service.process.wait(10)
+        wait_until(lambda: all(gone(pid) for pid in workers), 30, "orphaned workers stopped on their own")
+    log = service.log_path.read_text()
+    assert log.count("stop requested: finishing buffered work") == 2
+    assert log.count('"msg": "stopped: ') == 2, "each worker committed and left the group"
