@@ -140,7 +140,7 @@ class Service:
         self._log = open(log_path, "ab")  # noqa: SIM115 (open while the process runs; closed by stop/kill)
         self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=ROOT,
                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent)  # noqa: PLW1509  # fmt: skip
+                                        preexec_fn=_die_with_parent, start_new_session=True)  # noqa: PLW1509  # fmt: skip
         self.started = time.monotonic()
         self.url = f"http://127.0.0.1:{self.env['CHATAPP_METRICS_PORT']}"
         self.returncode: int | None = None
@@ -185,8 +185,10 @@ class Service:
             for sample in family.samples:
                 if sample.name.endswith(("_bucket", "_created")):
                     continue
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+                # a supervisor's workers' series are added up: the instance's figures
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "worker")
+                key = f"{sample.name}{{{labels}}}" if labels else sample.name
+                out[key] = out.get(key, 0.0) + sample.value
         return out
 
     def stop(self, timeout: float = 60.0) -> int | None:
@@ -207,6 +209,10 @@ class Service:
         if self.alive():
             self.process.kill()
             self.process.wait(10)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # a supervisor's workers too
+        except ProcessLookupError:
+            pass
         if not self._log.closed:
             self._log.close()
 
@@ -259,11 +265,14 @@ def _machine_busy_s() -> float:
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process (all its threads); 0 once it is gone."""
+    """User + system CPU seconds of a live process (all its threads) and of its live child
+    processes (a supervisor's workers); 0 once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            children = [int(child) for child in listing.read().split()]
+        return (int(fields[11]) + int(fields[12])) / _TICK + sum(process_cpu_s(child) for child in children)
     except (OSError, IndexError, ValueError):
         return 0.0
 
