@@ -29,7 +29,7 @@ from .credentials import build_providers
 from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limit
-from .limiter.hosted import HostedLimiter
+from .hosted import HostedLedger, HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import SendRequest, SendResult, Settled, Slice, Source, Status
 from .offsets import OffsetTracker
@@ -94,16 +94,23 @@ def build_limiter(config: Config, metrics: Metrics, worker: WorkerLink | None = 
             key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances,
             policy=_adaptive_policy(config), observer=metrics,
         )
-    if worker is not None and worker.limiter_address and worker.limiter_key:
+    if worker is not None and worker.host_address and worker.host_key:
         fallback = in_process_limiter(config, metrics, share=worker.count)
-        return HostedLimiter(worker.limiter_address, worker.limiter_key, fallback, observer=metrics)
+        return HostedLimiter(worker.host_address, worker.host_key, fallback, observer=metrics)
     return in_process_limiter(config, metrics)
 
 
-def build_ledger(config: Config) -> Ledger:
+def in_memory_ledger(config: Config) -> InMemoryLedger:
+    return InMemoryLedger(config.ledger_retention_s, max_entries=config.ledger_memory_entries)
+
+
+def build_ledger(config: Config, worker: WorkerLink | None = None) -> Ledger:
+    """Redis's shared ledger; else, in a worker, its supervisor's; else this process's own."""
     if config.redis_url:
         return RedisLedger(connect(config.redis_url), config.ledger_retention_s, key_prefix=config.redis_key_prefix + "ledger:")
-    return InMemoryLedger(config.ledger_retention_s, max_entries=config.ledger_memory_entries)
+    if worker is not None and worker.host_address and worker.host_key:
+        return HostedLedger(worker.host_address, worker.host_key, in_memory_ledger(config))
+    return in_memory_ledger(config)
 
 
 def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
@@ -131,7 +138,7 @@ class Service:
         self.limiter = build_limiter(config, self.metrics, worker)
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
-        self.ledger = build_ledger(config)
+        self.ledger = build_ledger(config, worker)
         self._finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()
         self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
         self.sender = Sender(

@@ -74,22 +74,35 @@ def test_two_workers_split_the_partitions_and_share_one_budget(service_cluster, 
     wait_until(lambda: all(gone(pid) for pid in workers), 10, "the workers exited with the supervisor")
 
 
-def test_a_killed_worker_is_restarted_and_nothing_is_lost(service_cluster, start_service, topic_reader):
+def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_sent_again(service_cluster, start_service, topic_reader):
+    """The supervisor's ledger outlives the worker: what it sent, the worker that reads its
+    partitions again answers with the stored result; only calls in flight at the kill are resent
+    (``inflight_policy=resend``, counted)."""
     total = 4000
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
-        service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2, batch_max_recipients=100, rate_limit_per_second=RATE))
+        service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2, batch_max_recipients=100, rate_limit_per_second=RATE,
+                                            commit_interval_ms=60_000))  # no commit before the kill: every result it published is read again  # fmt: skip
         service.wait_ready(timeout=60)
         victim = children(service.process.pid)[0]
         produce(service_cluster.bootstrap_servers, encode_samples(total))
         reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
-        reader.read_until(lambda r: len(r.messages) >= 500, timeout=30)
+        reader.read_until(lambda r: len(r.messages) >= 1000, timeout=30)
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: service.metric("chatapp_worker_restarts_total") == 1, 20, "the supervisor restarted the worker")
         wait_until(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, "two workers again")
         counts = answered(reader, total)
+        resent = service.metric("chatapp_duplicates_total", kind="inflight_resent")
+        answered_again = service.metric("chatapp_duplicates_total", kind="done")
         stats = cams.stats()
         assert service.stop() == 0
-    assert set(range(total)) <= {int(i.rsplit("-", 1)[1]) for i in counts}, "every request answered"
+    assert len(counts) == total, "every request answered"
+    outcomes = collections.defaultdict(set)
+    for result in reader.results():
+        outcomes[result["request_id"]].add(result["group_message_id"])
+    sent_twice = [request_id for request_id, ids in outcomes.items() if len(ids) > 1]
+    assert len(sent_twice) <= resent, "only requests in flight at the kill were sent again"
+    assert answered_again > 0, "requests the killed worker had answered were answered again from the ledger, not sent"
+    assert stats["duplicate_recipients_accepted"] <= (8 + 2) * 100, "at most the calls in flight or waiting for a token (send_concurrency + 2 batches)"
     assert stats["max_accepted_1s"] <= RATE, "the restarted worker joined the same budget"
     assert "exited with -9" in service.log_path.read_text()
 
