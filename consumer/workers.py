@@ -38,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config
+from .hosted import StateHost
 from .kafka_io import CLOSE_TIMEOUT_S
 from .metrics import StatusServer
 
@@ -76,14 +77,15 @@ class WorkerLink:
     def from_env(cls, env: Mapping[str, str]) -> WorkerLink | None:
         if ENV_INDEX not in env:
             return None
-        key = env.get(ENV_HOST_KEY)
-        return cls(int(env[ENV_INDEX]), int(env[ENV_COUNT]), int(env[ENV_PARENT]), env.get(ENV_HOST) or None,
-                   bytes.fromhex(key) if key else None)  # fmt: skip
+        key, address = env.get(ENV_HOST_KEY), env.get(ENV_HOST)
+        if address and address.startswith("@"):  # an abstract socket's leading NUL cannot travel in the environment
+            address = "\0" + address[1:]
+        return cls(int(env[ENV_INDEX]), int(env[ENV_COUNT]), int(env[ENV_PARENT]), address or None, bytes.fromhex(key) if key else None)
 
     def env(self) -> dict[str, str]:
         env = {ENV_INDEX: str(self.index), ENV_COUNT: str(self.count), ENV_PARENT: str(self.parent_pid)}
         if self.host_address and self.host_key:
-            env[ENV_HOST] = self.host_address
+            env[ENV_HOST] = "@" + self.host_address[1:] if self.host_address.startswith("\0") else self.host_address
             env[ENV_HOST_KEY] = self.host_key.hex()
         return env
 
@@ -185,7 +187,6 @@ class Supervisor:
         self._link = WorkerLink(0, config.workers, os.getpid())
         if not config.redis_url:
             from .app import in_memory_ledger, in_process_limiter
-            from .hosted import StateHost
 
             host = StateHost(in_process_limiter(config), in_memory_ledger(config)).start()
             self._link = WorkerLink(0, config.workers, os.getpid(), host.address, host.authkey)

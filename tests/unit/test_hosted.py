@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -172,10 +171,8 @@ def test_two_workers_keep_one_ledger(host: StateHost) -> None:
     assert a.healthy() and b.healthy()
 
 
-def test_a_worker_cannot_start_without_its_host() -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        address = "127.0.0.1:%d" % probe.getsockname()[1]
+def test_a_worker_cannot_start_without_its_host(tmp_path) -> None:
+    address = str(tmp_path / "state.sock")  # nothing listens there
     with pytest.raises(OSError):
         HostedLimiter(address, b"key", InProcessLimiter({}, AccountLimit(5)))
     with pytest.raises(OSError):
@@ -183,8 +180,10 @@ def test_a_worker_cannot_start_without_its_host() -> None:
 
 
 def test_the_link_travels_through_the_environment() -> None:
-    link = WorkerLink(1, 3, os.getppid(), "127.0.0.1:4000", b"\x01\xff")
-    assert WorkerLink.from_env(link.env()) == link
+    for address in ("\0chatapp-consumer-1-ab", "/tmp/chatapp-consumer-x/state.sock"):
+        link = WorkerLink(1, 3, os.getppid(), address, b"\x01\xff")
+        assert "\0" not in "".join(link.env().values()), "an environment variable cannot hold a NUL"
+        assert WorkerLink.from_env(link.env()) == link
     assert WorkerLink.from_env({}) is None
     assert not link.orphaned()
     assert WorkerLink(0, 2, os.getpid()).orphaned(), "this process is not its own parent"
