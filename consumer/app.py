@@ -30,7 +30,7 @@ from .credentials import build_providers
 from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, LedgerEntry, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limit
-from .hosted import HostedLedger, HostedLimiter
+from .limiter.hosted import HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import SendRequest, SendResult, Settled, Slice, Source, Status
 from .offsets import OffsetTracker
@@ -95,23 +95,16 @@ def build_limiter(config: Config, metrics: Metrics, worker: WorkerLink | None = 
             key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances,
             policy=_adaptive_policy(config), observer=metrics,
         )
-    if worker is not None and worker.host_address and worker.host_key:
+    if worker is not None and worker.limiter_address and worker.limiter_key:
         fallback = in_process_limiter(config, metrics, share=worker.count)
-        return HostedLimiter(worker.host_address, worker.host_key, fallback, observer=metrics)
+        return HostedLimiter(worker.limiter_address, worker.limiter_key, fallback, observer=metrics)
     return in_process_limiter(config, metrics)
 
 
-def in_memory_ledger(config: Config) -> InMemoryLedger:
-    return InMemoryLedger(config.ledger_retention_s, max_entries=config.ledger_memory_entries)
-
-
-def build_ledger(config: Config, worker: WorkerLink | None = None) -> Ledger:
-    """Redis's shared ledger; else, in a worker, its supervisor's; else this process's own."""
+def build_ledger(config: Config) -> Ledger:
     if config.redis_url:
         return RedisLedger(connect(config.redis_url), config.ledger_retention_s, key_prefix=config.redis_key_prefix + "ledger:")
-    if worker is not None and worker.host_address and worker.host_key:
-        return HostedLedger(worker.host_address, worker.host_key, in_memory_ledger(config))
-    return in_memory_ledger(config)
+    return InMemoryLedger(config.ledger_retention_s, max_entries=config.ledger_memory_entries)
 
 
 def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
@@ -139,8 +132,8 @@ class Service:
         self.limiter = build_limiter(config, self.metrics, worker)
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
-        self.ledger = build_ledger(config, worker)
-        # a ledger in another process answers while the main loop publishes results
+        self.ledger = build_ledger(config)
+        # Redis answers a lookup while the main loop publishes results
         self._lookups = None if isinstance(self.ledger, InMemoryLedger) else ThreadPoolExecutor(1, thread_name_prefix="ledger-lookup")
         self._finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()
         self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)

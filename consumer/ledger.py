@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from .models import SendResult, Settled, SliceOutcome
+from .models import SendResult, Settled
 
 log = logging.getLogger("consumer.ledger")
 
@@ -93,30 +93,20 @@ class InMemoryLedger:
             self._entries.update(dict.fromkeys(request_ids, item))
 
     def mark_done(self, settled: Iterable[Settled]) -> None:
-        self.mark_done_rows(done_rows(settled))
-
-    def mark_done_rows(self, rows: Iterable[DoneRow]) -> None:
-        """``mark_done`` of groups in their compact form (what a worker sends the supervisor)."""
         now = self._clock()
         expires = now + self.retention_s
         with self._lock:
             entries = self._entries
             move_to_end = entries.move_to_end
-            for outcome, completed_at_ms, requests in rows:
-                for request_id, recipients in requests:
-                    entries[request_id] = (expires, now, outcome, completed_at_ms, recipients)
+            for group in settled:
+                outcome, completed_at_ms = group.outcome, group.completed_at_ms
+                for request in group.requests:
+                    request_id = request.request_id
+                    entries[request_id] = (expires, now, outcome, completed_at_ms, len(request.recipients))
                     move_to_end(request_id)
 
     def healthy(self) -> bool:
         return True
-
-
-DoneRow = tuple[SliceOutcome, int, list[tuple[str, int]]]
-"""A settled group as the ledger keeps it: outcome, completion time, (request id, recipients) each."""
-
-
-def done_rows(settled: Iterable[Settled]) -> list[DoneRow]:
-    return [(group.outcome, group.completed_at_ms, [(r.request_id, len(r.recipients)) for r in group.requests]) for group in settled]
 
 
 def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:

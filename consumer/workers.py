@@ -6,8 +6,8 @@ service processes (``python -m consumer run`` with ``CHATAPP_WORKERS=1``): each 
 the consumer group with its own consumer, sender and ledger, and the partitions are shared
 among them as among instances. The supervisor
 
-- hosts the rate limiter and the de-duplication ledger the workers share (``hosted.py``) when
-  there is no Redis (with Redis they share Redis's, as instances do);
+- hosts the rate limiter the workers share (``limiter/hosted.py``) when there is no Redis (with
+  Redis they share Redis's, as instances do);
 - restarts a worker that exits while the instance is not stopping, after 1 s, doubling to 30 s
   for one that keeps failing within a minute of its start (``chatapp_worker_restarts_total``);
 - on SIGTERM / SIGINT passes the signal on (each worker drains, commits and leaves the group as
@@ -38,7 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config
-from .hosted import StateHost
+from .limiter.hosted import LimiterHost
 from .kafka_io import CLOSE_TIMEOUT_S
 from .metrics import StatusServer
 
@@ -58,8 +58,8 @@ STOP_MARGIN_S = 15.0
 ENV_INDEX = "CHATAPP_WORKER"
 ENV_COUNT = "CHATAPP_WORKER_COUNT"
 ENV_PARENT = "CHATAPP_WORKER_PARENT"
-ENV_HOST = "CHATAPP_WORKER_HOST"
-ENV_HOST_KEY = "CHATAPP_WORKER_HOST_KEY"
+ENV_LIMITER = "CHATAPP_WORKER_LIMITER"
+ENV_LIMITER_KEY = "CHATAPP_WORKER_LIMITER_KEY"
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,24 @@ class WorkerLink:
     index: int
     count: int
     parent_pid: int
-    host_address: str | None = None
-    """Where the supervisor serves the limiter and the ledger (None: the workers use Redis)."""
-    host_key: bytes | None = None
+    limiter_address: str | None = None
+    """Where the supervisor serves the limiter (None: the workers use Redis's)."""
+    limiter_key: bytes | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerLink | None:
         if ENV_INDEX not in env:
             return None
-        key, address = env.get(ENV_HOST_KEY), env.get(ENV_HOST)
+        key, address = env.get(ENV_LIMITER_KEY), env.get(ENV_LIMITER)
         if address and address.startswith("@"):  # an abstract socket's leading NUL cannot travel in the environment
             address = "\0" + address[1:]
         return cls(int(env[ENV_INDEX]), int(env[ENV_COUNT]), int(env[ENV_PARENT]), address or None, bytes.fromhex(key) if key else None)
 
     def env(self) -> dict[str, str]:
         env = {ENV_INDEX: str(self.index), ENV_COUNT: str(self.count), ENV_PARENT: str(self.parent_pid)}
-        if self.host_address and self.host_key:
-            env[ENV_HOST] = "@" + self.host_address[1:] if self.host_address.startswith("\0") else self.host_address
-            env[ENV_HOST_KEY] = self.host_key.hex()
+        if self.limiter_address and self.limiter_key:
+            env[ENV_LIMITER] = "@" + self.limiter_address[1:] if self.limiter_address.startswith("\0") else self.limiter_address
+            env[ENV_LIMITER_KEY] = self.limiter_key.hex()
         return env
 
     def orphaned(self) -> bool:
@@ -186,9 +186,9 @@ class Supervisor:
         self._stopping = threading.Event()
         self._link = WorkerLink(0, config.workers, os.getpid())
         if not config.redis_url:
-            from .app import in_memory_ledger, in_process_limiter
+            from .app import in_process_limiter
 
-            host = StateHost(in_process_limiter(config), in_memory_ledger(config)).start()
+            host = LimiterHost(in_process_limiter(config)).start()
             self._link = WorkerLink(0, config.workers, os.getpid(), host.address, host.authkey)
         self.status = SupervisorStatus(self)
 
@@ -219,7 +219,7 @@ class Supervisor:
 
     def _start(self, worker: _Worker) -> None:
         worker.port = _free_port(self.status_host)
-        link = WorkerLink(worker.index, self._link.count, self._link.parent_pid, self._link.host_address, self._link.host_key)
+        link = WorkerLink(worker.index, self._link.count, self._link.parent_pid, self._link.limiter_address, self._link.limiter_key)
         env = {**self._env, **link.env(), "CHATAPP_WORKERS": "1", "CHATAPP_METRICS_HOST": self.status_host, "CHATAPP_METRICS_PORT": str(worker.port)}
         worker.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, stdin=subprocess.DEVNULL)
         worker.started_at = time.monotonic()

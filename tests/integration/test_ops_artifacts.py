@@ -178,7 +178,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     with MockCluster.start(topics={REQUESTS: 4, RESULTS: 4, DLQ: 1}) as cluster, \
             LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=10) as cams:
         produce(cluster.bootstrap_servers, encode_samples(SAMPLES))
-        service = ServiceProcess(service_env(cluster.bootstrap_servers, cams.url), log_dir / "service.log")
+        # two workers: what operators scrape is the supervisor's merge of its workers' metrics
+        service = ServiceProcess(service_env(cluster.bootstrap_servers, cams.url, workers=2), log_dir / "service.log")
         reader = TopicReader(cluster.bootstrap_servers, RESULTS)
         try:
             service.wait_ready(timeout=30)
@@ -223,13 +224,18 @@ def test_a_healthy_service_trips_no_health_alert_gauge(scraped):
     """The gauges behind the health alerts agree with /readyz on a healthy instance."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    values = {s.name: s.value for f in text_string_to_metric_families(scraped["metrics"]) for s in f.samples if not s.labels}
+    values: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(scraped["metrics"]):
+        for sample in family.samples:
+            if set(sample.labels) <= {"worker"}:
+                values.setdefault(sample.name, []).append(sample.value)
     assert scraped["ready_status"] == 200 and scraped["ready"]["ok"], scraped["ready"]
-    assert values["chatapp_up"] == 1
-    assert values["chatapp_assigned_partitions"] > 0
-    assert values["chatapp_limiter_fallback"] == 0
-    assert values["chatapp_backpressure_paused"] == 0
-    assert values["chatapp_ledger_healthy"] == 1, "ledger reachable (/readyz) but chatapp_ledger_healthy is 0"
+    assert values["chatapp_workers_running"] == [2]
+    assert values["chatapp_up"] == [1, 1], "one series per worker"
+    assert all(v > 0 for v in values["chatapp_assigned_partitions"])
+    assert values["chatapp_limiter_fallback"] == [0, 0]
+    assert values["chatapp_backpressure_paused"] == [0, 0]
+    assert values["chatapp_ledger_healthy"] == [1, 1], "ledger reachable (/readyz) but chatapp_ledger_healthy is 0"
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +244,7 @@ def test_a_healthy_service_trips_no_health_alert_gauge(scraped):
 REQUIRED_ALERTS = {
     "ChatappConsumerLagGrowing", "ChatappNoCallsWhileLagging", "ChatappDeadLettering", "ChatappApiErrorRate",
     "ChatappLimiterWaitHigh", "ChatappLimiterSlowedDown", "ChatappLimiterOnFallback", "ChatappInstanceDown",
-    "ChatappNoInstances", "ChatappInstanceWithoutPartitions", "ChatappLedgerUnhealthy",
+    "ChatappNoInstances", "ChatappInstanceWithoutPartitions", "ChatappLedgerUnhealthy", "ChatappWorkerRestarting",
 }
 
 

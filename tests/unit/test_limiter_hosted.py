@@ -1,6 +1,5 @@
-"""What a supervisor hosts for its workers, over a real loopback connection: one rate limit for
-all of them (metrics hooks in the worker, a fallback share when the host is gone) and one
-de-duplication ledger."""
+"""The limiter a supervisor hosts for its workers: one budget for all of them, over a real Unix
+socket, with the metrics hooks in the worker and a fallback share when the host is gone."""
 
 from __future__ import annotations
 
@@ -13,9 +12,7 @@ import textwrap
 import pytest
 
 from consumer.limiter import AccountLimit, InProcessLimiter, fallback_limit
-from consumer.hosted import HostedLedger, HostedLimiter, StateHost
-from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
-from consumer.models import SendRequest, Settled, SliceOutcome, Source, Status
+from consumer.limiter.hosted import HostedLimiter, LimiterHost
 from consumer.workers import WorkerLink
 
 
@@ -47,7 +44,7 @@ class Recorder:
         self.events.append(("fallback", active))
 
 
-def worker_limiter(host: StateHost, observer: Recorder | None = None, share: int = 2, clock=None) -> HostedLimiter:
+def worker_limiter(host: LimiterHost, observer: Recorder | None = None, share: int = 2, clock=None) -> HostedLimiter:
     fallback = InProcessLimiter({}, fallback_limit(AccountLimit(10), share), safety_margin=0.0, **({"clock": clock} if clock else {}))
     return HostedLimiter(host.address, host.authkey, fallback, observer)
 
@@ -58,11 +55,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def host(clock: FakeClock) -> StateHost:
-    return StateHost(InProcessLimiter({}, AccountLimit(10), safety_margin=0.0, clock=clock), InMemoryLedger(3600)).start()
+def host(clock: FakeClock) -> LimiterHost:
+    return LimiterHost(InProcessLimiter({}, AccountLimit(10), safety_margin=0.0, clock=clock)).start()
 
 
-def test_two_workers_draw_on_one_budget(host: StateHost, clock: FakeClock) -> None:
+def test_two_workers_draw_on_one_budget(host: LimiterHost, clock: FakeClock) -> None:
     a, b = worker_limiter(host), worker_limiter(host)
     assert a.acquire("acc", "a/1") == 0.0
     assert b.acquire("acc", "b/1") == pytest.approx(0.1), "the second worker waits for the first one's slot"
@@ -82,7 +79,7 @@ def test_separate_limiters_would_each_take_the_full_budget(clock: FakeClock) -> 
     assert b.acquire("acc") == 0.0
 
 
-def test_metrics_hooks_run_in_the_worker(host: StateHost) -> None:
+def test_metrics_hooks_run_in_the_worker(host: LimiterHost) -> None:
     seen = Recorder()
     worker = worker_limiter(host, seen)
     worker.acquire("acc", "t1")
@@ -100,7 +97,7 @@ def test_metrics_hooks_run_in_the_worker(host: StateHost) -> None:
 def test_refund_frees_the_slot_at_the_host(clock: FakeClock) -> None:
     """A throttled call leaves the shared window: with a burst of 10 spent, the window is full
     for a second; one worker's refund lets the other worker's call go at once."""
-    host = StateHost(InProcessLimiter({}, AccountLimit(10, burst=10), safety_margin=0.0, clock=clock), InMemoryLedger(3600)).start()
+    host = LimiterHost(InProcessLimiter({}, AccountLimit(10, burst=10), safety_margin=0.0, clock=clock)).start()
     a, b = worker_limiter(host), worker_limiter(host)
     for i in range(10):
         assert a.acquire("acc", f"a/{i}") == 0.0
@@ -114,9 +111,8 @@ HOST_PROCESS = textwrap.dedent(
     """
     import sys, time
     from consumer.limiter import AccountLimit, InProcessLimiter
-    from consumer.hosted import StateHost
-    from consumer.ledger import InMemoryLedger
-    host = StateHost(InProcessLimiter({}, AccountLimit(10)), InMemoryLedger(3600)).start()
+    from consumer.limiter.hosted import LimiterHost
+    host = LimiterHost(InProcessLimiter({}, AccountLimit(10))).start()
     print(host.address, host.authkey.hex(), flush=True)
     time.sleep(60)
     """
@@ -130,10 +126,7 @@ def test_a_worker_whose_host_died_falls_back_to_its_share(caplog: pytest.LogCapt
         seen = Recorder()
         fallback = InProcessLimiter({}, fallback_limit(AccountLimit(10), 2), safety_margin=0.0, clock=clock)
         worker = HostedLimiter(address, bytes.fromhex(key), fallback, seen)
-        ledger = HostedLedger(address, bytes.fromhex(key), InMemoryLedger(3600))
         assert worker.acquire("acc", "t0") == 0.0 and worker.healthy()
-        ledger.mark_in_flight(["r1"], "w0")
-        assert ledger.lookup(["r1"])["r1"].state == IN_FLIGHT and ledger.healthy()
     finally:
         process.kill()
         process.wait(10)
@@ -145,38 +138,12 @@ def test_a_worker_whose_host_died_falls_back_to_its_share(caplog: pytest.LogCapt
     assert not worker.healthy()
     assert seen.events.count(("fallback", True)) == 1
     assert len([r for r in caplog.records if "stopped answering" in r.getMessage()]) == 1
-    # the ledger goes on in the worker: what it marks now, it finds again
-    assert ledger.lookup(["r1"]) == {} and not ledger.healthy()
-    ledger.mark_in_flight(["r2"], "w0")
-    ledger.mark_done([settled("r2", 3)])
-    assert ledger.lookup(["r2"])["r2"].state == DONE
-
-
-def settled(request_id: str, recipients: int) -> Settled:
-    request = SendRequest(request_id, None, [{}] * recipients, None, Source("t", 0, 0, 0))  # type: ignore[arg-type]
-    return Settled(SliceOutcome(Status.SENT, "OK", None, 1, "gm-1", "api-1", "b-1"), 1_700_000_000_000, [request])
-
-
-def test_two_workers_keep_one_ledger(host: StateHost) -> None:
-    """What one worker sent, another worker finds DONE, with the result to answer it again."""
-    a, b = (HostedLedger(host.address, host.authkey, InMemoryLedger(3600)) for _ in range(2))
-    a.mark_in_flight(["r1", "r2"], "host:1")
-    seen = b.lookup(["r1", "r2", "r3"])
-    assert {k: (v.state, v.owner) for k, v in seen.items()} == {"r1": (IN_FLIGHT, "host:1"), "r2": (IN_FLIGHT, "host:1")}
-    a.mark_done([settled("r1", 2)])
-    entry = b.lookup(["r1"])["r1"]
-    assert entry.state == DONE and entry.result is not None
-    assert (entry.result.status, entry.result.group_message_id, entry.result.recipients) == (Status.SENT, "gm-1", 2)
-    assert entry.result.completed_at_ms == 1_700_000_000_000
-    assert a.healthy() and b.healthy()
 
 
 def test_a_worker_cannot_start_without_its_host(tmp_path) -> None:
     address = str(tmp_path / "state.sock")  # nothing listens there
     with pytest.raises(OSError):
         HostedLimiter(address, b"key", InProcessLimiter({}, AccountLimit(5)))
-    with pytest.raises(OSError):
-        HostedLedger(address, b"key", InMemoryLedger(3600))
 
 
 def test_the_link_travels_through_the_environment() -> None:
