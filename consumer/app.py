@@ -17,7 +17,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ from .completion import now_ms
 from .config import Config
 from .credentials import build_providers
 from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
-from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, LedgerEntry, RedisLedger
+from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limit
 from .limiter.hosted import HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
@@ -133,8 +132,6 @@ class Service:
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
         self.ledger = build_ledger(config)
-        # Redis answers a lookup while the main loop publishes results
-        self._lookups = None if isinstance(self.ledger, InMemoryLedger) else ThreadPoolExecutor(1, thread_name_prefix="ledger-lookup")
         self._finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()
         self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
         self.sender = Sender(
@@ -198,13 +195,11 @@ class Service:
                 cpu.charge("other")
                 messages = self.kafka.consume(CONSUME_BATCH, timeout)
                 cpu.charge("consume")
-                admit = self._intake(messages) if messages else None
-                cpu.charge("intake")
-                self._step()  # meanwhile a remote ledger looks the consumed requests up
-                cpu.charge("results")
-                if admit is not None:
-                    admit()
+                if messages:
+                    self._intake(messages)
                     cpu.charge("intake")
+                self._step()
+                cpu.charge("results")
                 now = time.monotonic()
                 if now - last_commit >= self.config.commit_interval_ms / 1000:
                     self._commit(asynchronous=True)
@@ -238,9 +233,7 @@ class Service:
         self.health.beat()
 
     # -- consume → decode → validate → batch ---------------------------------------------------
-    def _intake(self, messages: list[Message]) -> Callable[[], None] | None:
-        """Decode and validate ``messages``; returns what admits the valid ones (once the ledger
-        has looked them up), or None."""
+    def _intake(self, messages: list[Message]) -> None:
         candidates: list[SendRequest] = []
         decode = self.codec.decode_request
         problems_of = self.validator.problems
@@ -280,16 +273,11 @@ class Service:
             request.source = source
             candidates.append(request)
         self.metrics.requests_consumed.inc(len(messages))
-        if not candidates:
-            return None
-        ids = [r.request_id for r in candidates]
-        if self._lookups is None:
-            seen = self.ledger.lookup(ids)
-            return lambda: self._admit(candidates, seen)
-        pending = self._lookups.submit(self.ledger.lookup, ids)
-        return lambda: self._admit(candidates, pending.result())
+        if candidates:
+            self._admit(candidates)
 
-    def _admit(self, requests: list[SendRequest], seen: dict[str, LedgerEntry]) -> None:
+    def _admit(self, requests: list[SendRequest]) -> None:
+        seen = self.ledger.lookup([r.request_id for r in requests])
         now = now_ms()
         recipients = 0
         for request in requests:
@@ -470,8 +458,6 @@ class Service:
             log.warning("leaving the consumer group did not finish within %.0f s (a rebalance was handing out partitions): "
                         "exiting without it; offsets are committed and the group drops this member after its session timeout", CLOSE_TIMEOUT_S)
         self.limiter.close()
-        if self._lookups is not None:
-            self._lookups.shutdown()
         self._http.close()
         log.info("stopped: %d partitions committed", len(assigned))
 
