@@ -50,6 +50,8 @@ STABLE_AFTER_S = 60.0
 """A worker that ran this long before exiting is restarted after ``RESTART_FIRST_S`` again."""
 STARTING_GRACE_S = 60.0
 """A worker is live before its status server answers, for this long after it was started."""
+STALL_AFTER_S = 60.0
+"""The supervisor is not live when its watch loop has not turned for this long."""
 WATCH_EVERY_S = 0.2
 SCRAPE_TIMEOUT_S = 2.0
 STOP_MARGIN_S = 15.0
@@ -110,7 +112,6 @@ class _Worker:
         self.started_at = 0.0
         self.failures = 0
         self.restart_at: float | None = None
-        self.exit_code: int | None = None
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -177,7 +178,7 @@ class SupervisorStatus:
         age = time.monotonic() - supervisor.last_beat
         workers = {str(w.index): w.running() and (self._pages.get(w, "/healthz") is not None or time.monotonic() - w.started_at < STARTING_GRACE_S)
                    for w in supervisor.workers}  # fmt: skip
-        return age < 60.0 and all(workers.values()), {"supervisor_last_beat_s": round(age, 3), "workers_live": workers}
+        return age < STALL_AFTER_S and all(workers.values()), {"supervisor_last_beat_s": round(age, 3), "workers_live": workers}
 
     def ready(self) -> tuple[bool, dict]:
         supervisor = self._supervisor
@@ -186,9 +187,8 @@ class SupervisorStatus:
 
 
 class Supervisor:
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None):
+    def __init__(self, config: Config):
         self.config = config
-        self._env = dict(os.environ if env is None else env)
         self.status_host = "127.0.0.1"
         self.workers = [_Worker(i) for i in range(config.workers)]
         self.last_beat = time.monotonic()
@@ -229,7 +229,7 @@ class Supervisor:
     def _start(self, worker: _Worker) -> None:
         worker.port = _free_port(self.status_host)
         link = WorkerLink(worker.index, self._link.count, self._link.parent_pid, self._link.limiter_address, self._link.limiter_key)
-        env = {**self._env, **link.env(), "CHATAPP_WORKERS": "1", "CHATAPP_METRICS_HOST": self.status_host, "CHATAPP_METRICS_PORT": str(worker.port)}
+        env = {**os.environ, **link.env(), "CHATAPP_WORKERS": "1", "CHATAPP_METRICS_HOST": self.status_host, "CHATAPP_METRICS_PORT": str(worker.port)}
         worker.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, stdin=subprocess.DEVNULL)
         worker.started_at = time.monotonic()
         worker.restart_at = None
