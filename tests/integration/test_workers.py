@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -75,10 +76,19 @@ def test_two_workers_split_the_partitions_and_share_one_budget(service_cluster, 
     wait_until(lambda: all(gone(pid) for pid in workers), 10, "the workers exited with the supervisor")
 
 
-def kill_a_worker_midway(service, bootstrap: str, reader, total: int) -> None:
-    victim = children(service.process.pid)[0]
+def worker_pid(service, index: int) -> int:
+    """The pid the supervisor logged for worker ``index`` (its latest start)."""
+    pids = re.findall(rf"worker {index} started \(pid (\d+)\)", service.log_path.read_text())
+    assert pids, f"worker {index} never started:\n{service.log_tail()}"
+    return int(pids[-1])
+
+
+def kill_a_worker_midway(service, bootstrap: str, total: int) -> None:
+    """SIGKILL worker 0 once it has published results of its own (so some are read again), and
+    wait until the supervisor has started it again."""
+    victim = worker_pid(service, 0)
     produce(bootstrap, encode_samples(total))
-    reader.read_until(lambda r: len(r.messages) >= 1000, timeout=30)
+    wait_until(lambda: service.metric("chatapp_results_total", worker="0") >= 300, 30, "worker 0 published results")
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: service.metric("chatapp_worker_restarts_total") == 1, 20, "the supervisor restarted the worker")
     wait_until(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, "two workers again")
@@ -92,7 +102,7 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(service_cluster, start
         service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2, batch_max_recipients=100, rate_limit_per_second=RATE))
         service.wait_ready(timeout=60)
         reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
-        kill_a_worker_midway(service, service_cluster.bootstrap_servers, reader, total)
+        kill_a_worker_midway(service, service_cluster.bootstrap_servers, total)
         counts = answered(reader, total)
         stats = cams.stats()
         assert service.stop() == 0
@@ -112,7 +122,7 @@ def test_with_redis_a_killed_workers_requests_are_not_sent_again(service_cluster
                                             commit_interval_ms=60_000))  # no commit before the kill: every result it published is read again  # fmt: skip
         service.wait_ready(timeout=60)
         reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
-        kill_a_worker_midway(service, service_cluster.bootstrap_servers, reader, total)
+        kill_a_worker_midway(service, service_cluster.bootstrap_servers, total)
         counts = answered(reader, total)
         resent = service.metric("chatapp_duplicates_total", kind="inflight_resent")
         answered_again = service.metric("chatapp_duplicates_total", kind="done")
