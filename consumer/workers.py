@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -194,6 +194,7 @@ class Supervisor:
         self.last_beat = time.monotonic()
         self._stopping = threading.Event()
         self._link = WorkerLink(0, config.workers, os.getpid())
+        """What each worker is told (with its own index)."""
         if not config.redis_url:
             from .app import in_process_limiter
 
@@ -206,14 +207,12 @@ class Supervisor:
             log.info("stop requested: stopping %d workers", len(self.workers))
         self._stopping.set()
 
-    def run(self, install_signals: bool = True) -> int:
-        if install_signals:
-            signal.signal(signal.SIGTERM, self.request_stop)
-            signal.signal(signal.SIGINT, self.request_stop)
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
         server = None
         if self.config.metrics_port >= 0:
             server = StatusServer(self.config.metrics_host, self.config.metrics_port, self.status, self.status).start()  # type: ignore[arg-type]
-            self.status_port = server.port
             log.info("supervisor: metrics and health of %d workers on http://%s:%d/metrics", len(self.workers), self.config.metrics_host, server.port)
         try:
             for worker in self.workers:
@@ -228,13 +227,12 @@ class Supervisor:
 
     def _start(self, worker: _Worker) -> None:
         worker.port = _free_port(self.status_host)
-        link = WorkerLink(worker.index, self._link.count, self._link.parent_pid, self._link.limiter_address, self._link.limiter_key)
-        env = {**os.environ, **link.env(), "CHATAPP_WORKERS": "1", "CHATAPP_METRICS_HOST": self.status_host, "CHATAPP_METRICS_PORT": str(worker.port)}
+        env = {**os.environ, **replace(self._link, index=worker.index).env(), "CHATAPP_WORKERS": "1", "CHATAPP_METRICS_HOST": self.status_host, "CHATAPP_METRICS_PORT": str(worker.port)}
         worker.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, stdin=subprocess.DEVNULL)
         worker.started_at = time.monotonic()
         worker.restart_at = None
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
-        self.status.workers_running.set(sum(w.running() for w in self.workers))
+        self._count_running()
 
     def _watch(self) -> None:
         now = time.monotonic()
@@ -248,10 +246,13 @@ class Supervisor:
                           worker.index, worker.process.pid, code, ran_s, delay)  # fmt: skip
                 worker.process = None
                 worker.restart_at = now + delay
-                self.status.workers_running.set(sum(w.running() for w in self.workers))
+                self._count_running()
             if worker.restart_at is not None and now >= worker.restart_at:
                 self.status.restarts.inc()
                 self._start(worker)
+
+    def _count_running(self) -> None:
+        self.status.workers_running.set(sum(w.running() for w in self.workers))
 
     def _stop_all(self) -> int:
         running = [w for w in self.workers if w.running()]
