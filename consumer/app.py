@@ -28,7 +28,7 @@ from .config import Config
 from .credentials import build_providers
 from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
-from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limit
+from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limits
 from .limiter.hosted import HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import SendRequest, SendResult, Settled, Slice, Source, Status
@@ -80,8 +80,7 @@ def in_process_limiter(config: Config, observer: LimiterObserver | None = None, 
     """The accounts' limits in this process; with ``share`` N, each account's ``floor(rate / N)``."""
     limits, default = _account_limits(config)
     if share > 1:
-        limits = {name: fallback_limit(limit, share) for name, limit in limits.items()}
-        default = fallback_limit(default, share)
+        limits, default = fallback_limits(limits, default, share)
     return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, policy=_adaptive_policy(config), observer=observer)
 
 

@@ -8,7 +8,7 @@ when Redis is unreachable. Both never sleep: ``acquire`` returns 0.0 (go) or the
 from .adaptive import AdaptivePolicy, RateFactor
 from .memory import InProcessLimiter
 from .protocol import AccountLimit, LimiterObserver, NoopObserver, RateLimiter
-from .redis import RedisLimiter, connect, fallback_limit
+from .redis import RedisLimiter, connect, fallback_limit, fallback_limits
 
 __all__ = [
     "AccountLimit",
@@ -21,4 +21,5 @@ __all__ = [
     "RedisLimiter",
     "connect",
     "fallback_limit",
+    "fallback_limits",
 ]

@@ -135,6 +135,11 @@ def fallback_limit(limit: AccountLimit, instances: int) -> AccountLimit:
     return AccountLimit(math.floor(share) if share >= 1 else share, burst=1)
 
 
+def fallback_limits(limits: Mapping[str, AccountLimit], default: AccountLimit, instances: int) -> tuple[dict[str, AccountLimit], AccountLimit]:
+    """:func:`fallback_limit` of each account's limit and of the default one."""
+    return {account: fallback_limit(limit, instances) for account, limit in limits.items()}, fallback_limit(default, instances)
+
+
 class RedisLimiter:
     """A :class:`RateLimiter` whose per-account budget and adaptive factor live in Redis.
 
@@ -199,8 +204,7 @@ class RedisLimiter:
         self._observer: LimiterObserver = observer or NoopObserver()
         self._new_fallback = functools.partial(
             InProcessLimiter,
-            {account: fallback_limit(limit, fallback_instances) for account, limit in limits.items()},
-            fallback_limit(default, fallback_instances),
+            *fallback_limits(limits, default, fallback_instances),
             safety_margin,
             clock,
             policy=policy,
