@@ -270,11 +270,15 @@ def process_cpu_s(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/task/{pid}/children") as listing:
-            children = [int(child) for child in listing.read().split()]
-        return (int(fields[11]) + int(fields[12])) / _TICK + sum(process_cpu_s(child) for child in children)
+        own = (int(fields[11]) + int(fields[12])) / _TICK
     except (OSError, IndexError, ValueError):
         return 0.0
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            children = [int(child) for child in listing.read().split()]
+    except OSError:  # gone meanwhile, or a kernel without the listing: the process's own CPU still counts
+        children = []
+    return own + sum(process_cpu_s(child) for child in children)
 
 
 class CpuAccount:

@@ -275,10 +275,10 @@ PIPELINE_WORKERS = os.cpu_count() or 1
 """Worker processes of the service in the pipeline's target run: one per core."""
 
 
-def _drain(ctx: Context, name: str, count: int, partitions: int, workers: int, profile: bool) -> dict[str, Any]:
+def _drain(ctx: Context, name: str, count: int, partitions: int, workers: int, profile: bool) -> tuple[dict[str, Any], list[str]]:
     """One service instance of ``workers`` processes drains a backlog of ``count`` requests
     produced once every worker holds partitions (the group has settled); requests/s from its
-    first result to its last."""
+    first result to its last. Returns the details and the problems seen."""
     problems: list[str] = []
     topics = ctx.infra.topics(f"{ctx.run_id}.{name}", partitions)
     cams = ctx.infra.endpoint(rate_limit=0)
@@ -323,8 +323,7 @@ def _drain(ctx: Context, name: str, count: int, partitions: int, workers: int, p
                              "main_thread_cpu_us_per_request": {  # summed over the workers' main threads
                                  phase: details["service_metrics"].get(f"chatapp_main_loop_cpu_seconds_total{{phase={phase}}}", 0.0) * 1e6 / count
                                  for phase in LOOP_PHASES}}  # fmt: skip
-    details["problems"] = problems
-    return details
+    return details, problems
 
 
 def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
@@ -336,13 +335,13 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     count = ctx.sizes.pipeline
     partitions = 32
     if profile:  # py-spy follows one process: the single-process service
-        run = _drain(ctx, name, count, partitions, 1, profile=True)
-        return {"rows": [], "details": run, "problems": run.pop("problems")}
+        run, problems = _drain(ctx, name, count, partitions, 1, profile=True)
+        return {"rows": [], "details": run, "problems": problems}
     details: dict[str, Any] = {"requests": count, "partitions": partitions, "runs": {}, "bare_runs": []}
     problems: list[str] = []
     for workers in sorted({1, PIPELINE_WORKERS}):
-        run = _drain(ctx, name if workers == 1 else f"{name}-w{workers}", count, partitions, workers, profile=False)
-        problems += run.pop("problems")
+        run, seen = _drain(ctx, name if workers == 1 else f"{name}-w{workers}", count, partitions, workers, profile=False)
+        problems += seen
         details["runs"][workers] = run
         ctx.say(f"{name}: bare confluent-kafka consumer + fastavro decode of the same backlog")
         details["bare_runs"].append(kafkaio.bare_consume(ctx.infra.bootstrap, run["request_topic"], count, timeout=ctx.timeout(60)))
