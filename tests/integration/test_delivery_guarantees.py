@@ -24,6 +24,7 @@ from tests.fixtures.service import (
     encode_samples,
     produce,
     service_env,
+    wait_for,
 )
 
 PARTITIONS = 12
@@ -212,15 +213,6 @@ def test_a_partition_revoked_while_paused_is_read_again_when_it_comes_back(servi
         f"{len(expected - set(results_by_id(results)))} requests never read\n{first.log_tail()}"
     )
     assert first.stop() == 0
-
-
-def wait_for(condition, timeout: float, every: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return condition()
 
 
 def bad_messages(rng: random.Random, codec: PlainAvroCodec, count: int) -> tuple[list[bytes], set[str]]:

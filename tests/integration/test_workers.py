@@ -10,11 +10,10 @@ import collections
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 from consumer.local_cams import LocalCams
-from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env
+from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env, wait_for
 
 PARTITIONS = 8
 RATE = 10
@@ -25,15 +24,6 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except FileNotFoundError:
         return []
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def gone(pid: int) -> bool:
@@ -73,7 +63,7 @@ def test_two_workers_split_the_partitions_and_share_one_budget(service_cluster, 
     assert running == 2
     assert live.status_code == 200 and live.json()["workers_live"] == {"0": True, "1": True}
     assert ready.status_code == 200
-    wait_until(lambda: all(gone(pid) for pid in workers), 10, "the workers exited with the supervisor")
+    assert wait_for(lambda: all(gone(pid) for pid in workers), 10, every=0.1), "not within 10 s: the workers exited with the supervisor"
 
 
 def worker_pid(service, index: int) -> int:
@@ -88,10 +78,10 @@ def kill_a_worker_midway(service, bootstrap: str, total: int) -> None:
     wait until the supervisor has started it again."""
     victim = worker_pid(service, 0)
     produce(bootstrap, encode_samples(total))
-    wait_until(lambda: service.metric("chatapp_results_total", worker="0") >= 300, 30, "worker 0 published results")
+    assert wait_for(lambda: service.metric("chatapp_results_total", worker="0") >= 300, 30, every=0.1), "not within 30 s: worker 0 published results"
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: service.metric("chatapp_worker_restarts_total") == 1, 20, "the supervisor restarted the worker")
-    wait_until(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, "two workers again")
+    assert wait_for(lambda: service.metric("chatapp_worker_restarts_total") == 1, 20, every=0.1), "not within 20 s: the supervisor restarted the worker"
+    assert wait_for(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, every=0.1), "not within 10 s: two workers again"
 
 
 def test_a_killed_worker_is_restarted_and_nothing_is_lost(service_cluster, start_service, topic_reader):
@@ -145,7 +135,7 @@ def test_workers_drain_and_stop_when_their_supervisor_dies(service_cluster, star
         workers = children(service.process.pid)
         service.process.kill()  # the supervisor alone
         service.process.wait(10)
-        wait_until(lambda: all(gone(pid) for pid in workers), 30, "orphaned workers stopped on their own")
+        assert wait_for(lambda: all(gone(pid) for pid in workers), 30, every=0.1), "not within 30 s: orphaned workers stopped on their own"
     log = service.log_path.read_text()
     assert log.count("stop requested: finishing buffered work") == 2
     assert log.count('"msg": "stopped: ') == 2, "each worker committed and left the group"
