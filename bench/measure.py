@@ -16,7 +16,8 @@ DRAIN_SHARE = 0.25
 
 
 def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0, since: float = 0.0) -> dict[str, Any]:
-    """Recipients/s and fill from the endpoint's records of accepted calls.
+    """Recipients/s and fill from the endpoint's records of accepted calls, timed by their arrival
+    (``received_at``: what the endpoint's rate window counts).
 
     Steady window: from the first call carrying ``full`` recipients to the last full one sent
     while more than ``drain_tail`` recipients were still to come. The partial calls of the first
@@ -37,15 +38,17 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0,
     ``span_recipients_per_s``. Fill is the mean recipients per call ``i .. j`` over ``full``.
     The whole run (first to last accepted call, every call) is reported beside it.
     """
-    ok = sorted((c for c in calls if c["code"] == "OK"), key=lambda c: c["accepted_at"])
+    ok = sorted((c for c in calls if c["code"] == "OK"), key=lambda c: c["received_at"])
     out: dict[str, Any] = {"accepted_calls": len(ok), "recipients": sum(c["recipients"] for c in ok)}
     if calls:
         t0 = min(c["received_at"] for c in calls)
-        # every call: ms since the first was received, recipients, code (throttles show where they hit)
-        out["timeline"] = [(round((c["received_at"] - t0) * 1000), c["recipients"], c["code"]) for c in sorted(calls, key=lambda c: c["received_at"])]
+        # every call: ms since the first was received, recipients, code (throttles show where they
+        # hit), ms the endpoint took to parse and verify it
+        out["timeline"] = [(round((c["received_at"] - t0) * 1000), c["recipients"], c["code"], round(((c["accepted_at"] or c["received_at"]) - c["received_at"]) * 1000))
+                           for c in sorted(calls, key=lambda c: c["received_at"])]  # fmt: skip
     if len(ok) < 2:
         return out
-    times = [c["accepted_at"] for c in ok]
+    times = [c["received_at"] for c in ok]
     sizes = [c["recipients"] for c in ok]
     out["whole_run"] = {
         "seconds": times[-1] - times[0],
@@ -77,6 +80,10 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0,
     if gaps:
         gaps.sort()
         out["steady"]["gap_ms"] = {"min": gaps[0] * 1000, "p50": percentile(gaps, 50) * 1000, "max": gaps[-1] * 1000}
+    # the endpoint counts a call in its window once it has parsed and verified it: its own delay
+    # from reading the request line to that moment moves the call in the window like network jitter
+    held = sorted((c["accepted_at"] - c["received_at"]) * 1000 for c in ok[i : j + 1])
+    out["steady"]["endpoint_parse_ms"] = {"p50": percentile(held, 50), "p99": percentile(held, 99), "max": held[-1]}
     return out
 
 

@@ -1,5 +1,5 @@
 """A local stand-in for the CAMS SendChatappMassMessage API: real HTTP on loopback, ACS3 signature
-verification, per-key sliding-window rate limit, seeded fault injection and a ledger of every call.
+verification, per-key sliding-window rate limit (calls counted when they arrive), seeded fault injection and a ledger of every call.
 
 ``LocalCams`` runs it as a subprocess; ``LocalCamsServer`` runs it in a thread of this process.
 """

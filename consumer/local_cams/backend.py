@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,19 @@ class Outcome:
     delay_s: float
 
 
+def fits_window(arrivals: list[float], arrival: float, limit: int) -> bool:
+    """Whether a call arriving at ``arrival`` keeps every ``WINDOW_S`` window of ``arrivals``
+    (ascending) within ``limit`` calls: no ``limit + 1`` of them less than ``WINDOW_S`` apart.
+
+    Calls count when they arrive (the request line read), not when this endpoint has parsed and
+    verified them: its own delay, longer on a busy machine, is no concern of the caller's. Calls
+    arriving together on different connections can be decided out of their order of arrival, so
+    the window is checked on both sides of ``arrival``."""
+    near = arrivals[bisect.bisect_right(arrivals, arrival - WINDOW_S) : bisect.bisect_left(arrivals, arrival + WINDOW_S)]
+    bisect.insort(near, arrival)
+    return all(near[k + limit] - near[k] >= WINDOW_S for k in range(len(near) - limit))
+
+
 def _as_account(value: Account | str) -> Account:
     return value if isinstance(value, Account) else Account(value)
 
@@ -47,7 +61,7 @@ class Backend:
         self._initial_faults = faults
         self._decider = FaultDecider(faults)
         self._nonces = NonceCache()
-        self._windows: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._arrivals: defaultdict[str, list[float]] = defaultdict(list)  # per key: accepted calls' arrival times, ascending
         self.ledger = Ledger()
 
     @property
@@ -70,7 +84,7 @@ class Backend:
         with self._lock:
             self._decider = FaultDecider(self._initial_faults)
             self._nonces = NonceCache()
-            self._windows.clear()
+            self._arrivals.clear()
             self.ledger.reset()
 
     def handle(self, request: SignedRequest, received_at: float) -> Outcome:
@@ -87,9 +101,9 @@ class Backend:
                 return self._answer(call, credentials.access_key_id, received_at, ApiError(400, "SignatureNonceUsed"))
             if call.error is not None:
                 return self._answer(call, credentials.access_key_id, received_at, call.error)
-            window = self._window(credentials.access_key_id, now)
+            arrivals = self._recent_arrivals(credentials.access_key_id, now)
             limit = self._decider.rate_limit(credentials.access_key_id)
-            if limit and len(window) >= limit:
+            if limit and not fits_window(arrivals, received_at, limit):
                 return self._answer(call, credentials.access_key_id, received_at, ApiError(400, "System.LimitControl"))
             delay_s = self._decider.latency_s()
             fault = self._decider.injected()
@@ -102,15 +116,14 @@ class Backend:
             if content is not None:
                 fault, error = content
                 return self._answer(call, credentials.access_key_id, received_at, error, fault, delay_s)
-            window.append(now)
+            bisect.insort(arrivals, received_at)
             return self._accept(call, credentials.access_key_id, received_at, now, delay_s)
 
-    def _window(self, access_key_id: str, now: float) -> deque[float]:
-        """Acceptance times of the last second for this key (older ones dropped)."""
-        window = self._windows[access_key_id]
-        while window and now - window[0] >= WINDOW_S:
-            window.popleft()
-        return window
+    def _recent_arrivals(self, access_key_id: str, now: float) -> list[float]:
+        """This key's accepted arrivals that a call handled at ``now`` can share a window with."""
+        arrivals = self._arrivals[access_key_id]
+        del arrivals[: bisect.bisect_left(arrivals, now - 2 * WINDOW_S)]
+        return arrivals
 
     def _record(self, call: SendCall, access_key_id: str, received_at: float, **outcome: Any) -> None:
         self.ledger.append(

@@ -8,7 +8,7 @@ from bench.measure import call_window, percentile
 
 
 def calls(sizes: list[int], gap_s: float = 0.1) -> list[dict[str, object]]:
-    return [{"code": "OK", "accepted_at": k * gap_s, "received_at": k * gap_s, "recipients": n} for k, n in enumerate(sizes)]
+    return [{"code": "OK", "received_at": k * gap_s, "accepted_at": k * gap_s + 0.005, "recipients": n} for k, n in enumerate(sizes)]
 
 
 def test_evenly_spaced_full_calls_give_their_exact_rate_and_fill() -> None:
@@ -19,7 +19,7 @@ def test_evenly_spaced_full_calls_give_their_exact_rate_and_fill() -> None:
 
 def test_the_rate_is_not_tipped_by_the_calls_at_the_window_ends() -> None:
     # calls catching up in pairs around a steady 10/s: 15 ms apart, then 185 ms
-    records = [{"code": "OK", "accepted_at": (k // 2) * 0.2 + (k % 2) * 0.015, "received_at": 0.0, "recipients": 1000} for k in range(192)]
+    records = [{"code": "OK", "received_at": (k // 2) * 0.2 + (k % 2) * 0.015, "accepted_at": (k // 2) * 0.2 + 0.02, "recipients": 1000} for k in range(192)]
     steady = call_window(records, 1000)["steady"]
     assert steady["recipients_per_s"] == pytest.approx(10_000, rel=0.002)
     assert steady["span_recipients_per_s"] > 1.004 * 10_000, "first-to-last is tipped by the call it ends on"
