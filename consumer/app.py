@@ -15,6 +15,7 @@ import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -64,6 +65,23 @@ def tune_interpreter() -> None:
     # a worker whose rate-limit slot has come must not wait long for the GIL while the main loop
     # decodes: every millisecond late is a millisecond of the account's budget lost
     sys.setswitchinterval(0.001)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Add ``nice`` to the calling thread's niceness (Linux schedules each thread on its own).
+
+    The main loop calls it once the sender's threads exist (threads started later from the main
+    thread inherit it; the sender's pool is started by its dispatcher). On a busy machine a
+    sender thread granted a rate-limit slot then gets a CPU ahead of the decoding main loop: each
+    millisecond between the grant and the call on the wire is charged to the account's budget
+    (see limiter/lateness.py). Elsewhere niceness is per process, so nothing is changed."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+    except OSError as exc:
+        log.warning("could not lower the main loop's priority by %d: %s", nice, exc)
 
 
 def _account_limits(config: Config) -> tuple[dict[str, AccountLimit], AccountLimit]:
@@ -180,6 +198,7 @@ class Service:
         self.metrics.up.set(1)
         tune_interpreter()
         self.sender.start()
+        lower_thread_priority(self.config.intake_nice)
         self.kafka.subscribe()
         log.info("consuming %s as group %s", self.config.request_topic, self.config.group_id)
         last_commit = last_lag = time.monotonic()

@@ -88,6 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("batch_linger_ms", int, 200, "How long a batch that is not full waits for more requests.", minimum=0, maximum=60_000),
     _s("workers", int, 1, "Service processes of this instance, under one supervisor (one core each: Python runs one thread at a time); they share the instance's rate limit and its metrics port.", minimum=1, maximum=64),
     _s("send_concurrency", int, 8, "API calls in flight at once per service process (per worker).", minimum=1, maximum=256),
+    _s("intake_nice", int, 10, "Niceness the main loop (consume, decode, batch, publish results) adds to its own thread, so that the sender threads carrying granted calls get the CPU first when it is short (Linux; 0 = off).", minimum=0, maximum=19),
     _s("max_buffered_recipients", int, 50_000, "Back-pressure: partitions pause when this many recipients wait (batches, limiter, in flight).", minimum=1000, maximum=10_000_000),
     _s("max_buffered_bytes", int, 64 * 1024 * 1024, "Back-pressure: partitions pause when buffered message bytes exceed this.", minimum=1 << 20, maximum=1 << 34),
     _s("retry_max_attempts", int, 6, "API attempts per batch for transient failures (timeouts, 5xx, connection errors).", minimum=1, maximum=100),
@@ -148,6 +149,7 @@ class Config:
     batch_linger_ms: int
     workers: int
     send_concurrency: int
+    intake_nice: int
     max_buffered_recipients: int
     max_buffered_bytes: int
     retry_max_attempts: int

@@ -126,8 +126,9 @@ class FairScheduler:
 
     def pop(self, account: str, now: float, contended: bool = False) -> Batch | None:
         """The account's next batch. ``contended``: a call of this account is already waiting for
-        the budget, so a young partial batch stays here to keep filling (None when only such
-        batches wait); otherwise it goes at once (the budget is idle: latency first)."""
+        the budget, or had to lately (other instances share it), so a young partial batch stays
+        here to keep filling (None when only such batches wait); otherwise it goes at once (the
+        budget is idle: latency first)."""
         queue = self._accounts.get(account)
         if queue is None:
             return None

@@ -59,9 +59,10 @@ class SendPolicy:
     bunching two calls at the edge of CAMS's window, not a smaller budget: it is retried
     without giving up a slice of the rate for seconds.
 
-    ``arrival_tolerance_s``: how much longer than the fastest recent call a call may take before
-    the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
-    limiter's safety margin (of a 1-second window), which absorbs it.
+    ``arrival_tolerance_s``: how much longer than the fastest recent call a call may take from
+    its grant to being on the wire before the limiter is told it may have reached CAMS late (see
+    ``limiter/lateness.py``); half the limiter's safety margin (of a 1-second window), which
+    absorbs it.
     """
 
     max_attempts: int
@@ -76,6 +77,10 @@ THROTTLE_WINDOW_S = 2.0
 GATE_DEPTH = 2
 """Batches per account prepared and waiting for a token: enough that one is always ready the
 moment a token comes, few enough that the rest keep filling in the scheduler."""
+CONTENDED_S = 1.0
+"""How long after the limiter made one of its calls wait an account counts as contended. With
+instances sharing the budget, this one's gate is often empty while the others' calls take the
+tokens: a young partial batch then keeps filling in the scheduler instead of taking a slot."""
 
 
 class Sender:
@@ -112,6 +117,7 @@ class Sender:
         self._gates: defaultdict[str, deque[int]] = defaultdict(deque)
         self._tickets = itertools.count()
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._denied_at: dict[str, float] = {}  # per account: when the limiter last made a call wait
         # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
         self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._stopped = False
@@ -161,8 +167,9 @@ class Sender:
                 handed: list[tuple[Batch, int]] = []
                 for account in self._scheduler.ready_accounts(now):
                     gate = self._gates[account]
+                    denied_lately = now - self._denied_at.get(account, -CONTENDED_S) < CONTENDED_S
                     while self._inflight < self._concurrency and len(gate) < GATE_DEPTH:
-                        batch = self._scheduler.pop(account, now, contended=bool(gate))
+                        batch = self._scheduler.pop(account, now, contended=bool(gate) or denied_lately)
                         if batch is None:
                             break
                         ticket = next(self._tickets)
@@ -197,6 +204,7 @@ class Sender:
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
                     self._cond.notify_all()
                     return asked_at
+                self._denied_at[account] = asked_at
                 self._cond.wait(wait)
 
     def _run(self, batch: Batch, ticket: int) -> None:
@@ -247,10 +255,12 @@ class Sender:
                 self.submit(batch)
                 return finished
             self._metrics.limiter_wait.labels(account).observe(granted_at - batch.ready_at)
+            executed_at = self._clock()
             call = self._cams.execute(prepared)
-            took_s = self._clock() - granted_at
+            # grant -> request on the wire; when unknown, grant -> answer (the most it can be)
+            held_s = executed_at - granted_at + (call.written_after_s if call.written_after_s is not None else self._clock() - executed_at)
             with self._cond:  # workers of one account finish concurrently; a gauge is not thread-safe
-                late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(took_s)
+                late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(held_s)
             if late_s > 0.0:
                 self._metrics.late_arrivals.labels(account).observe(late_s)
                 self._limiter.arrived_late(account, grant, late_s)

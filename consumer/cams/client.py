@@ -38,6 +38,8 @@ VERSION = "2020-06-06"
 USER_AGENT = "chatapp-consumer/0.1.0 (httpx)"
 _METHOD = "POST"
 _PATH = "/"
+_WRITTEN_EVENT = "send_request_headers.complete"
+"""httpcore's trace event (``http11.`` or ``http2.`` before it) once the request is on the wire."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,9 @@ class CallResult:
     http_status: int | None
     retry_after_s: float | None
     latency_s: float
+    written_after_s: float | None = None
+    """Seconds from the start of the call until the request was on the wire (handed to the
+    socket); None when it never was or nobody measured it."""
 
 
 def build_http_client(timeout_connect: float = 5, timeout_read: float = 10, max_connections: int = 20) -> httpx.Client:
@@ -112,7 +117,7 @@ def _json_object(content: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _result(response: httpx.Response, latency_s: float) -> CallResult:
+def _result(response: httpx.Response, latency_s: float, written_after_s: float | None) -> CallResult:
     status = response.status_code
     retry_after_s = _retry_after(response.headers.get("x-acs-retry-after"))
     body = _json_object(response.content) or {}
@@ -131,10 +136,11 @@ def _result(response: httpx.Response, latency_s: float) -> CallResult:
         http_status=status,
         retry_after_s=retry_after_s,
         latency_s=latency_s,
+        written_after_s=written_after_s,
     )
 
 
-def _failure(code: str, exc: Exception, latency_s: float) -> CallResult:
+def _failure(code: str, exc: Exception, latency_s: float, written_after_s: float | None) -> CallResult:
     return CallResult(
         outcome=classify(None, code),
         code=code,
@@ -144,6 +150,7 @@ def _failure(code: str, exc: Exception, latency_s: float) -> CallResult:
         http_status=None,
         retry_after_s=None,
         latency_s=latency_s,
+        written_after_s=written_after_s,
     )
 
 
@@ -206,14 +213,28 @@ class CamsClient:
         return self.execute(self.prepare(credentials, key, recipients))
 
     def execute(self, call: PreparedCall) -> CallResult:
-        """Put a prepared call on the wire. Never raises for HTTP/network errors."""
+        """Put a prepared call on the wire. Never raises for HTTP/network errors.
+
+        The result says when the request was written (httpcore's ``trace`` extension: the
+        request line and headers handed to the socket; the body is empty), so the sender can
+        tell how long after its rate-limit grant the call can have reached CAMS without counting
+        the time CAMS took to answer."""
         started = time.monotonic()
+        written: list[float] = []
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith(_WRITTEN_EVENT):
+                written.append(time.monotonic() - started)
+
+        def written_after() -> float | None:
+            return written[-1] if written else None
+
         try:
-            response = self._http.post(self._url, headers=call.headers, extensions={"target": call.target})
+            response = self._http.post(self._url, headers=call.headers, extensions={"target": call.target, "trace": trace})
         except httpx.TimeoutException as exc:
-            return _failure(CODE_TIMEOUT, exc, time.monotonic() - started)
+            return _failure(CODE_TIMEOUT, exc, time.monotonic() - started, written_after())
         except httpx.DecodingError as exc:
-            return _failure(CODE_BAD_RESPONSE, exc, time.monotonic() - started)
+            return _failure(CODE_BAD_RESPONSE, exc, time.monotonic() - started, written_after())
         except httpx.RequestError as exc:
-            return _failure(CODE_CONNECTION_ERROR, exc, time.monotonic() - started)
-        return _result(response, time.monotonic() - started)
+            return _failure(CODE_CONNECTION_ERROR, exc, time.monotonic() - started, written_after())
+        return _result(response, time.monotonic() - started, written_after())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import signal
 import time
+from pathlib import Path
 
 from consumer.codec import PlainAvroCodec
 from consumer.samples import LANGUAGES, TEMPLATES, phone, request_record
@@ -26,12 +27,21 @@ def _result_ids(reader) -> collections.Counter:
     return collections.Counter(r["request_id"] for r in reader.results())
 
 
+def _nice(pid: int, thread: str) -> int:
+    """A thread's niceness, from /proc (field 19 of its stat, counted after the command's parenthesis)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
 def test_twenty_thousand_requests_become_full_batches(service_cluster, local_cams, start_service, topic_reader):
     total = 20_000
     produce(service_cluster.bootstrap_servers, encode_samples(total))
     service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
     reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert reader.read_until(lambda r: len(r.messages) >= total, timeout=90), f"{len(reader.messages)} results:\n{service.log_tail()}"
+    # the main loop (its thread id is the process id) gave way to the sender threads by intake_nice
+    niceness = {int(task.name): _nice(service.process.pid, task.name) for task in Path(f"/proc/{service.process.pid}/task").iterdir()}
+    assert niceness.pop(service.process.pid) == 10 and set(niceness.values()) == {0}, niceness
     time.sleep(0.5)
     reader.poll()
     results = reader.results()

@@ -292,6 +292,7 @@ def test_refused_connection_on_a_real_socket() -> None:
     with build_http_client(timeout_connect=1, timeout_read=1) as http:
         result = CamsClient(f"http://127.0.0.1:{port}", http).send(AK, KEY, RECIPIENTS)
     assert (result.outcome, result.code) == (Outcome.TRANSIENT, "Chatapp.ConnectionError")
+    assert result.written_after_s is None, "nothing was written"
 
 
 def test_read_timeout_on_a_silent_server() -> None:
@@ -303,6 +304,7 @@ def test_read_timeout_on_a_silent_server() -> None:
             result = CamsClient(f"http://127.0.0.1:{port}", http).send(AK, KEY, RECIPIENTS)
     assert (result.outcome, result.code) == (Outcome.TRANSIENT, "Chatapp.Timeout")
     assert result.latency_s >= 0.2
+    assert result.written_after_s is not None and result.written_after_s < 0.1, "the request was on the wire long before the wait ended"
 
 
 def test_build_http_client_uses_the_sdk_timeouts() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -77,8 +78,12 @@ class SpyLimiter(InProcessLimiter):
         self.tickets: list[str] = []
         self.late: list[tuple[str, str, float]] = []
         self.refunds: list[tuple[str, str]] = []
+        self.busy_until = 0.0  # monotonic: until then other instances hold the budget (every acquire waits)
 
     def acquire(self, account: str, ticket: str | None = None) -> float:
+        busy = self.busy_until - time.monotonic()
+        if busy > 0:
+            return busy
         wait = super().acquire(account, ticket)
         if wait == 0.0 and ticket is not None:
             self.tickets.append(ticket)
@@ -303,6 +308,25 @@ def test_a_call_slower_than_usual_is_reported_late_under_its_grant(start) -> Non
     assert h.metric("chatapp_limiter_late_arrival_seconds_count", account="default") == len(h.limiter.late)
 
 
+def test_a_slow_answer_to_a_request_written_on_time_is_not_late(start) -> None:
+    """What counts is when the request went out (CAMS counts a call when it arrives), not when
+    the answer came back: a slow answer must not cost the budget."""
+    from consumer.limiter.lateness import WARM_UP
+
+    slow_call = WARM_UP + 2
+
+    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
+        time.sleep(0.08 if n == slow_call else 0.0)
+        return dataclasses.replace(ok(), written_after_s=0.0005)
+
+    h = start(script, concurrency=1)
+    for _ in range(slow_call + 1):
+        h.sender.submit(make_batch(1))
+        h.collect(1)
+    assert len(h.limiter.tickets) == slow_call + 1
+    assert all(ticket != h.limiter.tickets[slow_call] for _, ticket, _ in h.limiter.late), h.limiter.late
+
+
 def test_a_lone_throttle_is_retried_without_slowing_the_limiter(start) -> None:
     throttled = answer(Outcome.THROTTLED, "System.LimitControl")
     h = start([throttled, ok(), throttled, ok()], throttle_tolerance=1)
@@ -519,6 +543,30 @@ def test_nearly_expired_request_is_sent_before_an_older_backlog(start) -> None:
     h.collect(3)
     order = [key.template_code for key, _ in h.cams.calls]
     assert order == ["blocker", "otp", "backlog"]
+
+
+def test_a_young_partial_batch_keeps_filling_while_other_instances_hold_the_budget(start) -> None:
+    """This instance's gate is empty, but its last call had to wait for the shared budget: a
+    young partial batch stays in the scheduler and fills up instead of taking a slot alone."""
+    h = start([ok()], concurrency=1, max_recipients=2)
+    h.limiter.busy_until = time.monotonic() + 0.1
+    h.sender.submit(make_batch(1, key=make_key(template_code="first")))
+    h.collect(1)  # sent after waiting for the budget; the gate is empty again
+    h.sender.submit(make_batch(1, key=make_key(template_code="second")))
+    time.sleep(0.1)  # time enough for a dispatcher that does not wait to send it alone
+    h.sender.submit(make_batch(1, key=make_key(template_code="second")))
+    h.collect(2)
+    assert [len(numbers) for key, numbers in h.cams.calls if key.template_code == "second"] == [2], h.cams.calls
+
+
+def test_a_young_partial_batch_goes_at_once_when_the_budget_is_idle(start) -> None:
+    h = start([ok()], concurrency=1, max_recipients=2)
+    h.sender.submit(make_batch(1, key=make_key(template_code="first")))
+    h.collect(1)
+    started = time.monotonic()
+    h.sender.submit(make_batch(1, key=make_key(template_code="second")))
+    h.collect(1)
+    assert time.monotonic() - started < 0.5, "latency first while nothing waits for the budget"
 
 
 # -- ledger ---------------------------------------------------------------------------------------
