@@ -132,7 +132,14 @@ def service_env(bootstrap: str, cams_url: str, topics: tuple[str, str, str], **s
 
 
 class Service:
-    """One ``python -m consumer run`` process; output to ``log_path``."""
+    """One ``python -m consumer run`` process; output to ``log_path``.
+
+    It runs in a process group of its own (``kill`` takes a supervisor's workers with it) but in
+    the benchmark's session: with autogroup scheduling (Linux's default on desktops and this
+    machine) the kernel shares the CPU between sessions first, so instances in sessions of their
+    own, standing for machines of their own but sharing these two cores, would each get a third
+    of them whatever their threads' priorities, and one instance's sender thread, granted a slot,
+    waited behind the other instances' decoding loops (see ``CHATAPP_INTAKE_NICE``)."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path):
         self.env = dict(env)
@@ -140,7 +147,7 @@ class Service:
         self._log = open(log_path, "ab")  # noqa: SIM115 (open while the process runs; closed by stop/kill)
         self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=ROOT,
                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=_die_with_parent, start_new_session=True)  # noqa: PLW1509  # fmt: skip
+                                        preexec_fn=_die_with_parent, process_group=0)  # noqa: PLW1509  # fmt: skip
         self.started = time.monotonic()
         self.url = f"http://127.0.0.1:{self.env['CHATAPP_METRICS_PORT']}"
         self.returncode: int | None = None
