@@ -47,3 +47,22 @@ def test_a_call_arrives_when_its_bytes_reach_the_host_not_when_a_thread_reads_th
             buffer = bytearray(1024)
             assert reader.readinto(buffer) > 0
             assert sent_at - 0.01 <= reader.received_at < sent_at + 0.1, f"stamped {reader.received_at - sent_at:.3f} s after the send"
+
+
+def test_without_kernel_stamps_a_read_is_stamped_when_it_returns(monkeypatch) -> None:
+    import socket
+    import time
+
+    from consumer.local_cams import server
+
+    monkeypatch.setattr(server, "_SO_TIMESTAMPNS", None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        connection, _ = listener.accept()
+        with client, connection:
+            reader = server._ArrivalStampingReader(connection)
+            client.sendall(b"GET / HTTP/1.1\r\n")
+            time.sleep(0.2)
+            before = time.time()
+            assert reader.readinto(bytearray(64)) > 0
+            assert before <= reader.received_at <= time.time()
