@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from .backpressure import BufferBound
 from .batching import Batcher
 from .cams.client import CamsClient, CredentialsProvider, build_http_client
 from .codec import Codec, DecodeError, build_codec
@@ -48,6 +49,7 @@ IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
 RESUME_AT = 0.75  # of the back-pressure bounds
+BUFFER_FLOOR_BATCHES = 10  # the rate-sized bound keeps at least this many full batches' worth
 INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
 
@@ -170,6 +172,7 @@ class Service:
         self._followers: dict[str, list[Source]] = {}
         self._buffered_recipients = 0
         self._buffered_bytes = 0
+        self._buffer_bound = BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, BUFFER_FLOOR_BATCHES * config.batch_max_recipients)
         self._paused = False
         self._stopping = False
         self.close_abandoned = False  # the consumer's close hung: exit without finalisation (see kafka_io.CLOSE_TIMEOUT_S)
@@ -344,6 +347,7 @@ class Service:
                     size += request.size_bytes
             self._buffered_recipients -= recipients
             self._buffered_bytes -= size
+            self._buffer_bound.finished(recipients, time.monotonic())
 
     def _commit(self, asynchronous: bool, partitions: list[tuple[str, int]] | None = None) -> None:
         self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
@@ -353,9 +357,10 @@ class Service:
         self.metrics.commits.inc()
 
     def _apply_backpressure(self) -> None:
-        over = self._buffered_recipients >= self.config.max_buffered_recipients or self._buffered_bytes >= self.config.max_buffered_bytes
+        recipients = self._buffer_bound.limit(time.monotonic())
+        over = self._buffered_recipients >= recipients or self._buffered_bytes >= self.config.max_buffered_bytes
         # resume early: fetching restarts about a second after resume(), and the buffer must not run dry meanwhile
-        under = self._buffered_recipients < self.config.max_buffered_recipients * RESUME_AT and self._buffered_bytes < self.config.max_buffered_bytes * RESUME_AT
+        under = self._buffered_recipients < recipients * RESUME_AT and self._buffered_bytes < self.config.max_buffered_bytes * RESUME_AT
         if over and not self._paused:
             self.kafka.pause(self._assigned)
             self._paused = True
