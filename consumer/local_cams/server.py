@@ -84,6 +84,9 @@ class _ArrivalStampingReader(io.RawIOBase):
     """The connection's raw reads, remembering when the kernel received the data of the latest
     one (``time.time()`` at the read where the kernel gives no stamp).
 
+    The kernel turns receive stamps on asynchronously once the first socket of the system asks
+    for them, so the first reads after the endpoint starts may fall back to the read's time.
+
     A call arrives when its request line (a 1,000-recipient call's query is 100 KB of it, and the
     account's key follows in the headers) has reached this host, not when a thread of this
     process gets round to reading it: on a busy machine that can be tens of milliseconds later,

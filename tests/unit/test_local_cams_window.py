@@ -29,8 +29,8 @@ def test_no_limit_worth_of_calls_always_fits() -> None:
 
 
 def test_a_call_arrives_when_its_bytes_reach_the_host_not_when_a_thread_reads_them() -> None:
-    """The endpoint's reads carry the kernel's receive time (Linux, where the service runs), so a handler thread that gets
-    round to reading late does not move the call in the rate window."""
+    """The endpoint's reads carry the kernel's receive time (Linux, where the service runs), so a
+    handler thread that gets round to reading late does not move the call in the rate window."""
     import socket
     import time
 
@@ -41,10 +41,20 @@ def test_a_call_arrives_when_its_bytes_reach_the_host_not_when_a_thread_reads_th
         connection, _ = server.accept()
         with client, connection:
             reader = _ArrivalStampingReader(connection)
+            buffer = bytearray(1024)
+            # the kernel turns receive stamps on asynchronously after the first socket asks for
+            # them: probe until a read is stamped before it returns
+            deadline = time.monotonic() + 5
+            while True:
+                client.sendall(b"x")
+                time.sleep(0.05)
+                assert reader.readinto(buffer) > 0
+                if reader.received_at < time.time() - 0.03:
+                    break
+                assert time.monotonic() < deadline, "the kernel never stamped a read"
             sent_at = time.time()
             client.sendall(b"POST /?x=1 HTTP/1.1\r\n")
             time.sleep(0.3)  # the reading thread is busy elsewhere
-            buffer = bytearray(1024)
             assert reader.readinto(buffer) > 0
             assert sent_at - 0.01 <= reader.received_at < sent_at + 0.1, f"stamped {reader.received_at - sent_at:.3f} s after the send"
 
