@@ -80,8 +80,8 @@ def call_window(calls: Sequence[dict[str, Any]], full: int, drain_tail: int = 0,
     if gaps:
         gaps.sort()
         out["steady"]["gap_ms"] = {"min": gaps[0] * 1000, "p50": percentile(gaps, 50) * 1000, "max": gaps[-1] * 1000}
-    # the endpoint counts a call in its window once it has parsed and verified it: its own delay
-    # from reading the request line to that moment moves the call in the window like network jitter
+    # the endpoint's own time from a call's arrival to its decision (parse, verify, check the
+    # window): it no longer moves the call in the window, but shows how busy the endpoint was
     held = sorted((c["accepted_at"] - c["received_at"]) * 1000 for c in ok[i : j + 1])
     out["steady"]["endpoint_parse_ms"] = {"p50": percentile(held, 50), "p99": percentile(held, 99), "max": held[-1]}
     return out

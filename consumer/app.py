@@ -357,10 +357,10 @@ class Service:
         self.metrics.commits.inc()
 
     def _apply_backpressure(self) -> None:
-        recipients = self._buffer_bound.limit(time.monotonic())
-        over = self._buffered_recipients >= recipients or self._buffered_bytes >= self.config.max_buffered_bytes
+        bound = self._buffer_bound.limit(time.monotonic())
+        over = self._buffered_recipients >= bound or self._buffered_bytes >= self.config.max_buffered_bytes
         # resume early: fetching restarts about a second after resume(), and the buffer must not run dry meanwhile
-        under = self._buffered_recipients < recipients * RESUME_AT and self._buffered_bytes < self.config.max_buffered_bytes * RESUME_AT
+        under = self._buffered_recipients < bound * RESUME_AT and self._buffered_bytes < self.config.max_buffered_bytes * RESUME_AT
         if over and not self._paused:
             self.kafka.pause(self._assigned)
             self._paused = True

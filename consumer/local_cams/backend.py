@@ -39,10 +39,11 @@ def fits_window(arrivals: list[float], arrival: float, limit: int) -> bool:
     """Whether a call arriving at ``arrival`` keeps every ``WINDOW_S`` window of ``arrivals``
     (ascending) within ``limit`` calls: no ``limit + 1`` of them less than ``WINDOW_S`` apart.
 
-    Calls count when they arrive (their request line has reached the host, by the kernel's receive
-    time), not when this endpoint has parsed and verified them: its own delay, longer on a busy machine, is no concern of the caller's. Calls
-    arriving together on different connections can be decided out of their order of arrival, so
-    the window is checked on both sides of ``arrival``."""
+    Calls count when they arrive (their request line has reached the host, by the kernel's
+    receive time), not when this endpoint has parsed and verified them: its own delay, longer on
+    a busy machine, is no concern of the caller's. Calls arriving together on different
+    connections can be decided out of their order of arrival, so the window is checked on both
+    sides of ``arrival``."""
     near = arrivals[bisect.bisect_right(arrivals, arrival - WINDOW_S) : bisect.bisect_left(arrivals, arrival + WINDOW_S)]
     bisect.insort(near, arrival)
     return all(near[k + limit] - near[k] >= WINDOW_S for k in range(len(near) - limit))

@@ -107,11 +107,10 @@ class _ArrivalStampingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if not self._stamped:
-            count = self._connection.recv_into(buffer)
-            self.received_at = time.time()
-            return count
-        count, ancillary, _flags, _address = self._connection.recvmsg_into([buffer], socket.CMSG_SPACE(_TIMESPEC.size))
+        if self._stamped:
+            count, ancillary, _flags, _address = self._connection.recvmsg_into([buffer], socket.CMSG_SPACE(_TIMESPEC.size))
+        else:
+            count, ancillary = self._connection.recv_into(buffer), []
         self.received_at = time.time()
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
