@@ -49,7 +49,6 @@ IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
 RESUME_AT = 0.75  # of the back-pressure bounds
-BUFFER_FLOOR_BATCHES = 10  # the rate-sized bound keeps at least this many full batches' worth
 INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
 
@@ -172,7 +171,7 @@ class Service:
         self._followers: dict[str, list[Source]] = {}
         self._buffered_recipients = 0
         self._buffered_bytes = 0
-        self._buffer_bound = BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, BUFFER_FLOOR_BATCHES * config.batch_max_recipients)
+        self._buffer_bound = BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, config.batch_max_recipients)
         self._paused = False
         self._stopping = False
         self.close_abandoned = False  # the consumer's close hung: exit without finalisation (see kafka_io.CLOSE_TIMEOUT_S)
@@ -334,9 +333,10 @@ class Service:
                 finished = self._finished.get_nowait()
             except queue.Empty:
                 return
-            recipients = size = 0
+            now = time.monotonic()
             for group in finished:
                 self.replies.settled(group)
+                recipients = size = 0
                 for request in group.requests:
                     request_id = request.request_id
                     pending.pop(request_id, None)
@@ -345,9 +345,9 @@ class Service:
                             self.replies.settled(group._replace(requests=[replace(request, source=follower)]))
                     recipients += len(request.recipients)
                     size += request.size_bytes
-            self._buffered_recipients -= recipients
-            self._buffered_bytes -= size
-            self._buffer_bound.finished(recipients, time.monotonic())
+                self._buffered_recipients -= recipients
+                self._buffered_bytes -= size
+                self._buffer_bound.finished(recipients, group.requests[0].key, now)  # a group is never empty
 
     def _commit(self, asynchronous: bool, partitions: list[tuple[str, int]] | None = None) -> None:
         self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)

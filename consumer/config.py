@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("send_concurrency", int, 8, "API calls in flight at once per service process (per worker).", minimum=1, maximum=256),
     _s("intake_nice", int, 10, "Niceness the main loop (consume, decode, batch, publish results) adds to its own thread, so that the sender threads carrying granted calls get the CPU first when it is short (Linux; 0 = off).", minimum=0, maximum=19),
     _s("max_buffered_recipients", int, 50_000, "Back-pressure: partitions pause when this many recipients wait (batches, limiter, in flight).", minimum=1000, maximum=10_000_000),
-    _s("max_buffered_seconds", float, 5.0, "Back-pressure below max_buffered_recipients: partitions pause once more recipients wait than this process sent in this many seconds lately (never fewer than 10 full batches); instances sharing a budget then read the backlog at the pace they send it. 0 = off.", minimum=0, maximum=3600),
+    _s("max_buffered_seconds", float, 5.0, "Back-pressure below max_buffered_recipients: partitions pause once more recipients wait than this process sent in this many seconds lately (never fewer than 3 full batches of each batch key sent lately); instances sharing a budget then read the backlog at the pace they send it. 0 = off.", minimum=0, maximum=3600),
     _s("max_buffered_bytes", int, 64 * 1024 * 1024, "Back-pressure: partitions pause when buffered message bytes exceed this.", minimum=1 << 20, maximum=1 << 34),
     _s("retry_max_attempts", int, 6, "API attempts per batch for transient failures (timeouts, 5xx, connection errors).", minimum=1, maximum=100),
     _s("retry_backoff_ms", int, 200, "First retry delay; doubles each attempt, with full jitter.", minimum=1, maximum=600_000),
