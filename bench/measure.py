@@ -97,6 +97,17 @@ def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var > 0 else 0.0
 
 
+def bracketed_ratios(rates: Sequence[float], bare_rates: Sequence[float]) -> list[float]:
+    """``rates[i]`` over the mean of the bare rates measured just before and just after it
+    (``bare_rates[i]`` and ``bare_rates[i + 1]``: one more bare rate than rates). The machine's
+    speed drifts by 10-30 % within seconds (other tenants of the host): a reference measured
+    on both sides of a run cancels a drift across it, where the better of several would add
+    the noise of each to the ratio's denominator."""
+    if len(bare_rates) != len(rates) + 1:
+        raise ValueError(f"{len(rates)} runs need {len(rates) + 1} bare rates around them, got {len(bare_rates)}")
+    return [rate / ((before + after) / 2) if before + after > 0 else 0.0 for rate, before, after in zip(rates, bare_rates, bare_rates[1:])]
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile of sorted or unsorted ``values``."""
     data = sorted(values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure import call_window, percentile
+from bench.measure import bracketed_ratios, call_window, percentile
 
 
 def calls(sizes: list[int], gap_s: float = 0.1) -> list[dict[str, object]]:
@@ -54,3 +54,10 @@ def test_the_window_starts_once_the_backlog_is_there() -> None:
     steady = call_window(calls(sizes), 1000, since=0.35)["steady"]
     assert steady["first_call"] == 4 and steady["partial_calls"] == 0
     assert call_window(calls(sizes), 1000)["steady"]["partial_calls"] == 2
+
+
+def test_a_run_is_compared_with_the_bare_rates_on_both_sides_of_it() -> None:
+    # the machine slows down from 100,000 to 80,000 bare messages/s across two runs of 45,000 and 40,000
+    assert bracketed_ratios([45_000.0, 40_000.0], [100_000.0, 90_000.0, 80_000.0]) == pytest.approx([45 / 95, 40 / 85])
+    with pytest.raises(ValueError, match="2 runs need 3 bare rates"):
+        bracketed_ratios([1.0, 2.0], [1.0, 2.0])
