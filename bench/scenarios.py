@@ -334,8 +334,8 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
     process per core (the target), each run on a backlog of its own. After each run the bare
     consumer reads that run's backlog, so every worker run has a bare rate measured just before
     it and one just after: its ratio is over their mean (see ``measure.bracketed_ratios``), and
-    the target row is the median round (of two, the lower). The one-process run is compared with the bare rate
-    after it."""
+    the target row is the median round (of two, the lower). The one-process run is compared
+    with the bare rate after it."""
     name = "pipeline-profiled" if profile else "pipeline"
     count = ctx.sizes.pipeline
     partitions = 32
