@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"run {run_id} ({'quick' if args.quick else 'full'}): starting the mock broker and the local CAMS endpoint")
         infra.start()
         need = max([n for name, n in (("saturation", sizes.saturation), ("saturation3", sizes.saturation3), ("pipeline", sizes.pipeline),
-                                      ("memory", sizes.memory), ("baseline", sizes.baseline)) if wanted(name)], default=0)  # fmt: skip
+                                      ("memory", sizes.memory), ("baseline", sizes.baseline)) if wanted(name) or (name == "pipeline" and args.profile)], default=0)  # fmt: skip
         say(f"encoding {need:,} sample requests once")
         ctx.encode(need)
         if wanted("saturation"):

@@ -67,6 +67,10 @@ def start_cams(rate_limit: int = 10, timeout: float = 15.0) -> LocalCams:
     return LocalCams(process, url)
 
 
+INITIAL_REBALANCE_DELAY_MS = 3000
+"""A real broker's default ``group.initial.rebalance.delay.ms``."""
+
+
 class Infra:
     """The broker and the endpoint, shared by every scenario of one run (topics differ)."""
 
@@ -92,6 +96,13 @@ class Infra:
         self.cluster.create_topic(names[1], partitions)
         self.cluster.create_topic(names[2], 1)
         return names
+
+    def gather_new_groups(self, gather: bool) -> None:
+        """A new group's first join waits ``INITIAL_REBALANCE_DELAY_MS`` for more members (as a
+        real broker's ``group.initial.rebalance.delay.ms``), or completes at once (the default
+        here: every scenario but the pipeline's worker runs starts sooner)."""
+        assert self.cluster is not None
+        self.cluster.set_initial_rebalance_delay(INITIAL_REBALANCE_DELAY_MS if gather else 0)
 
     def endpoint(self, rate_limit: int, latency_ms: float = 0.0) -> LocalCams:
         """Forget earlier calls and set the endpoint's limit and latency."""

@@ -67,7 +67,7 @@ _INT32_MAX = 2**31 - 1
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _MAX_PARTITIONS = 10_000
 _MAX_PUSHED_ERRORS = 10_000
-_MAX_RTT_MS = 3_600_000
+_MAX_DELAY_MS = 3_600_000
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
 _CONTROL_TIMEOUT_S = 5.0
 
@@ -174,6 +174,9 @@ class _Cluster:
     def set_partition_leader(self, topic: str, partition: int, broker_id: int) -> None:
         self._call("rd_kafka_mock_partition_set_leader", topic.encode(), partition, broker_id)
 
+    def set_initial_rebalance_delay(self, delay_ms: int) -> None:
+        self._call("rd_kafka_mock_group_initial_rebalance_delay_ms", delay_ms)
+
     def destroy(self) -> None:
         """Stop the brokers; later control calls get 503."""
         with self._lock:
@@ -264,13 +267,15 @@ class _ControlHandler(BaseHTTPRequestHandler):
         elif len(parts) == 3 and parts[0] == "brokers" and parts[2] in ("down", "up"):
             cluster.set_broker_up(_broker_id(parts[1]), parts[2] == "up")
         elif len(parts) == 3 and parts[0] == "brokers" and parts[2] == "rtt":
-            cluster.set_rtt(_broker_id(parts[1]), _int_field(body, "rtt_ms", 0, _MAX_RTT_MS))
+            cluster.set_rtt(_broker_id(parts[1]), _int_field(body, "rtt_ms", 0, _MAX_DELAY_MS))
         elif parts == ["partitions", "leader"]:
             cluster.set_partition_leader(
                 _topic_field(body, "topic"),
                 _int_field(body, "partition", 0, _MAX_PARTITIONS - 1),
                 _int_field(body, "broker_id", -1, _INT32_MAX),
             )
+        elif parts == ["groups", "initial-rebalance-delay"]:
+            cluster.set_initial_rebalance_delay(_int_field(body, "delay_ms", 0, _MAX_DELAY_MS))
         else:
             raise MockClusterError(f"no route POST {self.path}", 404)
 
@@ -430,6 +435,12 @@ class MockCluster:
         Quirk: librdkafka creates an unknown ``topic`` (one partition) rather than refusing it.
         """
         self._control("/partitions/leader", {"topic": topic, "partition": partition, "broker_id": broker_id})
+
+    def set_initial_rebalance_delay(self, delay_ms: int) -> None:
+        """How long the first join of a group (a group id not seen before) waits for more
+        members before it completes (set at start, 0 unless given; a real broker's
+        ``group.initial.rebalance.delay.ms`` is 3,000)."""
+        self._control("/groups/initial-rebalance-delay", {"delay_ms": delay_ms})
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to ``timeout`` s, SIGKILL if still running; returns the exit code."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -211,6 +212,50 @@ def test_rtt_slows_responses(mock_cluster: MockCluster) -> None:
     mock_cluster.set_rtt(-1, 0)
 
 
+def _first_assignment(bootstrap: str, topic: str, group: str, delay_s: float, members: int, out: dict[int, tuple[float, int]], index: int) -> None:
+    """Join ``group`` after ``delay_s``; note how long after joining the first assignment came
+    and its size, and stay a member until all ``members`` have theirs."""
+    time.sleep(delay_s)
+    assigned: list[int] = []
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0, **FAST_FETCH})
+    try:
+        joined = time.monotonic()
+        consumer.subscribe([topic], on_assign=lambda _c, partitions: assigned.append(len(partitions)))
+        deadline = joined + 10
+        while not assigned and time.monotonic() < deadline:
+            consumer.poll(0.05)
+        out[index] = (time.monotonic() - joined, assigned[0] if assigned else 0)
+        while len(out) < members and time.monotonic() < deadline:
+            consumer.poll(0.05)
+    finally:
+        consumer.close()
+
+
+def _first_assignments(cluster: MockCluster, delay_ms: int, starts: tuple[float, ...]) -> list[tuple[float, int]]:
+    topic, group = unique("delay"), unique("group")
+    cluster.create_topic(topic, 8)
+    cluster.set_initial_rebalance_delay(delay_ms)
+    firsts: dict[int, tuple[float, int]] = {}
+    threads = [threading.Thread(target=_first_assignment, args=(cluster.bootstrap_servers, topic, group, start, len(starts), firsts, i))
+               for i, start in enumerate(starts)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    return [firsts.get(i, (0.0, 0)) for i in range(len(starts))]
+
+
+def test_initial_rebalance_delay_gathers_members_into_the_first_generation(mock_cluster: MockCluster) -> None:
+    """Two members of a new group starting 0.5 s apart are both in its first generation: 4
+    partitions each, the first waiting out the delay. Without a delay a member is answered at
+    once (the cluster starts with none), so one starting later takes partitions away."""
+    (first_wait, first_size), (second_wait, second_size) = _first_assignments(mock_cluster, 2000, (0.0, 0.5))
+    assert (first_size, second_size) == (4, 4)
+    assert 1.8 <= first_wait and second_wait <= first_wait
+    [(alone_wait, alone_size)] = _first_assignments(mock_cluster, 0, (0.0,))
+    assert alone_size == 8 and alone_wait < 1.5
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status"),
     [
@@ -228,6 +273,7 @@ def test_rtt_slows_responses(mock_cluster: MockCluster) -> None:
         ("/brokers/1/rtt", json.dumps({"rtt_ms": -1}).encode(), 400),
         ("/partitions/leader", json.dumps({"topic": "t", "partition": -1, "broker_id": 1}).encode(), 400),
         ("/partitions/leader", json.dumps({"topic": "t", "partition": 0, "broker_id": 9}).encode(), 404),
+        ("/groups/initial-rebalance-delay", json.dumps({"delay_ms": -1}).encode(), 400),
         ("/nowhere", b"{}", 404),
     ],
 )
