@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
+
+import orjson
 
 from consumer.local_cams.errors import ApiError
 
@@ -65,8 +66,8 @@ def _invalid(name: str, why: str) -> ApiError:
 def _recipients(sender_list: str) -> list[str]:
     """The ``To`` of every entry; raises ``ApiError`` unless SenderList is an array of entries with a ``To``."""
     try:
-        senders = json.loads(sender_list)
-    except ValueError:
+        senders = orjson.loads(sender_list)  # a fifth of the endpoint's CPU with the json module
+    except orjson.JSONDecodeError:
         raise _invalid("SenderList", "not JSON") from None
     if type(senders) is not list:
         raise _invalid("SenderList", "not a JSON array")
