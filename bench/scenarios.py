@@ -46,7 +46,7 @@ class Sizes:
     def of(cls, quick: bool) -> Sizes:
         if quick:
             return cls(30_000, 100_000, 50_000, 2, 10.0, 20.0, 100_000, 10.0, 50, False)
-        return cls(200_000, 200_000, 200_000, 3, 20.0, 20.0, 500_000, 30.0, 100, True)
+        return cls(200_000, 200_000, 200_000, 5, 20.0, 20.0, 500_000, 30.0, 100, True)
 
 
 @dataclass
