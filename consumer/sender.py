@@ -21,6 +21,7 @@ requests are marked in the ledger and handed to ``on_results`` (the main loop pu
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 import random
 import threading
@@ -118,6 +119,7 @@ class Sender:
         self._tickets = itertools.count()
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
         self._denied_at: dict[str, float] = {}  # per account: when the limiter last made a call wait
+        self._due_at: dict[int, float] = {}  # per ticket at a gate's head: when its call goes out, until it is on the wire
         # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
         self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._stopped = False
@@ -146,6 +148,14 @@ class Sender:
         """Is a call in flight for a batch holding a ``selected`` slice?"""
         with self._cond:
             return any(selected(s) for batch in self._running.values() for s in batch.slices)
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds before a call needs the interpreter to go out on time: at once for one
+        granted and not yet on the wire, at its slot for one waiting for the limiter; infinite
+        when none is waiting (see gcpacing.py)."""
+        with self._cond:
+            due = min(self._due_at.values(), default=math.inf)
+        return due - now
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop dispatching; wait for calls in flight (their results are still reported)."""
@@ -200,6 +210,7 @@ class Sender:
             asked_at = self._clock()
             wait = self._limiter.acquire(account, grant)
             with self._cond:
+                self._due_at[ticket] = asked_at + max(wait, 0.0)
                 if wait <= 0:
                     gate.popleft()  # the next batch may take its turn while this call is on the wire
                     self._cond.notify_all()
@@ -218,6 +229,7 @@ class Sender:
                 gate = self._gates[batch.key.account]
                 if ticket in gate:
                     gate.remove(ticket)
+                self._due_at.pop(ticket, None)
                 self._inflight -= 1
                 self._running.pop(id(batch), None)
                 self._cond.notify_all()
@@ -256,7 +268,7 @@ class Sender:
                 return finished
             self._metrics.limiter_wait.labels(account).observe(granted_at - batch.ready_at)
             executed_at = self._clock()
-            call = self._cams.execute(prepared)
+            call = self._cams.execute(prepared, lambda: self._on_the_wire(ticket))
             # grant -> request on the wire; when unknown, grant -> answer (the most it can be)
             held_s = executed_at - granted_at + (call.written_after_s if call.written_after_s is not None else self._clock() - executed_at)
             with self._cond:  # workers of one account finish concurrently; a gauge is not thread-safe
@@ -296,6 +308,10 @@ class Sender:
             finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
         self._record(finished)
         return finished
+
+    def _on_the_wire(self, ticket: int) -> None:
+        with self._cond:
+            self._due_at.pop(ticket, None)
 
     def _persistent_throttling(self, account: str) -> bool:
         """Record a throttle; True when the account had more than the tolerance lately."""

@@ -212,19 +212,21 @@ class CamsClient:
         """Prepare and execute one call. Never raises for HTTP/network errors."""
         return self.execute(self.prepare(credentials, key, recipients))
 
-    def execute(self, call: PreparedCall) -> CallResult:
+    def execute(self, call: PreparedCall, on_written: Callable[[], None] | None = None) -> CallResult:
         """Put a prepared call on the wire. Never raises for HTTP/network errors.
 
         The result says when the request was written (httpcore's ``trace`` extension: the
         request line and headers handed to the socket; the body is empty), so the sender can
         tell how long after its rate-limit grant the call can have reached CAMS without counting
-        the time CAMS took to answer."""
+        the time CAMS took to answer; ``on_written`` hears of that moment as it happens."""
         started = time.monotonic()
         written: list[float] = []
 
         def trace(event: str, info: dict[str, Any]) -> None:
             if event.endswith(_WRITTEN_EVENT):
                 written.append(time.monotonic() - started)
+                if on_written is not None:
+                    on_written()
 
         def written_after() -> float | None:
             return written[-1] if written else None

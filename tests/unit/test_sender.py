@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import threading
 import time
@@ -48,12 +49,15 @@ class FakeCams:
         self.calls: list[tuple[BatchKey, list[str]]] = []
         self.started: queue.Queue[int] = queue.Queue()
         self.gate: threading.Event | None = None
+        self.written_at_once = True  # False: the request never reaches the wire before the answer
         self.events = events if events is not None else []
 
     def prepare(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> tuple:
         return credentials, key, recipients
 
-    def execute(self, prepared: tuple) -> CallResult:
+    def execute(self, prepared: tuple, on_written: Callable[[], None] | None = None) -> CallResult:
+        if on_written is not None and self.written_at_once:
+            on_written()
         return self.send(*prepared)
 
     def send(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
@@ -567,6 +571,40 @@ def test_a_young_partial_batch_goes_at_once_when_the_budget_is_idle(start) -> No
     h.sender.submit(make_batch(1, key=make_key(template_code="second")))
     h.collect(1)
     assert time.monotonic() - started < 0.5, "latency first while nothing waits for the budget"
+
+
+# -- quiet time (when the main loop may collect garbage) -------------------------------------------
+
+
+def test_quiet_for_is_the_time_until_a_waiting_call_is_due_and_infinite_once_it_is_on_the_wire(start) -> None:
+    h = start([ok()], concurrency=1)
+    h.cams.gate = threading.Event()
+    assert h.sender.quiet_for(time.monotonic()) == math.inf, "nothing waits: any time is quiet"
+    h.limiter.busy_until = time.monotonic() + 0.3
+    h.sender.submit(make_batch(1))
+    deadline = time.monotonic() + WAIT
+    while h.sender.quiet_for(time.monotonic()) == math.inf:
+        assert time.monotonic() < deadline, "the waiting call never showed"
+        time.sleep(0.002)
+    quiet = h.sender.quiet_for(time.monotonic())
+    assert 0.0 < quiet <= 0.3, "due at the slot the limiter named"
+    assert h.cams.started.get(timeout=WAIT) == 0  # granted and written; the answer is held back
+    assert h.sender.quiet_for(time.monotonic()) == math.inf, "on the wire: the answer can wait"
+    h.cams.gate.set()
+    h.collect(1)
+
+
+def test_a_granted_call_not_yet_on_the_wire_is_due_at_once(start) -> None:
+    h = start([ok()], concurrency=1)
+    h.cams.gate = threading.Event()
+    h.cams.written_at_once = False
+    h.sender.submit(make_batch(1))
+    assert h.cams.started.get(timeout=WAIT) == 0
+    assert h.sender.quiet_for(time.monotonic()) <= 0.0
+    h.cams.gate.set()
+    h.collect(1)
+    h.wait_idle()
+    assert h.sender.quiet_for(time.monotonic()) == math.inf, "its entry goes with the call"
 
 
 # -- ledger ---------------------------------------------------------------------------------------
