@@ -14,19 +14,24 @@ hundreds of thousands of objects; one collection of it then took 100-300 ms, at 
 (bench, one instance at the budget: saturation 0.961-0.982, 0.992 with no young collections).
 So the main loop collects after ``YOUNG_REQUESTS`` requests, once no call is due for
 ``QUIET_S`` (right after a call went out the next one is a slot away), or at once after
-``OVERDUE`` times that many; the interpreter's own threshold stays high, a backstop.
+``OVERDUE`` times that many. When no call waits for the limiter at all, the budget is not what
+holds the calls back and a longer collection delays no slot: then only after ``OVERDUE`` times
+that many, since fewer, larger collections cost less (requests finished in between are never
+walked). The interpreter's own threshold stays high, a backstop.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 
 YOUNG_REQUESTS = 2_000
 """Requests taken in between young collections: some 50,000 young objects, 10-30 ms to collect."""
 OVERDUE = 4
 """After this many times ``YOUNG_REQUESTS`` the young generation is collected gap or not."""
 QUIET_S = 0.05
-"""A gap this long before the next call is due is enough for a young collection."""
+"""A gap this long before the next call is due is enough for a young collection (infinite: no
+call waits for the limiter)."""
 OLDER = (50, 100)
 """Young collections before the middle generation is collected, middle ones before the oldest
 (the interpreter's rhythm for generations 1 and 2)."""
@@ -41,8 +46,9 @@ def install() -> None:
 
 def generation_due(taken: int, counts: tuple[int, int, int], quiet_s: float) -> int | None:
     """The generation to collect now (the oldest one whose count passed its threshold, as the
-    interpreter picks), or None: too few requests taken in yet, or a call is due too soon."""
-    if taken < YOUNG_REQUESTS or (quiet_s < QUIET_S and taken < YOUNG_REQUESTS * OVERDUE):
+    interpreter picks), or None: too few requests taken in yet, a call is due too soon, or none
+    waits for the limiter and the collection is not overdue."""
+    if taken < YOUNG_REQUESTS * OVERDUE and (taken < YOUNG_REQUESTS or not QUIET_S <= quiet_s < math.inf):
         return None
     _, young_runs, middle_runs = counts
     if middle_runs > OLDER[1]:

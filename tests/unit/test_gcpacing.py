@@ -19,7 +19,12 @@ def test_nothing_is_collected_before_enough_requests_came_in() -> None:
 
 def test_the_young_generation_is_collected_in_a_gap() -> None:
     assert generation_due(YOUNG_REQUESTS, FRESH, QUIET_S) == 0
-    assert generation_due(YOUNG_REQUESTS, FRESH, math.inf) == 0, "no call waits at all"
+    assert generation_due(YOUNG_REQUESTS, FRESH, 0.09) == 0
+
+
+def test_with_no_call_waiting_for_the_limiter_collections_are_fewer_and_larger() -> None:
+    assert generation_due(YOUNG_REQUESTS * OVERDUE - 1, FRESH, math.inf) is None
+    assert generation_due(YOUNG_REQUESTS * OVERDUE, FRESH, math.inf) == 0
 
 
 @pytest.mark.parametrize("quiet_s", [QUIET_S - 0.001, 0.0, -0.2])
