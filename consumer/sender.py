@@ -21,8 +21,8 @@ requests are marked in the ledger and handed to ``on_results`` (the main loop pu
 from __future__ import annotations
 
 import itertools
-import math
 import logging
+import math
 import random
 import threading
 import time

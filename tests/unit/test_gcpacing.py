@@ -36,7 +36,7 @@ def test_it_stops_waiting_for_a_gap_once_overdue() -> None:
     assert generation_due(YOUNG_REQUESTS * OVERDUE, FRESH, 0.0) == 0
 
 
-def test_older_generations_follow_the_interpreters_rhythm() -> None:
+def test_older_generations_are_collected_once_their_counts_pass_the_thresholds() -> None:
     assert generation_due(YOUNG_REQUESTS, (123, OLDER[0], 0), 1.0) == 0
     assert generation_due(YOUNG_REQUESTS, (123, OLDER[0] + 1, 0), 1.0) == 1
     assert generation_due(YOUNG_REQUESTS, (123, OLDER[0] + 1, OLDER[1] + 1), 1.0) == 2
