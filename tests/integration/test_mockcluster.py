@@ -212,16 +212,21 @@ def test_rtt_slows_responses(mock_cluster: MockCluster) -> None:
     mock_cluster.set_rtt(-1, 0)
 
 
+SHORT_SESSION = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500}
+"""The mock coordinator holds a rebalance that starts in a running group for session timeout - 1 s;
+3 s still outlasts a member's wait for the 2 s initial rebalance delay."""
+
+
 def _first_assignment(bootstrap: str, topic: str, group: str, delay_s: float, members: int, out: dict[int, tuple[float, int]], index: int) -> None:
     """Join ``group`` after ``delay_s``; note how long after joining the first assignment came
     and its size, and stay a member until all ``members`` have theirs."""
     time.sleep(delay_s)
     assigned: list[int] = []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0, **FAST_FETCH})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0, **FAST_FETCH, **SHORT_SESSION})
     try:
         joined = time.monotonic()
         consumer.subscribe([topic], on_assign=lambda _c, partitions: assigned.append(len(partitions)))
-        deadline = joined + 10
+        deadline = joined + 15
         while not assigned and time.monotonic() < deadline:
             consumer.poll(0.05)
         out[index] = (time.monotonic() - joined, assigned[0] if assigned else 0)
@@ -241,17 +246,24 @@ def _first_assignments(cluster: MockCluster, delay_ms: int, starts: tuple[float,
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(20)
+        thread.join(25)
     return [firsts.get(i, (0.0, 0)) for i in range(len(starts))]
 
 
 def test_initial_rebalance_delay_gathers_members_into_the_first_generation(mock_cluster: MockCluster) -> None:
-    """Two members of a new group starting 0.5 s apart are both in its first generation: 4
-    partitions each, the first waiting out the delay. Without a delay a member is answered at
-    once (the cluster starts with none), so one starting later takes partitions away."""
-    (first_wait, first_size), (second_wait, second_size) = _first_assignments(mock_cluster, 2000, (0.0, 0.5))
+    """Two members of a new group starting 0.5 s apart are both in its first generation: the
+    first waits out the delay and its first assignment is already half the partitions. Without a
+    delay a member is answered at once (the cluster starts with none), so one starting later takes
+    partitions away.
+
+    The second member's own first answer may come a generation later: the mock marks the group
+    up as soon as the leader's SyncGroup arrives, so a follower whose SyncGroup comes after it
+    (a matter of thread scheduling, seen about once in five runs on a loaded machine) is told
+    INVALID_REQUEST, rejoins, and waits out a rebalance of session timeout - 1 s (the same race can
+    repeat in that generation, hence the short session)."""
+    (first_wait, first_size), (_second_wait, second_size) = _first_assignments(mock_cluster, 2000, (0.0, 0.5))
     assert (first_size, second_size) == (4, 4)
-    assert 1.8 <= first_wait and second_wait <= first_wait
+    assert 1.8 <= first_wait
     [(alone_wait, alone_size)] = _first_assignments(mock_cluster, 0, (0.0,))
     assert alone_size == 8 and alone_wait < 1.5
 
