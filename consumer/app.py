@@ -174,6 +174,7 @@ class Service:
         self._buffered_recipients = 0
         self._buffered_bytes = 0
         self._taken_since_collection = 0  # requests taken in since the main loop last collected garbage
+        self._calls_at_collection = 0  # the sender's calls when it last did
         self._buffer_bound = BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, config.batch_max_recipients)
         self._paused = False
         self._stopping = False
@@ -250,10 +251,12 @@ class Service:
         self.metrics.ledger_healthy.set(1 if self.ledger.healthy() else 0)
 
     def _collect_garbage(self) -> None:
-        generation = gcpacing.generation_due(self._taken_since_collection, gc.get_count(), self.sender.quiet_for(time.monotonic()))
+        calls = self.sender.calls
+        generation = gcpacing.generation_due(self._taken_since_collection, calls - self._calls_at_collection, gc.get_count(),
+                                             self.sender.quiet_for(time.monotonic()))  # fmt: skip
         if generation is not None:
             gc.collect(generation)
-            self._taken_since_collection = 0
+            self._taken_since_collection, self._calls_at_collection = 0, calls
 
     def _serve_results(self, wait_s: float) -> None:
         """Publish finished requests, serve delivery reports (waiting up to ``wait_s`` for one),

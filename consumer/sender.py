@@ -120,6 +120,8 @@ class Sender:
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
         self._denied_at: dict[str, float] = {}  # per account: when the limiter last made a call wait
         self._due_at: dict[int, float] = {}  # per ticket at a gate's head: when its call goes out, until it is on the wire
+        self.calls = 0
+        """Batches taken through a send attempt (calls made, or failed before CAMS answered)."""
         # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
         self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._stopped = False
@@ -231,6 +233,7 @@ class Sender:
                     gate.remove(ticket)
                 self._due_at.pop(ticket, None)
                 self._inflight -= 1
+                self.calls += 1
                 self._running.pop(id(batch), None)
                 self._cond.notify_all()
             self._metrics.inflight_calls.dec()

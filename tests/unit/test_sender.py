@@ -237,7 +237,7 @@ def test_ok_reports_every_request_sent(start) -> None:
         assert (r.status, r.code, r.attempts) == (Status.SENT, "OK", 1)
         assert (r.group_message_id, r.api_request_id, r.batch_id) == ("GM-7", "REQ-7", batch.batch_id)
         assert r.recipients == len(piece.recipients)
-    assert len(h.cams.calls) == 1
+    assert len(h.cams.calls) == 1 and h.sender.calls == 1
     key, numbers = h.cams.calls[0]
     assert key == batch.key
     assert numbers == [r["to"] for s in batch.slices for r in s.recipients]
@@ -275,7 +275,7 @@ def test_throttled_batch_is_retried_and_not_counted_as_a_failure(start) -> None:
     results = h.collect(2)
     assert all(r.status is Status.SENT for r in results.values())
     assert all(r.attempts == 4 for r in results.values())
-    assert len(h.cams.calls) == 4
+    assert len(h.cams.calls) == 4 and h.sender.calls == 4  # every attempt counts (the collector's pacing)
     assert h.limiter.throttles == [("default", 0.01)] * 3
     assert batch.throttles == 3 and batch.failures == 0
     assert h.metric("chatapp_api_retries_total", account="default", reason="throttled") == 3
