@@ -173,8 +173,7 @@ class Service:
         self._followers: dict[str, list[Source]] = {}
         self._buffered_recipients = 0
         self._buffered_bytes = 0
-        self._taken_since_collection = 0  # requests taken in since the main loop last collected garbage
-        self._calls_at_collection = 0  # the sender's calls when it last did
+        self._gc_pacer = gcpacing.Pacer()
         self._buffer_bound = BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, config.batch_max_recipients)
         self._paused = False
         self._stopping = False
@@ -251,12 +250,9 @@ class Service:
         self.metrics.ledger_healthy.set(1 if self.ledger.healthy() else 0)
 
     def _collect_garbage(self) -> None:
-        calls = self.sender.calls
-        generation = gcpacing.generation_due(self._taken_since_collection, calls - self._calls_at_collection, gc.get_count(),
-                                             self.sender.quiet_for(time.monotonic()))  # fmt: skip
+        generation = self._gc_pacer.due(self.sender.calls, gc.get_count(), self.sender.quiet_for(time.monotonic()))
         if generation is not None:
             gc.collect(generation)
-            self._taken_since_collection, self._calls_at_collection = 0, calls
 
     def _serve_results(self, wait_s: float) -> None:
         """Publish finished requests, serve delivery reports (waiting up to ``wait_s`` for one),
@@ -306,7 +302,7 @@ class Service:
             request.source = source
             candidates.append(request)
         self.metrics.requests_consumed.inc(len(messages))
-        self._taken_since_collection += len(messages)
+        self._gc_pacer.took(len(messages))
         if candidates:
             self._admit(candidates)
 

@@ -121,7 +121,8 @@ class Sender:
         self._denied_at: dict[str, float] = {}  # per account: when the limiter last made a call wait
         self._due_at: dict[int, float] = {}  # per ticket at a gate's head: when its call goes out, until it is on the wire
         self.calls = 0
-        """Batches taken through a send attempt (calls made, or failed before CAMS answered)."""
+        """Batches through ``_run``: calls made, and batches that made none (expired before the
+        call, no credentials, sent back to the queue on stop). The collector's pacing counts them."""
         # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
         self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._stopped = False
