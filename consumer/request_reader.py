@@ -37,7 +37,8 @@ class _Unhandled(Exception):
 
 
 def _long(data: bytes, pos: int) -> tuple[int, int]:
-    """Avro ``long``/``int`` at ``pos``: zig-zag over a little-endian base-128 varint."""
+    """Avro ``long``/``int`` at ``pos``: zig-zag over a little-endian base-128 varint of at most
+    64 bits (ten bytes, the last 0 or 1); longer ones are left to fastavro, which wraps them."""
     byte = data[pos]
     pos += 1
     if byte < 0x80:
@@ -47,12 +48,12 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         byte = data[pos]
         pos += 1
+        if shift == 63 and byte > 1:  # bits past the 64th: fastavro keeps the low 64 of them
+            raise _Unhandled
         n |= (byte & 0x7F) << shift
         if byte < 0x80:
             return (n >> 1) ^ -(n & 1), pos
         shift += 7
-        if shift > 63:
-            raise _Unhandled
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:
@@ -181,6 +182,8 @@ class RequestReader:
                 expires_at_ms, pos = None, pos + 1
             elif branch == 2:
                 expires_at_ms, pos = _long(data, pos + 1)
+                if not EARLIEST_MS <= expires_at_ms <= LATEST_MS:  # fastavro refuses it: no datetime
+                    return None
             else:
                 return None
             recipients, pos = _recipients(data, pos)
@@ -240,3 +243,8 @@ def _millis(instant: datetime | int | None) -> int | None:
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=timezone.utc)
     return (instant - _EPOCH) // _MILLISECOND
+
+
+EARLIEST_MS = _millis(datetime.min.replace(tzinfo=timezone.utc))
+LATEST_MS = _millis(datetime.max.replace(tzinfo=timezone.utc))
+"""The ``expires_at`` range fastavro reads (a datetime's, years 1-9999); it refuses the rest."""
