@@ -29,14 +29,15 @@ from .codec import Codec, DecodeError, build_codec
 from .completion import now_ms
 from .config import Config
 from .credentials import build_providers
-from .kafka_io import CLOSE_TIMEOUT_S, KafkaIO, KafkaError, Message
+from .destinations import ReplyDestinations
+from .kafka_io import CLOSE_TIMEOUT_S, DEFAULT_MESSAGE_MAX_BYTES, KafkaError, KafkaIO, Message
 from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limits
 from .limiter.hosted import HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import SendRequest, SendResult, Settled, Slice, Source, Status
 from .offsets import OffsetTracker
-from .reply import Replies
+from .reply import MAX_CORRELATION_BYTES, Replies
 from .sender import Sender, SendPolicy
 from .validate import Validator
 
@@ -52,6 +53,7 @@ LAG_EVERY_S = 5.0
 RESUME_AT = 0.75  # of the back-pressure bounds
 INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
+REPLY_TO_NOT_ALLOWED = "Chatapp.ReplyToNotAllowed"
 
 
 def tune_interpreter() -> None:
@@ -147,7 +149,9 @@ class Service:
         self.tracker = OffsetTracker()
         self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
         self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
-        self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self.tracker.finish)
+        self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self.tracker.finish,
+                               int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))
+        self.destinations = ReplyDestinations(config.reply_topic, config.reply_to_pattern, (config.request_topic, config.dlq_topic))
         self.limiter = build_limiter(config, self.metrics, worker)
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
@@ -268,12 +272,14 @@ class Service:
         problems_of = self.validator.problems
         partition_of = self.tracker.partition
         last_topic, last_partition, offsets = None, None, None
+        consumed = 0
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
+            consumed += 1
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             if partition != last_partition or topic != last_topic:  # messages come in runs of one partition
                 last_topic, last_partition, offsets = topic, partition, partition_of((topic, partition))
@@ -281,13 +287,17 @@ class Service:
                 continue
             offsets.track(offset)
             headers = msg.headers()
-            correlation = reply_to = None
+            correlation = reply_to = refused_reply_to = None
             if headers:
                 for name, value in headers:
-                    if name == "correlation-id":
-                        correlation = value
+                    if name == "correlation-id" and value is not None:
+                        correlation = value[:MAX_CORRELATION_BYTES]
                     elif name == "reply-to" and value:
-                        reply_to = value.decode("utf-8", "replace")
+                        reply_to = value[:250].decode("utf-8", "replace")
+                        if not self.destinations.allowed(reply_to):
+                            reply_to, refused_reply_to = None, reply_to
+                        elif reply_to == self.destinations.reply_topic:
+                            reply_to = None
             source = Source(topic, partition, offset, msg.timestamp()[1], correlation, reply_to)
             value = msg.value()
             try:
@@ -296,15 +306,24 @@ class Service:
                 self.replies.dead_letter(source, value, msg.key(), headers, exc.reason, exc.detail)
                 continue
             problems = problems_of(request)
-            if problems:
-                self.replies.result(source, SendResult(request.request_id, Status.REJECTED, REJECTED_CODE, "; ".join(problems), len(request.recipients), completed_at_ms=now_ms()))
+            if problems or refused_reply_to is not None:
+                self.replies.result(source, self._rejection(request, problems, refused_reply_to))
                 continue
             request.source = source
             candidates.append(request)
-        self.metrics.requests_consumed.inc(len(messages))
+        self.metrics.requests_consumed.inc(consumed)
         self._gc_pacer.took(len(messages))
         if candidates:
             self._admit(candidates)
+
+    @staticmethod
+    def _rejection(request: SendRequest, problems: list[str], refused_reply_to: str | None) -> SendResult:
+        """The REJECTED result of a request that cannot be sent (it goes to the configured reply topic)."""
+        code = REJECTED_CODE
+        if refused_reply_to is not None:
+            code = REPLY_TO_NOT_ALLOWED
+            problems = [f"reply-to {refused_reply_to[:64]!r} is not an allowed topic (CHATAPP_REPLY_TO_PATTERN)", *problems]
+        return SendResult(request.request_id, Status.REJECTED, code, "; ".join(problems), len(request.recipients), completed_at_ms=now_ms())
 
     def _admit(self, requests: list[SendRequest]) -> None:
         seen = self.ledger.lookup([r.request_id for r in requests])
@@ -381,8 +400,16 @@ class Service:
             self.metrics.paused.set(0)
 
     def _report_lag(self) -> None:
-        for (topic, partition), lag in self.kafka.lag(self._assigned).items():
-            self.metrics.lag.labels(topic, str(partition)).set(lag)
+        """Messages behind the high watermark: not yet read, and not yet committed (a commit held
+        back by one message shows here while the read position moves on)."""
+        committed = self.tracker.committed_positions()
+        for (topic, partition), (position, high) in self.kafka.positions(self._assigned).items():
+            labels = (topic, str(partition))
+            self.metrics.lag.labels(*labels).set(max(0, high - position))
+            done = committed.get((topic, partition))
+            if done is not None:
+                self.metrics.committed_lag.labels(*labels).set(max(0, high - done))
+                self.metrics.committed_offset.labels(*labels).set(done)
 
     # -- rebalance and shutdown ------------------------------------------------------------------
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
@@ -430,10 +457,11 @@ class Service:
         self._assigned.difference_update(partitions)
         self.metrics.assigned_partitions.set(len(self._assigned))
         for topic, partition in partitions:
-            try:
-                self.metrics.lag.remove(topic, str(partition))
-            except KeyError:
-                pass
+            for gauge in (self.metrics.lag, self.metrics.committed_lag, self.metrics.committed_offset):
+                try:
+                    gauge.remove(topic, str(partition))
+                except KeyError:
+                    pass
 
     def _settle(self, partitions: list[tuple[str, int]], deadline: float) -> None:
         """Send what is buffered and wait until these partitions' messages are answered durably;

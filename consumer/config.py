@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("request_topic", str, "chatapp.send-requests", "Topic of SendRequest messages."),
     _s("reply_topic", str, "chatapp.send-results", "Topic of SendResult messages (a request's `reply-to` header overrides it)."),
     _s("dlq_topic", str, "chatapp.send-requests.dlq", "Dead-letter topic for undecodable input (original bytes, reason in headers)."),
+    _s("reply_to_pattern", str, None, "Regular expression of the topics a request's `reply-to` header may name (the whole name must match; never internal `__` topics, the request or the dead-letter topic). Unset: only the reply topic; a request naming another is REJECTED with code Chatapp.ReplyToNotAllowed."),
     _s("schema_registry_url", str, None, "Confluent Schema Registry URL. Set: values use the Confluent wire format; unset: plain Avro binary."),
     _s("cams_endpoint", str, PUBLIC_CAMS_ENDPOINT, "CAMS API endpoint (https://host or http://127.0.0.1:PORT)."),
     _s("access_key_id", str, None, "Access key id of the default account.", env="ALIBABA_CLOUD_ACCESS_KEY_ID"),
@@ -132,6 +134,7 @@ class Config:
     request_topic: str
     reply_topic: str
     dlq_topic: str
+    reply_to_pattern: str | None
     schema_registry_url: str | None
     cams_endpoint: str
     access_key_id: str | None
@@ -371,6 +374,11 @@ def _validated(values: dict[str, Any]) -> Config:
         problems.append(f"CHATAPP_CAMS_ENDPOINT: must start with http:// or https:// (got {endpoint!r})")
     if values.get("redis_url") and not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
         problems.append("CHATAPP_REDIS_URL: must start with redis://, rediss:// or unix://")
+    if values.get("reply_to_pattern"):
+        try:
+            re.compile(values["reply_to_pattern"])
+        except re.error as exc:
+            problems.append(f"CHATAPP_REPLY_TO_PATTERN: not a regular expression ({exc})")
     if problems:
         raise ConfigError(problems)
     return Config(**values)

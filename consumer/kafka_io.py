@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -30,7 +30,33 @@ Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 DeliveryCallback = Callable[[Any, Message], None]
 
-__all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config", "produce_waiting"]
+__all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config", "produce_waiting", "too_large"]
+
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's ``message.max.bytes`` default: the largest record the producer takes."""
+
+
+def too_large(err: KafkaError) -> bool:
+    """Did the producer or the broker refuse a record for its size (sending it again cannot help)?"""
+    return err.code() in _TOO_LARGE
+
+
+class Unsent(NamedTuple):
+    """A record ``produce`` refused before it was queued, shaped as a delivery report's message."""
+
+    topic_name: str
+    value_bytes: bytes
+    key_bytes: bytes | None
+
+    def topic(self) -> str:
+        return self.topic_name
+
+    def value(self) -> bytes:
+        return self.value_bytes
+
+    def key(self) -> bytes | None:
+        return self.key_bytes
 
 
 def produce_waiting(producer: Producer, topic: str, value: bytes, **fields: Any) -> None:
@@ -105,13 +131,20 @@ class KafkaIO:
         return [first, *self._consumer.consume(max_messages - 1, 0)]
 
     def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: list[tuple[str, bytes]] | None, on_delivery: DeliveryCallback) -> None:
+        """Queue a record; ``on_delivery(err, message)`` hears of its fate exactly once. Never
+        raises: a record librdkafka refuses at once (too large, an illegal topic name...) is
+        reported to ``on_delivery`` with the error and an ``Unsent`` message before this returns."""
         try:
-            if headers is None:  # the usual result: positional (topic, value, key, partition, on_delivery) takes 0.5 µs, keywords 1.0
-                self._producer.produce(topic, value, key, -1, on_delivery)
-            else:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
-        except BufferError:  # the local queue is full: serve deliveries until it takes it
-            produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
+            try:
+                if headers is None:  # the usual result: positional (topic, value, key, partition, on_delivery) takes 0.5 µs, keywords 1.0
+                    self._producer.produce(topic, value, key, -1, on_delivery)
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+            except BufferError:  # the local queue is full: serve deliveries until it takes it
+                produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
+        except (KafkaException, TypeError, ValueError) as exc:
+            err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._INVALID_ARG, str(exc))
+            on_delivery(err, Unsent(topic, value, key.encode() if isinstance(key, str) else key))
 
     def serve_deliveries(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)
@@ -148,9 +181,10 @@ class KafkaIO:
     def resume(self, partitions: Iterable[TP]) -> None:
         self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
 
-    def lag(self, partitions: Iterable[TP]) -> dict[TP, int]:
-        """Messages between the consumer's position and the (cached) high watermark."""
-        out: dict[TP, int] = {}
+    def positions(self, partitions: Iterable[TP]) -> dict[TP, tuple[int, int]]:
+        """The consumer's fetch position and the (cached) high watermark of each partition that
+        has both."""
+        out: dict[TP, tuple[int, int]] = {}
         tps = [TopicPartition(t, p) for t, p in partitions]
         if not tps:
             return out
@@ -164,7 +198,7 @@ class KafkaIO:
             except KafkaException:
                 continue
             if high >= 0 and tp.offset >= 0:
-                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+                out[(tp.topic, tp.partition)] = (tp.offset, high)
         return out
 
     def assignment(self) -> list[TP]:

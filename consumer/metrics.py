@@ -118,6 +118,8 @@ class Metrics:
         self.paused = Gauge("chatapp_backpressure_paused", "1 while partitions are paused by back-pressure.", registry=r)
         self.assigned_partitions = Gauge("chatapp_assigned_partitions", "Partitions assigned to this instance.", registry=r)
         self.lag = Gauge("chatapp_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r)
+        self.committed_lag = Gauge("chatapp_committed_lag", "Messages between the committed offset and the high watermark, per partition (read or not).", ["topic", "partition"], registry=r)
+        self.committed_offset = Gauge("chatapp_committed_offset", "The last offset committed, per partition.", ["topic", "partition"], registry=r)
         self.end_to_end = BulkHistogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", LATENCY_BUCKETS, r)
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)

@@ -19,17 +19,20 @@ TopicPartition = tuple[str, int]
 class PartitionOffsets:
     """Unfinished offsets of one partition, lowest first."""
 
-    __slots__ = ("_unfinished", "_finished", "_next", "_committed")
+    __slots__ = ("_unfinished", "_finished", "_next", "_committed", "_start")
 
     def __init__(self) -> None:
         self._unfinished: deque[int] = deque()
         self._finished: set[int] = set()
         self._next: int | None = None
         self._committed: int | None = None
+        self._start: int | None = None
 
     def track(self, offset: int) -> None:
         if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} tracked after {self._next - 1}: offsets must increase")
+        if self._start is None:  # the first message read: the group's committed position when it was assigned
+            self._start = offset
         self._unfinished.append(offset)
         self._next = offset + 1
 
@@ -60,6 +63,11 @@ class PartitionOffsets:
 
     def committed(self, position: int) -> None:
         self._committed = position
+
+    @property
+    def committed_position(self) -> int | None:
+        """The last position the broker accepted (the first offset read, before any commit)."""
+        return self._start if self._committed is None else self._committed
 
 
 class OffsetTracker:
@@ -104,6 +112,10 @@ class OffsetTracker:
             state = self._partitions.get(tp)
             if state is not None:
                 state.committed(position)
+
+    def committed_positions(self) -> dict[TopicPartition, int]:
+        """Each partition's last committed position, where one is known."""
+        return {tp: state.committed_position for tp, state in self._partitions.items() if state.committed_position is not None}
 
     def unfinished(self, partitions: Iterable[TopicPartition] | None = None) -> int:
         wanted = self._partitions if partitions is None else partitions

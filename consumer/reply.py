@@ -5,8 +5,22 @@ has acknowledged the record that answers it. Acknowledgements are collected as l
 reports them and booked together by ``serve``/``flush`` (offsets finished, metrics counted once
 per round instead of once per record). The records of a ``Settled`` group share one encoding of
 what their results share and one ``_Answers`` object as their delivery callback, which tells
-its records apart by their keys. A record the broker failed to take is produced again on the
-next ``serve``, so a failure blocks the commit of its own offset and loses nothing.
+its records apart by their keys.
+
+Every record is bounded by construction: echoed ids, messages, correlation ids and headers are
+capped, and a dead letter's copy of the original value is cut to what the producer's
+``message.max.bytes`` leaves room for (header ``chatapp.dlq.truncated`` gives the original
+size; the original stays at the source position the ``chatapp.dlq.topic/partition/offset``
+headers name). A record that still fails never blocks its offset for good:
+
+| failure                                   | what is produced instead                                  |
+|-------------------------------------------|-----------------------------------------------------------|
+| refused for its size (producer or broker) | a result: the same status to the configured reply topic, code ``Chatapp.ResultTooLarge``; a dead letter: the headers alone, ``chatapp.dlq.dropped`` |
+| a request's ``reply-to`` topic failed ``REPLY_TO_ATTEMPTS`` times | the same status to the configured reply topic, code ``Chatapp.ReplyToFailed`` |
+| anything else (broker down, the configured topic missing) | the same record again, after a backoff of up to ``RETRY_MAX_S`` |
+
+Only the last one holds the commit back, and only while the configured topics cannot be written:
+an outage, shown by ``chatapp_committed_lag`` and its alert.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .codec import Codec
-from .kafka_io import KafkaIO
+from .kafka_io import DEFAULT_MESSAGE_MAX_BYTES, KafkaIO, too_large
 from .metrics import Metrics
 from .models import SendResult, Settled, Source, Status
 
@@ -28,52 +42,116 @@ Headers = list[tuple[str, bytes]]
 DLQ_HEADER_PREFIX = "chatapp.dlq."
 _STATUS_TEXT = {status: status.value for status in Status}  # a dict lookup: Enum.value is a descriptor call
 
+MAX_CORRELATION_BYTES = 1024
+"""A ``correlation-id`` header longer than this is cut to it (at intake) before it is echoed."""
+MAX_ECHOED_ID_CHARS = 256
+"""A result echoes at most this much of an (invalid, over-long) request id, in its key and value."""
+MAX_MESSAGE_CHARS = 2000
+"""A result's ``message`` is cut to this."""
+MAX_ECHOED_HEADER_BYTES = 16 * 1024
+"""A dead letter echoes the original's headers up to this many bytes (names and values)."""
+MAX_LETTER_KEY_BYTES = 4096
+RECORD_OVERHEAD_BYTES = 8 * 1024
+"""Room kept under ``message.max.bytes`` for the record's framing and the service's own headers."""
+REPLY_TO_ATTEMPTS = 2
+"""Failed deliveries to a request's own ``reply-to`` topic before its result goes to the configured one."""
+RETRY_MAX_S = 5.0
+RESULT_TOO_LARGE = "Chatapp.ResultTooLarge"
+REPLY_TO_FAILED = "Chatapp.ReplyToFailed"
+LOG_EVERY_S = 10.0
+
 
 def _reply_headers(source: Source) -> Headers | None:
     return None if source.correlation_id is None else [("correlation-id", source.correlation_id)]
+
+
+def _size(headers: Headers) -> int:
+    return sum(len(name) + len(value) for name, value in headers)
+
+
+def _echoable(headers: Headers | None) -> tuple[Headers, int]:
+    """The original's headers a dead letter may echo (none under the service's own prefix, at
+    most ``MAX_ECHOED_HEADER_BYTES``), and how many were left out."""
+    kept: Headers = []
+    room, dropped = MAX_ECHOED_HEADER_BYTES, 0
+    for name, value in headers or ():
+        value = value or b""
+        if name.startswith(DLQ_HEADER_PREFIX) or len(name) + len(value) > room:
+            dropped += 1
+            continue
+        kept.append((name, value))
+        room -= len(name) + len(value)
+    return kept, dropped
+
+
+def bounded(result: SendResult) -> SendResult:
+    """``result`` with its request id and message cut to what a result may echo."""
+    if len(result.request_id) <= MAX_ECHOED_ID_CHARS and (result.message is None or len(result.message) <= MAX_MESSAGE_CHARS):
+        return result
+    message = result.message if result.message is None else result.message[:MAX_MESSAGE_CHARS]
+    return result._replace(request_id=result.request_id[:MAX_ECHOED_ID_CHARS], message=message)
 
 
 class _Answers:
     """The records answering some sources, one each, told apart by the record's key (a
     request id: unique within a group): librdkafka calls it with each record's delivery report.
     A report carries the record's topic, key and value but not its headers: a refused result
-    gets them again from its source, a refused dead letter from ``letter_headers``."""
+    gets them again from its source, a refused dead letter from ``letter_headers``; a result
+    replacing a refused one is made from ``answer`` (the group, or the one result)."""
 
-    __slots__ = ("_replies", "_sources", "status", "letter_headers")
+    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement")
 
-    def __init__(self, replies: Replies, sources: dict[bytes | None, Source], status: str | None, letter_headers: Headers | None = None):
+    def __init__(self, replies: Replies, sources: dict[bytes | None, Source], status: str | None, answer: Settled | SendResult | None = None,
+                 letter_headers: Headers | None = None, replacement: bool = False):  # fmt: skip
         self._replies = replies
-        self._sources = sources
+        self.sources = sources
         self.status = status
         """The results' status (None for a dead letter)."""
+        self.answer = answer
         self.letter_headers = letter_headers
+        self.failures: dict[bytes | None, int] | None = None
+        """Failed deliveries so far, by key (made at the first failure)."""
+        self.replacement = replacement
+        """These records already replace refused ones: they are only ever produced again as they are."""
 
     def __call__(self, err: Any, msg: Any) -> None:
-        """A delivery report (from inside poll/flush): only noted here."""
+        """A delivery report (from inside poll/flush, or from ``produce`` itself): only noted here."""
         replies = self._replies
         replies.outstanding -= 1
         key = msg.key()
         if err is None:
-            replies._acked.append((self._sources.pop(key), self.status))
+            replies._acked.append((self.sources.pop(key), self.status))
             return
-        log.warning("delivery to %s failed, will retry: %s", msg.topic(), err)
-        replies._metrics.reply_errors.inc()
-        headers = self.letter_headers if self.status is None else _reply_headers(self._sources[key])
-        replies._failed.append((msg.topic(), msg.value(), key, headers, self))
+        failures = self.failures = self.failures or {}
+        failures[key] = failures.get(key, 0) + 1
+        replies._refused(self, msg.topic(), msg.value(), key, err, failures[key])
+
+    def result(self, key: bytes | None) -> SendResult:
+        """The result the record of ``key`` carries."""
+        answer = self.answer
+        if isinstance(answer, SendResult):
+            return answer
+        assert answer is not None, "a dead letter carries no result"
+        return next(answer.result(request) for request in answer.requests if request.request_id.encode() == key)
 
 
 class Replies:
-    def __init__(self, kafka: KafkaIO, codec: Codec, reply_topic: str, dlq_topic: str, metrics: Metrics, on_durable: Callable[[list[Source]], None]):
+    def __init__(self, kafka: KafkaIO, codec: Codec, reply_topic: str, dlq_topic: str, metrics: Metrics, on_durable: Callable[[list[Source]], None],
+                 max_record_bytes: int = DEFAULT_MESSAGE_MAX_BYTES, clock: Callable[[], float] = time.monotonic):  # fmt: skip
         self._kafka = kafka
+        self._clock = clock
         self._codec = codec
         self._reply_topic = reply_topic
         self._dlq_topic = dlq_topic
         self._metrics = metrics
         self._on_durable = on_durable
+        self._record_room = max_record_bytes - RECORD_OVERHEAD_BYTES
         self._results_by_status: dict[str, Any] = {}
         self._acked: list[tuple[Source, str | None]] = []
         """Sources whose answer the broker acknowledged, with the answer's status (None: a dead letter)."""
-        self._failed: list[tuple[str, bytes, Any, Headers | None, _Answers]] = []
+        self._failed: list[tuple[float, tuple[str, bytes, Any, Headers | None, _Answers]]] = []
+        """Records to produce again as they are, each with the time it may go again."""
+        self._logged_at: dict[tuple[str, str], float] = {}
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
 
@@ -88,18 +166,20 @@ class Replies:
         by its request id."""
         requests = group.requests
         sources: dict[bytes | None, Source] = {}
-        answers = _Answers(self, sources, _STATUS_TEXT[group.outcome.status])
+        answers = _Answers(self, sources, _STATUS_TEXT[group.outcome.status], group)
         produce, reply_topic = self._kafka.produce, self._reply_topic
         self.outstanding += len(requests)
         for request, value in zip(requests, self._codec.encode_settled(group)):
             source = sources[request.request_id.encode()] = request.source  # a delivery report gives the key as bytes
             produce(source.reply_to or reply_topic, value, request.request_id, _reply_headers(source), answers)
 
-    def result(self, source: Source, result: SendResult) -> None:
-        """Publish one result (of a request answered on its own: rejected, expired, a duplicate)."""
+    def result(self, source: Source, result: SendResult, topic: str | None = None) -> None:
+        """Publish one result (of a request answered on its own: rejected, expired, a duplicate),
+        to ``topic`` (default: the source's reply topic)."""
+        result = bounded(result)
         key = result.request_id.encode()
-        self._produce(source.reply_to or self._reply_topic, self._codec.encode_result(result), key, _reply_headers(source),
-                      _Answers(self, {key: source}, _STATUS_TEXT[result.status]))  # fmt: skip
+        self._produce(topic or source.reply_to or self._reply_topic, self._codec.encode_result(result), key, _reply_headers(source),
+                      _Answers(self, {key: source}, _STATUS_TEXT[result.status], result, replacement=topic is not None))  # fmt: skip
 
     def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: Headers | None, reason: str, detail: str) -> None:
         extra = [
@@ -112,21 +192,72 @@ class Replies:
         ]
         log.warning("dead-lettered %s[%d]@%d: %s: %s", source.topic, source.partition, source.offset, reason, detail[:200])
         self._metrics.dlq.labels(reason).inc()
-        headers = (headers or []) + extra
-        self._produce(self._dlq_topic, value or b"", key, headers, _Answers(self, {key: source}, None, headers))
+        echoed, dropped = _echoable(headers)
+        if dropped:
+            extra.append((DLQ_HEADER_PREFIX + "headers-dropped", str(dropped).encode()))
+        key = key if key is None else key[:MAX_LETTER_KEY_BYTES]
+        value = value or b""
+        room = self._record_room - len(key or b"") - _size(echoed) - _size(extra) - 64
+        if len(value) > room:
+            extra.append((DLQ_HEADER_PREFIX + "truncated", str(len(value)).encode()))
+            value = value[: max(0, room)]
+        headers = echoed + extra
+        self._produce(self._dlq_topic, value, key, headers, _Answers(self, {key: source}, None, letter_headers=headers))
 
     def _produce(self, topic: str, value: bytes, key: Any, headers: Headers | None, answers: _Answers) -> None:
         self.outstanding += 1
         self._kafka.produce(topic, value, key, headers, answers)
+
+    def _refused(self, answers: _Answers, topic: str, value: bytes, key: bytes | None, err: Any, failures: int) -> None:
+        """A record the producer or the broker did not take: replaced, or produced again later (see the module's table)."""
+        self._metrics.reply_errors.inc()
+        source = answers.sources[key]
+        size = too_large(err)
+        if answers.status is None:  # a dead letter
+            if size and not answers.replacement:
+                answers.sources.pop(key)
+                self._warn(topic, err, "the dead letter's headers go alone")
+                headers = [h for h in answers.letter_headers or () if h[0].startswith(DLQ_HEADER_PREFIX)]
+                headers.append((DLQ_HEADER_PREFIX + "dropped", f"{len(value)} bytes refused: {err}".encode()[:500]))
+                self._produce(self._dlq_topic, b"", key, headers, _Answers(self, {key: source}, None, letter_headers=headers, replacement=True))
+                return
+            headers = answers.letter_headers
+        else:
+            reply_to_failed = topic != self._reply_topic and failures >= REPLY_TO_ATTEMPTS
+            if (size or reply_to_failed) and not answers.replacement:
+                answers.sources.pop(key)
+                result = answers.result(key)
+                code, why = (RESULT_TOO_LARGE, "the result was too large") if size else (REPLY_TO_FAILED, f"reply-to topic {topic[:249]!r} failed")
+                self._warn(topic, err, f"results go to {self._reply_topic} with code {code}")
+                message = f"{why} ({err}); its code was {result.code}: {result.message}"
+                self.result(source, result._replace(code=code, message=message), self._reply_topic)
+                return
+            headers = _reply_headers(source)
+        self._warn(topic, err, "will retry")
+        self._failed.append((self._clock() + min(RETRY_MAX_S, 0.1 * 2 ** min(failures, 10)), (topic, value, key, headers, answers)))
+
+    def _warn(self, topic: str, err: Any, then: str) -> None:
+        """One line per topic and error every ``LOG_EVERY_S`` (a broker outage fails every record)."""
+        now = self._clock()
+        what = (topic[:249], str(err))
+        if now - self._logged_at.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
+            if len(self._logged_at) > 1000:
+                self._logged_at.clear()
+            self._logged_at[what] = now
+            log.warning("delivery to %s failed: %s: %s", what[0], what[1], then)
 
     def serve(self, wait_s: float = 0.0) -> None:
         """Serve delivery reports (waiting up to ``wait_s`` for one), book the acknowledged
         records and produce again those the broker refused."""
         self._kafka.serve_deliveries(wait_s)
         self._book()
-        failed, self._failed = self._failed, []
-        for record in failed:
-            self._produce(*record)
+        if self._failed:
+            now = self._clock()
+            due = [record for at, record in self._failed if at <= now]
+            if due:
+                self._failed = [(at, record) for at, record in self._failed if at > now]
+                for record in due:
+                    self._produce(*record)
 
     def flush(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for every record produced to be acknowledged, and book them."""

@@ -90,8 +90,12 @@ def build_http_client(timeout_connect: float = 5, timeout_read: float = 10, max_
     )
 
 
+MAX_ANSWER_CHARS = 1000
+"""The most of any text field of CAMS's answer the service keeps (it travels in every result)."""
+
+
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else str(value)[:MAX_ANSWER_CHARS]
 
 
 def _field(body: dict[str, Any], name: str) -> Any:
@@ -123,6 +127,7 @@ def _result(response: httpx.Response, latency_s: float, written_after_s: float |
     body = _json_object(response.content) or {}
     code = _field(body, "Code")
     if isinstance(code, str) and code:
+        code = code[:MAX_ANSWER_CHARS]
         message = _text(_field(body, "Message"))
     else:
         code = CODE_BAD_RESPONSE
