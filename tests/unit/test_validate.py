@@ -196,14 +196,14 @@ def test_invalid_label(label: str) -> None:
     assert check(record(channel_type="viber", label=label)) == ["label must be pormotion or transaction"]
 
 
-@pytest.mark.parametrize("ttl", [30, 31, 86_400, None])
+@pytest.mark.parametrize("ttl", [30, 31, 86_400, 1_209_600, None])
 def test_valid_ttl(ttl: int | None) -> None:
     assert check(record(channel_type="viber", ttl_s=ttl)) == []
 
 
-@pytest.mark.parametrize("ttl", [29, 0, -5])
-def test_ttl_below_minimum(ttl: int) -> None:
-    assert check(record(channel_type="viber", ttl_s=ttl)) == ["ttl_s must be at least 30"]
+@pytest.mark.parametrize("ttl", [29, 0, -5, 1_209_601, 2**31 - 1, 9223372036854775868, -(2**63)])
+def test_ttl_out_of_range(ttl: int) -> None:
+    assert check(record(channel_type="viber", ttl_s=ttl)) == [f"ttl_s must be between 30 and 1209600 (got {ttl})"]
 
 
 # -- recipients -------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_100_template_params_are_fine() -> None:
     ("params", "shown"),
     [
         ({"name": "v" * 1025}, "'name'"),
-        ({"k" * 129: "v"}, repr("k" * 32)),
+        ({"k" * 129: "v"}, repr("k" * 64)[:63] + "…"),
     ],
 )
 def test_oversized_template_param(params: dict[str, str], shown: str) -> None:
@@ -316,7 +316,7 @@ def test_every_problem_is_reported_in_field_order() -> None:
         "fallback_rule must be undelivered or sentFailed",
         "fallback_duration_s must be between 60 and 43200 (got 5)",
         "label must be pormotion or transaction",
-        "ttl_s must be at least 30",
+        "ttl_s must be between 30 and 1209600 (got 1)",
         f"recipients[0].to {PHONE_MSG}",
         "...",
     ]
@@ -339,3 +339,104 @@ def test_request_level_problems_are_remembered_per_key_and_do_not_leak_between_r
     for language in ("de", "fr", "it"):  # more keys than remembered: the cache starts again
         assert validator.problems(from_record(record(language=language))) == []
     assert validator.problems(bad_key) == ["language is required"]
+
+
+# -- issue 18: canonical numbers, unsafe characters, a limit on every field -------------------------
+
+UNSAFE_CHARACTERS = ["\x00", "\n", "\x1b", "\x7f", "\x85", "\u061c", "\u200e", "\u200f", "\u202a", "\u202e", "\u2066", "\u2069"]
+
+
+@pytest.mark.parametrize("channel", ["whatsapp", "viber"])
+def test_a_number_with_and_without_plus_is_one_recipient(channel: str) -> None:
+    assert check(record(["+8613933330003", "8613933330003"], channel_type=channel)) == [
+        "recipients[1].to repeats an earlier recipient of this request"
+    ]
+
+
+def test_plus_is_part_of_the_address_on_other_channels() -> None:
+    assert check(record(["+user-1", "user-1"], channel_type="messenger", from_number="page-1")) == []
+
+
+@pytest.mark.parametrize("channel", sorted(["whatsapp", "viber", "messenger", "instagram"]))
+@pytest.mark.parametrize("char", UNSAFE_CHARACTERS)
+def test_control_and_bidirectional_characters_are_refused_in_to_on_every_channel(channel: str, char: str) -> None:
+    problems = check(record([f"86139{char}00000001"], channel_type=channel, from_number="8613800000000"))
+    assert problems in ([f"recipients[0].to {PHONE_MSG}"], ["recipients[0].to holds a control or bidirectional character"])
+
+
+@pytest.mark.parametrize("char", UNSAFE_CHARACTERS)
+@pytest.mark.parametrize("field", ["request_id", "account", "template_code", "template_name", "language", "fallback_id", "task_id", "cust_space_id", "tag"])
+def test_control_and_bidirectional_characters_are_refused_in_ids(field: str, char: str) -> None:
+    assert check(record(**{field: f"a{char}b"})) == [f"{field} holds a control or bidirectional character"]
+
+
+def test_control_characters_are_refused_in_a_non_phone_sender() -> None:
+    assert check(record(["user-1"], channel_type="messenger", from_number="page\u202e1")) == ["from_number holds a control or bidirectional character"]
+
+
+def test_free_text_may_hold_line_breaks() -> None:
+    assert check(record(fallback_content="line 1\nline 2")) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [("account", 128), ("template_code", 128), ("template_name", 512), ("language", 35), ("fallback_id", 128),
+     ("fallback_content", 1024), ("task_id", 128), ("cust_space_id", 128), ("tag", 128)],
+)  # fmt: skip
+def test_every_request_level_string_has_a_limit(field: str, limit: int) -> None:
+    at_limit = [f"account {repr('a' * 64)[:63]}… is not configured"] if field == "account" else []
+    assert check(record(**{field: "a" * limit})) == at_limit
+    assert check(record(**{field: "a" * (limit + 1)})) == [f"{field} is {limit + 1} characters (max {limit})"]
+
+
+def test_a_huge_unconfigured_account_gives_a_short_message() -> None:
+    assert check(record(account="a" * 300_000)) == ["account is 300000 characters (max 128)"]
+    assert check(record(account="é" * 100)) == [f"account {repr('é' * 64)[:63]}… is not configured"]
+
+
+def test_a_non_phone_sender_has_a_limit() -> None:
+    assert check(record(["user-1"], channel_type="messenger", from_number="p" * 65)) == ["from_number is 65 characters (max 64)"]
+
+
+def test_recipient_type_has_a_limit() -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", recipient_type="t" * 129)]
+    assert check(rec) == ["recipients[0].recipient_type is 129 characters (max 128)"]
+
+
+def product(sections: int, items: int, title: str = "S") -> dict[str, Any]:
+    return {"thumbnail_product_retailer_id": None,
+            "sections": [{"title": title, "product_items": [{"product_retailer_id": f"p{i}"} for i in range(items)]} for _ in range(sections)]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("action", "ok"), [(product(10, 3), True), (product(11, 0), False), (product(2, 16), False), (product(1, 1, "t" * 129), False)])
+def test_product_action_limits(action: dict[str, Any], ok: bool) -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", product_action=action)]
+    assert check(rec) == ([] if ok else ["recipients[0].product_action: at most 10 sections and 30 products, titles and ids of 128 characters"])
+
+
+@pytest.mark.parametrize(
+    ("action", "problem"),
+    [({"flow_token": "t" * 1024, "flow_action_data": {"k": "v"}}, None),
+     ({"flow_token": "t" * 1025, "flow_action_data": {}}, "flow_token is 1025 characters (max 1024)"),
+     ({"flow_token": None, "flow_action_data": {f"k{i}": "v" for i in range(101)}}, "flow_action_data has 101 entries (max 100)")],
+)  # fmt: skip
+def test_flow_action_limits(action: dict[str, Any], problem: str | None) -> None:
+    rec = record()
+    rec["recipients"] = [recipient("8613900000001", flow_action=action)]
+    assert check(rec) == ([] if problem is None else [f"recipients[0].flow_action.{problem}"])
+
+
+def test_the_whole_request_has_a_byte_limit() -> None:
+    validator = Validator(ACCOUNTS)
+    assert validator.problems(from_record(record(), 1_048_576)) == []
+    assert validator.problems(from_record(record(), 1_048_577)) == ["the request is 1048577 bytes (max 1048576)"]
+
+
+def test_a_rejected_message_stays_short_whatever_the_fields_hold() -> None:
+    huge = "\u202e" * 300_000
+    rec = record([huge, huge], **{f: huge for f in ("account", "template_code", "template_name", "language", "fallback_id", "fallback_content", "task_id", "cust_space_id", "tag")})
+    rec["request_id"] = huge
+    rec["recipients"][0]["template_params"] = {huge: huge}
+    assert len("; ".join(check(rec))) < 2000
