@@ -30,6 +30,9 @@ MAX_HEADERS = 1024
 only pays the header's parse, about what fastavro costs)."""
 PROBED_LENGTHS = 8
 """Header lengths tried before parsing the header: the most used first."""
+MAX_HEADER_BYTES = 16_384
+"""Longer headers are not remembered (no valid one is: ``validate`` bounds every field), so the
+cache holds at most ``MAX_HEADERS`` × this many bytes whatever producers send."""
 
 
 class _Unhandled(Exception):
@@ -210,11 +213,13 @@ class RequestReader:
         if not values[0]:  # no account: the default one
             values[0] = "default"
         key = BatchKey(*values)
+        length = pos - start
+        if length > MAX_HEADER_BYTES:
+            return key, pos
         if len(headers) >= MAX_HEADERS:
             headers.clear()
             lengths.clear()
         headers[data[start:pos]] = key
-        length = pos - start
         if length not in lengths:
             if len(lengths) < PROBED_LENGTHS:
                 lengths.append(length)

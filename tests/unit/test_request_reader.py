@@ -225,3 +225,10 @@ def test_expiry_keeps_every_millisecond_on_both_paths() -> None:
         value = CODEC.encode_request(request_record("r", "welcome", "en", ["8613900000001"], expires_at=epoch + timedelta(milliseconds=ms)))
         assert fastavro_view(value).expires_at_ms == ms
         assert reader.read(value).expires_at_ms == ms
+
+
+def test_headers_too_long_to_be_valid_are_read_but_not_remembered() -> None:
+    reader = RequestReader(REQUEST_SCHEMA_JSON)
+    value = CODEC.encode_request(request_record("r", "t", "en", ["8613900000001"], fallback_content="x" * 20_000))
+    assert reader.read(value) == fastavro_view(value)
+    assert reader._headers == {} and reader._lengths == []
