@@ -6,6 +6,10 @@
 A request goes whole into one batch: when it does not fit in the open batch of its key, that
 batch is closed first. Only a request larger than ``max_recipients`` (possible when the limit is
 configured below the API's 1,000) is split, into the open batch's room and then full batches.
+
+A call never holds one address twice: a request with an address (canonical: ``addresses``)
+already in the open batch of its key waits, and is placed when that batch closes (in the next
+one). Each open batch keeps the set of its addresses, so a request costs O(its recipients).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import os
 import time
 from collections.abc import Callable, Iterable
 
-from .models import Batch, BatchKey, SendRequest, Slice
+from .models import Batch, BatchKey, Recipient, SendRequest, Slice
+from .validate import PHONE_CHANNELS, canonical
 
 _BATCH_IDS = itertools.count(1)
 _INSTANCE = os.urandom(3).hex()
@@ -23,6 +28,12 @@ _INSTANCE = os.urandom(3).hex()
 
 def new_batch_id() -> str:
     return f"b-{_INSTANCE}-{next(_BATCH_IDS)}"
+
+
+def addresses(key: BatchKey, recipients: list[Recipient]) -> list[str]:
+    """The canonical addresses of ``recipients`` sent with ``key`` (``validate.canonical``)."""
+    phone = key.channel_type in PHONE_CHANNELS
+    return [canonical(r["to"], phone) for r in recipients]
 
 
 class Batcher:
@@ -33,7 +44,12 @@ class Batcher:
         self.linger_s = linger_s
         self._clock = clock
         self._open: dict[BatchKey, Batch] = {}  # insertion order = creation order = deadline order
+        self._waiting: dict[BatchKey, list[SendRequest]] = {}
+        """Requests holding an address of the open batch of their key, in arrival order."""
+        self._released: list[SendRequest] = []
+        """Waiting requests whose batch has closed, to place again."""
         self.buffered_recipients = 0
+        """Recipients in open batches and waiting."""
 
     def _open_batch(self, key: BatchKey) -> Batch:
         batch = Batch(new_batch_id(), key, created_at=self._clock())
@@ -41,24 +57,53 @@ class Batcher:
         return batch
 
     def _close(self, key: BatchKey) -> Batch:
+        """Take the open batch of ``key`` out; the requests waiting for it are released."""
         batch = self._open.pop(key)
         self.buffered_recipients -= batch.recipient_count
+        waiting = self._waiting.pop(key, None)
+        if waiting:
+            self.buffered_recipients -= sum(len(r.recipients) for r in waiting)
+            self._released += waiting
         return batch
+
+    def _take(self, batch: Batch, request: SendRequest, recipients: list[Recipient], found: list[str]) -> None:
+        batch.slices.append(Slice(request, recipients))
+        batch.addresses.update(found)
+        batch.recipient_count += len(recipients)
+        self.buffered_recipients += len(recipients)
 
     def add(self, request: SendRequest) -> list[Batch]:
         """Buffer ``request``; return the batches it completed (full ones, oldest first)."""
         key = request.key
         recipients = request.recipients
+        batch = self._open.get(key)
+        if batch is not None and len(recipients) == 1 and batch.recipient_count + 1 < self.max_recipients:  # the usual case: one recipient, room to spare
+            address = canonical(recipients[0]["to"], key.channel_type in PHONE_CHANNELS)
+            taken = batch.addresses
+            if address not in taken:
+                taken.add(address)
+                batch.slices.append(Slice(request, recipients))
+                batch.recipient_count += 1
+                self.buffered_recipients += 1
+                request.parts = 1
+                return []
+        ready: list[Batch] = []
+        self._place(request, ready)
+        self._place_released(ready)
+        return ready
+
+    def _place(self, request: SendRequest, ready: list[Batch]) -> None:
+        """Put ``request`` in the open batch of its key (or make it wait); closed batches go to ``ready``."""
+        key = request.key
+        recipients = request.recipients
         count = len(recipients)
         limit = self.max_recipients
+        found = addresses(key, recipients)
         batch = self._open.get(key)
-        request.parts = 1
-        if batch is not None and batch.recipient_count + count < limit:  # the usual case: it fits, and the batch is not full yet
-            batch.slices.append(Slice(request, recipients))
-            batch.recipient_count += count
+        if batch is not None and not batch.addresses.isdisjoint(found):
+            self._waiting.setdefault(key, []).append(request)
             self.buffered_recipients += count
-            return []
-        ready: list[Batch] = []
+            return
         if batch is not None and batch.recipient_count + count > limit and count <= limit:
             ready.append(self._close(key))
             batch = None
@@ -67,19 +112,25 @@ class Batcher:
         start = 0
         parts = 0
         while start < count:
-            room = limit - batch.recipient_count
-            chunk = recipients if (start == 0 and count <= room) else recipients[start : start + room]
-            batch.slices.append(Slice(request, chunk))
-            batch.recipient_count += len(chunk)
-            self.buffered_recipients += len(chunk)
-            start += len(chunk)
+            end = start + limit - batch.recipient_count
+            if start == 0 and end >= count:
+                self._take(batch, request, recipients, found)  # whole: not copied
+            else:
+                self._take(batch, request, recipients[start:end], found[start:end])
+            start = min(end, count)
             parts += 1
             if batch.recipient_count >= limit:
                 ready.append(self._close(key))
                 if start < count:
                     batch = self._open_batch(key)
         request.parts = parts
-        return ready
+
+    def _place_released(self, ready: list[Batch]) -> None:
+        """Place the requests whose batch closed (they may close batches, and wait, again)."""
+        while self._released:
+            released, self._released = self._released, []
+            for request in released:
+                self._place(request, ready)
 
     def due(self) -> list[Batch]:
         """Batches whose linger time has passed."""
@@ -93,6 +144,7 @@ class Batcher:
             ready.append(batch)
         for batch in ready:
             self._close(batch.key)
+        self._place_released(ready)
         return ready
 
     def until_next(self) -> float | None:
@@ -102,10 +154,12 @@ class Batcher:
         return None
 
     def flush(self) -> list[Batch]:
-        """Close every open batch (rebalance, shutdown)."""
-        ready = list(self._open.values())
-        self._open.clear()
-        self.buffered_recipients = 0
+        """Close every open batch, and those the waiting requests make (rebalance, shutdown)."""
+        ready: list[Batch] = []
+        while self._open:
+            for key in list(self._open):
+                ready.append(self._close(key))
+            self._place_released(ready)
         return ready
 
     def __len__(self) -> int:
@@ -119,9 +173,8 @@ def split(batch: Batch) -> list[Batch]:
     middle = len(batch.slices) // 2
     halves = []
     for part in (batch.slices[:middle], batch.slices[middle:]):
-        halves.append(
-            Batch(new_batch_id(), batch.key, list(part), sum(len(s.recipients) for s in part), batch.created_at)
-        )
+        recipients = [r for s in part for r in s.recipients]
+        halves.append(Batch(new_batch_id(), batch.key, list(part), len(recipients), batch.created_at, addresses=set(addresses(batch.key, recipients))))
     return halves
 
 
@@ -137,6 +190,7 @@ def without(batch: Batch, drop: Callable[[Slice], bool]) -> tuple[Batch | None, 
         return None, removed
     batch.slices = kept
     batch.recipient_count = sum(len(s.recipients) for s in kept)
+    batch.addresses.difference_update(addresses(batch.key, [r for s in removed for r in s.recipients]))
     return batch, removed
 
 

@@ -170,6 +170,8 @@ class Batch:
     throttles: int = 0
     ready_at: float = 0.0
     """When it was handed to the scheduler (for the limiter-wait metric)."""
+    addresses: set[str] = field(default_factory=set)
+    """The canonical addresses of its recipients (``batching.addresses``): a call holds each once."""
 
     @property
     def earliest_expiry_ms(self) -> int | None:

@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from .models import Batch, BatchKey, Slice
-from .batching import without
+from .batching import addresses, without
 
 
 class _AccountQueue:
@@ -89,13 +89,18 @@ class FairScheduler:
             heapq.heappush(queue.expiring, (expiry, next(self._seq), batch))
 
     def _top_up(self, tail: Batch, batch: Batch) -> None:
-        """Move whole slices of ``batch`` into ``tail`` while they fit."""
+        """Move whole slices of ``batch`` into ``tail`` while they fit and hold no address of it."""
         room = self.max_recipients - tail.recipient_count
         moved = 0
         for piece in batch.slices:
             size = len(piece.recipients)
             if size > room:
                 break
+            found = addresses(batch.key, piece.recipients)
+            if not tail.addresses.isdisjoint(found):
+                break
+            tail.addresses.update(found)
+            batch.addresses.difference_update(found)
             tail.slices.append(piece)
             room -= size
             moved += 1

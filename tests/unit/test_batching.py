@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from consumer.batching import Batcher, new_batch_id, recipients_of, split, without
+from consumer.batching import Batcher, addresses, new_batch_id, recipients_of, split, without
 from consumer.models import Batch, BatchKey, SendRequest, Slice, Source
+from consumer.scheduler import FairScheduler
 from tests.fixtures.clock import FakeClock
 from tests.unit.test_cams_payload import avro_recipient, make_key
 
@@ -47,6 +48,7 @@ def make_batch(*sizes: int, key: BatchKey | None = None, expires: list[int | Non
         request = make_request(size, key, expires_at_ms=(expires[i] if expires else None))
         batch.slices.append(Slice(request, request.recipients))
         batch.recipient_count += size
+        batch.addresses.update(addresses(key, request.recipients))
     return batch
 
 
@@ -378,3 +380,126 @@ def test_without_everything_selected_returns_none() -> None:
 def test_earliest_expiry_ignores_requests_without_deadline() -> None:
     assert make_batch(1, 1, expires=[None, None]).earliest_expiry_ms is None
     assert make_batch(1, 1, 1, expires=[None, 900, 500]).earliest_expiry_ms == 500
+
+
+# -- one address once per call (issue 18, point 7) ----------------------------------------------------
+
+
+def to_request(*numbers: str, key: BatchKey | None = None) -> SendRequest:
+    request = make_request(len(numbers), key)
+    request.recipients = [avro_recipient(n) for n in numbers]
+    return request
+
+
+def numbers_of(batch: Batch) -> list[str]:
+    return [r["to"] for s in batch.slices for r in s.recipients]
+
+
+def assert_no_address_twice(batches: list[Batch]) -> None:
+    for batch in batches:
+        found = addresses(batch.key, [r for s in batch.slices for r in s.recipients])
+        assert len(found) == len(set(found)) and set(found) == batch.addresses, numbers_of(batch)
+
+
+def test_one_number_with_and_without_plus_goes_into_two_calls() -> None:
+    clock = FakeClock()
+    batcher = Batcher(1000, 1.0, clock=clock)
+    first, second = to_request("+8613933330003"), to_request("8613933330003")
+    assert batcher.add(first) == [] and batcher.add(second) == []
+    assert batcher.buffered_recipients == 2
+    clock.advance(1.0)
+    [batch] = batcher.due()
+    assert [s.request for s in batch.slices] == [first]
+    assert batcher.buffered_recipients == 1  # the second waits in a batch of its own
+    clock.advance(1.0)
+    [later] = batcher.due()
+    assert [s.request for s in later.slices] == [second]
+    assert batcher.buffered_recipients == 0
+
+
+def test_a_waiting_request_joins_the_next_batch_when_the_open_one_fills() -> None:
+    batcher = Batcher(3, 1.0, clock=FakeClock())
+    waiting = to_request("8613900000001")
+    batcher.add(to_request("8613900000001", "8613900000002"))
+    batcher.add(waiting)
+    [full] = batcher.add(to_request("8613900000003"))
+    assert numbers_of(full) == ["8613900000001", "8613900000002", "8613900000003"]
+    [rest] = batcher.flush()
+    assert [s.request for s in rest.slices] == [waiting]
+
+
+def test_requests_sent_twice_make_two_full_calls_not_many_small_ones() -> None:
+    batcher = Batcher(100, 1.0, clock=FakeClock())
+    out: list[Batch] = []
+    for i in range(100):
+        number = f"86139{i:08d}"
+        out += batcher.add(to_request(number))
+        out += batcher.add(to_request("+" + number))
+    out += batcher.flush()
+    assert [b.recipient_count for b in out] == [100, 100]
+    assert_no_address_twice(out)
+
+
+def test_a_number_repeated_many_times_goes_once_per_call_and_nothing_is_lost() -> None:
+    clock = FakeClock()
+    batcher = Batcher(7, 0.05, clock=clock)
+    out: list[Batch] = []
+    added = 0
+    for i in range(300):
+        numbers = [f"86139{(i * 7 + j) % 23:08d}" for j in range(i % 4 + 1)]  # few distinct numbers: many repeats
+        added += len(numbers)
+        out += batcher.add(to_request(*numbers))
+        if i % 11 == 0:
+            clock.advance(0.03)
+            out += batcher.due()
+        assert batcher.buffered_recipients == added - recipients_of(out)
+    out += batcher.flush()
+    assert recipients_of(out) == added and batcher.buffered_recipients == 0
+    assert_no_address_twice(out)
+
+
+def test_plus_is_part_of_the_address_on_non_phone_channels() -> None:
+    key = make_key(channel_type="messenger")
+    batcher = Batcher(1000, 1.0, clock=FakeClock())
+    batcher.add(to_request("+user", key=key))
+    batcher.add(to_request("user", key=key))
+    [batch] = batcher.flush()
+    assert numbers_of(batch) == ["+user", "user"]
+
+
+def test_split_and_without_keep_the_addresses() -> None:
+    batch = make_batch(1, 2, 3)
+    halves = split(batch)
+    assert_no_address_twice(halves)
+    rest, _ = without(batch, lambda s: len(s.recipients) == 2)
+    assert_no_address_twice([rest])
+
+
+def test_the_scheduler_never_tops_a_waiting_batch_up_with_one_of_its_numbers() -> None:
+    batcher = Batcher(1000, 1.0, clock=FakeClock())
+    batcher.add(to_request("+8613933330003", "8613900000001"))
+    batcher.add(to_request("8613900000002"))
+    batcher.add(to_request("8613933330003"))
+    batcher.add(to_request("8613900000003"))  # joins the first batch: no number of it there
+    first, second = batcher.flush()
+    scheduler = FairScheduler()
+    scheduler.push(first)
+    scheduler.push(second)  # a fresh batch of a key with a waiting one tops that one up, when it can
+    calls = [scheduler.pop("default", 0.0) for _ in range(2)]
+    assert [numbers_of(b) for b in calls] == [["+8613933330003", "8613900000001", "8613900000002", "8613900000003"], ["8613933330003"]]
+    assert_no_address_twice(calls)
+
+
+def test_the_scheduler_tops_up_with_the_slices_before_a_repeat_and_moves_their_addresses() -> None:
+    key = make_key()
+    tail = make_batch(1, key=key)
+    fresh = make_batch(2, key=key)
+    fresh.slices.append(Slice(to_request(numbers_of(tail)[0]), [avro_recipient(numbers_of(tail)[0])]))
+    fresh.recipient_count += 1
+    fresh.addresses.update(addresses(key, fresh.slices[-1].recipients))
+    scheduler = FairScheduler()
+    scheduler.push(tail)
+    scheduler.push(fresh)
+    calls = [scheduler.pop("default", 0.0) for _ in range(2)]
+    assert [b.recipient_count for b in calls] == [3, 1]
+    assert_no_address_twice(calls)
