@@ -12,6 +12,11 @@ and the producer), ``[kafka.consumer]`` and ``[kafka.producer]`` (settings for o
 Any librdkafka setting can also come from the environment as ``CHATAPP_KAFKA_OPT_<NAME>`` (both),
 ``CHATAPP_KAFKA_CONSUMER_OPT_<NAME>`` or ``CHATAPP_KAFKA_PRODUCER_OPT_<NAME>``, the name
 upper-cased with dots as underscores (``CHATAPP_KAFKA_OPT_SASL_MECHANISMS=PLAIN``).
+
+Validation goes as far as the start would: the URLs are parsed as their clients parse them
+(the Redis one by redis-py itself), the metrics host is resolved, and librdkafka builds a
+consumer and a producer of the Kafka options (no broker is contacted). URLs in problems and in
+``redacted()`` pass ``consumer.redact``.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
+
+from .redact import HIDDEN, is_secret_name, redact_text
 
 PUBLIC_CAMS_ENDPOINT = "https://cams.ap-southeast-1.aliyuncs.com"
 DEFAULT_ACCOUNT = "default"
@@ -33,7 +41,8 @@ KAFKA_OPT_PREFIXES = {
     "consumer_options": "CHATAPP_KAFKA_CONSUMER_OPT_",
     "producer_options": "CHATAPP_KAFKA_PRODUCER_OPT_",
 }
-SECRET_WORDS = ("secret", "password", "token", "sasl.oauthbearer.config", "ssl.key")
+KAFKA_SECTIONS = {"kafka_options": "kafka", "consumer_options": "kafka.consumer", "producer_options": "kafka.producer"}
+"""The TOML table of each set of librdkafka options."""
 INFLIGHT_POLICIES = ("resend", "fail")
 LOG_FORMATS = ("auto", "json", "text")
 CREDENTIAL_SOURCES = ("static", "default-chain")  # as consumer.credentials.CREDENTIAL_SOURCES
@@ -186,18 +195,18 @@ class Config:
         return f"Config({self.redacted()!r})"
 
     def redacted(self) -> dict[str, Any]:
-        """Every effective setting with secrets replaced by ``***`` (for check-config)."""
+        """Every effective setting with secrets replaced by ``***`` and URLs redacted (for check-config)."""
         out: dict[str, Any] = {}
         for spec in SETTINGS:
             value = getattr(self, spec.name)
-            out[spec.name] = "***" if spec.secret and value else redact_url(value) if spec.name.endswith("_url") else value
+            out[spec.name] = HIDDEN if spec.secret and value else redact_text(value) if isinstance(value, str) else value
         for table in KAFKA_OPT_PREFIXES:
-            out[table] = {k: ("***" if _is_secret_key(k) else v) for k, v in getattr(self, table).items()}
+            out[table] = {k: (HIDDEN if is_secret_name(k) else redact_text(v)) for k, v in getattr(self, table).items()}
         out["accounts"] = {
             name: {
                 "access_key_id": acc.access_key_id,
-                "access_key_secret": "***" if acc.access_key_secret else None,
-                "security_token": "***" if acc.security_token else None,
+                "access_key_secret": HIDDEN if acc.access_key_secret else None,
+                "security_token": HIDDEN if acc.security_token else None,
                 "rate_limit_per_second": acc.rate_limit_per_second,
                 "rate_limit_burst": acc.rate_limit_burst,
                 "credentials": acc.credentials,
@@ -212,18 +221,19 @@ class Config:
 
 
 def _librdkafka_value(value: Any) -> str:
-    """librdkafka spells booleans true/false; TOML gives Python bools."""
+    """librdkafka spells booleans true/false; TOML gives Python bools. An array (or a TOML date)
+    is no librdkafka value: ValueError."""
+    if not isinstance(value, (str, int, float)):
+        raise ValueError
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _is_secret_key(name: str) -> bool:
-    return any(word in name.lower() for word in SECRET_WORDS)
 
 
 def _convert(spec: Setting, raw: Any) -> Any:
     if raw is None:
         return None
     if spec.type is str:
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):  # a TOML array, table, date
+            raise ValueError
         return str(raw)
     if isinstance(raw, bool):
         raise ValueError
@@ -235,19 +245,6 @@ def _convert(spec: Setting, raw: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):  # inf fails the range check instead
         raise ValueError
     return value
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL with the password of its user-info part replaced by ``***``."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -275,7 +272,7 @@ def _check(spec: Setting, value: Any) -> str | None:
 
 
 def _shown(spec: Setting, raw: Any) -> str:
-    return "(hidden)" if spec.secret else repr(raw)
+    return "(hidden)" if spec.secret else redact_text(repr(raw))
 
 
 _ACCOUNT_KEYS: dict[str, Callable[[Any], Any]] = {
@@ -355,13 +352,105 @@ RESERVED_KAFKA_OPTIONS = {
 pass-through option may not override them."""
 
 
+def _option_env(table: str, name: str) -> str:
+    """How a problem names librdkafka option ``name`` of ``table``: its variable, then its name."""
+    return f"{KAFKA_OPT_PREFIXES[table]}{name.upper().replace('.', '_')} ({name})"
+
+
 def _reserved_kafka_options(values: Mapping[str, Any]) -> list[str]:
     return [
-        f"{KAFKA_OPT_PREFIXES[table]}{name.upper().replace('.', '_')} ({name}): cannot be overridden: {why}"
+        f"{_option_env(table, name)}: cannot be overridden: {why}"
         for table in KAFKA_OPT_PREFIXES
         for name in values.get(table, {})
         if (why := RESERVED_KAFKA_OPTIONS.get(name))
     ]
+
+
+ENDPOINT_FORM = f"must be http(s)://host[:port] with nothing after the host, e.g. {PUBLIC_CAMS_ENDPOINT}"
+REGISTRY_FORM = "must be http(s)://host[:port][/path], several separated by commas"
+REDIS_FORM = "must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket"
+METRICS_HOST_FORM = "an address of this machine to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1"
+
+
+def _split(url: str, schemes: tuple[str, ...]) -> SplitResult | None:
+    """``url`` split, if it has one of ``schemes``, a host (unix://: none needed) and a port that
+    is a number from 0 to 65535 or none."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError unless the port is a number from 0 to 65535 or absent
+    except ValueError:
+        return None
+    return parts if parts.scheme in schemes and (parts.hostname or parts.scheme == "unix") else None
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why redis-py would refuse ``url`` (None: it would not), without a secret of it."""
+    if _split(url, ("redis", "rediss", "unix")) is None:
+        return REDIS_FORM
+    import redis
+
+    try:
+        redis.Redis.from_url(url).connection_pool.make_connection()  # parses as the service will; no I/O
+    except (TypeError, ValueError) as exc:  # a query option redis-py does not know, or a bad value of one
+        return f"redis-py refuses it ({exc}); {REDIS_FORM}"
+    return None
+
+
+def _address_problems(values: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the CAMS endpoint, the Schema Registry and Redis URLs and the metrics
+    host, one line each naming the setting and its right form (URLs redacted)."""
+    problems = []
+    endpoint = values["cams_endpoint"] or ""
+    parts = _split(endpoint, ("http", "https"))
+    if parts is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        problems.append(f"CHATAPP_CAMS_ENDPOINT: {ENDPOINT_FORM} (got {redact_text(repr(endpoint))})")
+    registry = values.get("schema_registry_url")
+    if registry and any(_split(url.strip(), ("http", "https")) is None for url in registry.split(",")):
+        problems.append(f"CHATAPP_SCHEMA_REGISTRY_URL: {REGISTRY_FORM} (got {redact_text(repr(registry))})")
+    redis_url = values.get("redis_url")
+    if redis_url and (why := _redis_url_problem(redis_url)):
+        problems.append(f"CHATAPP_REDIS_URL: {why} (got {redact_text(repr(redis_url))})")
+    host = values["metrics_host"]
+    try:
+        socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        problems.append(f"CHATAPP_METRICS_HOST: cannot resolve {host!r} ({exc}): give {METRICS_HOST_FORM}")
+    return problems
+
+
+def _librdkafka_problems(config: Config) -> list[str]:
+    """What librdkafka refuses in the consumer's and the producer's configuration, one line each:
+    it builds both (without bootstrap servers, so nothing is contacted) and says what is wrong."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    from .kafka_io import consumer_config, producer_config
+
+    problems: dict[str, None] = {}  # in order, once: an option of both is refused by both
+    for build, options, tables in (
+        (Consumer, consumer_config(config), ("consumer_options", "kafka_options")),
+        (Producer, producer_config(config), ("producer_options", "kafka_options")),
+    ):
+        quiet = {name: value for name, value in options.items() if name != "bootstrap.servers"} | {"log_level": 0}
+        try:
+            build(quiet).close()
+        except KafkaException as exc:
+            problems[_librdkafka_problem(config, tables, exc.args[0].str())] = None
+    return list(problems)
+
+
+def _librdkafka_problem(config: Config, tables: tuple[str, ...], message: str) -> str:
+    """librdkafka's ``message`` as a problem naming the option it is about (its secrets hidden)."""
+    message = redact_text(re.sub(r"^Failed to create (consumer|producer): ", "", message.strip()))  # the same for both
+    for table in tables:
+        for name, value in getattr(config, table).items():
+            if is_secret_name(name) and value:
+                message = message.replace(f'"{value}"', f'"{HIDDEN}"')  # librdkafka quotes the values it names
+    named = re.search(r'property:? "([^"]+)"', message)
+    where = [_option_env(table, named.group(1)) for table in tables if named and named.group(1) in getattr(config, table)]
+    if not where:  # about several options, or one the service sets
+        return f"Kafka options: librdkafka refuses them ({message}): complete or correct them (see librdkafka's CONFIGURATION.md)"
+    fix = "correct its name or remove it" if message.startswith("No such configuration property") else "give a value librdkafka takes"
+    return f"{where[0]}: librdkafka refuses it ({message}): {fix} (see librdkafka's CONFIGURATION.md)"
 
 
 def _validated(values: dict[str, Any]) -> Config:
@@ -369,11 +458,7 @@ def _validated(values: dict[str, Any]) -> Config:
     problems += _reserved_kafka_options(values)
     if values["retry_backoff_max_ms"] < values["retry_backoff_ms"]:
         problems.append("CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS")
-    endpoint = values["cams_endpoint"] or ""
-    if not endpoint.startswith(("http://", "https://")):
-        problems.append(f"CHATAPP_CAMS_ENDPOINT: must start with http:// or https:// (got {endpoint!r})")
-    if values.get("redis_url") and not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
-        problems.append("CHATAPP_REDIS_URL: must start with redis://, rediss:// or unix://")
+    problems += _address_problems(values)
     if values.get("reply_to_pattern"):
         try:
             re.compile(values["reply_to_pattern"])
@@ -381,7 +466,19 @@ def _validated(values: dict[str, Any]) -> Config:
             problems.append(f"CHATAPP_REPLY_TO_PATTERN: not a regular expression ({exc})")
     if problems:
         raise ConfigError(problems)
-    return Config(**values)
+    config = Config(**values)
+    problems = _librdkafka_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _table(value: Any, name: str, problems: list[str]) -> Mapping[str, Any]:
+    """``value`` of TOML table ``[name]``, or an empty one and a problem when it is no table."""
+    if isinstance(value, Mapping):
+        return value
+    problems.append(f"CHATAPP_CONFIG: [{name}] must be a table (a [{name}] header followed by key = value lines), got {redact_text(repr(value))}")
+    return {}
 
 
 def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | None = None) -> Config:
@@ -400,13 +497,8 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
             problems.append(f"CHATAPP_CONFIG: no such file {path}")
         except (OSError, tomllib.TOMLDecodeError) as exc:
             problems.append(f"CHATAPP_CONFIG: cannot read {path}: {exc}")
-    kafka_table = file_values.pop("kafka", {})
-    account_table = file_values.pop("accounts", {})
-    for name, table in (("kafka", kafka_table), ("accounts", account_table)):
-        if not isinstance(table, Mapping):
-            problems.append(f"CHATAPP_CONFIG: [{name}] must be a table")
-    kafka_table = kafka_table if isinstance(kafka_table, Mapping) else {}
-    account_table = account_table if isinstance(account_table, Mapping) else {}
+    kafka_table = _table(file_values.pop("kafka", {}), "kafka", problems)
+    account_table = _table(file_values.pop("accounts", {}), "accounts", problems)
     known = {spec.name for spec in SETTINGS}
     for name in sorted(set(file_values) - known):
         problems.append(f"CHATAPP_CONFIG: unknown setting {name!r}")
@@ -426,11 +518,17 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
 
     tables = {
         "kafka_options": _flatten({k: v for k, v in kafka_table.items() if k not in ("consumer", "producer")}),
-        "consumer_options": _flatten(kafka_table.get("consumer", {})),
-        "producer_options": _flatten(kafka_table.get("producer", {})),
+        "consumer_options": _flatten(_table(kafka_table.get("consumer", {}), "kafka.consumer", problems)),
+        "producer_options": _flatten(_table(kafka_table.get("producer", {}), "kafka.producer", problems)),
     }
     for table, prefix in KAFKA_OPT_PREFIXES.items():
-        options = {str(k): _librdkafka_value(v) for k, v in tables[table].items()}
+        options = {}
+        for name, value in tables[table].items():
+            try:
+                options[name] = _librdkafka_value(value)
+            except ValueError:
+                shown = "(hidden)" if is_secret_name(name) else redact_text(repr(value))
+                problems.append(f"{name} in [{KAFKA_SECTIONS[table]}] of {path}: expected a string, number or boolean, got {shown}")
         for name, value in env.items():
             if name.startswith(prefix) and len(name) > len(prefix):
                 options[name[len(prefix):].lower().replace("_", ".")] = value

@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from .codec import build_codec
 from .config import Config
 from .kafka_io import consumer_config, produce_waiting, producer_config
+from .redact import redact_text
 from .reply import DLQ_HEADER_PREFIX
 from .samples import sample_records
 
@@ -84,7 +85,7 @@ def produce(config: Config, path: str | None, samples: int | None, bootstrap: st
 
 
 def check_connectivity(config: Config) -> int:
-    """Try Kafka, Redis and the CAMS endpoint; one line each; exit 1 if any is unreachable."""
+    """Try Kafka, Redis and the CAMS endpoint; one line each (URLs redacted); exit 1 if any is unreachable."""
     checks: list[tuple[str, bool, str]] = []
     if config.kafka_bootstrap_servers:
         try:
@@ -110,7 +111,7 @@ def check_connectivity(config: Config) -> int:
     except httpx.HTTPError as exc:
         checks.append(("cams", False, f"{config.cams_endpoint}: {exc}"))
     for name, ok, detail in checks:
-        print(f"{name:6} {'ok  ' if ok else 'FAIL'} {detail}")
+        print(f"{name:6} {'ok  ' if ok else 'FAIL'} {redact_text(detail)}")
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 

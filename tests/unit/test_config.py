@@ -140,8 +140,8 @@ def test_every_bad_value_is_reported_at_once_one_line_each(tmp_path: Path) -> No
         "CHATAPP_SEND_CONCURRENCY: must be at least 1 (got 0)",
         "CHATAPP_LOG_FORMAT: must be one of auto, json, text (got 'xml')",
         "CHATAPP_METRICS_PORT: must be at most 65535 (got 70000)",
-        "CHATAPP_CAMS_ENDPOINT: must start with http:// or https:// (got 'ftp://cams')",
-        "CHATAPP_REDIS_URL: must start with redis://, rediss:// or unix://",
+        "CHATAPP_CAMS_ENDPOINT: must be http(s)://host[:port] with nothing after the host, e.g. https://cams.ap-southeast-1.aliyuncs.com (got 'ftp://cams')",
+        "CHATAPP_REDIS_URL: must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket (got 'localhost:6379')",
         "CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS",
         "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set together",
     }
@@ -162,7 +162,7 @@ def test_every_bad_value_is_reported_at_once_one_line_each(tmp_path: Path) -> No
         ({"CHATAPP_SEND_CONCURRENCY": "2.5"}, "CHATAPP_SEND_CONCURRENCY: expected int, got '2.5'"),
         ({"CHATAPP_LOG_LEVEL": "debug"}, "CHATAPP_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR (got 'debug')"),
         ({"CHATAPP_INFLIGHT_POLICY": "maybe"}, "CHATAPP_INFLIGHT_POLICY: must be one of resend, fail (got 'maybe')"),
-        ({"CHATAPP_REDIS_URL": "http://redis:6379"}, "CHATAPP_REDIS_URL: must start with redis://, rediss:// or unix://"),
+        ({"CHATAPP_REDIS_URL": "http://redis:6379"}, "CHATAPP_REDIS_URL: must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket (got 'http://redis:6379')"),
         ({"ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET}, "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set together"),
     ],
 )
@@ -271,13 +271,15 @@ def test_kafka_option_environment_mapping() -> None:
         {
             "CHATAPP_KAFKA_OPT_SASL_MECHANISMS": "PLAIN",
             "CHATAPP_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL",
+            "CHATAPP_KAFKA_OPT_SASL_USERNAME": "svc",
+            "CHATAPP_KAFKA_OPT_SASL_PASSWORD": SECRET,
             "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_MAX_BYTES": "1048576",
             "CHATAPP_KAFKA_PRODUCER_OPT_LINGER_MS": "5",
             "CHATAPP_KAFKA_OPT_": "ignored: no name",
             "OTHER_KAFKA_OPT_X": "ignored: other prefix",
         }
     )
-    assert dict(config.kafka_options) == {"sasl.mechanisms": "PLAIN", "security.protocol": "SASL_SSL"}
+    assert dict(config.kafka_options) == {"sasl.mechanisms": "PLAIN", "security.protocol": "SASL_SSL", "sasl.username": "svc", "sasl.password": SECRET}
     assert dict(config.consumer_options) == {"fetch.max.bytes": "1048576"}
     assert dict(config.producer_options) == {"linger.ms": "5"}
 
@@ -315,13 +317,13 @@ def test_kafka_options_the_guarantees_rest_on_cannot_be_overridden(tmp_path: Pat
 
 def test_unquoted_dotted_kafka_key_is_not_silently_dropped(tmp_path: Path) -> None:
     # natural TOML: ``security.protocol = ...`` is a nested table, not the key "security.protocol"
-    path = write(tmp_path, '[kafka]\nsecurity.protocol = "SASL_SSL"\n')
+    path = write(tmp_path, '[kafka]\nsecurity.protocol = "SSL"\n')
     try:
         config = load({}, path)
     except ConfigError as exc:
         assert any("security" in p for p in exc.problems)
     else:
-        assert config.kafka_options.get("security.protocol") == "SASL_SSL", dict(config.kafka_options)
+        assert config.kafka_options.get("security.protocol") == "SSL", dict(config.kafka_options)
 
 
 # -- accounts ----------------------------------------------------------------------------------------------
@@ -421,3 +423,101 @@ def test_environment_keys_with_named_accounts_give_both(tmp_path: Path) -> None:
     config = load({"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-d", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET, "MKT": "m"}, path)
     assert sorted(config.accounts) == ["default", "mkt"]
     assert config.account(None).access_key_id == "LTAI-d"
+
+
+# -- addresses, librdkafka options and TOML types: one line each, no traceback, no secret ----------------
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CHATAPP_CAMS_ENDPOINT": f"https://user:{SECRET}@cams.example/v1"}, "CHATAPP_CAMS_ENDPOINT"),  # a path
+        ({"CHATAPP_CAMS_ENDPOINT": f"https://cams.example?token={SECRET}"}, "CHATAPP_CAMS_ENDPOINT"),  # a query
+        ({"CHATAPP_CAMS_ENDPOINT": "https://cams.example:99999"}, "CHATAPP_CAMS_ENDPOINT"),
+        ({"CHATAPP_REDIS_URL": f"redis://app:{SECRET}@redis.internal:six/0"}, "CHATAPP_REDIS_URL"),
+        ({"CHATAPP_REDIS_URL": f"redis://app:{SECRET}/0"}, "CHATAPP_REDIS_URL"),  # the host forgotten: the "port" is the password
+        ({"CHATAPP_REDIS_URL": f"redis://:{SECRET}@redis.internal/0?socket_timeout=soon"}, "CHATAPP_REDIS_URL"),
+        ({"CHATAPP_REDIS_URL": f"redis://:{SECRET}@redis.internal/0?no_such_option=1"}, "CHATAPP_REDIS_URL"),
+        ({"CHATAPP_SCHEMA_REGISTRY_URL": f"ftp://registry-user:{SECRET}@registry.internal"}, "CHATAPP_SCHEMA_REGISTRY_URL"),
+        ({"CHATAPP_SCHEMA_REGISTRY_URL": f"https://registry.internal,registry-user:{SECRET}@backup"}, "CHATAPP_SCHEMA_REGISTRY_URL"),
+        ({"CHATAPP_METRICS_HOST": "no-such-host.invalid"}, "CHATAPP_METRICS_HOST"),
+        ({"CHATAPP_KAFKA_OPT_NO_SUCH_THING": "1"}, "CHATAPP_KAFKA_OPT_NO_SUCH_THING (no.such.thing)"),
+        ({"CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "soon"}, "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS (fetch.wait.max.ms)"),
+        ({"CHATAPP_KAFKA_PRODUCER_OPT_COMPRESSION_CODEC": "zip"}, "CHATAPP_KAFKA_PRODUCER_OPT_COMPRESSION_CODEC (compression.codec)"),
+        ({"CHATAPP_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL", "CHATAPP_KAFKA_OPT_SASL_MECHANISMS": "PLAIN",
+          "CHATAPP_KAFKA_OPT_SASL_PASSWORD": SECRET}, "Kafka options"),  # no sasl.username: librdkafka refuses the set
+    ],
+)
+def test_bad_address_or_kafka_option_is_one_line_naming_the_setting_without_its_secret(env: dict[str, str], named: str) -> None:
+    [problem] = problems_of(env)
+    assert problem.startswith(named + ":"), problem
+    assert SECRET not in problem
+    assert "must be" in problem or "give" in problem or "correct" in problem  # it says what would be right
+
+
+def test_url_problems_show_the_url_redacted() -> None:
+    [problem] = problems_of({"CHATAPP_CAMS_ENDPOINT": f"https://user:{SECRET}@cams.example/v1"})
+    assert problem.endswith("(got 'https://user:***@cams.example/v1')"), problem
+
+
+def test_a_kafka_option_shared_by_consumer_and_producer_is_reported_once() -> None:
+    assert problems_of({"CHATAPP_KAFKA_OPT_NO_SUCH_THING": "1"}) == [
+        'CHATAPP_KAFKA_OPT_NO_SUCH_THING (no.such.thing): librdkafka refuses it (No such configuration property: "no.such.thing"): '
+        "correct its name or remove it (see librdkafka's CONFIGURATION.md)"
+    ]
+
+
+def test_good_addresses_pass(tmp_path: Path) -> None:
+    config = load({
+        "CHATAPP_CAMS_ENDPOINT": "http://127.0.0.1:8080/",
+        "CHATAPP_REDIS_URL": "rediss://app:pw@redis.internal:6380/2?socket_timeout=1",
+        "CHATAPP_SCHEMA_REGISTRY_URL": "https://registry.internal/sr,https://backup:8081",
+        "CHATAPP_METRICS_HOST": "localhost",
+        "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
+    })
+    assert config.redis_url.startswith("rediss://") and config.metrics_host == "localhost"
+    assert load({"CHATAPP_REDIS_URL": "unix:///run/redis.sock?db=1"}).redis_url == "unix:///run/redis.sock?db=1"
+
+
+def test_kafka_consumer_or_producer_given_as_a_string_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, '[kafka]\nconsumer = "fetch.wait.max.ms=10"\nproducer = ["linger.ms"]\n')
+    problems = problems_of({}, path)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("CHATAPP_CONFIG: [kafka.consumer] must be a table")
+    assert problems[1].startswith("CHATAPP_CONFIG: [kafka.producer] must be a table")
+
+
+def test_toml_arrays_tables_and_booleans_are_refused_for_string_settings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'group_id = ["a", "b"]\nreply_topic = true\n[metrics_host]\nhost = "0.0.0.0"\n'
+        f'[kafka]\ndebug = ["cgrp", "topic"]\n"sasl.password" = ["{SECRET}"]\n',
+    )
+    problems = problems_of({}, path)
+    assert sorted(problems) == sorted([
+        f"group_id in {path}: expected str, got ['a', 'b']",
+        f"reply_topic in {path}: expected str, got True",
+        f"metrics_host in {path}: expected str, got {{'host': '0.0.0.0'}}",
+        f"debug in [kafka] of {path}: expected a string, number or boolean, got ['cgrp', 'topic']",
+        f"sasl.password in [kafka] of {path}: expected a string, number or boolean, got (hidden)",
+    ])
+
+
+def test_numbers_are_still_accepted_as_text_for_string_settings(tmp_path: Path) -> None:
+    assert load({}, write(tmp_path, "group_id = 42\n")).group_id == "42"
+
+
+def test_redacted_hides_credentials_in_every_url(tmp_path: Path) -> None:
+    config = load({
+        "CHATAPP_CAMS_ENDPOINT": f"https://user:{SECRET}@cams.example",
+        "CHATAPP_REDIS_URL": f"redis://redis.internal:6379/0?password={SECRET}",
+        "CHATAPP_SCHEMA_REGISTRY_URL": f"https://registry.internal?token={SECRET}",
+        "CHATAPP_KAFKA_OPT_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": f"https://idp.example/token?client_secret={SECRET}",
+        "CHATAPP_KAFKA_OPT_SASL_KERBEROS_KINIT_CMD": f"kinit --url https://kdc:{SECRET}@kdc.example",
+    })
+    redacted = config.redacted()
+    assert SECRET not in repr(redacted) and SECRET not in repr(config)
+    assert redacted["cams_endpoint"] == "https://user:***@cams.example"
+    assert redacted["redis_url"] == "redis://redis.internal:6379/0?password=***"
+    assert redacted["schema_registry_url"] == "https://registry.internal?token=***"
+    assert redacted["kafka_options"]["sasl.kerberos.kinit.cmd"] == "kinit --url https://kdc:***@kdc.example"

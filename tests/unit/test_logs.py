@@ -1,4 +1,5 @@
-"""consumer.logs: phone numbers masked (first 4, last 2 kept), everything else left alone."""
+"""consumer.logs: every field of every line scrubbed: phone numbers masked (with or without
+separators, inside identifiers too), credentials in URLs hidden; small numbers left alone."""
 
 from __future__ import annotations
 
@@ -16,26 +17,40 @@ from consumer.logs import JsonFormatter, TextFormatter, mask, setup
     [
         ("8613812345678", "8613*******78"),
         ("+8613812345678", "+8613*******78"),
-        ("12345678", "1234**78"),  # shortest masked run: 8 digits
+        ("1234567", "12***67"),  # shortest masked run: 7 digits; below 10 only the first 2 are kept
+        ("12345678", "12****78"),
         ("123456789012345", "1234*********45"),  # 15 digits, the E.164 maximum
+        ("1234567890123456789", "1234*************89"),  # longer runs are masked too
         ("send to 8613812345678 failed", "send to 8613*******78 failed"),
         ("to=8613812345678,8613899999901", "to=8613*******78,8613*******01"),
+        ("8613812345678 8613899999901", "8613*******78 8613*******01"),
         ("'8613812345678'", "'8613*******78'"),
         ('{"To": "8613812345678"}', '{"To": "8613*******78"}'),
         ("(+447700900123)", "(+4477******23)"),
+        # inside identifiers: after a dash, an underscore, a letter
+        ("request req-8613812345678 done", "request req-8613*******78 done"),
+        ("key chatapp_12345678901", "key chatapp_1234*****01"),
+        ("id8613812345678x", "id8613*******78x"),
+        # written with separators: spaces, dashes, dots, parentheses
+        ("+86 139 0000 0001", "+86 13* **** **01"),
+        ("+86-139-0000-0001", "+86-13*-****-**01"),
+        ("+1 (415) 555-2671", "+1 (415) ***-**71"),
+        ("415.555.2671", "415.5**.**71"),
+        ("+86 13900000001", "+86 1390*****01"),
     ],
 )
-def test_phone_numbers_keep_first_four_and_last_two_digits(text: str, masked: str) -> None:
+def test_phone_numbers_are_masked(text: str, masked: str) -> None:
     assert mask(text) == masked
 
 
 def test_masked_number_keeps_its_length() -> None:
-    for digits in range(8, 16):
+    for digits in range(7, 16):
         number = "9" * digits
         out = mask(number)
+        head = 4 if digits >= 10 else 2
         assert len(out) == digits
-        assert out[:4] == "9999" and out[-2:] == "99"
-        assert set(out[4:-2]) == {"*"}
+        assert out[:head] == "9" * head and out[-2:] == "99"
+        assert set(out[head:-2]) == {"*"}
 
 
 @pytest.mark.parametrize(
@@ -45,20 +60,22 @@ def test_masked_number_keeps_its_length() -> None:
         "2026-01-01T00:00:00.123Z",
         "2026-01-01T12:34:56+08:00",
         "2026-01-01 12:34:56,789",
+        "partition 5 2026-01-01",
         "12:34:56 INFO consumer.sender: batch b-1a2b3c-42: Chatapp.Timeout, retry 2 in 0.35s",
-        "1234567",  # 7 digits: too short to be masked
+        "123456",  # 6 digits: too short to be masked
         "12345",
         "retry 3 of 6 in 0.20s",
+        "waited 0.30000000000000004s",
         "192.168.100.200:6379",
+        "5 192.168.100.200",
+        "http://127.0.0.1:9400/metrics",
+        "port 65535, 50000 recipients in 1000 calls, partitions [0, 1, 2, 3]",
         "drain timeout 30s",
-        "request req-8613812345678 done",  # part of an identifier
-        "batch b-4f2a1c-12345678",
-        "key chatapp_12345678901",
-        "550e8400-e29b-41d4-a716-446655440000",
-        "1234567890123456789",  # longer than any phone number
+        "batch b-4f2a1c-12345678",  # the service's own batch ids
+        "request 550e8400-1234-5678-a716-446655440000 done",  # a UUID, even one with long digit runs
     ],
 )
-def test_timestamps_offsets_short_numbers_and_identifiers_are_left_alone(text: str) -> None:
+def test_timestamps_offsets_small_numbers_and_identifiers_are_left_alone(text: str) -> None:
     assert mask(text) == text
 
 
@@ -133,3 +150,37 @@ def test_setup_text_format(restore_root_logger) -> None:
     logging.getLogger("consumer.x").debug("to %s", "8613812345678")
     assert stream.getvalue().rstrip().endswith("DEBUG   consumer.x: to 8613*******78")
     assert logging.getLogger("httpx").level == logging.WARNING
+
+
+def test_json_formatter_scrubs_every_extra_field() -> None:
+    """request_id, batch_id and any other extra field: masked like the message; numbers that
+    need no mask stay numbers."""
+    record = make_record(
+        "resending %s", "req-8613812345678",
+        request_id="req-8613812345678", batch_id="b-4f2a1c-7", account="acme_+86 139 0000 0001",
+        partition=3, offset=12345678, recipients=[{"to": "8613899999901"}], endpoint="https://u:pw-Zq9@cams.example",
+    )
+    entry = json.loads(JsonFormatter(worker=2).format(record))
+    assert entry["msg"] == "resending req-8613*******78"
+    assert entry["request_id"] == "req-8613*******78"
+    assert entry["batch_id"] == "b-4f2a1c-7"
+    assert entry["account"] == "acme_+86 13* **** **01"
+    assert entry["partition"] == 3 and entry["worker"] == 2
+    assert entry["offset"] == "12****78"  # a number that needs the mask becomes its masked text
+    assert entry["recipients"] == "[{'to': '8613*******01'}]"
+    assert entry["endpoint"] == "https://u:***@cams.example"
+
+
+def test_credentials_in_urls_are_hidden_in_messages_and_exceptions() -> None:
+    try:
+        raise ConnectionError("cannot reach redis://:pw-Zq9@redis.internal:6379/0?password=pw-Zq9")
+    except ConnectionError:
+        import sys
+
+        record = logging.LogRecord("consumer.test", logging.ERROR, __file__, 1, "CAMS at %s", ("https://u:pw-Zq9@cams.example",), sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "pw-Zq9" not in line
+    entry = json.loads(line)
+    assert entry["msg"] == "CAMS at https://u:***@cams.example"
+    assert "redis://:***@redis.internal:6379/0?password=***" in entry["exc"]
+    assert "pw-Zq9" not in TextFormatter().format(record)
