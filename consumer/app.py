@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -31,12 +32,14 @@ from .config import Config
 from .credentials import build_providers
 from .destinations import ReplyDestinations
 from .kafka_io import CLOSE_TIMEOUT_S, DEFAULT_MESSAGE_MAX_BYTES, KafkaError, KafkaIO, Message
-from .ledger import DONE, IN_FLIGHT, InMemoryLedger, Ledger, RedisLedger
+from .admission import INFLIGHT_UNKNOWN, REUSED_CODE, Action, Policy, WaitingRoom, decide
+from .ledger import InMemoryLedger, Ledger, RedisLedger
 from .limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, LimiterObserver, RateLimiter, RedisLimiter, connect, fallback_limits
 from .limiter.hosted import HostedLimiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
-from .models import SendRequest, SendResult, Settled, Slice, Source, Status
+from .models import SendRequest, SendResult, Settled, Slice, SliceOutcome, Source, Status
 from .offsets import OffsetTracker
+from .redis_watch import RedisWatch
 from .reply import MAX_CORRELATION_BYTES, Replies
 from .sender import Sender, SendPolicy
 from .validate import Validator
@@ -51,7 +54,6 @@ IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
 RESUME_AT = 0.75  # of the back-pressure bounds
-INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
 REJECTED_CODE = "Chatapp.InvalidRequest"
 REPLY_TO_NOT_ALLOWED = "Chatapp.ReplyToNotAllowed"
 
@@ -107,14 +109,14 @@ def in_process_limiter(config: Config, observer: LimiterObserver | None = None, 
     return InProcessLimiter(limits, default, safety_margin=config.rate_limit_safety_margin, policy=_adaptive_policy(config), observer=observer)
 
 
-def build_limiter(config: Config, metrics: Metrics, worker: WorkerLink | None = None) -> RateLimiter:
+def build_limiter(config: Config, metrics: Metrics, worker: WorkerLink | None = None, watch: RedisWatch | None = None) -> RateLimiter:
     """Redis's shared limiter; else, in a worker, its supervisor's; else this process's own."""
     if config.redis_url:
         limits, default = _account_limits(config)
         return RedisLimiter(
             connect(config.redis_url), limits, default, safety_margin=config.rate_limit_safety_margin,
             key_prefix=config.redis_key_prefix + "limiter:", fallback_instances=config.limiter_fallback_instances,
-            policy=_adaptive_policy(config), observer=metrics,
+            policy=_adaptive_policy(config), observer=metrics, watch=watch,
         )
     if worker is not None and worker.limiter_address and worker.limiter_key:
         fallback = in_process_limiter(config, metrics, share=worker.count)
@@ -122,9 +124,10 @@ def build_limiter(config: Config, metrics: Metrics, worker: WorkerLink | None = 
     return in_process_limiter(config, metrics)
 
 
-def build_ledger(config: Config) -> Ledger:
+def build_ledger(config: Config, owner: str, watch: RedisWatch) -> Ledger:
     if config.redis_url:
-        return RedisLedger(connect(config.redis_url), config.ledger_retention_s, key_prefix=config.redis_key_prefix + "ledger:")
+        return RedisLedger(connect(config.redis_url), config.ledger_retention_s, key_prefix=config.redis_key_prefix + "ledger:",
+                           stale_s=config.inflight_stale_s, owner=owner, watch=watch)
     return InMemoryLedger(config.ledger_retention_s, max_entries=config.ledger_memory_entries)
 
 
@@ -143,7 +146,7 @@ class Service:
         credentials = build_credentials(config)  # first: a missing credential stops start-up before any connection
         self.metrics = metrics or Metrics()
         self.health = Health()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # a restarted process (pid 1 again) is another owner
         self.codec: Codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
         self.validator = Validator(config.accounts)
         self.tracker = OffsetTracker()
@@ -152,10 +155,13 @@ class Service:
         self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self.tracker.finish,
                                int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))
         self.destinations = ReplyDestinations(config.reply_topic, config.reply_to_pattern, (config.request_topic, config.dlq_topic))
-        self.limiter = build_limiter(config, self.metrics, worker)
+        self.redis_watch = RedisWatch(self.metrics.redis_call)
+        self.limiter = build_limiter(config, self.metrics, worker, self.redis_watch)
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
-        self.ledger = build_ledger(config)
+        self.ledger = build_ledger(config, self.owner, self.redis_watch)
+        self._admission = Policy(self.owner, config.inflight_policy, config.inflight_stale_s)
+        self._waiting = WaitingRoom()  # requests another instance (or request) is working on
         self._finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()
         self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
         self.sender = Sender(
@@ -188,6 +194,7 @@ class Service:
             "limiter_backend": self.limiter.healthy,
             "ledger": self.ledger.healthy,
         }
+        self.health.degraded["redis_slow"] = self.redis_watch.slow
 
     # -- lifecycle ---------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -262,6 +269,9 @@ class Service:
         """Publish finished requests, serve delivery reports (waiting up to ``wait_s`` for one),
         produce again what the broker refused; the loop is alive while this runs."""
         self._publish_finished()
+        waited = self._waiting.due()
+        if waited:
+            self._admit(waited)
         self.replies.serve(wait_s)
         self.health.beat()
 
@@ -326,33 +336,47 @@ class Service:
         return SendResult(request.request_id, Status.REJECTED, code, "; ".join(problems), len(request.recipients), completed_at_ms=now_ms())
 
     def _admit(self, requests: list[SendRequest]) -> None:
-        seen = self.ledger.lookup([r.request_id for r in requests])
-        now = now_ms()
+        """Claim the requests in the ledger and carry out ``admission.decide`` for each."""
+        entries = self.ledger.claim(requests, self.owner)
+        now = time.time()
         recipients = 0
-        for request in requests:
+        for request, entry in zip(requests, entries):
             request_id = request.request_id
-            if request_id in self._pending:  # the same request is already on its way: answer both with one send
+            action = decide(request, entry, self._pending.get(request_id), self._admission, now)
+            if action in (Action.TAKE_OVER, Action.RESEND):
+                if not self.ledger.take_over(request, entry, self.owner):  # another instance took it over first
+                    action = Action.WAIT
+                elif action is Action.RESEND:
+                    self.metrics.duplicates.labels("inflight_resent").inc()
+                    log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, entry.owner, extra={"request_id": request_id})
+                action = decide(request, None, None, self._admission, now) if action is not Action.WAIT else action
+            if action is Action.SEND:
+                self._hold(request)
+                recipients += len(request.recipients)
+            elif action is Action.FOLLOW:  # the same request is already on its way: answer both with one send
                 self._followers.setdefault(request_id, []).append(request.source)
                 self.metrics.duplicates.labels("in_process").inc()
-                continue
-            entry = seen.get(request_id)
-            if entry is not None and entry.state == DONE and entry.result is not None:
+            elif action is Action.WAIT:
+                self._waiting.hold(request)
+            elif action is Action.ANSWER:
                 self.metrics.duplicates.labels("done").inc()
                 self.replies.result(request.source, entry.result)
-                continue
-            if entry is not None and entry.state == IN_FLIGHT:
-                if self.config.inflight_policy == "fail":
-                    self.metrics.duplicates.labels("inflight_failed").inc()
-                    self.replies.result(request.source, SendResult(request_id, Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)", len(request.recipients), completed_at_ms=now))
-                    continue
-                self.metrics.duplicates.labels("inflight_resent").inc()
-                log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, entry.owner, extra={"request_id": request_id})
-            if request.expires_at_ms is not None and request.expires_at_ms <= now:
-                self.replies.result(request.source, SendResult(request_id, Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed", len(request.recipients), completed_at_ms=now))
-                continue
-            self._hold(request)
-            recipients += len(request.recipients)
+            elif action is Action.REUSED:
+                self.metrics.duplicates.labels("reused").inc()
+                self.replies.result(request.source, SendResult(request_id, Status.REJECTED, REUSED_CODE, "request_id already used for a request with other content", len(request.recipients), completed_at_ms=now_ms()))
+            elif action is Action.EXPIRE:
+                self._end(request, SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed"))
+            else:  # Action.FAIL
+                self.metrics.duplicates.labels("inflight_failed").inc()
+                self._end(request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)"))
         self.metrics.recipients_consumed.inc(recipients)
+        self.metrics.waiting_requests.set(len(self._waiting))
+
+    def _end(self, request: SendRequest, outcome: SliceOutcome) -> None:
+        """Answer a request claimed and not sent, and record its result in the ledger."""
+        group = Settled(outcome, now_ms(), [request])
+        self.ledger.mark_done([group])
+        self.replies.result(request.source, group.result(request))
 
     # -- reply → commit ------------------------------------------------------------------------
     def _publish_finished(self) -> None:
@@ -479,7 +503,9 @@ class Service:
         for batch in self.batcher.flush():
             self.sender.submit(batch)
         removed = self.sender.abandon(_slices_of(partitions))
+        self._waiting.drop(lambda source: (source.topic, source.partition) in wanted)
         requests = {id(s.request): s.request for s in removed}
+        released = []
         for request in requests.values():
             self._pending.pop(request.request_id, None)
             followers = self._followers.pop(request.request_id, [])
@@ -488,6 +514,9 @@ class Service:
             survivors = [f for f in followers if (f.topic, f.partition) not in wanted]
             if survivors:  # a later copy on a partition we keep: send it in the abandoned one's place
                 self._hold(replace(request, source=survivors[0]), survivors[1:])
+            else:
+                released.append(request)
+        self.ledger.release(released, self.owner)
         if requests:
             log.warning("abandoned %d unsent requests of %s: the next owner gets them again", len(requests), _names(partitions))
 

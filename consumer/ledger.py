@@ -1,22 +1,30 @@
-"""De-duplication ledger: what became of each ``request_id``.
+"""De-duplication ledger: what became of each request, per account and ``request_id``.
 
-A request is marked IN_FLIGHT (with the instance that sends it) just before its API call and
-DONE with its result right after. On intake, the service looks every request id up:
-- DONE: the request was sent (or failed for good) before: its stored result is published again
-  and nothing is sent;
-- IN_FLIGHT: an instance died or lost its partitions mid-call: the configured
-  ``inflight_policy`` decides (``resend``, or ``fail`` with code ``Chatapp.InFlightUnknown``);
-- absent: a new request.
+An entry is scoped by the request's account (one account's producers can never answer, nor
+block, another's) and holds the request's fingerprint (a hash of its account, batch key fields
+and recipients), so the same id with other content is told apart from a copy of the request.
+
+Life of an entry:
+- CLAIMED: ``claim`` made it, atomically (one instance wins, the others are told whose it is)
+  when the request was taken in; nothing of it was sent yet;
+- IN_FLIGHT: its API call is about to be made (``mark_in_flight``);
+- DONE: its result is stored (``mark_done``) and every later copy is answered with it;
+- gone again: ``release`` drops a CLAIMED mark of a request given up unsent (its partition went
+  to another instance); an IN_FLIGHT mark given up is kept, but orphaned (stale at once).
+
+A mark is fresh while its owner lives: the owner ``beat``s (a key of its own, written every
+quarter of ``stale_s``), and a mark counts as written at the owner's last beat. A mark whose owner
+has not beaten for ``stale_s`` is stale: its instance died (see ``admission.py`` for what
+becomes of it).
 
 ``InMemoryLedger`` serves a single instance (it protects against retries and rebalances inside
 the process, not against a crash); ``RedisLedger`` is shared by every instance and survives them.
-Entries expire after the retention. If Redis cannot be reached the service keeps sending without
-de-duplication (``healthy()`` is False, a metric and a log line say so): a redelivery during such
-an outage may be sent twice.
+Entries expire after the retention.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -25,43 +33,82 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from .models import SendResult, Settled
+from .models import SendRequest, SendResult, Settled
+from .redis_watch import RedisWatch
 
 log = logging.getLogger("consumer.ledger")
 
+CLAIMED = "claimed"
 IN_FLIGHT = "in_flight"
 DONE = "done"
+MAX_UNSAVED = 10_000
+"""Marks a Redis outage kept from being written, held to be written on its first success."""
 
 
 class LedgerEntry(NamedTuple):
     state: str
     owner: str | None = None
     since: float = 0.0
+    """When the mark was written, or its owner's last beat if later (wall-clock seconds)."""
     result: SendResult | None = None
+    fingerprint: str | None = None
+    token: Any = None
+    """The entry as stored: ``take_over`` replaces it only if it is still the same."""
+
+
+def fingerprint(request: SendRequest) -> str:
+    """A hash of what the request asks for: its account, batch key fields and recipients."""
+    content = json.dumps([list(request.key), request.recipients], sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
 
 
 class Ledger(Protocol):
-    def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]: ...
-    def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None: ...
+    def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
+        """Mark each request CLAIMED by ``owner`` unless it has an entry: None where claimed,
+        else the entry found (for a request twice in ``requests``, the first one's claim)."""
+        ...
+
+    def take_over(self, request: SendRequest, entry: LedgerEntry, owner: str) -> bool:
+        """Claim a request whose ``entry`` was found stale, unless it changed since (then False)."""
+        ...
+
+    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None: ...
     def mark_done(self, settled: Iterable[Settled]) -> None: ...
+
+    def release(self, requests: Iterable[SendRequest], owner: str) -> None:
+        """``owner`` gives these requests up unfinished: drop its CLAIMED marks, orphan its IN_FLIGHT ones."""
+        ...
+
+    def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]: ...
+    def beat(self, owner: str) -> None: ...
     def healthy(self) -> bool: ...
 
 
-class InMemoryLedger:
-    """Thread-safe ordered dict with expiry, oldest entries first.
+def _released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | bool:
+    """What ``release`` leaves of ``entry``: False to keep it as is, None to drop it, or the
+    orphaned mark (no owner, written at 0: stale at once)."""
+    if entry is None or entry.owner != owner or entry.state == DONE:
+        return False
+    if entry.state == CLAIMED:
+        return None
+    return entry._replace(owner="", since=0.0, token=None)
 
-    An item is ``(expires, entry)``, or ``(expires, since, outcome, completed_at_ms, recipients)``
-    for a request marked DONE: its entry and result are made when it is looked up (a
-    redelivery), not for every request sent (and it keeps no reference to the request). A DONE
-    mark moves the id to the newest end; an IN_FLIGHT mark of an id already held (rare: a
-    resend) keeps its place. Expired items are dropped from the oldest end as far as they go,
-    and a lookup finds none."""
+
+class InMemoryLedger:
+    """Thread-safe ordered dict with expiry, oldest entries first, keyed by (account, request id).
+
+    An item is ``(expires, entry)`` for a mark, or ``(expires, since, outcome, completed_at_ms,
+    recipients, fingerprint)`` for a request marked DONE: its entry and result are made when it
+    is looked up (a redelivery), not for every request sent (and it keeps no reference to the
+    request). A DONE mark moves the id to the newest end; other marks of an id already held keep
+    its place. Expired items are dropped from the oldest end as far as they go, and a lookup
+    finds none."""
 
     def __init__(self, retention_s: float, clock=time.time, max_entries: int = 100_000):
         self.retention_s = retention_s
         self._clock = clock
         self._max = max_entries
-        self._entries: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # a plain dict would walk its deleted oldest slots
+        self._entries: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()  # a plain dict would walk its deleted oldest slots
         self._lock = threading.Lock()
 
     def _expire(self, now: float) -> None:
@@ -75,22 +122,43 @@ class InMemoryLedger:
                 break
             del entries[oldest]
 
-    def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+    def _get(self, request: SendRequest, now: float) -> LedgerEntry | None:
+        item = self._entries.get((request.key.account, request.request_id))
+        return _entry(request.request_id, item) if item is not None and item[0] > now else None
+
+    def _mark(self, request: SendRequest, state: str, owner: str, now: float) -> None:
+        """Set a mark, keeping the fingerprint of the request's claim (else computing it)."""
+        key = (request.key.account, request.request_id)
+        item = self._entries.get(key)
+        known = item[1].fingerprint if item is not None and len(item) == 2 else None
+        self._entries[key] = (now + self.retention_s, LedgerEntry(state, owner, now, None, known or fingerprint(request)))
+
+    def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
         now = self._clock()
+        found: list[LedgerEntry | None] = []
         with self._lock:
             self._expire(now)
-            found = {}
-            for request_id in request_ids:
-                item = self._entries.get(request_id)
-                if item is not None and item[0] > now:
-                    found[request_id] = _entry(request_id, item)
-            return found
+            for request in requests:
+                entry = self._get(request, now)
+                if entry is None:
+                    self._mark(request, CLAIMED, owner, now)
+                found.append(entry)
+        return found
 
-    def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
+    def take_over(self, request: SendRequest, entry: LedgerEntry, owner: str) -> bool:
         now = self._clock()
-        item = (now + self.retention_s, LedgerEntry(IN_FLIGHT, owner, now))
         with self._lock:
-            self._entries.update(dict.fromkeys(request_ids, item))
+            item = self._entries.get((request.key.account, request.request_id))
+            if item is not None and item[0] > now and not (len(item) == 2 and item[1] is entry.token):
+                return False
+            self._mark(request, CLAIMED, owner, now)
+            return True
+
+    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None:
+        now = self._clock()
+        with self._lock:
+            for request in requests:
+                self._mark(request, IN_FLIGHT, owner, now)
 
     def mark_done(self, settled: Iterable[Settled]) -> None:
         now = self._clock()
@@ -101,9 +169,31 @@ class InMemoryLedger:
             for group in settled:
                 outcome, completed_at_ms = group.outcome, group.completed_at_ms
                 for request in group.requests:
-                    request_id = request.request_id
-                    entries[request_id] = (expires, now, outcome, completed_at_ms, len(request.recipients))
-                    move_to_end(request_id)
+                    key = (request.key.account, request.request_id)
+                    item = entries.get(key)
+                    known = item[1].fingerprint if item is not None and len(item) == 2 else None
+                    entries[key] = (expires, now, outcome, completed_at_ms, len(request.recipients), known or fingerprint(request))
+                    move_to_end(key)
+
+    def release(self, requests: Iterable[SendRequest], owner: str) -> None:
+        now = self._clock()
+        with self._lock:
+            for request in requests:
+                key = (request.key.account, request.request_id)
+                left = _released(self._get(request, now), owner)
+                if left is None:
+                    del self._entries[key]
+                elif left is not False:
+                    self._entries[key] = (self._entries[key][0], left)
+
+    def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]:
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            return [self._get(request, now) for request in requests]
+
+    def beat(self, owner: str) -> None:
+        pass  # one instance: every mark is its own
 
     def healthy(self) -> bool:
         return True
@@ -111,73 +201,163 @@ class InMemoryLedger:
 
 def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:
     if len(item) == 2:
-        return item[1]
-    _, since, outcome, completed_at_ms, recipients = item
-    return LedgerEntry(DONE, None, since, outcome.result(request_id, recipients, completed_at_ms))
+        return item[1]._replace(token=item[1])
+    _, since, outcome, completed_at_ms, recipients, fingerprint_ = item
+    return LedgerEntry(DONE, None, since, outcome.result(request_id, recipients, completed_at_ms), fingerprint_)
+
+
+_SWAP = """
+-- KEYS[1] an entry; ARGV expected value, new value ('' = delete), retention seconds
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return 1
+"""
 
 
 class RedisLedger:
-    """One Redis string per request id: ``{"s": state, "o": owner, "t": since, "r": result}``.
+    """One Redis string per request: ``<prefix>{<account>}:<request id>`` holding
+    ``{"s": state, "o": owner, "t": since, "f": fingerprint, "r": result}``, and one per owner,
+    ``<prefix>owner:<owner>``, holding its last beat (it expires ``stale_s`` after it).
 
-    Never raises for Redis trouble: a failed lookup finds nothing and a failed mark is lost, the
-    ledger reports unhealthy and logs once per outage, and the next successful call recovers it.
+    Never raises for Redis trouble (unreachable, timeouts, error replies such as READONLY, OOM,
+    NOPERM, MISCONF): a failed claim claims nothing and finds nothing, so the request is sent
+    without de-duplication; marks that failed are kept (up to ``MAX_UNSAVED``) and written with
+    the next call that succeeds. The ledger reports unhealthy and logs once per outage; the next
+    successful call recovers it. With ``owner``, a daemon thread beats for it.
     """
 
-    def __init__(self, redis_client, retention_s: int, key_prefix: str = "chatapp:ledger:"):
+    def __init__(self, redis_client, retention_s: int, key_prefix: str = "chatapp:ledger:", *, stale_s: float = 60.0,
+                 owner: str | None = None, watch: RedisWatch | None = None):
         self._redis = redis_client
         self.retention_s = int(retention_s)
         self._prefix = key_prefix
+        self._stale_s = stale_s
+        self._watch = watch or RedisWatch()
+        self._swap = redis_client.register_script(_SWAP)
         self._healthy = True
+        self._lock = threading.Lock()
+        self._unsaved: OrderedDict[str, str] = OrderedDict()
+        if owner is not None:
+            threading.Thread(target=self._beat_forever, args=(owner,), name="ledger-heartbeat", daemon=True).start()
 
-    def _key(self, request_id: str) -> str:
-        return self._prefix + request_id
+    def _key(self, request: SendRequest) -> str:
+        return f"{self._prefix}{{{request.key.account}}}:{request.request_id}"
 
     def _outcome(self, error: Exception | None) -> None:
         if error is not None and self._healthy:
-            log.warning("de-duplication ledger unreachable, sending without it: %s", error)
+            log.warning("de-duplication ledger unavailable, sending without it: %s: %s", type(error).__name__, error)
         elif error is None and not self._healthy:
             log.info("de-duplication ledger reachable again")
         self._healthy = error is None
 
-    def lookup(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
-        if not request_ids:
-            return {}
-        try:
-            values = self._redis.mget([self._key(r) for r in request_ids])
-        except Exception as exc:  # redis-py raises ConnectionError, TimeoutError, ResponseError...
-            self._outcome(exc)
-            return {}
-        self._outcome(None)
-        found = {}
-        for request_id, raw in zip(request_ids, values):
-            if raw is not None:
-                data = json.loads(raw)
-                result = SendResult.from_record(data["r"]) if data.get("r") else None
-                found[request_id] = LedgerEntry(data["s"], data.get("o"), data.get("t", 0.0), result)
-        return found
-
-    def _set_all(self, items: Iterable[tuple[str, str]]) -> None:
+    def _run(self, op: str, commands) -> list | None:
+        """Fill a pipeline (with the marks still unsaved first) and execute it; None on any error."""
+        with self._lock:
+            unsaved, self._unsaved = self._unsaved, OrderedDict()
         pipe = self._redis.pipeline(transaction=False)
-        for request_id, value in items:
-            pipe.set(self._key(request_id), value, ex=self.retention_s)
+        for key, value in unsaved.items():
+            pipe.set(key, value, ex=self.retention_s)
+        commands(pipe)
         try:
-            pipe.execute()
-        except Exception as exc:
+            with self._watch.timed("ledger", op):
+                replies = pipe.execute()
+        except Exception as exc:  # redis-py raises ConnectionError, TimeoutError, ResponseError...
+            self._keep(unsaved.items())
             self._outcome(exc)
-            return
+            return None
         self._outcome(None)
+        return replies[len(unsaved):]
 
-    def mark_in_flight(self, request_ids: Iterable[str], owner: str) -> None:
-        value = json.dumps({"s": IN_FLIGHT, "o": owner, "t": time.time()})
-        self._set_all((request_id, value) for request_id in request_ids)
+    def _keep(self, marks: Iterable[tuple[str, str]]) -> None:
+        with self._lock:
+            for key, value in marks:
+                self._unsaved[key] = value
+                self._unsaved.move_to_end(key)
+            while len(self._unsaved) > MAX_UNSAVED:
+                self._unsaved.popitem(last=False)
+
+    def _parse(self, raw: bytes | None) -> LedgerEntry | None:
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        result = SendResult.from_record(data["r"]) if data.get("r") else None
+        return LedgerEntry(data["s"], data.get("o"), data.get("t", 0.0), result, data.get("f"), raw)
+
+    def _with_beats(self, entries: list[LedgerEntry | None]) -> list[LedgerEntry | None]:
+        """The marks of ``entries`` dated by their owners' last beats, where later."""
+        owners = sorted({e.owner for e in entries if e is not None and e.state != DONE and e.owner})
+        if not owners:
+            return entries
+        beats = self._run("beats", lambda pipe: pipe.mget([self._prefix + "owner:" + o for o in owners]))
+        last = {o: float(b) for o, b in zip(owners, beats[0]) if b is not None} if beats else {}
+        return [e._replace(since=max(e.since, last.get(e.owner, 0.0))) if e is not None and e.owner in last else e for e in entries]
+
+    @staticmethod
+    def _value(request: SendRequest, state: str, owner: str | None, result: dict | None = None) -> str:
+        return json.dumps({"s": state, "o": owner, "t": time.time(), "f": fingerprint(request), "r": result})
+
+    def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
+        if not requests:
+            return []
+        keys = [self._key(r) for r in requests]
+
+        def commands(pipe) -> None:
+            for key, request in zip(keys, requests):
+                pipe.set(key, self._value(request, CLAIMED, owner), nx=True, ex=self.retention_s)
+                pipe.get(key)
+
+        replies = self._run("claim", commands)
+        if replies is None:
+            return [None] * len(requests)
+        # a mark gone between the SET and the GET (it expired) is someone's fresh claim: looked at again later
+        found = [None if replies[2 * i] else self._parse(replies[2 * i + 1]) or LedgerEntry(CLAIMED, "", time.time()) for i in range(len(keys))]
+        return self._with_beats(found)
+
+    def take_over(self, request: SendRequest, entry: LedgerEntry, owner: str) -> bool:
+        value = self._value(request, CLAIMED, owner)
+        replies = self._run("take_over", lambda pipe: self._swap(keys=[self._key(request)], args=[entry.token, value, self.retention_s], client=pipe))
+        return replies is None or bool(replies[0])  # unreachable: sent without de-duplication
+
+    def _set_all(self, op: str, marks: list[tuple[str, str]]) -> None:
+        if not marks:
+            return
+        if self._run(op, lambda pipe: [pipe.set(key, value, ex=self.retention_s) for key, value in marks]) is None:
+            self._keep(marks)
+
+    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None:
+        self._set_all("mark_in_flight", [(self._key(r), self._value(r, IN_FLIGHT, owner)) for r in requests])
 
     def mark_done(self, settled: Iterable[Settled]) -> None:
-        now = time.time()
-        self._set_all(
-            (request.request_id, json.dumps({"s": DONE, "t": now, "r": group.result(request).to_record()}))
-            for group in settled
-            for request in group.requests
-        )
+        self._set_all("mark_done", [(self._key(r), self._value(r, DONE, None, group.result(r).to_record()))
+                                    for group in settled for r in group.requests])  # fmt: skip
+
+    def release(self, requests: Iterable[SendRequest], owner: str) -> None:
+        requests = list(requests)
+        if not requests:
+            return
+        replies = self._run("release", lambda pipe: [pipe.get(self._key(r)) for r in requests])
+        changes = []
+        for request, raw in zip(requests, replies or []):
+            left = _released(self._parse(raw), owner)
+            if left is not False:
+                value = "" if left is None else json.dumps({"s": left.state, "o": "", "t": 0.0, "f": left.fingerprint, "r": None})
+                changes.append((self._key(request), raw, value))
+        if changes:
+            self._run("release", lambda pipe: [self._swap(keys=[key], args=[raw, value, self.retention_s], client=pipe) for key, raw, value in changes])
+
+    def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]:
+        if not requests:
+            return []
+        replies = self._run("lookup", lambda pipe: pipe.mget([self._key(r) for r in requests]))
+        return self._with_beats([self._parse(raw) for raw in replies[0]]) if replies else [None] * len(requests)
+
+    def beat(self, owner: str) -> None:
+        self._run("beat", lambda pipe: pipe.set(self._prefix + "owner:" + owner, repr(time.time()), ex=max(1, round(self._stale_s))))
+
+    def _beat_forever(self, owner: str) -> None:
+        while True:
+            self.beat(owner)
+            time.sleep(self._stale_s / 4)
 
     def healthy(self) -> bool:
         return self._healthy

@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 STATUSES = ("SENT", "FAILED", "REJECTED", "EXPIRED")
 LOOP_PHASES = ("consume", "intake", "results", "other")
 DLQ_REASONS = ("not-avro", "truncated", "trailing-bytes", "not-wire-format", "unknown-schema-id", "not-avro-schema", "schema-registry-unavailable")
-DUPLICATE_KINDS = ("in_process", "done", "inflight_resent", "inflight_failed")
+DUPLICATE_KINDS = ("in_process", "done", "inflight_resent", "inflight_failed", "reused")
 RETRY_REASONS = ("throttled", "transient", "split")
 _CODE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,79}")
 _LONG_DIGITS = re.compile(r"\d{6,}")
@@ -40,6 +40,7 @@ def code_label(code: str | None) -> str:
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 750, 900, 990, 999, 1000)
 
 
@@ -112,6 +113,9 @@ class Metrics:
         self.limiter_rate = Gauge("chatapp_limiter_effective_rate", "Current calls/s allowed per account (after adaptive slow-downs).", ["account"], registry=r)
         self.limiter_errors = Counter("chatapp_limiter_redis_errors", "Errors talking to the shared limiter's Redis.", registry=r)
         self.limiter_fallback = Gauge("chatapp_limiter_fallback", "1 while the limiter runs on its local fallback (Redis unreachable).", registry=r)
+        self.redis_latency = Histogram("chatapp_redis_call_seconds", "Redis calls of the limiter and the ledger (a pipeline is one call), by component and operation.",
+                                       ["component", "op"], buckets=REDIS_BUCKETS, registry=r)
+        self.waiting_requests = Gauge("chatapp_waiting_requests", "Requests held aside while another instance (or request) with their id is being worked on.", registry=r)
         self.ledger_healthy = Gauge("chatapp_ledger_healthy", "1 while the de-duplication ledger is reachable.", registry=r)
         self.buffered_recipients = Gauge("chatapp_buffered_recipients", "Recipients consumed and not yet finished (batching, waiting, in flight).", registry=r)
         self.inflight_calls = Gauge("chatapp_inflight_calls", "API calls in flight.", registry=r)
@@ -161,18 +165,23 @@ class Metrics:
     def fallback_changed(self, active: bool) -> None:
         self.limiter_fallback.set(1 if active else 0)
 
+    def redis_call(self, component: str, op: str, seconds: float) -> None:
+        self.redis_latency.labels(component, op).observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class Health:
-    """Liveness (the main loop beats) and readiness (checks that must all pass)."""
+    """Liveness (the main loop beats), readiness (checks that must all pass) and degradation
+    (conditions listed under ``degraded`` in ``/readyz`` while they hold, without making it fail)."""
 
     def __init__(self, stall_after_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.stall_after_s = stall_after_s
         self._clock = clock
         self._last_beat = clock()
         self.checks: dict[str, Callable[[], bool]] = {}
+        self.degraded: dict[str, Callable[[], bool]] = {}
 
     def beat(self) -> None:
         self._last_beat = self._clock()
@@ -188,7 +197,8 @@ class Health:
                 results[name] = bool(check())
             except Exception:
                 results[name] = False
-        return all(results.values()) and bool(results), results
+        degraded = [name for name, check in self.degraded.items() if check()]
+        return all(results.values()) and bool(results), {**results, "degraded": degraded}
 
 
 class StatusServer:

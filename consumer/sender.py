@@ -48,6 +48,7 @@ log = logging.getLogger("consumer.sender")
 
 EXPIRED_CODE = "Chatapp.Expired"
 CREDENTIALS_UNAVAILABLE = "Chatapp.CredentialsUnavailable"
+INTERNAL_ERROR = "Chatapp.InternalError"
 ResultsSink = Callable[[list[Settled]], None]
 
 
@@ -224,9 +225,9 @@ class Sender:
     def _run(self, batch: Batch, ticket: int) -> None:
         try:
             finished = self._send(batch, ticket)
-        except Exception:  # a bug must not lose the batch: fail it loudly, never silently
+        except Exception:  # a bug must not lose the batch: retried like a transient failure, then FAILED and recorded
             log.exception("sender crashed on batch %s", batch.batch_id, extra={"batch_id": batch.batch_id, "account": batch.key.account})
-            finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, "Chatapp.InternalError", "internal error while sending", batch.attempts, batch_id=batch.batch_id))
+            finished = self._after_crash(batch)
         finally:
             with self._cond:
                 gate = self._gates[batch.key.account]
@@ -240,6 +241,18 @@ class Sender:
             self._metrics.inflight_calls.dec()
         if finished:
             self._on_results(finished)
+
+    def _after_crash(self, batch: Batch) -> list[Settled]:
+        """Queue a batch whose sending raised again after a backoff, or, out of attempts, end it
+        FAILED ``Chatapp.InternalError`` with its result recorded in the ledger."""
+        batch.failures += 1
+        if batch.failures < self._policy.max_attempts:
+            self._metrics.retries.labels(batch.key.account, "transient").inc()
+            self.submit(batch, self._clock() + backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng))
+            return []
+        finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, INTERNAL_ERROR, "internal error while sending", batch.attempts, batch_id=batch.batch_id))
+        self._record(finished)
+        return finished
 
     def _finish(self, batch: Batch, slices: list[Slice], outcome: SliceOutcome) -> list[Settled]:
         return self._completion.batch_done(slices, outcome, now_ms())
@@ -256,7 +269,7 @@ class Sender:
                 return gone
             self._on_results(gone)  # at once: they are out of the batch, and a crash below fails only what is left
         if batch.attempts == 0:
-            self._ledger.mark_in_flight([s.request.request_id for s in batch.slices], self._owner)
+            self._ledger.mark_in_flight([s.request for s in batch.slices], self._owner)
         account = batch.key.account
         grant = f"{self._owner}/{ticket}"  # names this call's grant in the limiter's window (unique across instances)
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]

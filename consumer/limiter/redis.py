@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping
 
 from redis import Redis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from redis.retry import Retry
+
+from ..redis_watch import RedisWatch
 
 from .adaptive import AdaptivePolicy
 from .gcra import CATCH_UP_INTERVALS, window_capacity
@@ -149,11 +150,14 @@ class RedisLimiter:
     a ``throttled`` reported by any instance slows every instance (the factor is read by the
     script on each acquire).
 
-    Outage: on a redis ConnectionError/TimeoutError the limiter logs one warning, reports
+    Outage: on any Redis error (unreachable, a timeout, or an error reply: READONLY during a
+    failover, OOM at maxmemory, NOPERM, MISCONF, WRONGTYPE...; a NOSCRIPT after a flush is not
+    one: the script is loaded again and the call made again) the limiter logs one warning, reports
     ``healthy() == False``, calls ``observer.fallback_changed(True)`` and serves from an in-process
     limiter with :func:`fallback_limit` (``floor(R / N)`` calls/s, burst 1, for configured rate R and
     ``N = fallback_instances``). It tries Redis again at most once per second (on acquire, throttled,
-    effective_rate or healthy); the first success logs the recovery and returns to the shared script.
+    effective_rate or healthy, whose probe writes a key: a read-only replica is no recovery); the
+    first success logs the recovery and returns to the shared script. ``watch`` times every call.
 
     Fallback bound (safety_margin > 0): with M instances all cut off from Redis, each makes at most
     ``floor(R / N)`` calls in any 1-second window (see gcra.py), so the group makes at most
@@ -188,6 +192,7 @@ class RedisLimiter:
         clock: Callable[[], float] = time.monotonic,
         policy: AdaptivePolicy = AdaptivePolicy(),
         observer: LimiterObserver | None = None,
+        watch: RedisWatch | None = None,
     ) -> None:
         if fallback_instances < 1:
             raise ValueError(f"fallback_instances must be >= 1, got {fallback_instances}")
@@ -202,6 +207,7 @@ class RedisLimiter:
         self._clock = clock
         self._policy = policy
         self._observer: LimiterObserver = observer or NoopObserver()
+        self._watch = watch or RedisWatch()
         self._new_fallback = functools.partial(
             InProcessLimiter,
             *fallback_limits(limits, default, fallback_instances),
@@ -250,11 +256,12 @@ class RedisLimiter:
         return self._limits.get(account, self._default).rate_per_second * reply[2]
 
     def healthy(self) -> bool:
-        """False while in fallback; in fallback it also re-probes Redis (PING, at most once per second)."""
+        """False while in fallback; in fallback it also re-probes Redis (a write, at most once per second)."""
         if self._probe_due():
             try:
-                self._redis.ping()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+                with self._watch.timed("limiter", "probe"):
+                    self._redis.set(f"{self._prefix}probe", 1, px=1000)
+            except RedisError as exc:
                 self._failed(exc)
             else:
                 self._recovered()
@@ -271,12 +278,13 @@ class RedisLimiter:
         tag = f"{self._prefix}{{{account}}}"
         p = self._policy
         try:
-            granted, wait_s, factor = self._script(
-                keys=[f"{tag}:tat", f"{tag}:rate", f"{tag}:recent"],
-                args=[op, limit.rate_per_second, limit.burst, self._margin, p.decrease, p.floor, p.recovery_per_s,
-                      p.holdoff_s, retry_after_s, window_capacity(limit.rate_per_second), CATCH_UP_INTERVALS, ticket, late_s],
-            )
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+            with self._watch.timed("limiter", op):
+                granted, wait_s, factor = self._script(
+                    keys=[f"{tag}:tat", f"{tag}:rate", f"{tag}:recent"],
+                    args=[op, limit.rate_per_second, limit.burst, self._margin, p.decrease, p.floor, p.recovery_per_s,
+                          p.holdoff_s, retry_after_s, window_capacity(limit.rate_per_second), CATCH_UP_INTERVALS, ticket, late_s],
+                )
+        except RedisError as exc:
             self._observer.backend_error(account, exc)
             self._failed(exc)
             return None
@@ -301,7 +309,7 @@ class RedisLimiter:
             self._fallback = self._new_fallback()  # fresh state, and it reports its rates anew
             self._in_fallback = True
         log.warning(
-            "rate limiter: Redis unreachable (%s: %s); in-process fallback at 1/%d of each account's rate",
+            "rate limiter: Redis unavailable (%s: %s); in-process fallback at 1/%d of each account's rate",
             type(exc).__name__, exc, self._fallback_instances,
         )
         self._observer.fallback_changed(True)

@@ -295,9 +295,11 @@ def test_requests_left_in_flight_by_a_dead_instance_follow_the_policy(policy, se
     from consumer.ledger import RedisLedger
     from consumer.limiter import connect
 
-    produce(service_cluster.bootstrap_servers, encode_samples(50))
-    RedisLedger(connect(shared_redis), 600, key_prefix="chatapp:ledger:").mark_in_flight([f"req-{i}" for i in range(10)], owner="dead-host:1")
-    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, inflight_policy=policy))
+    values = encode_samples(50)
+    produce(service_cluster.bootstrap_servers, values)
+    left_behind = [PlainAvroCodec().decode_request(v) for v in values[:10]]
+    RedisLedger(connect(shared_redis), 600, key_prefix="chatapp:ledger:").mark_in_flight(left_behind, owner="dead-host:1")
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, inflight_policy=policy, inflight_stale_s=1))
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 50, timeout=60), service.log_tail()
     counted = service.metric("chatapp_duplicates_total", kind=f"inflight_{'resent' if policy == 'resend' else 'failed'}")

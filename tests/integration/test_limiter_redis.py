@@ -210,4 +210,4 @@ def test_outage_falls_back_to_a_share_and_recovers(
     assert [args[1] for name, args in rec.calls if name == "rate_changed"] == [10.0, 3.0, 10.0]
     records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "consumer.limiter"]
     assert [level for level, _ in records] == ["WARNING", "INFO"]
-    assert "Redis unreachable" in records[0][1] and "restored" in records[1][1]
+    assert "Redis unavailable" in records[0][1] and "restored" in records[1][1]

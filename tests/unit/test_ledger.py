@@ -1,18 +1,19 @@
-"""consumer.ledger: the in-memory ledger with an injected clock, and RedisLedger on real Redis."""
+"""consumer.ledger: the in-memory ledger with an injected clock, and RedisLedger on real Redis
+(the machine's, and a private redis-server made read-only or full)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger, LedgerEntry, RedisLedger
-from consumer.models import SendRequest, SendResult, Settled, SliceOutcome, Source, Status
+from consumer.ledger import CLAIMED, DONE, IN_FLIGHT, InMemoryLedger, LedgerEntry, RedisLedger, fingerprint
+from consumer.limiter import connect
+from consumer.models import BatchKey, SendRequest, SendResult, Settled, SliceOutcome, Source, Status
 from tests.fixtures.clock import FakeClock
 
 RETENTION = 3600
@@ -22,11 +23,16 @@ def wall_clock() -> FakeClock:
     return FakeClock(1_767_225_600.0)
 
 
+def req(request_id: str, account: str = "acct", numbers: tuple[str, ...] = ("8613900000001",), template: str = "welcome") -> SendRequest:
+    key = BatchKey(account, "whatsapp", template, None, "en", "861", None, None, None, None, None, None, None, None, None)
+    return SendRequest(request_id, key, [{"to": n} for n in numbers], None, Source("t", 0, 0, 0))
+
+
 def result(request_id: str, status: Status = Status.SENT, **fields) -> SendResult:
     values = dict(
         code="OK" if status is Status.SENT else "Ram.PermissionDeny",
         message=None if status is Status.SENT else "no permission ✗ 权限",
-        recipients=3,
+        recipients=1,
         attempts=2,
         group_message_id="G-1" if status is Status.SENT else None,
         api_request_id="R-1",
@@ -37,13 +43,9 @@ def result(request_id: str, status: Status = Status.SENT, **fields) -> SendResul
     return SendResult(request_id, status, **values)
 
 
-def settled(*results: SendResult) -> list[Settled]:
-    """Each result as the group of one request that the sender would have marked done."""
-    return [
-        Settled(SliceOutcome(r.status, r.code, r.message, r.attempts, r.group_message_id, r.api_request_id, r.batch_id), r.completed_at_ms,
-                [SendRequest(r.request_id, None, [{}] * r.recipients, None, Source("t", 0, 0, 0))])  # type: ignore[arg-type]
-        for r in results
-    ]  # fmt: skip
+def settled(request: SendRequest, r: SendResult) -> list[Settled]:
+    """``r`` as the group of one request that the sender would have marked done."""
+    return [Settled(SliceOutcome(r.status, r.code, r.message, r.attempts, r.group_message_id, r.api_request_id, r.batch_id), r.completed_at_ms, [request])]
 
 
 def free_port() -> int:
@@ -52,76 +54,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# -- InMemoryLedger -------------------------------------------------------------------------------
+def test_fingerprint_tells_content_apart_and_ignores_key_order() -> None:
+    a = req("x")
+    assert fingerprint(a) == fingerprint(req("x"))
+    assert fingerprint(a) != fingerprint(req("x", numbers=("8613900000002",)))
+    assert fingerprint(a) != fingerprint(req("x", account="other"))
+    assert fingerprint(a) != fingerprint(req("x", template="goodbye"))
+    swapped = req("x")
+    swapped.recipients = [{"to": "1", "template_params": {"a": "1", "b": "2"}}]
+    same = req("x")
+    same.recipients = [{"template_params": {"b": "2", "a": "1"}, "to": "1"}]
+    assert fingerprint(swapped) == fingerprint(same)
 
 
-def test_in_memory_unknown_ids_are_absent() -> None:
-    ledger = InMemoryLedger(RETENTION, clock=wall_clock())
-    assert ledger.lookup(["a", "b"]) == {}
-    assert ledger.lookup([]) == {}
-    assert ledger.healthy()
-
-
-def test_in_memory_in_flight_then_done() -> None:
-    clock = wall_clock()
-    ledger = InMemoryLedger(RETENTION, clock=clock)
-    ledger.mark_in_flight(["a", "b"], "host:1")
-    assert ledger.lookup(["a", "b"]) == {
-        "a": LedgerEntry(IN_FLIGHT, "host:1", clock.now),
-        "b": LedgerEntry(IN_FLIGHT, "host:1", clock.now),
-    }
-    clock.now += 5
-    done = result("a")
-    ledger.mark_done(settled(done))
-    found = ledger.lookup(["a", "b"])
-    assert found["a"] == LedgerEntry(DONE, None, clock.now, done)
-    assert found["b"].state == IN_FLIGHT
-
-
-def test_in_memory_lookup_of_many_returns_only_known_ids() -> None:
-    ledger = InMemoryLedger(RETENTION, clock=wall_clock())
-    ledger.mark_done(settled(*(result(f"r{i}") for i in range(0, 100, 2))))
-    found = ledger.lookup([f"r{i}" for i in range(100)])
-    assert sorted(found) == sorted(f"r{i}" for i in range(0, 100, 2))
-    assert all(entry.state == DONE and entry.result.request_id == rid for rid, entry in found.items())
-
-
-def test_in_memory_entries_expire_after_retention() -> None:
-    clock = wall_clock()
-    ledger = InMemoryLedger(60, clock=clock)
-    ledger.mark_in_flight(["old"], "me")
-    clock.now += 30
-    ledger.mark_done(settled(result("young")))
-    clock.now += 29.9
-    assert set(ledger.lookup(["old", "young"])) == {"old", "young"}
-    clock.now += 0.1  # old: exactly 60 s
-    assert set(ledger.lookup(["old", "young"])) == {"young"}
-    clock.now += 30
-    assert ledger.lookup(["old", "young"]) == {}
-
-
-def test_in_memory_marking_again_renews_retention() -> None:
-    clock = wall_clock()
-    ledger = InMemoryLedger(60, clock=clock)
-    ledger.mark_in_flight(["a", "b"], "me")
-    clock.now += 50
-    ledger.mark_done(settled(result("a")))
-    clock.now += 20
-    found = ledger.lookup(["a", "b"])
-    assert set(found) == {"a"}
-    assert found["a"].state == DONE
-
-
-def test_in_memory_oldest_entries_go_beyond_max_entries() -> None:
-    clock = wall_clock()
-    ledger = InMemoryLedger(RETENTION, clock=clock, max_entries=3)
-    for i in range(5):
-        ledger.mark_in_flight([f"r{i}"], "me")
-        clock.now += 1
-    assert sorted(ledger.lookup([f"r{i}" for i in range(5)])) == ["r2", "r3", "r4"]
-
-
-# -- RedisLedger ----------------------------------------------------------------------------------
+# -- both ledgers: the same contract ----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -131,30 +77,62 @@ def client(shared_redis: str):
     c.close()
 
 
-def test_redis_keys_carry_the_prefix_and_the_retention_ttl(client) -> None:
-    ledger = RedisLedger(client, RETENTION, key_prefix="test:ledger:")
-    ledger.mark_in_flight(["a"], "host:1")
-    ledger.mark_done(settled(result("b")))
-    assert sorted(k.decode() for k in client.keys("*")) == ["test:ledger:a", "test:ledger:b"]
-    for key in ("test:ledger:a", "test:ledger:b"):
-        assert RETENTION - 5 <= client.ttl(key) <= RETENTION
+@pytest.fixture(params=["memory", "redis"])
+def ledger(request):
+    if request.param == "memory":
+        return InMemoryLedger(RETENTION)
+    return RedisLedger(request.getfixturevalue("client"), RETENTION, key_prefix="t:")
 
 
-def test_redis_default_prefix(client) -> None:
-    RedisLedger(client, 60).mark_in_flight(["x"], "me")
-    assert client.exists("chatapp:ledger:x") == 1
+def test_claim_is_won_once_and_the_loser_sees_the_winner(ledger) -> None:
+    assert ledger.claim([req("a"), req("b")], "host:1") == [None, None]
+    again = ledger.claim([req("a"), req("c")], "host:2")
+    assert again[1] is None
+    assert (again[0].state, again[0].owner, again[0].fingerprint) == (CLAIMED, "host:1", fingerprint(req("a")))
 
 
-def test_redis_in_flight_entry(client) -> None:
-    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
-    before = time.time()
-    ledger.mark_in_flight(["a", "b"], "host:7")
-    found = ledger.lookup(["a", "b", "missing"])
-    assert set(found) == {"a", "b"}
-    entry = found["a"]
-    assert (entry.state, entry.owner, entry.result) == (IN_FLIGHT, "host:7", None)
-    assert before <= entry.since <= time.time()
-    assert ledger.healthy()
+def test_a_request_twice_in_one_claim_is_claimed_once(ledger) -> None:
+    first, second = ledger.claim([req("a"), req("a")], "host:1")
+    assert first is None and (second.state, second.owner) == (CLAIMED, "host:1")
+
+
+def test_ids_are_scoped_by_account(ledger) -> None:
+    ledger.claim([req("a", account="one")], "host:1")
+    ledger.mark_done(settled(req("a", account="one"), result("a")))
+    assert ledger.claim([req("a", account="two")], "host:1") == [None]
+
+
+def test_in_flight_then_done_keeps_the_fingerprint(ledger) -> None:
+    a = req("a")
+    ledger.claim([a], "host:1")
+    ledger.mark_in_flight([a], "host:1")
+    [entry] = ledger.lookup([a])
+    assert (entry.state, entry.owner, entry.fingerprint) == (IN_FLIGHT, "host:1", fingerprint(a))
+    ledger.mark_done(settled(a, result("a")))
+    [entry] = ledger.lookup([a])
+    assert (entry.state, entry.result, entry.fingerprint) == (DONE, result("a"), fingerprint(a))
+
+
+def test_release_drops_a_claim_and_orphans_a_mark_in_flight(ledger) -> None:
+    claimed, sent, others = req("claimed"), req("sent"), req("others")
+    ledger.claim([claimed, sent], "me")
+    ledger.claim([others], "someone")
+    ledger.mark_in_flight([sent], "me")
+    ledger.release([claimed, sent, others], "me")
+    gone, orphan, kept = ledger.lookup([claimed, sent, others])
+    assert gone is None
+    assert (orphan.state, orphan.owner, orphan.since, orphan.fingerprint) == (IN_FLIGHT, "", 0.0, fingerprint(sent))
+    assert (kept.state, kept.owner) == (CLAIMED, "someone")
+
+
+def test_take_over_replaces_only_the_entry_it_was_given(ledger) -> None:
+    a = req("a")
+    ledger.claim([a], "dead")
+    [stale] = ledger.claim([a], "me")
+    assert ledger.take_over(a, stale, "me")
+    assert ledger.lookup([a])[0].owner == "me"
+    assert not ledger.take_over(a, stale, "other"), "another instance that saw the same stale mark loses"
+    assert ledger.lookup([a])[0].owner == "me"
 
 
 @pytest.mark.parametrize(
@@ -166,112 +144,117 @@ def test_redis_in_flight_entry(client) -> None:
         result("split", group_message_id="G-1,G-2", batch_id="b-1,b-2"),
     ],
 )
-def test_redis_stored_result_round_trips_equal(client, stored: SendResult) -> None:
-    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
-    ledger.mark_in_flight([stored.request_id], "me")
-    ledger.mark_done(settled(stored))
-    entry = ledger.lookup([stored.request_id])[stored.request_id]
-    assert entry.state == DONE
-    assert entry.owner is None
-    assert entry.result == stored
+def test_stored_result_round_trips_equal(ledger, stored: SendResult) -> None:
+    request = req(stored.request_id)
+    ledger.claim([request], "me")
+    ledger.mark_done(settled(request, stored))
+    [entry] = ledger.claim([request], "other")
+    assert (entry.state, entry.owner, entry.result) == (DONE, None, stored)
 
 
-def test_redis_lookup_of_many(client) -> None:
-    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
-    ledger.mark_done(settled(*(result(f"r{i}") for i in range(0, 500, 5))))
-    found = ledger.lookup([f"r{i}" for i in range(500)])
-    assert sorted(found) == sorted(f"r{i}" for i in range(0, 500, 5))
+# -- InMemoryLedger -------------------------------------------------------------------------------
 
 
-def test_redis_prefixes_keep_ledgers_apart(client) -> None:
-    RedisLedger(client, RETENTION, key_prefix="one:").mark_in_flight(["a"], "me")
-    assert RedisLedger(client, RETENTION, key_prefix="two:").lookup(["a"]) == {}
+def test_in_memory_entries_expire_after_retention() -> None:
+    clock = wall_clock()
+    ledger = InMemoryLedger(RETENTION, clock=clock)
+    ledger.mark_done(settled(req("a"), result("a")))
+    clock.now += RETENTION + 1
+    assert ledger.lookup([req("a")]) == [None]
 
 
-def test_redis_empty_lookup_does_not_touch_redis() -> None:
-    class Exploding:
-        def __getattr__(self, name):
-            raise AssertionError(f"redis.{name} called")
-
-    assert RedisLedger(Exploding(), 60).lookup([]) == {}
-
-
-def test_redis_down_with_the_service_client_never_raises() -> None:
-    from consumer.limiter import connect
-
-    down = connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    ledger = RedisLedger(down, RETENTION, key_prefix="chatapp:ledger:")
-    started = time.monotonic()
-    assert ledger.lookup(["a"]) == {}
-    ledger.mark_done(settled(result("a")))
-    assert not ledger.healthy()
-    assert time.monotonic() - started < 3
-    down.close()
-
-
-def test_redis_down_lookup_finds_nothing_and_never_raises() -> None:
-    # no retries, as the service's own client (consumer.limiter.connect): redis-py's default of
-    # 10 retries with backoff would make each call here take ~4 s
-    down = redis.Redis(
-        port=free_port(), socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
-    )
-    ledger = RedisLedger(down, RETENTION)
-    assert ledger.healthy()
-    started = time.monotonic()
-    assert ledger.lookup(["a", "b"]) == {}
-    assert not ledger.healthy()
-    ledger.mark_in_flight(["a"], "me")
-    ledger.mark_done(settled(result("a")))
-    assert not ledger.healthy()
-    assert time.monotonic() - started < 3
-    down.close()
-
-
-class FlakyRedis:
-    """The real client, or ConnectionError from every call while ``down``."""
-
-    def __init__(self, real: redis.Redis) -> None:
-        self.real = real
-        self.down = False
-
-    def mget(self, keys):
-        if self.down:
-            raise redis.ConnectionError("connection refused")
-        return self.real.mget(keys)
-
-    def pipeline(self, transaction: bool = True):
-        pipe = self.real.pipeline(transaction=transaction)
-        if self.down:
-            def fail():
-                raise redis.ConnectionError("connection refused")
-
-            pipe.execute = fail
-        return pipe
-
-
-def test_redis_outage_is_logged_once_and_recovery_makes_it_healthy(client, caplog) -> None:
-    flaky = FlakyRedis(client)
-    ledger = RedisLedger(flaky, RETENTION, key_prefix="t:")
-    ledger.mark_in_flight(["a"], "me")
-    flaky.down = True
-    with caplog.at_level(logging.INFO, logger="consumer.ledger"):
-        assert ledger.lookup(["a"]) == {}
-        ledger.mark_done(settled(result("a")))  # lost
-        assert ledger.lookup(["a"]) == {}
-        assert not ledger.healthy()
-        flaky.down = False
-        assert ledger.lookup(["a"])["a"].state == IN_FLIGHT
-        assert ledger.healthy()
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    infos = [r for r in caplog.records if r.levelno == logging.INFO]
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
-    assert len(infos) == 1 and "reachable again" in infos[0].getMessage()
+def test_in_memory_oldest_entries_go_beyond_max_entries() -> None:
+    clock = wall_clock()
+    ledger = InMemoryLedger(RETENTION, clock=clock, max_entries=3)
+    for i in range(5):
+        ledger.claim([req(f"r{i}")], "me")
+        clock.now += 1
+    assert [e is not None for e in ledger.lookup([req(f"r{i}") for i in range(5)])] == [False, False, True, True, True]
 
 
 def test_in_memory_a_done_mark_moves_the_id_to_the_newest_end() -> None:
-    clock = wall_clock()
-    ledger = InMemoryLedger(RETENTION, clock=clock, max_entries=3)
-    ledger.mark_in_flight(["a", "b", "c"], "me")
-    ledger.mark_done(settled(result("a")))
-    ledger.mark_in_flight(["d"], "me")
-    assert sorted(ledger.lookup(["a", "b", "c", "d"])) == ["a", "c", "d"]  # b was the oldest mark
+    ledger = InMemoryLedger(RETENTION, clock=wall_clock(), max_entries=3)
+    ledger.claim([req("a"), req("b"), req("c")], "me")
+    ledger.mark_done(settled(req("a"), result("a")))
+    ledger.claim([req("d")], "me")
+    assert [e is not None for e in ledger.lookup([req(i) for i in "abcd"])] == [True, False, True, True]  # b was the oldest mark
+
+
+# -- RedisLedger ----------------------------------------------------------------------------------
+
+
+def test_redis_keys_carry_the_prefix_the_account_and_the_retention_ttl(client) -> None:
+    ledger = RedisLedger(client, RETENTION, key_prefix="test:ledger:")
+    ledger.claim([req("a")], "host:1")
+    ledger.mark_done(settled(req("b", account="other"), result("b")))
+    assert sorted(k.decode() for k in client.keys("*")) == ["test:ledger:{acct}:a", "test:ledger:{other}:b"]
+    for key in client.keys("*"):
+        assert RETENTION - 5 <= client.ttl(key) <= RETENTION
+
+
+def test_redis_a_mark_is_as_fresh_as_its_owners_last_beat(client) -> None:
+    ledger = RedisLedger(client, RETENTION, key_prefix="t:", stale_s=30)
+    a = req("a")
+    ledger.claim([a], "host:1")
+    mark = json.loads(client.get("t:{acct}:a"))
+    client.set("t:{acct}:a", json.dumps({**mark, "t": 1000.0}), keepttl=True)  # written long ago
+    [old] = ledger.lookup([a])
+    assert old.since < time.time() - 3600
+    ledger.beat("host:1")
+    [fresh] = ledger.lookup([a])
+    assert time.time() - 5 <= fresh.since <= time.time()
+    assert 25 <= client.ttl("t:owner:host:1") <= 30, "a beat lasts stale_s"
+
+
+def test_redis_owner_thread_beats(client) -> None:
+    RedisLedger(client, RETENTION, key_prefix="t:", stale_s=1, owner="beater")
+    assert client.get("t:owner:beater") is not None
+
+
+def test_redis_down_with_the_service_client_never_raises() -> None:
+    down = connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    ledger = RedisLedger(down, RETENTION, key_prefix="chatapp:ledger:")
+    started = time.monotonic()
+    assert ledger.claim([req("a")], "me") == [None], "claimed: sent without de-duplication"
+    ledger.mark_done(settled(req("a"), result("a")))
+    ledger.release([req("a")], "me")
+    assert ledger.take_over(req("a"), LedgerEntry(CLAIMED, "x", 0.0, token=b"x"), "me")
+    assert not ledger.healthy()
+    assert time.monotonic() - started < 5
+    down.close()
+
+
+@pytest.fixture
+def readonly_redis(private_redis):
+    """The private redis-server, made a replica of a master that does not exist: every write is
+    answered READONLY, reads still work."""
+    client = connect(private_redis.url, timeout_s=2.0)
+    client.replicaof("127.0.0.1", free_port())
+    yield client
+    client.replicaof("NO", "ONE")
+    client.close()
+
+
+def test_redis_error_replies_are_an_outage_and_marks_are_written_once_it_is_over(readonly_redis, caplog) -> None:
+    ledger = RedisLedger(readonly_redis, RETENTION, key_prefix="t:")
+    a = req("a")
+    with caplog.at_level(logging.INFO, logger="consumer.ledger"):
+        assert ledger.claim([a], "me") == [None]
+        ledger.mark_done(settled(a, result("a")))  # kept for later
+        assert not ledger.healthy()
+        readonly_redis.replicaof("NO", "ONE")
+        assert ledger.claim([req("b")], "me") == [None]
+        assert ledger.healthy()
+    assert ledger.lookup([a])[0].result == result("a"), "the mark kept during the outage was written with the next call"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ReadOnlyError" in warnings[0].getMessage()
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
+
+
+def test_redis_noscript_after_a_flush_loads_the_script_again(client) -> None:
+    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
+    a = req("a")
+    ledger.claim([a], "dead")
+    [stale] = ledger.claim([a], "me")
+    client.script_flush()
+    assert ledger.take_over(a, stale, "me") and ledger.healthy()

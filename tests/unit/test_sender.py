@@ -111,10 +111,10 @@ class SpyLedger(InMemoryLedger):
         super().__init__(3600)
         self.events = events
 
-    def mark_in_flight(self, request_ids, owner: str) -> None:
-        ids = list(request_ids)
-        self.events.append(("in_flight", tuple(ids), owner))
-        super().mark_in_flight(ids, owner)
+    def mark_in_flight(self, requests, owner: str) -> None:
+        requests = list(requests)
+        self.events.append(("in_flight", tuple(r.request_id for r in requests), owner))
+        super().mark_in_flight(requests, owner)
 
     def mark_done(self, settled) -> None:
         settled = list(settled)
@@ -503,7 +503,7 @@ def test_expired_requests_are_not_sent(start) -> None:
         assert (r.status, r.code, r.attempts) == (Status.EXPIRED, EXPIRED_CODE, 0)
     assert h.cams.calls == []
     h.assert_no_more_results()
-    assert all(h.ledger.lookup([i])[i].state == DONE for i in results)
+    assert all(e.state == DONE for e in h.ledger.lookup([s.request for s in batch.slices]))
 
 
 def test_only_the_expired_requests_of_a_batch_are_dropped(start) -> None:
@@ -617,16 +617,16 @@ def test_ledger_marks_in_flight_before_the_call_and_done_after(start) -> None:
     request_ids = tuple(ids(batch))
     h.sender.submit(batch)
     h.cams.started.get(timeout=WAIT)
-    during = h.ledger.lookup(list(request_ids))
-    assert {i: (e.state, e.owner) for i, e in during.items()} == {i: (IN_FLIGHT, OWNER) for i in request_ids}
+    during = h.ledger.lookup([s.request for s in batch.slices])
+    assert [(e.state, e.owner) for e in during] == [(IN_FLIGHT, OWNER)] * len(request_ids)
     h.cams.gate.set()
     results = h.collect(2)  # the ledger is marked done before results are handed over
     numbers = tuple(r["to"] for s in batch.slices for r in s.recipients)
     assert h.cams.events == [("in_flight", request_ids, OWNER), ("call", numbers), ("done", request_ids)]
-    after = h.ledger.lookup(list(request_ids))
-    for i in request_ids:
-        assert after[i].state == DONE
-        assert after[i].result == results[i]
+    after = h.ledger.lookup([s.request for s in batch.slices])
+    for i, entry in zip(request_ids, after):
+        assert entry.state == DONE
+        assert entry.result == results[i]
 
 
 def test_retries_mark_in_flight_only_once(start) -> None:
