@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from .redact import HIDDEN, is_secret_name, redact_text
+from .redact import HIDDEN, is_secret_name, redact_text, redact_url
 
 PUBLIC_CAMS_ENDPOINT = "https://cams.ap-southeast-1.aliyuncs.com"
 DEFAULT_ACCOUNT = "default"
@@ -45,6 +45,7 @@ KAFKA_SECTIONS = {"kafka_options": "kafka", "consumer_options": "kafka.consumer"
 """The TOML table of each set of librdkafka options."""
 INFLIGHT_POLICIES = ("resend", "fail")
 LOG_FORMATS = ("auto", "json", "text")
+URL_SETTINGS = ("cams_endpoint", "schema_registry_url", "redis_url")
 CREDENTIAL_SOURCES = ("static", "default-chain")  # as consumer.credentials.CREDENTIAL_SOURCES
 
 
@@ -199,7 +200,7 @@ class Config:
         out: dict[str, Any] = {}
         for spec in SETTINGS:
             value = getattr(self, spec.name)
-            out[spec.name] = HIDDEN if spec.secret and value else redact_text(value) if isinstance(value, str) else value
+            out[spec.name] = HIDDEN if spec.secret and value else _redacted(spec, value)
         for table in KAFKA_OPT_PREFIXES:
             out[table] = {k: (HIDDEN if is_secret_name(k) else redact_text(v)) for k, v in getattr(self, table).items()}
         out["accounts"] = {
@@ -271,8 +272,16 @@ def _check(spec: Setting, value: Any) -> str | None:
     return None
 
 
+def _redacted(spec: Setting, value: Any) -> Any:
+    """``value`` of a setting that is not secret, credentials of its URLs hidden: the whole value
+    for a URL setting (it may lack its scheme), each ``scheme://...`` in any other text."""
+    if not isinstance(value, str):
+        return value
+    return redact_url(value) if spec.name in URL_SETTINGS else redact_text(value)
+
+
 def _shown(spec: Setting, raw: Any) -> str:
-    return "(hidden)" if spec.secret else redact_text(repr(raw))
+    return "(hidden)" if spec.secret else _redacted(spec, repr(raw))
 
 
 _ACCOUNT_KEYS: dict[str, Callable[[Any], Any]] = {
@@ -403,13 +412,13 @@ def _address_problems(values: Mapping[str, Any]) -> list[str]:
     endpoint = values["cams_endpoint"] or ""
     parts = _split(endpoint, ("http", "https"))
     if parts is None or parts.path not in ("", "/") or parts.query or parts.fragment:
-        problems.append(f"CHATAPP_CAMS_ENDPOINT: {ENDPOINT_FORM} (got {redact_text(repr(endpoint))})")
+        problems.append(f"CHATAPP_CAMS_ENDPOINT: {ENDPOINT_FORM} (got {redact_url(endpoint)!r})")
     registry = values.get("schema_registry_url")
     if registry and any(_split(url.strip(), ("http", "https")) is None for url in registry.split(",")):
-        problems.append(f"CHATAPP_SCHEMA_REGISTRY_URL: {REGISTRY_FORM} (got {redact_text(repr(registry))})")
+        problems.append(f"CHATAPP_SCHEMA_REGISTRY_URL: {REGISTRY_FORM} (got {redact_url(registry)!r})")
     redis_url = values.get("redis_url")
     if redis_url and (why := _redis_url_problem(redis_url)):
-        problems.append(f"CHATAPP_REDIS_URL: {why} (got {redact_text(repr(redis_url))})")
+        problems.append(f"CHATAPP_REDIS_URL: {why} (got {redact_url(redis_url)!r})")
     host = values["metrics_host"]
     try:
         socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -35,10 +35,13 @@ def _hidden_query(match: re.Match[str]) -> str:
 
 
 def redact_url(url: str | None) -> str | None:
-    """``url`` without its password, token or secret query parameters (never raises)."""
-    if not url or "://" not in url:
+    """``url`` without its password, token or secret query parameters (never raises); its
+    scheme may be missing (``user:password@host``)."""
+    if not url:
         return url
-    scheme, rest = url.split("://", 1)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
     userinfo, at, after = rest.rpartition("@")
     if at:
         user, colon, _ = userinfo.partition(":")
@@ -48,9 +51,9 @@ def redact_url(url: str | None) -> str | None:
         host, colon, port = authority.rpartition(":")
         if colon and port and not port.isdigit() and "]" not in port:
             rest = f"{host}:{HIDDEN}" + rest[len(authority):]
-    return f"{scheme}://" + _QUERY_PARAMETER.sub(_hidden_query, rest)
+    return scheme + sep + _QUERY_PARAMETER.sub(_hidden_query, rest)
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every URL in it redacted (an error message, a log line, a setting)."""
+    """``text`` with every URL in it (``scheme://...``) redacted: an error message, a log line."""
     return _URL.sub(lambda m: redact_url(m.group()), text) if "://" in text else text

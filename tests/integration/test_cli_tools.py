@@ -239,3 +239,59 @@ def test_run_without_bootstrap_servers_exits_2():
     done = cli("run", env={"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI_X", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET}, timeout=30)
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-consumer demo` runs on an embedded broker)"]
+
+
+# --------------------------------------------------------------------------- credentials in URLs, bad configuration
+
+
+def test_check_config_redacts_credentials_in_every_url(cluster, shared_redis):
+    """User-info and secret query parameters of the CAMS endpoint, the Redis URL and the registry
+    URL: hidden in the printed configuration and in the connectivity lines."""
+    dead_cams = f"http://cams-user:{SECRET}@127.0.0.1:{free_port()}"
+    env = {
+        "CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+        "CHATAPP_CAMS_ENDPOINT": dead_cams,
+        "CHATAPP_REDIS_URL": f"{shared_redis.split('?')[0]}?password={REDIS_PASSWORD}",
+        "CHATAPP_SCHEMA_REGISTRY_URL": f"https://registry-user:{KAFKA_PASSWORD}@registry.internal:8081",
+    }
+    done = cli("check-config", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr  # the CAMS endpoint is down
+    _assert_no_secret(done.stdout + done.stderr)
+    effective = json.loads(done.stdout[: done.stdout.index("\nkafka")])
+    assert effective["cams_endpoint"] == dead_cams.replace(SECRET, "***")
+    assert effective["redis_url"].endswith("?password=***")
+    assert effective["schema_registry_url"] == "https://registry-user:***@registry.internal:8081"
+    assert re.search(r"^cams\s+FAIL\s+http://cams-user:\*\*\*@127\.0\.0\.1:\d+: ", done.stdout, re.MULTILINE), done.stdout
+
+
+BAD_CONFIG = {
+    # what an operator gets wrong -> (environment, file content, the setting the one line must name)
+    "endpoint-with-a-path": ({"CHATAPP_CAMS_ENDPOINT": f"https://cams-user:{SECRET}@cams.example/v1/api"}, None, "CHATAPP_CAMS_ENDPOINT"),
+    "redis-url-malformed": ({"CHATAPP_REDIS_URL": f"redis://app:{REDIS_PASSWORD}@redis.internal:six379/0"}, None, "CHATAPP_REDIS_URL"),
+    "redis-url-without-host": ({"CHATAPP_REDIS_URL": f"redis://app:{REDIS_PASSWORD}/0"}, None, "CHATAPP_REDIS_URL"),
+    "registry-url-bad": ({"CHATAPP_SCHEMA_REGISTRY_URL": f"registry-user:{KAFKA_PASSWORD}@registry.internal:8081"}, None, "CHATAPP_SCHEMA_REGISTRY_URL"),
+    "librdkafka-unknown-option": ({"CHATAPP_KAFKA_OPT_FETCH_WAIT_MS": "10"}, None, "CHATAPP_KAFKA_OPT_FETCH_WAIT_MS (fetch.wait.ms)"),
+    "librdkafka-invalid-value": ({"CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "soon"}, None, "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS (fetch.wait.max.ms)"),
+    "metrics-host-unresolvable": ({"CHATAPP_METRICS_HOST": "metrics.no-such-host.invalid"}, None, "CHATAPP_METRICS_HOST"),
+    "toml-kafka-consumer-a-string": ({}, '[kafka]\nconsumer = "fetch.wait.max.ms=10"\n', "CHATAPP_CONFIG: [kafka.consumer]"),
+    "toml-array-for-a-string": ({}, 'group_id = ["ops", "group"]\n', "group_id in "),
+    "toml-table-for-a-string": ({}, '[metrics_host]\naddress = "0.0.0.0"\n', "metrics_host in "),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+@pytest.mark.parametrize("case", list(BAD_CONFIG))
+def test_bad_configuration_is_one_line_naming_the_setting_in_run_and_check_config(command, case, tmp_path):
+    env, toml, named = BAD_CONFIG[case]
+    env = {"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI_X", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET, **env}
+    if toml is not None:
+        path = tmp_path / "chatapp.toml"
+        path.write_text(toml)
+        env["CHATAPP_CONFIG"] = str(path)
+    done = cli(command, env=env, timeout=30)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"config error: {named}"), line
+    assert re.search(r"must be|expected|give|correct", line), f"the line does not say what is right: {line}"
+    assert done.stdout == ""
+    _assert_no_secret(done.stdout + done.stderr)

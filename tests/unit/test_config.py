@@ -521,3 +521,9 @@ def test_redacted_hides_credentials_in_every_url(tmp_path: Path) -> None:
     assert redacted["redis_url"] == "redis://redis.internal:6379/0?password=***"
     assert redacted["schema_registry_url"] == "https://registry.internal?token=***"
     assert redacted["kafka_options"]["sasl.kerberos.kinit.cmd"] == "kinit --url https://kdc:***@kdc.example"
+
+
+def test_a_wrongly_typed_url_setting_is_shown_redacted(tmp_path: Path) -> None:
+    path = write(tmp_path, f'redis_url = ["redis://app:{SECRET}@redis.internal"]\nschema_registry_url = "user:{SECRET}@registry"\n')
+    problems = problems_of({}, path)
+    assert len(problems) == 2 and SECRET not in "\n".join(problems), problems

@@ -45,3 +45,16 @@ def test_secret_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["sasl.username", "security.protocol", "AccessKeyId", "db", "fetch.wait.max.ms", "keystore", "monkey"])
 def test_names_that_hold_no_secret(name: str) -> None:
     assert not is_secret_name(name)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("registry-user:pw@registry.internal:8081", "registry-user:***@registry.internal:8081"),
+        ("app:secret/0", "app:***/0"),
+        ("redis.internal:6379", "redis.internal:6379"),
+        ("['redis://app:pw@h']", "['redis://app:***@h']"),  # the repr of a wrongly typed value
+    ],
+)
+def test_redact_url_without_a_scheme(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
