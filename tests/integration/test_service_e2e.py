@@ -108,7 +108,7 @@ def test_reply_headers_and_api_errors_become_results(service_cluster, local_cams
     produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-missing", "promo_autumn", "en", [phone(4)]))])
     produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-expired", "welcome", "en", [phone(5)], expires_at=int(time.time() * 1000) - 1000))])
     service_cluster.create_topic("custom.replies", 1)
-    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, reply_to_pattern=r"custom\.[a-z]+"))
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     custom = topic_reader(service_cluster.bootstrap_servers, "custom.replies")
     assert results.read_until(lambda r: len(r.messages) >= 4, timeout=30), service.log_tail()
