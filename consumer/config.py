@@ -21,6 +21,7 @@ consumer and a producer of the Kafka options (no broker is contacted). URLs in p
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -427,6 +428,12 @@ def _address_problems(values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+_SILENT = logging.getLogger("consumer.config.librdkafka-check")
+"""Where the trial clients' librdkafka lines go (``debug`` makes them many): nowhere."""
+_SILENT.addHandler(logging.NullHandler())
+_SILENT.propagate = False
+
+
 def _librdkafka_problems(config: Config) -> list[str]:
     """What librdkafka refuses in the consumer's and the producer's configuration, one line each:
     it builds both (without bootstrap servers, so nothing is contacted) and says what is wrong."""
@@ -439,7 +446,7 @@ def _librdkafka_problems(config: Config) -> list[str]:
         (Consumer, consumer_config(config), ("consumer_options", "kafka_options")),
         (Producer, producer_config(config), ("producer_options", "kafka_options")),
     ):
-        quiet = {name: value for name, value in options.items() if name != "bootstrap.servers"} | {"log_level": 0}
+        quiet = {name: value for name, value in options.items() if name != "bootstrap.servers"} | {"logger": _SILENT}
         try:
             build(quiet).close()
         except KafkaException as exc:

@@ -1,6 +1,7 @@
 """What the service writes to its log during a run with faults, at DEBUG: every line is a JSON
 object, the access key secret never appears, and no phone number of the traffic appears in full
-(not even when the API echoes the numbers back in its error)."""
+(not even when the API echoes the numbers back in its error, written with separators or inside
+identifiers)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ ECHO_TEMPLATE = "echo_numbers"
 ECHO_NUMBERS = ["8613977700001", "+8613977700002", "447700900123"]
 # The API's refusal of ECHO_TEMPLATE names the recipients in its Code (and so in its Message).
 ECHO_CODE = "Recipient.Blocked:" + ",".join(ECHO_NUMBERS)
+FORMATTED_TEMPLATE = "echo_formatted"
+# Its refusal names numbers as people write them, and inside identifiers: each must be masked.
+FORMATTED_ECHOES = {"+86 139 7770 0004": "8613977700004", "+1 (415) 555-0107": "14155550107",
+                    "req-8613977700005": "8613977700005", "id_8613977700006": "8613977700006", "to8613977700007": "8613977700007"}
+FORMATTED_CODE = "Recipient.Blocked:" + ";".join(FORMATTED_ECHOES)
 DLQ_VALUES = [b"", b"\x00\x01\x02garbage", b"x" * 300,
               # a producer that sent JSON by mistake: the bytes carry a number of the traffic
               json.dumps({"request_id": "json-1", "recipients": [{"to": "8613977700009"}]}).encode()]
@@ -52,7 +58,7 @@ def cams():
         c.set_faults(
             error_rate=0.1,
             error_mix={"http500": 1},
-            permanent_codes={FAILING_TEMPLATE: "Template.NotFound", ECHO_TEMPLATE: ECHO_CODE},
+            permanent_codes={FAILING_TEMPLATE: "Template.NotFound", ECHO_TEMPLATE: ECHO_CODE, FORMATTED_TEMPLATE: FORMATTED_CODE},
             invalid_numbers=[BAD_NUMBER],
             seed=7,
         )
@@ -64,6 +70,7 @@ def _traffic() -> tuple[list[bytes], set[str], int]:
     codec = PlainAvroCodec()
     records = list(sample_records(SAMPLES, prefix="hyg"))
     records.append(request_record("echo-1", ECHO_TEMPLATE, "en", ECHO_NUMBERS))
+    records.append(request_record("echo-2", FORMATTED_TEMPLATE, "en", [phone(90_004)]))
     valid = len(records)
     rejected = request_record("dup-1", "welcome", "en", [phone(90_003), phone(90_003)])  # REJECTED: a number twice
     values = [codec.encode_request(r) for r in [*records, rejected]]
@@ -114,6 +121,7 @@ def test_logs_are_json_and_never_hold_the_secret_or_a_full_number(cluster, cams,
 
     # the run took the paths that log: permanent failures, the echo, the split, rejects, DLQ
     assert by_id["echo-1"]["status"] == "FAILED" and by_id["echo-1"]["code"] == ECHO_CODE
+    assert by_id["echo-2"]["status"] == "FAILED"
     assert by_id["hyg-9"]["status"] == "FAILED" and by_id["hyg-9"]["code"] == "Template.NotFound"  # 9 % 10 -> promo_autumn/es
     assert by_id["hyg-17"]["status"] == "FAILED" and by_id["hyg-17"]["code"] == "InvalidParameter"
     assert by_id["dup-1"]["status"] == "REJECTED"
@@ -147,6 +155,10 @@ def test_logs_are_json_and_never_hold_the_secret_or_a_full_number(cluster, cams,
     echoed = [e["msg"] for e in entries if "Recipient.Blocked" in e["msg"]]
     assert echoed, "the API's echo of the numbers was never logged"
     assert "8613*******01" in echoed[0] and "+8613*******02" in echoed[0] and "4477******23" in echoed[0], echoed[0]
+    # ... and the echo of numbers with separators or inside identifiers, masked too
+    assert any("+86 13* **** **04" in e["msg"] and "req-8613*******05" in e["msg"] for e in entries), echoed
+    separated = [(digits, line) for line in lines for digits in FORMATTED_ECHOES.values() if digits in re.sub(r"[\s().+-]", "", line)]
+    assert not separated, f"numbers written with separators or in identifiers, unmasked: {separated[:3]}"
     assert any("dead-lettered" in e["msg"] for e in entries)
 
     # librdkafka's own lines: routed through Python logging, so JSON like the rest
