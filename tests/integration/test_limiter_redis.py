@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -211,3 +212,48 @@ def test_outage_falls_back_to_a_share_and_recovers(
     records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "consumer.limiter"]
     assert [level for level, _ in records] == ["WARNING", "INFO"]
     assert "Redis unavailable" in records[0][1] and "restored" in records[1][1]
+
+
+# --- error replies ---------------------------------------------------------------------------
+
+
+def make_read_only(client: Redis) -> None:
+    with socket.socket() as s:  # a master that does not exist: the server stays a read-only replica
+        s.bind(("127.0.0.1", 0))
+        client.replicaof("127.0.0.1", s.getsockname()[1])
+
+
+@pytest.mark.parametrize("fault", ["readonly", "oom", "noperm"])
+def test_error_replies_are_an_outage_and_a_read_only_replica_no_recovery(private_redis: PrivateRedis, fault: str) -> None:
+    admin = Redis.from_url(private_redis.url, socket_timeout=2.0)
+    url = private_redis.url
+    if fault == "readonly":
+        make_read_only(admin)
+    elif fault == "oom":
+        admin.config_set("maxmemory", 1)  # below what the server uses: every write is refused OOM
+    else:
+        admin.acl_setuser("reader", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@read", "+ping", "+@connection"])
+        url = f"redis://reader:pw@127.0.0.1:{private_redis.port}/0"
+    clock = FakeClock()
+    limiter = RedisLimiter(connect(url), {}, TEN, key_prefix="t:", fallback_instances=2, clock=clock)
+    try:
+        assert limiter.acquire("acct") == 0.0, "granted by the in-process fallback"
+        assert not limiter.healthy()
+        clock.advance(1.1)
+        assert not limiter.healthy(), "the probe writes: a server refusing writes is no recovery"
+        admin.replicaof("NO", "ONE")
+        admin.config_set("maxmemory", 0)
+        admin.acl_setuser("reader", commands=["+@all"])
+        clock.advance(1.1)
+        assert limiter.healthy()
+    finally:
+        limiter.close()
+        admin.close()
+
+
+def test_a_flushed_script_is_loaded_again_without_an_outage(make_limiter: Callable[..., RedisLimiter]) -> None:
+    limiter = make_limiter()
+    assert limiter.acquire("acct") == 0.0
+    Redis.from_url(SHARED_URL, socket_timeout=2.0).script_flush()
+    assert limiter.acquire("acct") > 0.0, "denied by the shared script, not granted by a fallback"
+    assert limiter.healthy()
