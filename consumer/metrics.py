@@ -24,7 +24,7 @@ STATUSES = ("SENT", "FAILED", "REJECTED", "EXPIRED")
 LOOP_PHASES = ("consume", "intake", "results", "other")
 DLQ_REASONS = ("not-avro", "truncated", "trailing-bytes", "not-wire-format", "unknown-schema-id", "not-avro-schema", "schema-registry-unavailable")
 DUPLICATE_KINDS = ("in_process", "done", "inflight_resent", "inflight_failed", "reused")
-RETRY_REASONS = ("throttled", "transient", "split")
+RETRY_REASONS = ("throttled", "transient", "split", "named")
 _CODE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,79}")
 _LONG_DIGITS = re.compile(r"\d{6,}")
 
@@ -126,6 +126,8 @@ class Metrics:
         self.committed_offset = Gauge("chatapp_committed_offset", "The last offset committed, per partition.", ["topic", "partition"], registry=r)
         self.end_to_end = BulkHistogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", LATENCY_BUCKETS, r)
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
+        self.bisection_calls = Counter("chatapp_bisection_calls", "API calls made for halves of batches CAMS refused for their content (finding the offending request).", ["account"], registry=r)
+        self.bisection_skipped = Counter("chatapp_bisection_skipped", "Batches CAMS refused for their content and failed whole: the account's bisection budget was spent.", ["account"], registry=r)
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
         self.loop_cpu = Counter("chatapp_main_loop_cpu_seconds", "CPU time of the main thread by phase (consume incl. rebalances, intake, results, other); "
@@ -145,6 +147,8 @@ class Metrics:
         self.api_calls.labels(account, "OK")
         for reason in RETRY_REASONS:
             self.retries.labels(account, reason)
+        self.bisection_calls.labels(account)
+        self.bisection_skipped.labels(account)
         for outcome in ("granted", "denied"):
             self.limiter_tokens.labels(account, outcome)
         self.limiter_rate.labels(account).set(rate)

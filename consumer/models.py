@@ -172,6 +172,8 @@ class Batch:
     """When it was handed to the scheduler (for the limiter-wait metric)."""
     addresses: set[str] = field(default_factory=set)
     """The canonical addresses of its recipients (``batching.addresses``): a call holds each once."""
+    bisected: bool = False
+    """A half of a batch CAMS refused for its content (its calls count against ``bisection.BisectionBudget``)."""
 
     @property
     def earliest_expiry_ms(self) -> int | None:

@@ -11,7 +11,8 @@ The worker then decides, from the error taxonomy, what becomes of the batch:
 | OK                               | every slice SENT                                                |
 | System.LimitControl / throttling | grant refunded; limiter slows the account down (past the tolerance); batch queued again, not a failure |
 | timeout, 5xx, connection error   | retried with backoff + jitter up to ``retry_max_attempts``, then FAILED |
-| parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED |
+| parameter error naming recipients| their requests FAILED, the rest sent again whole                 |
+| parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED; past the account's bisection budget the batch FAILED whole (see bisection.py) |
 | permission, subscription, other  | every slice FAILED with the API's code                          |
 
 Requests whose ``expires_at`` has passed are taken out just before the call (EXPIRED). Finished
@@ -20,6 +21,7 @@ requests are marked in the ledger and handed to ``on_results`` (the main loop pu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -32,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .batching import split, without
+from .bisection import BisectionBudget, named_offenders
 from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
 from .completion import Completion, now_ms
@@ -126,6 +129,7 @@ class Sender:
         call, no credentials, sent back to the queue on stop). The collector's pacing counts them."""
         # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
         self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
+        self._bisection = BisectionBudget(clock=clock)
         self._stopped = False
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sender")
         self._thread = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
@@ -299,6 +303,11 @@ class Sender:
         outcome = call.outcome
         if outcome is Outcome.THROTTLED:  # not counted by CAMS: not in the window either
             self._limiter.refund(account, grant)
+        else:
+            if batch.bisected:
+                self._metrics.bisection_calls.labels(account).inc()
+            with self._cond:
+                self._bisection.called(account)
         if outcome is Outcome.OK:
             self._metrics.batch_recipients.observe(batch.recipient_count)
             self._metrics.api_recipients.labels(account).inc(batch.recipient_count)
@@ -315,16 +324,29 @@ class Sender:
             delay = backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng)
             log.info("batch %s: %s, retry %d in %.2fs", batch.batch_id, call.code, batch.failures, delay, extra={"batch_id": batch.batch_id, "account": account})
             self.submit(batch, self._clock() + delay)
-        elif outcome is Outcome.INVALID_REQUEST and (halves := split(batch)):
+        elif outcome is Outcome.INVALID_REQUEST and (named := {id(s) for s in named_offenders(batch, call.message)}):
+            self._metrics.retries.labels(account, "named").inc()
+            rest, offenders = without(batch, lambda s: id(s) in named)
+            finished += self._finish(batch, offenders, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
+            self.submit(rest)  # type: ignore[arg-type]  # named_offenders never names every slice
+        elif outcome is Outcome.INVALID_REQUEST and len(batch.slices) > 1 and self._may_bisect(account):
             self._metrics.retries.labels(account, "split").inc()
-            for half in halves:
+            for half in split(batch):
                 half.attempts = batch.attempts
+                half.bisected = True
                 self.submit(half)
         else:
+            if outcome is Outcome.INVALID_REQUEST and len(batch.slices) > 1:  # the account's bisection budget is spent
+                self._metrics.bisection_skipped.labels(account).inc()
+                call = dataclasses.replace(call, message=f"{call.message} (the offending request was not isolated: the account's bisection budget is spent)")
             log.warning("batch %s failed: %s %s", batch.batch_id, call.code, call.message, extra={"batch_id": batch.batch_id, "account": account})
             finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
         self._record(finished)
         return finished
+
+    def _may_bisect(self, account: str) -> bool:
+        with self._cond:
+            return self._bisection.halve(account)
 
     def _on_the_wire(self, ticket: int) -> None:
         with self._cond:

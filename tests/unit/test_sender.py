@@ -420,6 +420,54 @@ def test_invalid_request_splits_until_the_offending_request_fails_and_others_are
     h.assert_no_more_results()
 
 
+def test_an_answer_naming_the_offending_number_fails_its_request_without_bisection(start) -> None:
+    batch = make_batch(1, 2, 1, 3)
+    bad_numbers = numbers_of(batch, 2)
+    bad_id = batch.slices[2].request.request_id
+    named = sorted(bad_numbers)[0]
+
+    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
+        if bad_numbers & {r["to"] for r in recipients}:
+            return answer(Outcome.INVALID_REQUEST, "InvalidParameter", f"Specified parameter SenderList.To +{named} is not valid.")
+        return ok(f"GM-{n}")
+
+    h = start(script)
+    h.sender.submit(batch)
+    results = h.collect(4)
+    assert (results[bad_id].status, results[bad_id].code, results[bad_id].attempts) == (Status.FAILED, "InvalidParameter", 1)
+    assert all(results[i].status is Status.SENT for i in ids(batch) if i != bad_id)
+    assert len(h.cams.calls) == 2  # the whole batch, then the rest whole
+    assert h.metric("chatapp_api_retries_total", account="default", reason="named") == 1
+    assert h.metric("chatapp_bisection_calls_total", account="default") == 0
+    h.assert_no_more_results()
+
+
+def test_past_the_bisection_budget_a_refused_batch_fails_whole(start) -> None:
+    from consumer.bisection import BURST
+
+    # every batch holds one bad request: bisection would spend ~2 calls per level on each
+    batches = [make_batch(*([1] * 64)) for _ in range(6)]
+    bad = {sorted(numbers_of(b, 5))[0] for b in batches}
+
+    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
+        if bad & {r["to"] for r in recipients}:
+            return answer(Outcome.INVALID_REQUEST, "InvalidParameter", "Specified parameter SenderList is not valid.")
+        return ok(f"GM-{n}")
+
+    h = start(script)
+    for b in batches:
+        h.sender.submit(b)
+    results = h.collect(6 * 64)
+    bisection_calls = h.metric("chatapp_bisection_calls_total", account="default")
+    # what isolating the offenders may cost: the burst plus a fifth of the account's calls
+    assert bisection_calls <= BURST + 0.2 * len(h.cams.calls)
+    assert h.metric("chatapp_bisection_skipped_total", account="default") >= 1
+    skipped = [r for r in results.values() if r.status is Status.FAILED and "bisection budget" in (r.message or "")]
+    assert skipped and all(r.code == "InvalidParameter" for r in skipped)
+    assert len(h.cams.calls) < 6 * (1 + 2 * 6), "bisecting all six batches would take 13 calls each"
+    h.assert_no_more_results()
+
+
 def test_invalid_request_of_a_single_request_batch_fails_without_split(start) -> None:
     h = start([answer(Outcome.INVALID_REQUEST, "MissingParameter")])
     h.sender.submit(make_batch(5))

@@ -1,0 +1,52 @@
+"""consumer.bisection: which requests a refusal names, and the share of calls bisection may take."""
+
+from __future__ import annotations
+
+from consumer.bisection import BisectionBudget, named_offenders
+from consumer.models import Batch, BatchKey, SendRequest, Slice
+
+KEY = BatchKey("default", "whatsapp", "t", None, "en", "8613800000000", None, None, None, None, None, None, None, None, None)
+
+
+def _batch(*numbers: str) -> Batch:
+    slices = []
+    for i, number in enumerate(numbers):
+        request = SendRequest(f"r{i}", KEY, [{"to": number}], None)
+        slices.append(Slice(request, request.recipients))
+    return Batch("b", KEY, slices, len(slices))
+
+
+def test_named_offenders_are_the_slices_whose_number_the_message_names() -> None:
+    batch = _batch("8613900000001", "+8613900000002", "8613900000003")
+    assert [s.request.request_id for s in named_offenders(batch, "Specified parameter To 8613900000002 is not valid.")] == ["r1"]
+    assert [s.request.request_id for s in named_offenders(batch, "bad: +8613900000003")] == ["r2"]
+    assert named_offenders(batch, "Specified parameter SenderList is not valid.") == []
+    assert named_offenders(batch, None) == []
+    # naming all of them tells nothing a whole failure would not
+    assert named_offenders(batch, "8613900000001 8613900000002 8613900000003") == []
+    assert named_offenders(_batch("8613900000001"), "8613900000001") == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bisection_takes_at_most_its_share_of_the_calls_over_the_window() -> None:
+    clock = Clock()
+    budget = BisectionBudget(share=0.2, burst=4, window_s=10.0, clock=clock)
+    spent = 0
+    while budget.halve("a"):  # halves are taken when they are made, before their calls
+        spent += 2
+    assert spent == 4  # the burst alone
+    for _ in range(24):
+        budget.called("a")
+    assert budget.halve("a") and budget.halve("a")  # 8 <= 4 + 0.2 x 24 = 8.8
+    assert not budget.halve("a")
+    assert budget.halve("b")  # accounts are apart
+    clock.now = 11.0  # the window moved on
+    assert budget.halve("a", halves=4)
+    assert not budget.halve("a", halves=1)
