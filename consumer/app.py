@@ -150,7 +150,7 @@ class Service:
         self.codec: Codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
         self.validator = Validator(config.accounts)
         self.tracker = OffsetTracker()
-        self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000)
+        self.batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000, max_bytes=config.batch_max_bytes)
         self.kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._committed)
         self.replies = Replies(self.kafka, self.codec, config.reply_topic, config.dlq_topic, self.metrics, self.tracker.finish,
                                int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))
@@ -176,6 +176,7 @@ class Service:
             config.send_concurrency,
             self.owner,
             config.batch_max_recipients,
+            config.batch_max_bytes,
         )
         # requests being worked on, and the later messages carrying the same request id; kept
         # apart so that a buffered request costs the garbage collector little
@@ -411,9 +412,10 @@ class Service:
 
     def _apply_backpressure(self) -> None:
         bound = self._buffer_bound.limit(time.monotonic())
-        over = self._buffered_recipients >= bound or self._buffered_bytes >= self.config.max_buffered_bytes
+        held_bytes = self._buffered_bytes + self.replies.intake_bytes  # what producers can make this process hold
+        over = self._buffered_recipients >= bound or held_bytes >= self.config.max_buffered_bytes
         # resume early: fetching restarts about a second after resume(), and the buffer must not run dry meanwhile
-        under = self._buffered_recipients < bound * RESUME_AT and self._buffered_bytes < self.config.max_buffered_bytes * RESUME_AT
+        under = self._buffered_recipients < bound * RESUME_AT and held_bytes < self.config.max_buffered_bytes * RESUME_AT
         if over and not self._paused:
             self.kafka.pause(self._assigned)
             self._paused = True
@@ -548,6 +550,7 @@ class Service:
             log.warning("leaving the consumer group did not finish within %.0f s (a rebalance was handing out partitions): "
                         "exiting without it; offsets are committed and the group drops this member after its session timeout", CLOSE_TIMEOUT_S)
         self.limiter.close()
+        self.ledger.close()
         self._http.close()
         log.info("stopped: %d partitions committed", len(assigned))
 

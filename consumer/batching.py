@@ -1,10 +1,13 @@
-"""Passive batcher: groups requests by BatchKey into batches of at most ``max_recipients``.
+"""Passive batcher: groups requests by BatchKey into batches of at most ``max_recipients``
+and ``max_bytes`` (the requests' encoded size: a call's size, and the memory of preparing it,
+grow with it; percent-encoding makes a parameter up to 3 times longer on the wire).
 
 ``add`` returns the batches that became full; ``due`` the ones whose linger time has passed;
 ``until_next`` how long until the next one is due; the caller's loop owns time (clock injected).
 
-A request goes whole into one batch: when it does not fit in the open batch of its key, that
-batch is closed first. Only a request larger than ``max_recipients`` (possible when the limit is
+A request goes whole into one batch: when it does not fit in the open batch of its key (by
+recipients or by bytes), that batch is closed first; a request larger than ``max_bytes`` goes
+alone. Only a request larger than ``max_recipients`` (possible when the limit is
 configured below the API's 1,000) is split, into the open batch's room and then full batches.
 
 A call never holds one address twice: a request with an address (canonical: ``addresses``)
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable
 from .models import Batch, BatchKey, Recipient, SendRequest, Slice
 from .validate import PHONE_CHANNELS, canonical
 
+DEFAULT_MAX_BYTES = 1 << 20
 _BATCH_IDS = itertools.count(1)
 _INSTANCE = os.urandom(3).hex()
 
@@ -37,10 +41,11 @@ def addresses(key: BatchKey, recipients: list[Recipient]) -> list[str]:
 
 
 class Batcher:
-    def __init__(self, max_recipients: int, linger_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, max_recipients: int, linger_s: float, clock: Callable[[], float] = time.monotonic, max_bytes: int = DEFAULT_MAX_BYTES):
         if not 1 <= max_recipients <= 1000:
             raise ValueError("max_recipients must be 1..1000")
         self.max_recipients = max_recipients
+        self.max_bytes = max_bytes
         self.linger_s = linger_s
         self._clock = clock
         self._open: dict[BatchKey, Batch] = {}  # insertion order = creation order = deadline order
@@ -70,6 +75,7 @@ class Batcher:
         batch.slices.append(Slice(request, recipients))
         batch.addresses.update(found)
         batch.recipient_count += len(recipients)
+        batch.size_bytes += request.size_bytes
         self.buffered_recipients += len(recipients)
 
     def add(self, request: SendRequest) -> list[Batch]:
@@ -77,13 +83,17 @@ class Batcher:
         key = request.key
         recipients = request.recipients
         batch = self._open.get(key)
-        if batch is not None and len(recipients) == 1 and batch.recipient_count + 1 < self.max_recipients:  # the usual case: one recipient, room to spare
+        if (
+            batch is not None and len(recipients) == 1 and batch.recipient_count + 1 < self.max_recipients
+            and batch.size_bytes + request.size_bytes <= self.max_bytes
+        ):  # the usual case: one recipient, room to spare  # fmt: skip
             address = canonical(recipients[0]["to"], key.channel_type in PHONE_CHANNELS)
             taken = batch.addresses
             if address not in taken:
                 taken.add(address)
                 batch.slices.append(Slice(request, recipients))
                 batch.recipient_count += 1
+                batch.size_bytes += request.size_bytes
                 self.buffered_recipients += 1
                 request.parts = 1
                 return []
@@ -104,7 +114,9 @@ class Batcher:
             self._waiting.setdefault(key, []).append(request)
             self.buffered_recipients += count
             return
-        if batch is not None and batch.recipient_count + count > limit and count <= limit:
+        if batch is not None and batch.slices and (
+            (batch.recipient_count + count > limit and count <= limit) or batch.size_bytes + request.size_bytes > self.max_bytes
+        ):
             ready.append(self._close(key))
             batch = None
         if batch is None:
@@ -174,7 +186,8 @@ def split(batch: Batch) -> list[Batch]:
     halves = []
     for part in (batch.slices[:middle], batch.slices[middle:]):
         recipients = [r for s in part for r in s.recipients]
-        halves.append(Batch(new_batch_id(), batch.key, list(part), len(recipients), batch.created_at, addresses=set(addresses(batch.key, recipients))))
+        halves.append(Batch(new_batch_id(), batch.key, list(part), len(recipients), batch.created_at, addresses=set(addresses(batch.key, recipients)),
+                            size_bytes=size_of(part)))  # fmt: skip
     return halves
 
 
@@ -190,8 +203,14 @@ def without(batch: Batch, drop: Callable[[Slice], bool]) -> tuple[Batch | None, 
         return None, removed
     batch.slices = kept
     batch.recipient_count = sum(len(s.recipients) for s in kept)
+    batch.size_bytes = size_of(kept)
     batch.addresses.difference_update(addresses(batch.key, [r for s in removed for r in s.recipients]))
     return batch, removed
+
+
+def size_of(slices: Iterable[Slice]) -> int:
+    """The encoded size of the requests the slices carry (a split request counted in each)."""
+    return sum(s.request.size_bytes for s in slices)
 
 
 def recipients_of(batches: Iterable[Batch]) -> int:

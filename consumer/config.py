@@ -98,6 +98,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("redis_url", str, None, "Redis URL (redis://host:6379/0). Set: shared rate limiter and de-duplication ledger; unset: in-process ones."),
     _s("redis_key_prefix", str, "chatapp:", "Prefix of every Redis key (limiter and ledger); instances sharing a budget must agree on it."),
     _s("batch_max_recipients", int, 1000, "Recipients per API call (the API's cap is 1,000).", minimum=1, maximum=1000),
+    _s("batch_max_bytes", int, 1 << 20, "Request bytes per API call (the encoded size of the requests it carries): a batch closes before a request would pass it, and a larger request goes alone. Bounds a call's size (percent-encoding makes parameters up to 3 times longer) and the memory of preparing it.", minimum=1 << 16, maximum=1 << 24),
     _s("batch_linger_ms", int, 200, "How long a batch that is not full waits for more requests.", minimum=0, maximum=60_000),
     _s("workers", int, 1, "Service processes of this instance, under one supervisor (one core each: Python runs one thread at a time); they share the instance's rate limit and its metrics port.", minimum=1, maximum=64),
     _s("send_concurrency", int, 8, "API calls in flight at once per service process (per worker).", minimum=1, maximum=256),
@@ -161,6 +162,7 @@ class Config:
     redis_url: str | None
     redis_key_prefix: str
     batch_max_recipients: int
+    batch_max_bytes: int
     batch_linger_ms: int
     workers: int
     send_concurrency: int

@@ -82,6 +82,7 @@ class Ledger(Protocol):
     def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]: ...
     def beat(self, owner: str) -> None: ...
     def healthy(self) -> bool: ...
+    def close(self) -> None: ...
 
 
 def _released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | bool:
@@ -198,6 +199,9 @@ class InMemoryLedger:
     def healthy(self) -> bool:
         return True
 
+    def close(self) -> None:
+        pass
+
 
 def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:
     if len(item) == 2:
@@ -237,6 +241,7 @@ class RedisLedger:
         self._healthy = True
         self._lock = threading.Lock()
         self._unsaved: OrderedDict[str, str] = OrderedDict()
+        self._closed = threading.Event()
         if owner is not None:
             threading.Thread(target=self._beat_forever, args=(owner,), name="ledger-heartbeat", daemon=True).start()
 
@@ -355,9 +360,13 @@ class RedisLedger:
         self._run("beat", lambda pipe: pipe.set(self._prefix + "owner:" + owner, repr(time.time()), ex=max(1, round(self._stale_s))))
 
     def _beat_forever(self, owner: str) -> None:
-        while True:
+        while not self._closed.is_set():
             self.beat(owner)
-            time.sleep(self._stale_s / 4)
+            self._closed.wait(self._stale_s / 4)
+
+    def close(self) -> None:
+        """Stop beating (the owner's marks go stale ``stale_s`` later)."""
+        self._closed.set()
 
     def healthy(self) -> bool:
         return self._healthy

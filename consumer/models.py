@@ -172,6 +172,9 @@ class Batch:
     """When it was handed to the scheduler (for the limiter-wait metric)."""
     addresses: set[str] = field(default_factory=set)
     """The canonical addresses of its recipients (``batching.addresses``): a call holds each once."""
+    size_bytes: int = 0
+    """The encoded size of the requests it carries (a split request's whole size in each part):
+    what bounds the call's size (``batch_max_bytes``)."""
     bisected: bool = False
     """A half of a batch CAMS refused for its content (its calls count against ``bisection.BisectionBudget``)."""
 

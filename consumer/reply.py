@@ -99,7 +99,7 @@ class _Answers:
     gets them again from its source, a refused dead letter from ``letter_headers``; a result
     replacing a refused one is made from ``answer`` (the group, or the one result)."""
 
-    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement")
+    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement", "size")
 
     def __init__(self, replies: Replies, sources: dict[bytes | None, Source], status: str | None, answer: Settled | SendResult | None = None,
                  letter_headers: Headers | None = None, replacement: bool = False):  # fmt: skip
@@ -113,6 +113,8 @@ class _Answers:
         """Failed deliveries so far, by key (made at the first failure)."""
         self.replacement = replacement
         """These records already replace refused ones: they are only ever produced again as they are."""
+        self.size = 0
+        """Bytes of the one record of a request answered at intake (counted in ``Replies.intake_bytes`` until it is done)."""
 
     def __call__(self, err: Any, msg: Any) -> None:
         """A delivery report (from inside poll/flush, or from ``produce`` itself): only noted here."""
@@ -121,6 +123,7 @@ class _Answers:
         key = msg.key()
         if err is None:
             replies._acked.append((self.sources.pop(key), self.status))
+            replies.intake_bytes -= self.size
             return
         failures = self.failures = self.failures or {}
         failures[key] = failures.get(key, 0) + 1
@@ -154,6 +157,10 @@ class Replies:
         self._logged_at: dict[tuple[str, str], float] = {}
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
+        self.intake_bytes = 0
+        """Bytes of the records answering requests at intake (rejected, expired, duplicates, dead
+        letters) until the broker acknowledges them: they hold no buffer space, and back-pressure
+        counts them so that producers cannot fill the memory with them."""
 
     def _results_counter(self, status: str) -> Any:
         counter = self._results_by_status.get(status)
@@ -178,8 +185,8 @@ class Replies:
         to ``topic`` (default: the source's reply topic)."""
         result = bounded(result)
         key = result.request_id.encode()
-        self._produce(topic or source.reply_to or self._reply_topic, self._codec.encode_result(result), key, _reply_headers(source),
-                      _Answers(self, {key: source}, _STATUS_TEXT[result.status], result, replacement=topic is not None))  # fmt: skip
+        self._produce_counted(topic or source.reply_to or self._reply_topic, self._codec.encode_result(result), key, _reply_headers(source),
+                              _Answers(self, {key: source}, _STATUS_TEXT[result.status], result, replacement=topic is not None))  # fmt: skip
 
     def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: Headers | None, reason: str, detail: str) -> None:
         extra = [
@@ -202,11 +209,17 @@ class Replies:
             extra.append((DLQ_HEADER_PREFIX + "truncated", str(len(value)).encode()))
             value = value[: max(0, room)]
         headers = echoed + extra
-        self._produce(self._dlq_topic, value, key, headers, _Answers(self, {key: source}, None, letter_headers=headers))
+        self._produce_counted(self._dlq_topic, value, key, headers, _Answers(self, {key: source}, None, letter_headers=headers))
 
     def _produce(self, topic: str, value: bytes, key: Any, headers: Headers | None, answers: _Answers) -> None:
         self.outstanding += 1
         self._kafka.produce(topic, value, key, headers, answers)
+
+    def _produce_counted(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None, answers: _Answers) -> None:
+        """``_produce`` a record answering a request at intake, its bytes counted in ``intake_bytes``."""
+        answers.size = len(value) + len(key or b"") + _size(headers or [])
+        self.intake_bytes += answers.size
+        self._produce(topic, value, key, headers, answers)
 
     def _refused(self, answers: _Answers, topic: str, value: bytes, key: bytes | None, err: Any, failures: int) -> None:
         """A record the producer or the broker did not take: replaced, or produced again later (see the module's table)."""
@@ -216,16 +229,18 @@ class Replies:
         if answers.status is None:  # a dead letter
             if size and not answers.replacement:
                 answers.sources.pop(key)
+                self.intake_bytes -= answers.size
                 self._warn(topic, err, "the dead letter's headers go alone")
                 headers = [h for h in answers.letter_headers or () if h[0].startswith(DLQ_HEADER_PREFIX)]
                 headers.append((DLQ_HEADER_PREFIX + "dropped", f"{len(value)} bytes refused: {err}".encode()[:500]))
-                self._produce(self._dlq_topic, b"", key, headers, _Answers(self, {key: source}, None, letter_headers=headers, replacement=True))
+                self._produce_counted(self._dlq_topic, b"", key, headers, _Answers(self, {key: source}, None, letter_headers=headers, replacement=True))
                 return
             headers = answers.letter_headers
         else:
             reply_to_failed = topic != self._reply_topic and failures >= REPLY_TO_ATTEMPTS
             if (size or reply_to_failed) and not answers.replacement:
                 answers.sources.pop(key)
+                self.intake_bytes -= answers.size
                 result = answers.result(key)
                 code, why = (RESULT_TOO_LARGE, "the result was too large") if size else (REPLY_TO_FAILED, f"reply-to topic {topic[:249]!r} failed")
                 self._warn(topic, err, f"results go to {self._reply_topic} with code {code}")

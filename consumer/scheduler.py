@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from .models import Batch, BatchKey, Slice
-from .batching import addresses, without
+from .batching import DEFAULT_MAX_BYTES, addresses, without
 
 
 class _AccountQueue:
@@ -45,11 +45,13 @@ class FairScheduler:
     def __init__(
         self,
         max_recipients: int = 1000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         urgent_window_s: float = 2.0,
         partial_wait_s: float = 1.0,
         wall_clock: Callable[[], float] = time.time,
     ):
         self.max_recipients = max_recipients
+        self.max_bytes = max_bytes
         self.partial_wait_s = partial_wait_s
         self.urgent_window_s = urgent_window_s
         self._wall_clock = wall_clock  # expires_at is wall-clock time; ``now`` arguments are monotonic
@@ -89,12 +91,14 @@ class FairScheduler:
             heapq.heappush(queue.expiring, (expiry, next(self._seq), batch))
 
     def _top_up(self, tail: Batch, batch: Batch) -> None:
-        """Move whole slices of ``batch`` into ``tail`` while they fit and hold no address of it."""
+        """Move whole slices of ``batch`` into ``tail`` while they fit (recipients and bytes) and
+        hold no address of it."""
         room = self.max_recipients - tail.recipient_count
+        room_bytes = self.max_bytes - tail.size_bytes
         moved = 0
         for piece in batch.slices:
             size = len(piece.recipients)
-            if size > room:
+            if size > room or piece.request.size_bytes > room_bytes:
                 break
             found = addresses(batch.key, piece.recipients)
             if not tail.addresses.isdisjoint(found):
@@ -103,6 +107,9 @@ class FairScheduler:
             batch.addresses.difference_update(found)
             tail.slices.append(piece)
             room -= size
+            room_bytes -= piece.request.size_bytes
+            tail.size_bytes += piece.request.size_bytes
+            batch.size_bytes -= piece.request.size_bytes
             moved += 1
         if moved:
             taken = batch.slices[:moved]

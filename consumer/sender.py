@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .batching import split, without
+from .batching import DEFAULT_MAX_BYTES, split, without
 from .bisection import BisectionBudget, named_offenders
 from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
@@ -101,6 +101,7 @@ class Sender:
         concurrency: int,
         owner: str,
         max_recipients: int = 1000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._cams = cams
@@ -114,7 +115,7 @@ class Sender:
         self._owner = owner
         self._clock = clock
         self._rng = random.Random()
-        self._scheduler = FairScheduler(max_recipients)
+        self._scheduler = FairScheduler(max_recipients, max_bytes)
         self._completion = Completion()
         self._cond = threading.Condition()
         self._inflight = 0

@@ -503,3 +503,54 @@ def test_the_scheduler_tops_up_with_the_slices_before_a_repeat_and_moves_their_a
     calls = [scheduler.pop("default", 0.0) for _ in range(2)]
     assert [b.recipient_count for b in calls] == [3, 1]
     assert_no_address_twice(calls)
+
+
+# -- bytes: a call's size is bounded ------------------------------------------------------------
+
+
+def sized(count: int, size_bytes: int, key: BatchKey | None = None) -> SendRequest:
+    request = make_request(count, key)
+    request.size_bytes = size_bytes
+    return request
+
+
+def test_a_batch_closes_before_a_request_would_pass_its_bytes() -> None:
+    batcher = Batcher(1000, 1.0, clock=FakeClock(), max_bytes=1000)
+    key = make_key()
+    assert batcher.add(sized(1, 400, key)) == []
+    assert batcher.add(sized(1, 400, key)) == []  # the one-recipient fast path: 800 <= 1000
+    [closed] = batcher.add(sized(1, 400, key))  # 1,200 would pass it
+    assert (closed.recipient_count, closed.size_bytes) == (2, 800)
+    [closed] = batcher.add(sized(3, 900, key))  # the slow path too: 400 + 900
+    assert (closed.recipient_count, closed.size_bytes) == (1, 400)
+    [alone] = batcher.add(sized(2, 5000, key))  # larger than a call may be: alone, not refused
+    assert (slice_sizes(alone), alone.size_bytes) == ([3], 900)
+    [alone] = batcher.flush()
+    assert (slice_sizes(alone), alone.size_bytes) == ([2], 5000)
+
+
+def test_split_and_without_keep_the_bytes_of_what_they_hold() -> None:
+    key = make_key()
+    batch = Batch(new_batch_id(), key)
+    for size in (100, 200, 300, 400):
+        request = sized(1, size, key)
+        batch.slices.append(Slice(request, request.recipients))
+    first, second = split(batch)
+    assert (first.size_bytes, second.size_bytes) == (300, 700)
+    rest, removed = without(second, lambda s: s.request.size_bytes == 300)
+    assert rest is not None and rest.size_bytes == 400 and len(removed) == 1
+
+
+def test_the_scheduler_tops_up_a_waiting_batch_only_within_its_bytes() -> None:
+    key = make_key()
+    scheduler = FairScheduler(1000, max_bytes=1000)
+    batcher = Batcher(1000, 0.0, clock=FakeClock(), max_bytes=1000)
+    batcher.add(sized(1, 600, key))
+    [first] = batcher.flush()
+    batcher.add(sized(1, 300, key))
+    batcher.add(sized(1, 300, key))
+    [second] = batcher.flush()
+    scheduler.push(first)
+    scheduler.push(second)  # one 300-byte slice fits the first, the other does not
+    popped = [scheduler.pop(key.account, 0.0, contended=False) for _ in range(2)]
+    assert [(b.recipient_count, b.size_bytes) for b in popped] == [(2, 900), (1, 300)]

@@ -207,7 +207,11 @@ def test_redis_a_mark_is_as_fresh_as_its_owners_last_beat(client) -> None:
 
 
 def test_redis_owner_thread_beats(client) -> None:
-    RedisLedger(client, RETENTION, key_prefix="t:", stale_s=1, owner="beater")
+    ledger = RedisLedger(client, RETENTION, key_prefix="t:", stale_s=1, owner="beater")
+    deadline = time.monotonic() + 5
+    while client.get("t:owner:beater") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ledger.close()
     assert client.get("t:owner:beater") is not None
 
 

@@ -274,3 +274,16 @@ def _decode(value: bytes) -> dict[str, Any]:
     from consumer.codec import RESULT_SCHEMA
 
     return schemaless_reader(io.BytesIO(value), RESULT_SCHEMA, None)  # type: ignore[return-value]
+
+
+def test_records_answering_at_intake_count_their_bytes_until_acknowledged() -> None:
+    kafka, replies, durable, _ = _setup()
+    replies.result(_source(1), SendResult("r1", Status.REJECTED, "Chatapp.InvalidRequest", "m" * 1500, 1))
+    replies.dead_letter(_source(2), b"v" * 10_000, b"k", None, "not-avro", "bad")
+    held = replies.intake_bytes
+    assert 11_500 < held < 13_000
+    kafka.errors[1] = TOO_LARGE  # the letter is replaced by its headers alone
+    replies.serve()
+    assert 0 < replies.intake_bytes < 1000  # the replacement, until acknowledged
+    replies.serve()
+    assert replies.intake_bytes == 0 and [s.offset for s in durable] == [1, 2]
