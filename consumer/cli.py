@@ -107,7 +107,7 @@ def cmd_replay_dlq(args: argparse.Namespace) -> int:
         return 2
     from .tools import replay_dlq
 
-    return replay_dlq(config, args.max, args.dry_run, args.timeout)
+    return replay_dlq(config, args.max, args.dry_run, args.timeout, args.to)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--max", type=int, default=None, help="stop after this many messages")
     replay.add_argument("--dry-run", action="store_true", help="count and show, do not produce or commit")
     replay.add_argument("--timeout", type=float, default=10.0, help="stop after this many idle seconds")
+    replay.add_argument("--to", default=None, metavar="TOPIC", help="write the copies here instead of the request topic")
     replay.set_defaults(func=cmd_replay_dlq)
     return top
 

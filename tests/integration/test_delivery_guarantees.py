@@ -273,19 +273,29 @@ def test_a_thousand_bad_messages_never_stop_the_service(service_cluster, local_c
 
 def test_replay_dlq_reinjects_dead_letters(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
-    produce(service_cluster.bootstrap_servers, [b"broken-1", b"broken-2", codec.encode_request(request_record("fine", "welcome", "en", [phone(3)]))])
+    produce(service_cluster.bootstrap_servers, [b"broken-1", b"broken-2", codec.encode_request(request_record("fine", "welcome", "en", [phone(3)]))],
+            headers=[("chatapp.dlq.topic", b"other-team.topic")])  # a producer's own DLQ headers never steer the replay  # fmt: skip
+    produce(service_cluster.bootstrap_servers, [b"\xff" * 999_950], keys=[b"big"])  # its copy is cut: not replayable
     service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
     dlq = topic_reader(service_cluster.bootstrap_servers, DLQ)
-    assert dlq.read_until(lambda r: len(r.messages) >= 2, timeout=30), service.log_tail()
+    assert dlq.read_until(lambda r: len(r.messages) >= 3, timeout=30), service.log_tail()
     env = service_env(service_cluster.bootstrap_servers, local_cams.url)
     replay = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert replay.returncode == 0, replay.stderr
-    assert "replayed 2 messages" in replay.stdout
-    assert dlq.read_until(lambda r: len(r.messages) >= 4, timeout=30), "the replayed messages are consumed again (and dead-lettered again: still broken)"
-    replayed = [m for m in dlq.messages[2:]]
+    assert "replayed 2 messages from chatapp.send-requests.dlq to chatapp.send-requests" in replay.stdout and "1 incomplete copies skipped" in replay.stdout
+    assert "the original is chatapp.send-requests[" in replay.stderr
+    assert dlq.read_until(lambda r: len(r.messages) >= 5, timeout=30), "the replayed messages are consumed again (and dead-lettered again: still broken)"
+    replayed = [m for m in dlq.messages[3:]]
     assert sorted(m.value() for m in replayed) == [b"broken-1", b"broken-2"]
+    other = topic_reader(service_cluster.bootstrap_servers, "other-team.topic")
+    other.poll(1.0)
+    assert other.messages == []
     again = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3", "--dry-run"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "would replay 2 messages" in again.stdout, "the replay group resumes after what it already replayed"
+    staging = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3", "--to", "staging.requests"], env=env, capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)  # fmt: skip
+    assert "to staging.requests" in staging.stdout, staging.stderr
+    assert topic_reader(service_cluster.bootstrap_servers, "staging.requests").read_until(lambda r: len(r.messages) >= 2, timeout=30)
     assert service.stop() == 0
 
 
