@@ -8,10 +8,11 @@ account's budget of 10 calls/s. Two bounds keep that cost in check:
 - ``named_offenders``: when the answer's message names recipients of the batch (a number, as
   written or canonical), those requests fail at once and the rest is sent again whole: one call
   instead of a bisection.
-- ``BisectionBudget``: calls made for halves of refused batches may take at most ``share`` of the
+- ``BisectionBudget``: calls made for halves of refused batches may take ``share`` of the
   account's calls over the last ``window_s`` (plus ``burst``, enough to isolate one offender in a
-  full batch). Past it, a refused batch is not split: its requests fail with the API's code, so a
-  producer sending many bad requests costs its good traffic at most that share of the budget.
+  full batch). Past it, while other batches of the account wait, new halves wait ``DEFER_S``
+  before they queue: other traffic keeps the rest of the budget, and a budget nobody else needs
+  still goes to the halves. No request fails for the budget; its offenders are found later.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .models import Batch, Slice
 SHARE = 0.2
 BURST = 24
 WINDOW_S = 60.0
+DEFER_S = 1.0
 MIN_NAMED_DIGITS = 6
 
 
@@ -41,9 +43,8 @@ def named_offenders(batch: Batch, message: str | None) -> list[Slice]:
 
 
 class BisectionBudget:
-    """Per account: may a refused batch be halved now? ``called`` records every call made,
-    ``halve`` takes the calls of the halves from the budget when they are made (before they are
-    sent: halves wait in the queue while others are refused)."""
+    """Per account: have the calls made for halves stayed within their share? ``called``
+    records every call made."""
 
     def __init__(self, share: float = SHARE, burst: int = BURST, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic):
         self._share = share
@@ -53,19 +54,16 @@ class BisectionBudget:
         self._calls: defaultdict[str, deque[float]] = defaultdict(deque)
         self._bisections: defaultdict[str, deque[float]] = defaultdict(deque)
 
-    def called(self, account: str) -> None:
-        self._calls[account].append(self._clock())
-
-    def halve(self, account: str, halves: int = 2) -> bool:
-        """Take ``halves`` calls from the account's budget; False (nothing taken) when they
-        would exceed its share."""
+    def called(self, account: str, bisection: bool) -> None:
         now = self._clock()
-        since = now - self._window_s
+        self._calls[account].append(now)
+        if bisection:
+            self._bisections[account].append(now)
+
+    def within_share(self, account: str) -> bool:
+        since = self._clock() - self._window_s
         calls, bisections = self._calls[account], self._bisections[account]
         for stamps in (calls, bisections):
             while stamps and stamps[0] < since:
                 stamps.popleft()
-        if len(bisections) + halves > self._burst + self._share * len(calls):
-            return False
-        bisections.extend([now] * halves)
-        return True
+        return len(bisections) < self._burst + self._share * len(calls)

@@ -127,7 +127,7 @@ class Metrics:
         self.end_to_end = BulkHistogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", LATENCY_BUCKETS, r)
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
         self.bisection_calls = Counter("chatapp_bisection_calls", "API calls made for halves of batches CAMS refused for their content (finding the offending request).", ["account"], registry=r)
-        self.bisection_skipped = Counter("chatapp_bisection_skipped", "Batches CAMS refused for their content and failed whole: the account's bisection budget was spent.", ["account"], registry=r)
+        self.bisection_deferred = Counter("chatapp_bisection_deferred", "Halves of refused batches held back 1 s: past the account's bisection share, with other batches waiting.", ["account"], registry=r)
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
         self.loop_cpu = Counter("chatapp_main_loop_cpu_seconds", "CPU time of the main thread by phase (consume incl. rebalances, intake, results, other); "
@@ -148,7 +148,7 @@ class Metrics:
         for reason in RETRY_REASONS:
             self.retries.labels(account, reason)
         self.bisection_calls.labels(account)
-        self.bisection_skipped.labels(account)
+        self.bisection_deferred.labels(account)
         for outcome in ("granted", "denied"):
             self.limiter_tokens.labels(account, outcome)
         self.limiter_rate.labels(account).set(rate)

@@ -124,6 +124,11 @@ class FairScheduler:
             _, _, batch = heapq.heappop(delayed)
             self._enqueue(queue, batch, front=True)
 
+    def has_waiting(self, account: str) -> bool:
+        """Does ``account`` have batches queued (not counting those delayed)?"""
+        queue = self._accounts.get(account)
+        return queue is not None and bool(queue.keys)
+
     def ready_accounts(self, now: float) -> list[str]:
         ready = []
         for account, queue in self._accounts.items():

@@ -1,9 +1,13 @@
 """limit → send: the dispatcher thread and the sender workers.
 
 The dispatcher takes batches from the fair scheduler in its order and hands them to workers. A
-worker builds and signs the call first, then waits for its turn at the account's gate (first
-come, first served) and for the rate limiter's token, and sends at once: the time between a
-grant and the call reaching CAMS holds no CPU work, so grants stay evenly spaced on the wire.
+worker builds and signs the call first, then takes a place at the account's gate and reserves
+the account's next free slot from the rate limiter in one request (``RateLimiter.reserve``), sleeps
+until that slot and sends at once: the time between a slot and the call reaching CAMS holds no
+CPU work, so calls stay evenly spaced on the wire. The tickets at a gate ask at once, not one
+after the other, and the gate is as deep as the limiter's round trips need: with the limiter a
+slow Redis away (300 ms a reply), an account's calls still follow each other at its rate instead
+of one per round trip.
 The worker then decides, from the error taxonomy, what becomes of the batch:
 
 | CAMS answer                      | what happens                                                    |
@@ -12,7 +16,7 @@ The worker then decides, from the error taxonomy, what becomes of the batch:
 | System.LimitControl / throttling | grant refunded; limiter slows the account down (past the tolerance); batch queued again, not a failure |
 | timeout, 5xx, connection error   | retried with backoff + jitter up to ``retry_max_attempts``, then FAILED |
 | parameter error naming recipients| their requests FAILED, the rest sent again whole                 |
-| parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED; past the account's bisection budget the batch FAILED whole (see bisection.py) |
+| parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED; past the account's bisection share, the halves wait while other batches of the account go first (see bisection.py) |
 | permission, subscription, other  | every slice FAILED with the API's code                          |
 
 Requests whose ``expires_at`` has passed are taken out just before the call (EXPIRED). Finished
@@ -21,7 +25,6 @@ requests are marked in the ledger and handed to ``on_results`` (the main loop pu
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
@@ -34,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .batching import DEFAULT_MAX_BYTES, split, without
-from .bisection import BisectionBudget, named_offenders
+from .bisection import DEFER_S, BisectionBudget, named_offenders
 from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
 from .completion import Completion, now_ms
@@ -80,8 +83,12 @@ class SendPolicy:
 
 THROTTLE_WINDOW_S = 2.0
 GATE_DEPTH = 2
-"""Batches per account prepared and waiting for a token: enough that one is always ready the
-moment a token comes, few enough that the rest keep filling in the scheduler."""
+"""Batches per account prepared and waiting for their slot when the limiter answers at once:
+enough that one is always ready the moment a slot comes, few enough that the rest keep filling in
+the scheduler. A limiter that answers late gets more (see ``Sender._gate_depth``)."""
+LEAD_HISTORY = 8
+"""Recent lead times (per account: from a batch's place at the gate to the limiter's answer) whose
+longest sets how deep the gate is."""
 CONTENDED_S = 1.0
 """How long after the limiter made one of its calls wait an account counts as contended. With
 instances sharing the budget, this one's gate is often empty while the others' calls take the
@@ -124,7 +131,10 @@ class Sender:
         self._tickets = itertools.count()
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
         self._denied_at: dict[str, float] = {}  # per account: when the limiter last made a call wait
-        self._due_at: dict[int, float] = {}  # per ticket at a gate's head: when its call goes out, until it is on the wire
+        self._due_at: dict[int, float] = {}  # per ticket with its answer from the limiter: when its call goes out (or it asks again), until it is on the wire
+        self._entered: dict[int, float] = {}  # per ticket at a gate: when it took its place, until the limiter first answered it
+        self._leads: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=LEAD_HISTORY))  # per account: the latest lead times
+        self._rates: dict[str, float] = {}  # per account: its calls/s as the limiter last said
         self.calls = 0
         """Batches through ``_run``: calls made, and batches that made none (expired before the
         call, no credentials, sent back to the queue on stop). The collector's pacing counts them."""
@@ -176,8 +186,8 @@ class Sender:
 
     # -- dispatcher thread -----------------------------------------------------------------
     def _dispatch_loop(self) -> None:
-        """Hand batches to workers in the scheduler's order, keeping at most ``GATE_DEPTH`` per
-        account waiting for a token (the rest stay in the scheduler, where they keep filling)."""
+        """Hand batches to workers in the scheduler's order, keeping at most the gate's depth per
+        account waiting for a slot (the rest stay in the scheduler, where they keep filling)."""
         while True:
             with self._cond:
                 if self._stopped:
@@ -187,12 +197,14 @@ class Sender:
                 for account in self._scheduler.ready_accounts(now):
                     gate = self._gates[account]
                     denied_lately = now - self._denied_at.get(account, -CONTENDED_S) < CONTENDED_S
-                    while self._inflight < self._concurrency and len(gate) < GATE_DEPTH:
+                    depth = self._gate_depth(account)
+                    while self._inflight < self._concurrency and len(gate) < depth:
                         batch = self._scheduler.pop(account, now, contended=bool(gate) or denied_lately)
                         if batch is None:
                             break
                         ticket = next(self._tickets)
                         gate.append(ticket)
+                        self._entered[ticket] = now
                         self._inflight += 1
                         self._running[id(batch)] = batch
                         handed.append((batch, ticket))
@@ -205,27 +217,60 @@ class Sender:
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
+    def _gate_depth(self, account: str) -> int:
+        """How many of ``account``'s batches may wait for a slot at once (caller holds the lock):
+        ``GATE_DEPTH``, plus the calls the account makes (at the rate the limiter gives it) in the
+        time a batch takes from its place at the gate to the limiter's answer (the longest of
+        late: the ledger's mark, building the call, the round trip to the limiter). So as many
+        asks overlap as that time needs to keep the account at its rate (Little's law: three more
+        with Redis 300 ms away at 10 calls/s), and none more with a limiter that answers at once."""
+        leads = self._leads.get(account)
+        if not leads:
+            return GATE_DEPTH
+        return GATE_DEPTH + min(int(max(leads) * self._rates.get(account, 0.0) + 0.5), self._concurrency)
+
     def _take_token(self, account: str, ticket: int, grant: str) -> float | None:
-        """Wait for this worker's turn at the account's gate (first come, first served) and for
-        the limiter's token, granted under the name ``grant``. Returns when the granting request
-        was made (the grant came no sooner), or None when the sender is stopping."""
+        """Reserve the account's next free slot for this worker's call, under the name ``grant``,
+        and wait for it. Every ticket at the account's gate asks as soon as it is there, so the
+        round trips of one account's asks overlap, and one ask is all a call needs: the limiter
+        answers with the slot it took (up to ``RESERVE_AHEAD_S`` ahead; past that, when to ask
+        again), and the worker goes that long after the answer: never before the slot, and as
+        long after it as the answer took to come back, like a grant made on the spot. Returns when
+        the call was due had the answer come back as quickly as usual: the reference from which
+        its lateness counts (an answer held up on its way back, a worker woken late; not an ask
+        held up on its way there, which only got a later slot). None when the sender is stopping
+        (a slot already taken is refunded: no call will use it)."""
         gate = self._gates[account]
         while True:
             with self._cond:
-                while not self._stopped and gate[0] != ticket:
-                    self._cond.wait(0.5)
                 if self._stopped:
                     return None
+                depth = self._gate_depth(account)
             asked_at = self._clock()
-            wait = self._limiter.acquire(account, grant)
+            reservation = self._limiter.reserve(account, grant)
+            replied_at = self._clock()
+            due = replied_at + reservation.wait_s  # the limiter decided before it answered: never early
             with self._cond:
-                self._due_at[ticket] = asked_at + max(wait, 0.0)
-                if wait <= 0:
-                    gate.popleft()  # the next batch may take its turn while this call is on the wire
+                entered = self._entered.pop(ticket, None)
+                if entered is not None:  # its first answer
+                    self._leads[account].append(replied_at - entered)
+                self._rates[account] = reservation.rate
+                if reservation.wait_s > 0:
+                    self._denied_at[account] = asked_at
+                self._due_at[ticket] = due
+                if self._gate_depth(account) > depth:
+                    self._cond.notify_all()  # the dispatcher may let more of the account's batches ask
+                while not self._stopped and (left := due - self._clock()) > 0:
+                    self._cond.wait(left)
+                stopped = self._stopped
+                if reservation.reserved and not stopped:
+                    gate.remove(ticket)  # the next batch may take its place while this call is on the wire
                     self._cond.notify_all()
-                    return asked_at
-                self._denied_at[account] = asked_at
-                self._cond.wait(wait)
+                    return due - reservation.late_s
+            if stopped:
+                if reservation.reserved:
+                    self._limiter.refund(account, grant)
+                return None
 
     def _run(self, batch: Batch, ticket: int) -> None:
         try:
@@ -238,6 +283,7 @@ class Sender:
                 gate = self._gates[batch.key.account]
                 if ticket in gate:
                     gate.remove(ticket)
+                self._entered.pop(ticket, None)
                 self._due_at.pop(ticket, None)
                 self._inflight -= 1
                 self.calls += 1
@@ -308,7 +354,7 @@ class Sender:
             if batch.bisected:
                 self._metrics.bisection_calls.labels(account).inc()
             with self._cond:
-                self._bisection.called(account)
+                self._bisection.called(account, batch.bisected)
         if outcome is Outcome.OK:
             self._metrics.batch_recipients.observe(batch.recipient_count)
             self._metrics.api_recipients.labels(account).inc(batch.recipient_count)
@@ -330,24 +376,25 @@ class Sender:
             rest, offenders = without(batch, lambda s: id(s) in named)
             finished += self._finish(batch, offenders, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
             self.submit(rest)  # type: ignore[arg-type]  # named_offenders never names every slice
-        elif outcome is Outcome.INVALID_REQUEST and len(batch.slices) > 1 and self._may_bisect(account):
+        elif outcome is Outcome.INVALID_REQUEST and len(batch.slices) > 1:
             self._metrics.retries.labels(account, "split").inc()
+            not_before = 0.0 if self._may_bisect_now(account) else self._clock() + DEFER_S
+            if not_before:
+                self._metrics.bisection_deferred.labels(account).inc()
             for half in split(batch):
                 half.attempts = batch.attempts
                 half.bisected = True
-                self.submit(half)
+                self.submit(half, not_before)
         else:
-            if outcome is Outcome.INVALID_REQUEST and len(batch.slices) > 1:  # the account's bisection budget is spent
-                self._metrics.bisection_skipped.labels(account).inc()
-                call = dataclasses.replace(call, message=f"{call.message} (the offending request was not isolated: the account's bisection budget is spent)")
             log.warning("batch %s failed: %s %s", batch.batch_id, call.code, call.message, extra={"batch_id": batch.batch_id, "account": account})
             finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
         self._record(finished)
         return finished
 
-    def _may_bisect(self, account: str) -> bool:
+    def _may_bisect_now(self, account: str) -> bool:
+        """Within the account's bisection share, or nothing else of the account waiting."""
         with self._cond:
-            return self._bisection.halve(account)
+            return self._bisection.within_share(account) or not self._scheduler.has_waiting(account)
 
     def _on_the_wire(self, ticket: int) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import math
 import random
 import subprocess
 import sys
@@ -135,6 +136,38 @@ def test_a_rejected_call_is_split_until_the_offending_request_fails(service_clus
     assert by_id["offender"][0]["status"] == "FAILED" and by_id["offender"][0]["code"] == "InvalidParameter"
     assert all(by_id[f"req-{i}"][0]["status"] == "SENT" for i in range(400))
     assert service.metric("chatapp_api_retries_total", reason="split") >= 1
+    # isolating one request among the n of its call: both halves of each level, about 2·log2(n) calls
+    calls = local_cams.calls()
+    offender_calls = [c for c in calls if bad_number in c["to"]]
+    n = max(len(c["to"]) for c in offender_calls)
+    assert len(offender_calls) <= math.ceil(math.log2(n)) + 1
+    assert service.metric("chatapp_bisection_calls_total") <= 2 * math.ceil(math.log2(n))
+    print(f"one offender among {n}: {len(offender_calls)} calls held it, {service.metric('chatapp_bisection_calls_total'):.0f} bisection calls")
+    assert service.stop() == 0
+
+
+def test_many_offenders_cost_other_traffic_at_most_the_bisection_share(service_cluster, local_cams, start_service, topic_reader):
+    """One request in 50 of a template refused by CAMS: isolating each costs about 2·log2(n)
+    calls; while another template's traffic waits, the halves take at most their share."""
+    codec = PlainAvroCodec()
+    refused, clean = 1000, 4000
+    values = [codec.encode_request(r) for r in sample_records(refused, templates=("welcome",), languages=("en",))]
+    values += [codec.encode_request(r) for r in sample_records(clean, templates=("otp_login",), languages=("en",), start=refused)]
+    bad = {phone(i) for i in range(0, refused, 50)}
+    local_cams.set_faults(invalid_numbers=sorted(bad))
+    produce(service_cluster.bootstrap_servers, values)
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    assert results.read_until(lambda r: len(r.messages) >= refused + clean, timeout=120), service.log_tail()
+    by_id = results_by_id(results)
+    assert {i for i in range(refused + clean) if by_id[f"req-{i}"][0]["status"] == "FAILED"} == set(range(0, refused, 50))
+    calls = [c["params"]["TemplateCode"] for c in local_cams.calls()]
+    last_clean = max(i for i, template in enumerate(calls) if template == "otp_login")
+    halves_meanwhile = sum(1 for template in calls[: last_clean + 1] if template == "welcome")
+    bisection = service.metric("chatapp_bisection_calls_total")
+    print(f"{len(bad)} offenders among {refused}: {sum(1 for t in calls if t == 'welcome')} calls ({bisection:.0f} for halves); "
+          f"the other template's {clean} requests done by call {last_clean + 1}, {halves_meanwhile} halves meanwhile")
+    assert halves_meanwhile <= 24 + 0.2 * (last_clean + 1) + 2 * 8  # the share, plus the calls in flight or at the gates
     assert service.stop() == 0
 
 

@@ -35,18 +35,19 @@ class Clock:
         return self.now
 
 
-def test_bisection_takes_at_most_its_share_of_the_calls_over_the_window() -> None:
+def test_bisection_is_within_its_share_of_the_calls_over_the_window() -> None:
     clock = Clock()
     budget = BisectionBudget(share=0.2, burst=4, window_s=10.0, clock=clock)
-    spent = 0
-    while budget.halve("a"):  # halves are taken when they are made, before their calls
-        spent += 2
-    assert spent == 4  # the burst alone
-    for _ in range(24):
-        budget.called("a")
-    assert budget.halve("a") and budget.halve("a")  # 8 <= 4 + 0.2 x 24 = 8.8
-    assert not budget.halve("a")
-    assert budget.halve("b")  # accounts are apart
+    for _ in range(5):
+        assert budget.within_share("a")  # 4 bisection calls of 4 calls: 4 < 4 + 0.2 x 4
+        budget.called("a", bisection=True)
+    assert not budget.within_share("a")  # 5 of 5: 5 < 4 + 0.2 x 5 is false
+    for _ in range(20):
+        budget.called("a", bisection=False)
+    for _ in range(5):
+        assert budget.within_share("a")  # up to 9 of 29: 9 < 4 + 0.2 x 29
+        budget.called("a", bisection=True)
+    assert not budget.within_share("a")  # 10 of 30
+    assert budget.within_share("b")  # accounts are apart
     clock.now = 11.0  # the window moved on
-    assert budget.halve("a", halves=4)
-    assert not budget.halve("a", halves=1)
+    assert budget.within_share("a")

@@ -17,7 +17,7 @@ from consumer.cams.client import CallResult, StaticCredentials
 from consumer.cams.errors import Outcome
 from consumer.credentials import CredentialsError
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
-from consumer.limiter import AccountLimit, InProcessLimiter
+from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, InProcessLimiter, Reservation
 from consumer.metrics import Metrics
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
 from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
@@ -84,14 +84,14 @@ class SpyLimiter(InProcessLimiter):
         self.refunds: list[tuple[str, str]] = []
         self.busy_until = 0.0  # monotonic: until then other instances hold the budget (every acquire waits)
 
-    def acquire(self, account: str, ticket: str | None = None) -> float:
+    def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
         busy = self.busy_until - time.monotonic()
         if busy > 0:
-            return busy
-        wait = super().acquire(account, ticket)
-        if wait == 0.0 and ticket is not None:
+            return Reservation(False, busy, self.effective_rate(account))
+        reservation = super().reserve(account, ticket, ahead_s)
+        if reservation.reserved and ticket is not None:
             self.tickets.append(ticket)
-        return wait
+        return reservation
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         self.late.append((account, ticket, late_s))
@@ -442,12 +442,15 @@ def test_an_answer_naming_the_offending_number_fails_its_request_without_bisecti
     h.assert_no_more_results()
 
 
-def test_past_the_bisection_budget_a_refused_batch_fails_whole(start) -> None:
-    from consumer.bisection import BURST
+def test_past_its_share_bisection_waits_while_other_traffic_of_the_account_goes_first(start) -> None:
+    from consumer.bisection import BURST, SHARE
 
-    # every batch holds one bad request: bisection would spend ~2 calls per level on each
-    batches = [make_batch(*([1] * 64)) for _ in range(6)]
-    bad = {sorted(numbers_of(b, 5))[0] for b in batches}
+    # every batch of one template holds one bad request; another template's batches are clean
+    refused = [make_batch(*([1] * 64)) for _ in range(4)]
+    bad = {sorted(numbers_of(b, 5))[0] for b in refused}
+    offenders = sorted(b.slices[5].request.request_id for b in refused)
+    clean_key = make_key(template_code="clean")
+    clean = [make_batch(*([1] * 10), key=clean_key) for _ in range(40)]
 
     def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
         if bad & {r["to"] for r in recipients}:
@@ -455,16 +458,17 @@ def test_past_the_bisection_budget_a_refused_batch_fails_whole(start) -> None:
         return ok(f"GM-{n}")
 
     h = start(script)
-    for b in batches:
+    for b in refused + clean:
         h.sender.submit(b)
-    results = h.collect(6 * 64)
-    bisection_calls = h.metric("chatapp_bisection_calls_total", account="default")
-    # what isolating the offenders may cost: the burst plus a fifth of the account's calls
-    assert bisection_calls <= BURST + 0.2 * len(h.cams.calls)
-    assert h.metric("chatapp_bisection_skipped_total", account="default") >= 1
-    skipped = [r for r in results.values() if r.status is Status.FAILED and "bisection budget" in (r.message or "")]
-    assert skipped and all(r.code == "InvalidParameter" for r in skipped)
-    assert len(h.cams.calls) < 6 * (1 + 2 * 6), "bisecting all six batches would take 13 calls each"
+    results = h.collect(4 * 64 + 40 * 10)
+    # nothing fails for the budget: the offenders alone, everything else sent
+    assert sorted(r for r, v in results.items() if v.status is Status.FAILED) == offenders
+    # until the clean traffic is done, halves took about their share of the calls (plus those in flight)
+    keys = [key for key, _ in h.cams.calls]
+    last_clean = max(i for i, key in enumerate(keys) if key == clean_key)
+    halves_before = sum(1 for key in keys[: last_clean + 1] if key != clean_key) - len(refused)
+    assert halves_before <= BURST + SHARE * (last_clean + 1) + 2 * 8
+    assert h.metric("chatapp_bisection_deferred_total", account="default") >= 1
     h.assert_no_more_results()
 
 
