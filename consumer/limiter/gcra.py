@@ -30,6 +30,15 @@ held up after its grant (a new connection, a pause of the process) arrives late,
 sender measures how much longer than usual a call took (``LatenessGauge``) and the limiter moves
 that call's entry in the window later by as much, so the call that shares its window waits too.
 
+Reservations: instead of "now or ask again later", a caller may take the next free slot ahead
+of time (:func:`reserve`): the slot is the earliest instant at which :func:`decide` would grant if
+nobody else asked before, and it is decided (TAT moved on, the grant entered in the window at that
+instant) at once, in the one request. The caller then sleeps until its slot and sends, without a
+second request. Slots are the same grid and window as grants made on the spot, so every promise
+above holds whichever mix of the two the callers use; a slot further than ``ahead_s`` away is not
+taken (the caller is told when to ask again), so no caller holds more than ``ahead_s`` of the
+budget in advance. ``decide`` at ``now`` is ``reserve`` with ``ahead_s = 0``.
+
 ``consumer/limiter/redis.py`` runs the same rules in Lua; keep both in step.
 """
 
@@ -100,3 +109,39 @@ def push_out(tat: float | None, now: float, delay_s: float, interval: float, bur
     """The TAT that makes the next grant come no sooner than ``now + delay_s`` (and not as a burst)."""
     current = now if tat is None or tat < now else tat
     return max(current, now + delay_s + (burst - 1) * interval)
+
+
+class Slot(NamedTuple):
+    """The outcome of one reservation: ``reserved`` means the slot ``wait_s`` from now (0.0: now) is
+    taken and ``tat`` is the state to store; not reserved means the next free slot lies beyond the
+    horizon: ask again in ``wait_s`` (the state stays as it was)."""
+
+    reserved: bool
+    wait_s: float
+    tat: float | None
+
+
+def next_slot(tat: float | None, recent: Sequence[float], now: float, interval: float, burst: int, capacity: int) -> Verdict:
+    """The earliest instant ``t >= now`` at which :func:`decide` grants, as ``(t - now, TAT after
+    that grant)``, supposing nobody asks before ``t``.
+
+    At most three decisions: GCRA's slot, then the window's, which GCRA never moves again (a
+    TAT the window held back is then at most in the past, where GCRA grants)."""
+    t = now
+    for _ in range(4):
+        verdict = decide(tat, recent, t, interval, burst, capacity)
+        if verdict.wait_s == 0.0:
+            return Verdict(0.0 if t - now <= RESOLUTION_S else t - now, verdict.tat)
+        t += verdict.wait_s
+    raise AssertionError(f"no slot after four decisions (tat={tat}, recent={list(recent)}, now={now})")  # pragma: no cover
+
+
+def reserve(tat: float | None, recent: Sequence[float], now: float, interval: float, burst: int, capacity: int, ahead_s: float) -> Slot:
+    """Take the next free slot if it is at most ``ahead_s`` away (see the module's docstring).
+
+    A reserved slot counts in the window at ``now + wait_s``: the caller adds that time to
+    ``recent`` under the reservation's ticket."""
+    slot = next_slot(tat, recent, now, interval, burst, capacity)
+    if slot.wait_s - max(ahead_s, 0.0) > RESOLUTION_S:
+        return Slot(False, slot.wait_s - max(ahead_s, 0.0), tat)
+    return Slot(True, slot.wait_s, slot.tat)

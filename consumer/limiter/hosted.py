@@ -3,9 +3,10 @@
 The supervisor holds an :class:`InProcessLimiter` and serves it on a Unix socket (in Linux's
 abstract namespace: no file to clean up) with multiprocessing's manager protocol (pickled calls,
 authenticated by a random key the workers inherit); each worker's :class:`HostedLimiter` asks
-it for every token. So the workers of an instance keep to the account's rate together exactly as
-one process would, and an idle worker leaves its share to the busy ones. A call is one round
-trip per API call of up to 1,000 recipients. The worker runs the metrics hooks itself.
+it for every token (``acquire``, or ``reserve`` for a slot ahead: the host's limiter decides both).
+So the workers of an instance keep to the account's rate together exactly as one process would,
+and an idle worker leaves its share to the busy ones. A call is one round trip per API call of up
+to 1,000 recipients. The worker runs the metrics hooks itself.
 
 (Not TCP loopback: the protocol writes a large message's length and its body separately, and
 Nagle's algorithm with delayed acknowledgements held such calls 40 ms each.)
@@ -24,10 +25,11 @@ import secrets
 import sys
 import tempfile
 import threading
+import time
 from multiprocessing.managers import BaseManager, BaseProxy, Server
 
 from .memory import InProcessLimiter
-from .protocol import LimiterObserver, NoopObserver
+from .protocol import RESERVE_AHEAD_S, LimiterObserver, NoopObserver, Reservation
 
 log = logging.getLogger("consumer.limiter")
 
@@ -45,6 +47,11 @@ class _Grants:
 
     def acquire(self, account: str, ticket: str | None) -> tuple[float, float]:
         return self._limiter.acquire(account, ticket), self._limiter.effective_rate(account)
+
+    def reserve(self, account: str, ticket: str | None, ahead_s: float) -> tuple[tuple[bool, float, float, float], float]:
+        """The reservation, and when it was decided (``time.monotonic``: one clock for every
+        process of the machine on Linux) so the worker can tell how long the answer took."""
+        return tuple(self._limiter.reserve(account, ticket, ahead_s)), time.monotonic()  # type: ignore[return-value]
 
     def throttled(self, account: str, retry_after_s: float | None) -> float:
         self._limiter.throttled(account, retry_after_s)
@@ -139,6 +146,19 @@ class HostedLimiter:
         else:
             self._observer.granted(account)
         return wait
+
+    def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
+        answer = self._ask("reserve", account, ticket, ahead_s)
+        if answer is _UNREACHABLE:
+            return self._fallback.reserve(account, ticket, ahead_s)
+        fields, decided = answer  # type: ignore[misc]
+        reservation = Reservation(*fields)._replace(late_s=max(0.0, time.monotonic() - decided))
+        self._note_rate(account, reservation.rate)
+        if reservation.reserved:
+            self._observer.granted(account)
+        else:
+            self._observer.denied(account, reservation.wait_s)
+        return reservation
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         rate = self._ask("throttled", account, retry_after_s)

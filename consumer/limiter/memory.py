@@ -1,4 +1,8 @@
-"""In-process limiter: GCRA plus adaptive factor per account, guarded by one lock."""
+"""In-process limiter: GCRA plus adaptive factor per account, guarded by one lock.
+
+``acquire`` grants now or says when to ask again; ``reserve`` takes the next free slot up to
+``RESERVE_AHEAD_S`` ahead (see gcra.py): both on one schedule and one window per account.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .adaptive import AdaptivePolicy, RateFactor
-from .gcra import decide, emission_interval, push_out, window_capacity
-from .protocol import AccountLimit, LimiterObserver, NoopObserver
+from .gcra import emission_interval, push_out, reserve, window_capacity
+from .protocol import RESERVE_AHEAD_S, AccountLimit, LimiterObserver, NoopObserver, Reservation
 
 
 @dataclass(slots=True)
@@ -27,8 +31,8 @@ class _AccountState:
 class InProcessLimiter:
     """A :class:`RateLimiter` for one process: exact within the process, blind to other processes.
 
-    Thread-safe: every decision happens under one lock, so whichever thread asks, an account's
-    grants keep to its schedule (``(1 + safety_margin) / effective_rate`` apart, see gcra.py) and
+    Thread-safe: every decision happens under one lock, so whichever thread asks (or reserves), an
+    account's grants keep to its schedule (``(1 + safety_margin) / effective_rate`` apart, see gcra.py) and
     no ``1 + safety_margin`` seconds hold more than its calls per second.
     Accounts missing from ``limits`` get ``default``. State is kept per account seen (accounts are
     a small, fixed set). ``clock`` is a monotonic float-seconds clock, injectable for tests.
@@ -57,25 +61,30 @@ class InProcessLimiter:
         self._tickets = itertools.count()
 
     def acquire(self, account: str, ticket: str | None = None) -> float:
+        reservation = self.reserve(account, ticket, 0.0)
+        return 0.0 if reservation.reserved else reservation.wait_s
+
+    def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
         limit = self._limits.get(account, self._default)
         with self._lock:
             now = self._clock()
             state = self._states.setdefault(account, _AccountState())
             rate = limit.rate_per_second * state.factor.at(now, self._policy)
             capacity = window_capacity(limit.rate_per_second)
-            verdict = decide(state.tat, sorted(state.recent.values()), now, emission_interval(rate, self._margin), limit.burst, capacity)
-            state.tat = verdict.tat
-            if verdict.wait_s == 0.0:
-                state.recent[ticket if ticket is not None else f"~{next(self._tickets)}"] = now
+            slot = reserve(state.tat, sorted(state.recent.values()), now, emission_interval(rate, self._margin), limit.burst,
+                           capacity, min(ahead_s, RESERVE_AHEAD_S))
+            if slot.reserved:
+                state.tat = slot.tat
+                state.recent[ticket if ticket is not None else f"~{next(self._tickets)}"] = now + slot.wait_s
                 if len(state.recent) > capacity:
                     del state.recent[min(state.recent, key=state.recent.__getitem__)]
             changed = self._note_rate(state, rate)
         self._report(account, changed)
-        if verdict.wait_s > 0.0:
-            self._observer.denied(account, verdict.wait_s)
-        else:
+        if slot.reserved:
             self._observer.granted(account)
-        return verdict.wait_s
+        else:
+            self._observer.denied(account, slot.wait_s)
+        return Reservation(slot.reserved, slot.wait_s, rate)
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         limit = self._limits.get(account, self._default)

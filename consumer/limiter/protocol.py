@@ -1,9 +1,21 @@
-"""What every limiter promises: the per-account limit, the limiter protocol and its metrics hooks."""
+"""What every limiter promises: the per-account limit, the limiter protocol and its metrics hooks.
+
+Two ways to take a token: :meth:`RateLimiter.acquire` grants one now or says when to ask again;
+:meth:`RateLimiter.reserve` takes the account's next free slot up to ``RESERVE_AHEAD_S`` ahead in
+the same request and says when it is, so a caller whose limiter is far away (a slow Redis) pays
+one round trip per call and several callers' round trips can overlap. Both draw on the same
+schedule and window (see gcra.py): the account's promise holds whichever mix of them is used.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+RESERVE_AHEAD_S = 1.0
+"""The furthest ahead a slot is ever reserved: one window. An instance cannot take more of the
+budget in advance (the rest stays for the others), and a caller that stops before its slot gives
+back at most that much (it refunds the slot as well)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,23 +38,49 @@ class AccountLimit:
             raise ValueError(f"burst must be >= 1, got {self.burst}")
 
 
+class Reservation(NamedTuple):
+    """The answer to :meth:`RateLimiter.reserve`. ``reserved``: the slot ``wait_s`` seconds after
+    the limiter decided (0.0: at once) is the caller's; send then, without asking again (a slot the
+    caller will not use is given back with :meth:`RateLimiter.refund`). Not reserved: the next free
+    slot lies beyond the horizon; ask again in ``wait_s``. ``rate``: the account's calls/s as
+    :meth:`RateLimiter.effective_rate` gives it, at no extra cost (the sender sizes its gate by it).
+    ``late_s``: how much longer than usual the answer took to come back after the decision (the
+    network, a pause of the process), as far as the limiter can tell: a caller that goes
+    ``wait_s`` after the answer goes that much later after its slot than usual (the sender counts
+    it in the call's lateness, see lateness.py). Not the way there: an ask held up before the
+    decision (a new connection's handshake, a busy Redis) only gets a later slot."""
+
+    reserved: bool
+    wait_s: float
+    rate: float
+    late_s: float = 0.0
+
+
 class RateLimiter(Protocol):
     """A per-account token source for the dispatcher. No method ever sleeps."""
 
     def acquire(self, account: str, ticket: str | None = None) -> float:
         """Take a token for ``account`` now (returns 0.0) or return the seconds to wait before asking again.
 
-        ``ticket`` names the grant (unique across instances) so that :meth:`arrived_late` can find it."""
+        ``ticket`` names the grant (unique across instances) so that :meth:`arrived_late` can find it.
+        The same as :meth:`reserve` with ``ahead_s=0``."""
+        ...
+
+    def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
+        """Take ``account``'s next free slot if it is at most ``ahead_s`` (capped at ``RESERVE_AHEAD_S``)
+        away, in one request: counted in the window at that slot, under ``ticket`` as for :meth:`acquire`.
+        ``observer.granted`` when reserved, ``observer.denied`` when not."""
         ...
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
-        """The call granted under ``ticket`` may have reached CAMS up to ``late_s`` after its grant:
+        """The call granted under ``ticket`` may have reached CAMS up to ``late_s`` after its grant (its slot):
         count it that much later in the window, so the call that shares its window waits for it."""
         ...
 
     def refund(self, account: str, ticket: str) -> None:
-        """CAMS did not count the call granted under ``ticket`` (it answered System.LimitControl):
-        take it out of the window, so the call sharing its window need not wait for it."""
+        """CAMS did not count the call granted under ``ticket`` (it answered System.LimitControl), or
+        the call reserved under ``ticket`` will not be made: take it out of the window, so the call
+        sharing its window need not wait for it."""
         ...
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:

@@ -12,6 +12,16 @@ live on one slot):
 
 Every instance runs the same Lua script (loaded once, then EVALSHA) with the time taken from the Redis
 server (``TIME``), so instance clocks never matter and one acquire is one round trip.
+
+Reservations: ``reserve`` runs the same decision as ``acquire`` but takes the account's next free
+slot up to ``ahead_s`` (at most ``RESERVE_AHEAD_S``, one second) ahead and answers with how far
+ahead it is: the caller sleeps until then and sends, one round trip per call even when the slot is
+not free yet (``acquire`` would have it ask twice). The slot is in the window at its own time (a
+score in the future), so every instance's later decisions see it; a slot further ahead than the
+horizon is not taken (the caller asks again when it would be). Against a Redis 300 ms away, a
+caller that asks one call at a time gets one call per round trip whichever method it uses; calls
+whose requests are in flight together (the sender lets several tickets of an account ask at once,
+see sender.py) get one slot each, in the order Redis runs them.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from redis import Redis
@@ -35,20 +46,24 @@ from ..redis_watch import RedisWatch
 from .adaptive import AdaptivePolicy
 from .gcra import CATCH_UP_INTERVALS, window_capacity
 from .memory import InProcessLimiter
-from .protocol import AccountLimit, LimiterObserver, NoopObserver
+from .protocol import RESERVE_AHEAD_S, AccountLimit, LimiterObserver, NoopObserver, Reservation
 
 log = logging.getLogger("consumer.limiter")
 
 PROBE_INTERVAL_S = 1.0
 """While in fallback, Redis is tried again at most this often."""
+ANSWER_HISTORY = 32
+"""Recent answers to reservations whose quickest way back is the usual one (see ``_answer_late``)."""
 
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
 -- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}   KEYS[3] latest grants {ticket: time}
 -- ARGV op ('acquire' | 'throttle' | 'late' | 'refund' | 'peek'), rate, burst, safety_margin,
 --      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, capacity, catch_up_intervals,
---      ticket, late_s
--- returns {granted (1/0), wait_s, factor}; numbers as strings (Lua numbers would be truncated)
+--      ticket, late_s, ahead_s
+-- returns {granted (1/0), wait_s, factor}, and for acquire the server time of the decision:
+-- granted, the slot is wait_s from now (reserved); else ask again in wait_s.
+-- Numbers as strings (Lua numbers would be truncated)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local op = ARGV[1]
@@ -78,8 +93,6 @@ end
 
 local interval = (1 + margin) / (rate * factor)
 local stored = tonumber(redis.call('GET', KEYS[1]))
-local tat = now
-if stored and stored > now - catch_up_intervals * interval then tat = stored end
 
 if op == 'throttle' then
   if not since or now - since >= holdoff then
@@ -90,25 +103,40 @@ if op == 'throttle' then
   local retry_after = tonumber(ARGV[9])
   if retry_after > 0 then
     interval = (1 + margin) / (rate * factor)
+    local tat = now
+    if stored and stored > now then tat = stored end
     tat = math.max(tat, now + retry_after + (burst - 1) * interval)
     redis.call('SET', KEYS[1], fmt(tat), 'PX', ttl_ms(tat - now))
   end
   return {0, '0', fmt(factor)}
 end
 
+-- acquire / reserve: the next free slot at t >= now (gcra.next_slot: at most three decisions of
+-- gcra.decide at t), taken if it is at most ARGV[14] (ahead_s; 0 for acquire) away
+local ahead = math.max(0, tonumber(ARGV[14]))
 local span = capacity * interval
-local wait = tat - (burst - 1) * interval - now
-if wait <= 0.000001 and redis.call('ZCARD', KEYS[3]) >= capacity then
-  local oldest = redis.call('ZREVRANGE', KEYS[3], capacity - 1, capacity - 1, 'WITHSCORES')
-  wait = tonumber(oldest[2]) + span - now
+local oldest = nil
+if redis.call('ZCARD', KEYS[3]) >= capacity then
+  oldest = tonumber(redis.call('ZREVRANGE', KEYS[3], capacity - 1, capacity - 1, 'WITHSCORES')[2])
 end
-if wait > 0.000001 then return {0, fmt(wait), fmt(factor)} end
-tat = tat + interval
-redis.call('SET', KEYS[1], fmt(tat), 'PX', ttl_ms(tat - now))
-redis.call('ZADD', KEYS[3], fmt(now), ARGV[12])
+local t, next_tat = now, nil
+for _ = 1, 4 do
+  local current = t
+  if stored and stored > t - catch_up_intervals * interval then current = stored end
+  local wait = current - (burst - 1) * interval - t
+  if wait <= 0.000001 and oldest then wait = oldest + span - t end
+  if wait <= 0.000001 then next_tat = current + interval; break end
+  t = t + wait
+end
+local wait = t - now
+if not next_tat then return {0, fmt(math.max(wait - ahead, 0.001)), fmt(factor), fmt(now)} end
+if wait - ahead > 0.000001 then return {0, fmt(wait - ahead), fmt(factor), fmt(now)} end
+if wait <= 0.000001 then wait = 0 end
+redis.call('SET', KEYS[1], fmt(next_tat), 'PX', ttl_ms(next_tat - now))
+redis.call('ZADD', KEYS[3], fmt(now + wait), ARGV[12])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -capacity - 1)
-redis.call('PEXPIRE', KEYS[3], ttl_ms(span))
-return {1, '0', fmt(factor)}
+redis.call('PEXPIRE', KEYS[3], ttl_ms(wait + span))
+return {1, fmt(wait), fmt(factor), fmt(now)}
 """
 
 
@@ -222,20 +250,26 @@ class RedisLimiter:
         self._in_fallback = False
         self._last_probe = -math.inf
         self._reported: dict[str, float] = {}
+        self._answer_legs: deque[float] = deque(maxlen=ANSWER_HISTORY)  # (answered - decided) of the latest reservations
         self._instance = uuid.uuid4().hex[:12]  # names this limiter's own tickets in the shared window
         self._tickets = itertools.count()
 
     def acquire(self, account: str, ticket: str | None = None) -> float:
+        reservation = self.reserve(account, ticket, 0.0)
+        return 0.0 if reservation.reserved else reservation.wait_s
+
+    def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
         ticket = ticket if ticket is not None else f"{self._instance}:{next(self._tickets)}"
-        reply = self._shared("acquire", account, ticket=ticket)
+        ahead_s = max(0.0, min(ahead_s, RESERVE_AHEAD_S))
+        reply = self._shared("acquire", account, ticket=ticket, ahead_s=ahead_s)
         if reply is None:
-            return self._fallback.acquire(account, ticket)
-        granted, wait_s, _ = reply
+            return self._fallback.reserve(account, ticket, ahead_s)
+        granted, wait_s, factor, late_s = reply
         if granted:
             self._observer.granted(account)
-            return 0.0
-        self._observer.denied(account, wait_s)
-        return wait_s
+        else:
+            self._observer.denied(account, wait_s)
+        return Reservation(granted, wait_s, self._limits.get(account, self._default).rate_per_second * factor, late_s)
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         if self._shared("late", account, ticket=ticket, late_s=late_s) is None:
@@ -270,8 +304,9 @@ class RedisLimiter:
     def close(self) -> None:
         self._redis.close()
 
-    def _shared(self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0) -> tuple[bool, float, float] | None:
-        """Run the script for ``account``; None means "use the fallback" (Redis down, no probe due)."""
+    def _shared(self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0, ahead_s: float = 0.0) -> tuple[bool, float, float, float] | None:
+        """Run the script for ``account``: (granted, wait_s, factor, how late the answer came back);
+        None means "use the fallback" (Redis down, no probe due)."""
         if self._in_fallback and not self._probe_due():
             return None
         limit = self._limits.get(account, self._default)
@@ -279,19 +314,32 @@ class RedisLimiter:
         p = self._policy
         try:
             with self._watch.timed("limiter", op):
-                granted, wait_s, factor = self._script(
+                asked = time.monotonic()
+                granted, wait_s, factor, *decided = self._script(
                     keys=[f"{tag}:tat", f"{tag}:rate", f"{tag}:recent"],
                     args=[op, limit.rate_per_second, limit.burst, self._margin, p.decrease, p.floor, p.recovery_per_s,
-                          p.holdoff_s, retry_after_s, window_capacity(limit.rate_per_second), CATCH_UP_INTERVALS, ticket, late_s],
+                          p.holdoff_s, retry_after_s, window_capacity(limit.rate_per_second), CATCH_UP_INTERVALS, ticket, late_s, ahead_s],
                 )
         except RedisError as exc:
             self._observer.backend_error(account, exc)
             self._failed(exc)
             return None
+        answered, answered_wall = time.monotonic(), time.time()
         self._recovered()
-        reply = bool(granted), float(wait_s), float(factor)
+        reply = bool(granted), float(wait_s), float(factor), self._answer_late(float(decided[0]), answered_wall, answered - asked) if decided else 0.0
         self._note_rate(account, limit.rate_per_second * reply[2])
         return reply
+
+    def _answer_late(self, decided: float, answered: float, round_trip_s: float) -> float:
+        """How much longer than the quickest of the last ``ANSWER_HISTORY`` answers this one took
+        from the script's decision (``decided``, Redis's clock) to this process (``answered``, the
+        wall clock): the two clocks' offset cancels out. No more than the round trip: a clock
+        stepped by NTP must not pass for a late answer."""
+        leg = answered - decided
+        with self._lock:
+            self._answer_legs.append(leg)
+            quickest = min(self._answer_legs)
+        return max(0.0, min(leg - quickest, round_trip_s))
 
     def _probe_due(self) -> bool:
         """In fallback and a second has passed since the last try: claim this probe (one thread wins)."""
