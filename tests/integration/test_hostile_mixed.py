@@ -83,7 +83,9 @@ def test_hostile_and_careless_messages_among_normal_traffic(instances, service_c
         if h.status is not None:
             wanted[h.request_id][h.status] += 1
     for request_id, counts in wanted.items():
-        assert set(statuses[request_id]) == set(counts) and all(statuses[request_id][s] >= n for s, n in counts.items()), (request_id[:40], statuses[request_id])
+        assert set(statuses[request_id]) == set(counts), (request_id[:40], statuses[request_id])
+        # an id used for two contents: whichever is read first is sent, the other REJECTED (either way round)
+        assert len(counts) > 1 or statuses[request_id][next(iter(counts))] >= sum(counts.values()), (request_id[:40], statuses[request_id])
     # every message that cannot be read: a dead letter naming its position
     lettered = {(int(dict(m.headers())["chatapp.dlq.partition"]), int(dict(m.headers())["chatapp.dlq.offset"])) for m in dlq.messages}
     for index, h in enumerate(hostile, start=GOOD):
