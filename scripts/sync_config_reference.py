@@ -1,11 +1,11 @@
-"""Rewrite README.md's configuration table from consumer.config.reference_markdown()."""
+"""Rewrite docs/configuration.md's configuration table from consumer.config.reference_markdown()."""
 
 import re
 from pathlib import Path
 
 from consumer.config import reference_markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-text = README.read_text()
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+text = TABLE.read_text()
 pattern = re.compile(r"(<!-- config-reference:.*?-->\n)(.*?)(\n<!-- /config-reference -->)", re.S)
-README.write_text(pattern.sub(lambda m: m.group(1) + reference_markdown() + m.group(3), text, count=1))
+TABLE.write_text(pattern.sub(lambda m: m.group(1) + reference_markdown() + m.group(3), text, count=1))

@@ -12,7 +12,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_configuration_table_is_the_settings_table() -> None:
-    section = re.search(r"<!-- config-reference:.*?-->\n(.*?)\n<!-- /config-reference -->", README, re.S)
+    section = re.search(r"<!-- config-reference:.*?-->\n(.*?)\n<!-- /config-reference -->", (ROOT / "docs" / "configuration.md").read_text(), re.S)
     assert section is not None
     assert section.group(1) == reference_markdown()
 
