@@ -104,11 +104,12 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(service_cluster, start
 def test_with_redis_a_killed_workers_requests_are_not_sent_again(service_cluster, start_service, topic_reader, private_redis):
     """With Redis the workers share its ledger, as instances do: the worker that reads the killed
     one's partitions again answers what it had sent from the ledger; only calls in flight at the
-    kill are sent again (``inflight_policy=resend``, counted)."""
+    kill are sent again (``inflight_policy=resend``, counted), once the killed worker's marks are
+    stale (``inflight_stale_s``, 3 s here: its heartbeat stopped)."""
     total = 4000
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
         service = start_service(service_env(service_cluster.bootstrap_servers, cams.url, workers=2, batch_max_recipients=100, rate_limit_per_second=RATE,
-                                            redis_url=private_redis.url, limiter_fallback_instances=2,
+                                            redis_url=private_redis.url, limiter_fallback_instances=2, inflight_stale_s=3,
                                             commit_interval_ms=60_000))  # no commit before the kill: every result it published is read again  # fmt: skip
         service.wait_ready(timeout=60)
         reader = topic_reader(service_cluster.bootstrap_servers, RESULTS)
