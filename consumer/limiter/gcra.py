@@ -37,7 +37,8 @@ instant) at once, in the one request. The caller then sleeps until its slot and 
 second request. Slots are the same grid and window as grants made on the spot, so every promise
 above holds whichever mix of the two the callers use; a slot further than ``ahead_s`` away is not
 taken (the caller is told when to ask again), so no caller holds more than ``ahead_s`` of the
-budget in advance. ``decide`` at ``now`` is ``reserve`` with ``ahead_s = 0``.
+budget in advance. A grant on the spot is a reservation with ``ahead_s = 0`` (denied, it says
+when the slot is: ``decide`` says when its first rule would allow it).
 
 ``consumer/limiter/redis.py`` runs the same rules in Lua; keep both in step.
 """

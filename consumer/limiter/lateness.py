@@ -1,7 +1,10 @@
 """How much later than usual a call may have reached CAMS: the limiter's correction for late arrivals.
 
 Pure: the sender feeds it each call's time from its grant to its request being on the wire (the
-request handed to the socket; the time from grant to answer when that is not known). A request
+request handed to the socket; the time from grant to answer when that is not known). For a slot
+reserved ahead, the grant is when the call was due had the limiter's answer come back as quickly
+as usual: a worker woken late, or an answer held up on its way back (``Reservation.late_s``), makes
+the call late; an ask held up on its way to the limiter only got a later slot. A request
 goes out no sooner than the fastest recent one's (the usual work between grant and socket), so the
 time beyond that fastest one is how long the call was held up on its way out (a new connection, a
 thread waiting for the interpreter, a pause of the process). Up to ``tolerance_s`` of it is

@@ -6,7 +6,7 @@ live on one slot):
 - ``<prefix>{<account>}:tat``  — GCRA TAT, seconds on the Redis server clock; expires once in the past.
 - ``<prefix>{<account>}:recent`` — sorted set of the latest grants (member: the grant's ticket,
   score: when it counts in the window; at most the account's calls per second): the sliding
-  window; expires one window after the last grant.
+  window (a slot reserved ahead counts at its own time); expires one window after the last one.
 - ``<prefix>{<account>}:rate`` — hash ``f`` (adaptive factor after the last decrease), ``t`` (when);
   expires once the factor is back to 1.0 and the hold-off is over.
 
@@ -18,10 +18,13 @@ slot up to ``ahead_s`` (at most ``RESERVE_AHEAD_S``, one second) ahead and answe
 ahead it is: the caller sleeps until then and sends, one round trip per call even when the slot is
 not free yet (``acquire`` would have it ask twice). The slot is in the window at its own time (a
 score in the future), so every instance's later decisions see it; a slot further ahead than the
-horizon is not taken (the caller asks again when it would be). Against a Redis 300 ms away, a
-caller that asks one call at a time gets one call per round trip whichever method it uses; calls
-whose requests are in flight together (the sender lets several tickets of an account ask at once,
-see sender.py) get one slot each, in the order Redis runs them.
+horizon is not taken (the caller asks again when it would be). Asks in flight together (the
+sender lets as many of an account's asks overlap as the round trip needs, see sender.py) get one
+slot each, in the order Redis runs them: against a Redis 300 ms away an account keeps its rate
+instead of one call per round trip. The script also answers with its server time, so the caller
+learns how much longer than the quickest recent answer this one took to come back (``late_s``):
+an answer held up on its way back makes the call late, an ask held up on its way there (a new
+connection's handshake) only got a later slot.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis import Redis
 
-from consumer.limiter import AccountLimit, RedisLimiter, connect
+from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, RedisLimiter, connect
 from consumer.limiter.gcra import emission_interval
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.redis import PrivateRedis
@@ -56,10 +56,12 @@ def make_limiter(prefix: str) -> Iterator[Callable[..., RedisLimiter]]:
 # --- one budget across processes -------------------------------------------------------------
 
 
-def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float) -> tuple[bool, list[float]]:
-    """One instance's dispatcher (runs in a spawned process): ask, sleep what the limiter says, repeat.
+def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float, reserve: bool = False) -> tuple[bool, list[float]]:
+    """One instance's dispatcher (runs in a spawned process): ask, sleep what the limiter says, repeat;
+    with ``reserve``, take a slot up to a second ahead and go at it (no second ask).
 
-    Returns whether it was ready before ``start_at`` and the wall-clock times of its grants.
+    Returns whether it was ready before ``start_at`` and the wall-clock times of its grants (of
+    its slots).
     """
     limiter = RedisLimiter(connect(url), {}, TEN, key_prefix=prefix, fallback_instances=3)
     limiter.effective_rate("acct")  # connect and load the script before the clock starts
@@ -67,6 +69,13 @@ def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float) -> 
     time.sleep(max(0.0, start_at - time.time()))
     grants: list[float] = []
     while (now := time.time()) < start_at + duration_s:
+        if reserve:  # the slot's time as this process sees it (a late wake-up is the caller's to report)
+            answer = limiter.reserve("acct")
+            due = time.time() + answer.wait_s
+            if answer.reserved and due < start_at + duration_s:
+                grants.append(due)
+            time.sleep(max(0.0, due - time.time()))
+            continue
         wait = limiter.acquire("acct")
         if wait == 0.0:
             grants.append(now)
@@ -76,12 +85,13 @@ def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float) -> 
     return ready, grants
 
 
-def test_three_processes_share_one_budget_exactly(prefix: str) -> None:
+@pytest.mark.parametrize("reserve", [False, True], ids=["acquire", "reserve"])
+def test_three_processes_share_one_budget_exactly(prefix: str, reserve: bool) -> None:
     duration = 5.0
     start_at = time.time() + 3.0
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(3) as pool:
-        results = pool.starmap_async(dispatch_loop, [(SHARED_URL, prefix, start_at, duration)] * 3).get(timeout=30)
+        results = pool.starmap_async(dispatch_loop, [(SHARED_URL, prefix, start_at, duration, reserve)] * 3).get(timeout=30)
     assert all(ready for ready, _ in results), "a process started late: the run did not overlap"
     per_process = [len(grants) for _, grants in results]
     times = sorted(t for _, grants in results for t in grants)
@@ -120,6 +130,34 @@ def test_the_window_holds_a_burst_to_the_rate_per_second(prefix: str) -> None:
         assert limiter.acquire("acct") == 0.0
     finally:
         limiter.close()
+
+
+def test_reservations_follow_the_in_process_rules_across_instances(make_limiter: Callable[..., RedisLimiter], prefix: str) -> None:
+    """The script's reserve is gcra.reserve: successive slots one interval apart whichever
+    instance asks, none past the horizon, and the window's entry at the slot's own time."""
+    a, b = make_limiter(), make_limiter()
+    interval = emission_interval(10.0, 0.02)
+    started = time.monotonic()
+    answers = [(a if k % 2 else b).reserve("acct", f"t{k}") for k in range(12)]
+    elapsed = time.monotonic() - started
+    reserved = [r.wait_s for r in answers if r.reserved]
+    assert len(reserved) == 1 + int(RESERVE_AHEAD_S / interval)
+    for k, wait in enumerate(reserved):  # each was decided up to `elapsed` after the first
+        assert k * interval - elapsed - 0.002 <= wait <= k * interval + 0.002
+    refused = [r for r in answers if not r.reserved]
+    assert refused and all(0.0 < r.wait_s <= len(reserved) * interval - RESERVE_AHEAD_S + 0.002 for r in refused)
+    assert all(r.rate == 10.0 and 0.0 <= r.late_s < 0.05 for r in answers)
+    client = Redis.from_url(SHARED_URL)
+    scores = [score for _, score in client.zrange(f"{prefix}{{acct}}:recent", 0, -1, withscores=True)]
+    ttl = client.pttl(f"{prefix}{{acct}}:recent")
+    client.close()
+    assert len(scores) == 10 and scores[-1] - scores[0] == pytest.approx(9 * interval, abs=0.002), "the latest ten slots"
+    assert 1000 + 9 * interval * 1000 < ttl <= 2000 + 10 * interval * 1000, "one window after the last slot, plus a second"
+    assert a.acquire("acct") > 0.0 and b.reserve("acct", ahead_s=0.0).reserved is False, "the slots held ahead are taken"
+    a.refund("acct", f"t{len(reserved) - 1}")  # the latest slot's call will not be made: its place in the window is free
+    client = Redis.from_url(SHARED_URL)
+    assert client.zcard(f"{prefix}{{acct}}:recent") == 9
+    client.close()
 
 
 # --- shared adaptive factor ------------------------------------------------------------------

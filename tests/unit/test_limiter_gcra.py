@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from consumer.limiter import AccountLimit, AdaptivePolicy, InProcessLimiter, RateFactor
-from consumer.limiter.gcra import CATCH_UP_INTERVALS, decide, emission_interval, gcra, push_out, window_capacity, window_wait
+from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, AdaptivePolicy, InProcessLimiter, RateFactor
+from consumer.limiter.gcra import CATCH_UP_INTERVALS, decide, emission_interval, gcra, next_slot, push_out, reserve, window_capacity, window_wait
 from tests.fixtures.clock import FakeClock
 
 TEN = AccountLimit(10.0)
@@ -310,3 +310,83 @@ def test_random_lateness_never_overfills_a_window_and_is_won_back() -> None:
     assert min(spans) >= 1.01 - 1e-6
     rate = (len(grants) - 1) / (grants[-1] - grants[0])
     assert rate > 0.99 * 10 / 1.01, f"lateness is won back ({rate:.3f}/s)"
+
+
+# --- reservations ----------------------------------------------------------------------------
+
+
+def test_next_slot_is_where_decide_would_grant() -> None:
+    interval = 0.101
+    assert next_slot(None, [], 5.0, interval, 1, 10) == (0.0, 5.0 + interval)
+    assert next_slot(5.2, [], 5.0, interval, 1, 10) == (pytest.approx(0.2), pytest.approx(5.2 + interval)), "GCRA's slot"
+    full = [4.3 + k * 0.01 for k in range(10)]  # ten grants bunched (callers catching up)
+    wait, tat = next_slot(5.0, full, 5.0, interval, 1, 10)
+    assert wait == pytest.approx(4.3 + 10 * interval - 5.0), "the window's slot"
+    assert decide(5.0, full, 5.0 + wait, interval, 1, 10).wait_s == 0.0
+    assert tat == pytest.approx(5.0 + wait + interval), "an idle TAT behind the window: back on the grid from the slot"
+
+
+def test_reserve_takes_the_next_slot_within_the_horizon_only() -> None:
+    interval = 0.101
+    taken = reserve(5.3, [], 5.0, interval, 1, 10, ahead_s=0.5)
+    assert taken == (True, pytest.approx(0.3), pytest.approx(5.3 + interval))
+    refused = reserve(5.8, [], 5.0, interval, 1, 10, ahead_s=0.5)
+    assert refused == (False, pytest.approx(0.3), 5.8), "ask again when the slot is 0.5 s away; the state stays"
+    assert reserve(5.3, [], 5.0, interval, 1, 10, ahead_s=0.0) == (False, pytest.approx(0.3), 5.3), "ahead 0: acquire"
+
+
+def test_reservations_keep_to_the_grid_and_the_window() -> None:
+    """Twenty callers reserving at one instant get twenty successive slots one interval apart
+    (up to the horizon); the others are told when to ask again."""
+    clock = FakeClock(0.0)
+    limiter = InProcessLimiter({}, TEN, clock=clock)
+    answers = [limiter.reserve("acct", f"t{k}") for k in range(20)]
+    reserved = [r.wait_s for r in answers if r.reserved]
+    assert reserved == pytest.approx([k * INTERVAL for k in range(len(reserved))])
+    assert len(reserved) == 1 + int(RESERVE_AHEAD_S / INTERVAL), "no further ahead than RESERVE_AHEAD_S"
+    late = [r for r in answers if not r.reserved]
+    assert late and all(r.wait_s == pytest.approx(len(reserved) * INTERVAL - RESERVE_AHEAD_S) for r in late)
+    assert limiter.reserve("acct", "x", ahead_s=5.0).reserved is False, "the horizon is capped at RESERVE_AHEAD_S"
+    assert all(r.rate == 10.0 and r.late_s == 0.0 for r in answers)
+
+
+def test_reservations_and_grants_on_the_spot_share_one_budget() -> None:
+    """Callers that reserve ahead (and go at their slot) mixed with callers that take a grant
+    now or ask again: every window holds at most the account's calls, and the budget is used."""
+    import random
+
+    rng = random.Random(7)
+    clock = FakeClock(0.0)
+    limiter = InProcessLimiter({}, TEN, safety_margin=0.01, clock=clock)
+    calls: list[float] = []
+    while clock.now < 20.0:
+        if rng.random() < 0.5:
+            answer = limiter.reserve("acct", ahead_s=rng.uniform(0.0, 1.0))
+            if answer.reserved:
+                calls.append(clock.now + answer.wait_s)
+            clock.advance(rng.uniform(0.0, 0.05))
+        else:
+            wait = limiter.acquire("acct")
+            if wait == 0.0:
+                calls.append(clock.now)
+            else:
+                clock.advance(min(wait, rng.uniform(0.0, 0.05)))
+    calls.sort()
+    assert max_in_window(calls, 1.01 - 2e-6) <= 10
+    assert len(calls) >= 0.97 * 20 * 10 / 1.01
+
+
+def test_a_reserved_slot_can_be_refunded_and_arrive_late() -> None:
+    clock = FakeClock(0.0)
+    burst = InProcessLimiter({}, AccountLimit(10.0, burst=10), safety_margin=0.01, clock=clock)
+    assert [burst.reserve("acct", f"t{k}").wait_s for k in range(10)] == [0.0] * 10
+    assert burst.reserve("acct", "t10") == (False, pytest.approx(0.01), 10.0, 0.0), "the window's slot (1.01 s) is past the horizon"
+    burst.refund("acct", "t0")  # a slot whose call will not be made (or that CAMS did not count)
+    assert burst.reserve("acct", "t10") == (True, pytest.approx(0.101), 10.0, 0.0), "its place in the window is free: GCRA's slot"
+
+    clock = FakeClock(0.0)
+    even = InProcessLimiter({}, TEN, safety_margin=0.01, clock=clock)
+    assert [even.reserve("acct", f"t{k}").wait_s for k in range(10)] == pytest.approx([k * 0.101 for k in range(10)])
+    assert even.reserve("acct", "x").wait_s == pytest.approx(1.01 - RESERVE_AHEAD_S)
+    even.arrived_late("acct", "t0", 0.3)  # the first call reached CAMS 0.3 s after its slot
+    assert even.reserve("acct", "t10").wait_s == pytest.approx(1.111 - RESERVE_AHEAD_S), "the window waits for the oldest that counts"

@@ -107,6 +107,19 @@ def test_refund_frees_the_slot_at_the_host(clock: FakeClock) -> None:
     assert b.acquire("acc", "b/1") == 0.0
 
 
+def test_workers_reserve_slots_at_the_host(host: LimiterHost) -> None:
+    """A reservation is one round trip to the host: successive slots whichever worker asks, the
+    rate and the answer's way back with it, the hooks run in the worker."""
+    seen = Recorder()
+    a, b = worker_limiter(host, seen), worker_limiter(host)
+    answers = [(a, b)[k % 2].reserve("acc", f"t{k}") for k in range(12)]
+    assert [r.wait_s for r in answers if r.reserved] == pytest.approx([k * 0.1 for k in range(11)])
+    assert answers[-1] == (False, pytest.approx(0.1), 10.0, answers[-1].late_s), "past the horizon: ask again"
+    assert all(0.0 <= r.late_s < 0.5 for r in answers), "the host's answer came straight back"
+    assert seen.events[:2] == [("rate", "acc", 10.0), ("granted", "acc")]
+    assert seen.events.count(("granted", "acc")) == 6 and seen.events.count(("denied", "acc")) == 0
+
+
 HOST_PROCESS = textwrap.dedent(
     """
     import sys, time
@@ -134,6 +147,7 @@ def test_a_worker_whose_host_died_falls_back_to_its_share(caplog: pytest.LogCapt
         assert worker.acquire("acc", "t1") == 0.0, "the fallback grants"
         assert worker.acquire("acc", "t2") == pytest.approx(0.2), "at floor(10 / 2) = 5 calls/s"
         worker.refund("acc", "t1")
+        assert worker.reserve("acc", "t3") == (True, pytest.approx(0.2), 5.0, 0.0), "the fallback reserves too"
         worker.throttled("acc")
     assert not worker.healthy()
     assert seen.events.count(("fallback", True)) == 1

@@ -47,6 +47,7 @@ class FakeCams:
         self._script = script
         self._lock = threading.Lock()
         self.calls: list[tuple[BatchKey, list[str]]] = []
+        self.call_times: list[float] = []
         self.started: queue.Queue[int] = queue.Queue()
         self.gate: threading.Event | None = None
         self.written_at_once = True  # False: the request never reaches the wire before the answer
@@ -66,6 +67,7 @@ class FakeCams:
         with self._lock:
             n = len(self.calls)
             self.calls.append((key, numbers))
+            self.call_times.append(time.monotonic())
             self.events.append(("call", tuple(numbers)))
         self.started.put(n)
         if self.gate is not None:
@@ -76,8 +78,13 @@ class FakeCams:
 
 
 class SpyLimiter(InProcessLimiter):
-    def __init__(self) -> None:
-        super().__init__({}, AccountLimit(1000.0, burst=1000), safety_margin=0.0)
+    def __init__(self, limit: AccountLimit = AccountLimit(1000.0, burst=1000), answer_after_s: float = 0.0) -> None:
+        super().__init__({}, limit, safety_margin=0.0)
+        self.answer_after_s = answer_after_s  # a limiter far away (a slow Redis): each ask takes this long
+        self.hold_s = 0.0  # > 0: every slot is reserved this far ahead
+        self.asks = 0
+        self.asking = 0
+        self.most_asking = 0  # asks in flight at once, at most
         self.throttles: list[tuple[str, float | None]] = []
         self.tickets: list[str] = []
         self.late: list[tuple[str, str, float]] = []
@@ -85,13 +92,22 @@ class SpyLimiter(InProcessLimiter):
         self.busy_until = 0.0  # monotonic: until then other instances hold the budget (every acquire waits)
 
     def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
-        busy = self.busy_until - time.monotonic()
-        if busy > 0:
-            return Reservation(False, busy, self.effective_rate(account))
-        reservation = super().reserve(account, ticket, ahead_s)
-        if reservation.reserved and ticket is not None:
-            self.tickets.append(ticket)
-        return reservation
+        with self._lock:
+            self.asks += 1
+            self.asking += 1
+            self.most_asking = max(self.most_asking, self.asking)
+        try:
+            time.sleep(self.answer_after_s)
+            busy = self.busy_until - time.monotonic()
+            if busy > 0:
+                return Reservation(False, busy, self.effective_rate(account))
+            reservation = super().reserve(account, ticket, ahead_s)
+            if reservation.reserved and ticket is not None:
+                self.tickets.append(ticket)
+            return reservation._replace(wait_s=self.hold_s) if reservation.reserved and self.hold_s else reservation
+        finally:
+            with self._lock:
+                self.asking -= 1
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         self.late.append((account, ticket, late_s))
@@ -133,9 +149,10 @@ class Harness:
         throttle_tolerance: int = 0,
         max_recipients: int = 1000,
         credentials: Any = None,
+        limiter: SpyLimiter | None = None,
     ) -> None:
         self.cams = cams
-        self.limiter = SpyLimiter()
+        self.limiter = limiter or SpyLimiter()
         self.ledger = SpyLedger(cams.events)
         self.metrics = Metrics()
         self.results: queue.Queue[tuple[SendRequest, SendResult]] = queue.Queue()
@@ -192,6 +209,10 @@ class Harness:
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def calls_per_second(self) -> float:
+        times = self.cams.call_times
+        return (len(times) - 1) / (times[-1] - times[0])
 
 
 @pytest.fixture
@@ -623,6 +644,49 @@ def test_a_young_partial_batch_goes_at_once_when_the_budget_is_idle(start) -> No
     h.sender.submit(make_batch(1, key=make_key(template_code="second")))
     h.collect(1)
     assert time.monotonic() - started < 0.5, "latency first while nothing waits for the budget"
+
+
+# -- the token path -------------------------------------------------------------------------------
+
+
+def test_a_slow_limiter_gets_overlapping_asks_and_the_account_keeps_its_rate(start) -> None:
+    """Each ask takes 100 ms (a limiter far away): one ask at a time would allow 10 calls/s.
+    The account's asks overlap as much as the round trip needs and each call costs one ask."""
+    limiter = SpyLimiter(AccountLimit(40.0), answer_after_s=0.1)
+    h = start([ok()], concurrency=16, max_recipients=1, limiter=limiter)
+    for _ in range(80):
+        h.sender.submit(make_batch(1))
+    h.collect(80)
+    assert limiter.most_asking >= 3, "asks overlap"
+    assert limiter.asks == 80, "one ask per call: the slot is reserved, not asked for again"
+    assert h.calls_per_second() >= 25.0, f"{h.calls_per_second():.1f} calls/s of 40"
+
+
+def test_a_fast_limiter_is_asked_in_turn(start) -> None:
+    """An answer at once: the next ticket asks once the one before holds its slot (first come,
+    first served, no asks racing for one slot)."""
+    limiter = SpyLimiter(AccountLimit(50.0))
+    h = start([ok()], concurrency=8, max_recipients=1, limiter=limiter)
+    for _ in range(20):
+        h.sender.submit(make_batch(1))
+    h.collect(20)
+    assert limiter.most_asking == 1
+    assert h.calls_per_second() >= 40.0, f"{h.calls_per_second():.1f} calls/s of 50"
+
+
+def test_stopping_refunds_a_slot_held_for_a_call_that_will_not_be_made(start) -> None:
+    h = start([ok()], concurrency=2, max_recipients=1)
+    h.limiter.hold_s = 30.0  # every slot lies far ahead
+    h.sender.submit(make_batch(1))
+    deadline = time.monotonic() + WAIT
+    while not h.limiter.tickets:
+        assert time.monotonic() < deadline, "no slot was reserved"
+        time.sleep(0.002)
+    started = time.monotonic()
+    h.sender.stop(timeout=WAIT)
+    assert time.monotonic() - started < 1.0, "a worker sleeping until its slot wakes up to stop"
+    assert h.cams.calls == []
+    assert h.limiter.refunds == [("default", h.limiter.tickets[0])], "the slot is given back"
 
 
 # -- quiet time (when the main loop may collect garbage) -------------------------------------------
