@@ -38,7 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     from .app import Service, build_credentials
     from .credentials import CredentialsError
-    from .workers import Supervisor, WorkerLink
+    from .worker_link import WorkerLink
+    from .workers import Supervisor
 
     worker = WorkerLink.from_env(os.environ)
     logs.setup(config.log_level, config.log_format, worker=None if worker is None else worker.index)
@@ -61,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _leave(code: int, close_abandoned: bool) -> int:
-    """``code``; when the consumer's close hung (see ``kafka_io.CLOSE_TIMEOUT_S``), exit with it
+    """``code``; when the consumer's close hung (see ``kafka.CLOSE_TIMEOUT_S``), exit with it
     at once: the interpreter's finalisation would wait for that close again."""
     if close_abandoned:
         logging.shutdown()
@@ -105,7 +106,7 @@ def cmd_replay_dlq(args: argparse.Namespace) -> int:
     config = _load()
     if config is None:
         return 2
-    from .tools import replay_dlq
+    from .kafka.replay import replay_dlq
 
     return replay_dlq(config, args.max, args.dry_run, args.timeout, args.to)
 

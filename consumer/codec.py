@@ -290,26 +290,13 @@ class RegistryAvroCodec(PlainAvroCodec):
         return self._framed(self._request_id, REQUEST_SCHEMA, record)
 
 
-def registry_functions(url: str, client_config: dict[str, Any] | None = None) -> tuple[Callable[[int], str], Callable[[str, str], int]]:
-    """(fetch by id, register under subject) backed by confluent-kafka's SchemaRegistryClient."""
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-
-    client = SchemaRegistryClient({"url": url, **(client_config or {})})
-
-    def fetch(schema_id: int) -> str:
-        return client.get_schema(schema_id).schema_str
-
-    def register(subject: str, schema_str: str) -> int:
-        return client.register_schema(subject, Schema(schema_str, "AVRO"))
-
-    return fetch, register
-
-
 Codec = PlainAvroCodec
 
 
 def build_codec(registry_url: str | None, request_topic: str, reply_topic: str) -> Codec:
     if not registry_url:
         return PlainAvroCodec()
+    from .kafka.registry import registry_functions  # imported only when a registry is configured
+
     fetch, register = registry_functions(registry_url)
     return RegistryAvroCodec(fetch, register, f"{reply_topic}-value", f"{request_topic}-value")

@@ -21,7 +21,6 @@ consumer and a producer of the Kafka options (no broker is contacted). URLs in p
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -430,29 +429,20 @@ def _address_problems(values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-_SILENT = logging.getLogger("consumer.config.librdkafka-check")
-"""Where the trial clients' librdkafka lines go (``debug`` makes them many): nowhere."""
-_SILENT.addHandler(logging.NullHandler())
-_SILENT.propagate = False
-
-
 def _librdkafka_problems(config: Config) -> list[str]:
     """What librdkafka refuses in the consumer's and the producer's configuration, one line each:
     it builds both (without bootstrap servers, so nothing is contacted) and says what is wrong."""
-    from confluent_kafka import Consumer, KafkaException, Producer
-
-    from .kafka_io import consumer_config, producer_config
+    from .kafka import consumer_config, producer_config
+    from .kafka.options import refusal
 
     problems: dict[str, None] = {}  # in order, once: an option of both is refused by both
-    for build, options, tables in (
-        (Consumer, consumer_config(config), ("consumer_options", "kafka_options")),
-        (Producer, producer_config(config), ("producer_options", "kafka_options")),
+    for role, options, tables in (
+        ("consumer", consumer_config(config), ("consumer_options", "kafka_options")),
+        ("producer", producer_config(config), ("producer_options", "kafka_options")),
     ):
-        quiet = {name: value for name, value in options.items() if name != "bootstrap.servers"} | {"logger": _SILENT}
-        try:
-            build(quiet).close()
-        except KafkaException as exc:
-            problems[_librdkafka_problem(config, tables, exc.args[0].str())] = None
+        refused = refusal(role, options)
+        if refused is not None:
+            problems[_librdkafka_problem(config, tables, refused)] = None
     return list(problems)
 
 

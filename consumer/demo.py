@@ -21,7 +21,7 @@ from fastavro import schemaless_reader
 
 from . import config as settings
 from .app import Service
-from .kafka_io import produce_waiting
+from .kafka import produce_waiting
 from .codec import RESULT_SCHEMA, PlainAvroCodec
 from .local_cams import LocalCams
 from .mockcluster import MockCluster

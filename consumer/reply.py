@@ -2,8 +2,8 @@
 
 A source offset is finished (``on_durable``, given the sources answered) only when the broker
 has acknowledged the record that answers it. Acknowledgements are collected as librdkafka
-reports them and booked together by ``serve``/``flush`` (offsets finished, metrics counted once
-per round instead of once per record). The records of a ``Settled`` group share one encoding of
+reports them and booked together by ``serve``/``flush`` (offsets finished, one
+``results.acknowledged`` event per round instead of one per record). The records of a ``Settled`` group share one encoding of
 what their results share and one ``_Answers`` object as their delivery callback, which tells
 its records apart by their keys.
 
@@ -25,25 +25,20 @@ an outage, shown by ``chatapp_committed_lag`` and its alert.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from .codec import Codec
-from .kafka_io import DEFAULT_MESSAGE_MAX_BYTES, KafkaIO, too_large
-from .metrics import Metrics
+from .kafka import DEFAULT_MESSAGE_MAX_BYTES, DeliveredRecord, Headers, KafkaPort, too_large
+from .kafka.records import DLQ_HEADER_PREFIX
+from .events import Events
 from .models import SendResult, Settled, Source, Status
 
-log = logging.getLogger("consumer.reply")
 
-Headers = list[tuple[str, bytes]]
-DLQ_HEADER_PREFIX = "chatapp.dlq."
 _STATUS_TEXT = {status: status.value for status in Status}  # a dict lookup: Enum.value is a descriptor call
 
-MAX_CORRELATION_BYTES = 1024
-"""A ``correlation-id`` header longer than this is cut to it (at intake) before it is echoed."""
 MAX_ECHOED_ID_CHARS = 256
 """A result echoes at most this much of an (invalid, over-long) request id, in its key and value."""
 MAX_MESSAGE_CHARS = 2000
@@ -58,7 +53,6 @@ REPLY_TO_ATTEMPTS = 2
 RETRY_MAX_S = 5.0
 RESULT_TOO_LARGE = "Chatapp.ResultTooLarge"
 REPLY_TO_FAILED = "Chatapp.ReplyToFailed"
-LOG_EVERY_S = 10.0
 
 
 def _reply_headers(source: Source) -> Headers | None:
@@ -116,7 +110,7 @@ class _Answers:
         self.size = 0
         """Bytes of the one record of a request answered at intake (counted in ``Replies.intake_bytes`` until it is done)."""
 
-    def __call__(self, err: Any, msg: Any) -> None:
+    def __call__(self, err: object | None, msg: DeliveredRecord) -> None:
         """A delivery report (from inside poll/flush, or from ``produce`` itself): only noted here."""
         replies = self._replies
         replies.outstanding -= 1
@@ -139,34 +133,26 @@ class _Answers:
 
 
 class Replies:
-    def __init__(self, kafka: KafkaIO, codec: Codec, reply_topic: str, dlq_topic: str, metrics: Metrics, on_durable: Callable[[list[Source]], None],
+    def __init__(self, kafka: KafkaPort, codec: Codec, reply_topic: str, dlq_topic: str, events: Events, on_durable: Callable[[list[Source]], None],
                  max_record_bytes: int = DEFAULT_MESSAGE_MAX_BYTES, clock: Callable[[], float] = time.monotonic):  # fmt: skip
         self._kafka = kafka
         self._clock = clock
         self._codec = codec
         self._reply_topic = reply_topic
         self._dlq_topic = dlq_topic
-        self._metrics = metrics
+        self._events = events
         self._on_durable = on_durable
         self._record_room = max_record_bytes - RECORD_OVERHEAD_BYTES
-        self._results_by_status: dict[str, Any] = {}
         self._acked: list[tuple[Source, str | None]] = []
         """Sources whose answer the broker acknowledged, with the answer's status (None: a dead letter)."""
         self._failed: list[tuple[float, tuple[str, bytes, Any, Headers | None, _Answers]]] = []
         """Records to produce again as they are, each with the time it may go again."""
-        self._logged_at: dict[tuple[str, str], float] = {}
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
         self.intake_bytes = 0
         """Bytes of the records answering requests at intake (rejected, expired, duplicates, dead
         letters) until the broker acknowledges them: they hold no buffer space, and back-pressure
         counts them so that producers cannot fill the memory with them."""
-
-    def _results_counter(self, status: str) -> Any:
-        counter = self._results_by_status.get(status)
-        if counter is None:
-            counter = self._results_by_status[status] = self._metrics.results.labels(status)
-        return counter
 
     def settled(self, group: Settled) -> None:
         """Publish the result of each of the group's requests to its source's reply topic, keyed
@@ -197,8 +183,7 @@ class Replies:
             (DLQ_HEADER_PREFIX + "offset", str(source.offset).encode()),
             (DLQ_HEADER_PREFIX + "timestamp", datetime.now(timezone.utc).isoformat(timespec="milliseconds").encode()),
         ]
-        log.warning("dead-lettered %s[%d]@%d: %s: %s", source.topic, source.partition, source.offset, reason, detail[:200])
-        self._metrics.dlq.labels(reason).inc()
+        self._events.emit("record.dead_lettered", source=source, reason=reason, detail=detail)
         echoed, dropped = _echoable(headers)
         if dropped:
             extra.append((DLQ_HEADER_PREFIX + "headers-dropped", str(dropped).encode()))
@@ -223,7 +208,6 @@ class Replies:
 
     def _refused(self, answers: _Answers, topic: str, value: bytes, key: bytes | None, err: Any, failures: int) -> None:
         """A record the producer or the broker did not take: replaced, or produced again later (see the module's table)."""
-        self._metrics.reply_errors.inc()
         source = answers.sources[key]
         size = too_large(err)
         if answers.status is None:  # a dead letter
@@ -251,15 +235,8 @@ class Replies:
         self._warn(topic, err, "will retry")
         self._failed.append((self._clock() + min(RETRY_MAX_S, 0.1 * 2 ** min(failures, 10)), (topic, value, key, headers, answers)))
 
-    def _warn(self, topic: str, err: Any, then: str) -> None:
-        """One line per topic and error every ``LOG_EVERY_S`` (a broker outage fails every record)."""
-        now = self._clock()
-        what = (topic[:249], str(err))
-        if now - self._logged_at.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
-            if len(self._logged_at) > 1000:
-                self._logged_at.clear()
-            self._logged_at[what] = now
-            log.warning("delivery to %s failed: %s: %s", what[0], what[1], then)
+    def _warn(self, topic: str, err: object, then: str) -> None:
+        self._events.emit("delivery.failed", topic=topic, error=err, then=then)
 
     def serve(self, wait_s: float = 0.0) -> None:
         """Serve delivery reports (waiting up to ``wait_s`` for one), book the acknowledged
@@ -292,6 +269,4 @@ class Replies:
                 counts[status] = counts.get(status, 0) + 1
                 if source.timestamp_ms > 0:  # a producer's clock ahead of ours counts as no wait
                     ages.append(max(0.0, now - source.timestamp_ms / 1000))
-        for status, count in counts.items():
-            self._results_counter(status).inc(count)
-        self._metrics.end_to_end.observe_all(ages)
+        self._events.emit("results.acknowledged", counts=counts, ages_s=ages)

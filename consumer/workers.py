@@ -29,8 +29,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -38,8 +38,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config
+from .worker_link import WorkerLink
 from .limiter.hosted import LimiterHost
-from .kafka_io import CLOSE_TIMEOUT_S
+from .kafka import CLOSE_TIMEOUT_S
 from .metrics import StatusServer
 
 log = logging.getLogger("consumer.workers")
@@ -56,45 +57,6 @@ WATCH_EVERY_S = 0.2
 SCRAPE_TIMEOUT_S = 2.0
 STOP_MARGIN_S = 15.0
 """Stopping: the workers get ``drain_timeout_s`` + the consumer's close timeout + this."""
-
-ENV_INDEX = "CHATAPP_WORKER"
-ENV_COUNT = "CHATAPP_WORKER_COUNT"
-ENV_PARENT = "CHATAPP_WORKER_PARENT"
-ENV_LIMITER = "CHATAPP_WORKER_LIMITER"
-ENV_LIMITER_KEY = "CHATAPP_WORKER_LIMITER_KEY"
-
-
-@dataclass(frozen=True)
-class WorkerLink:
-    """What a worker is told by its supervisor: variables the supervisor sets, not settings."""
-
-    index: int
-    count: int
-    parent_pid: int
-    limiter_address: str | None = None
-    """Where the supervisor serves the limiter (None: the workers use Redis's)."""
-    limiter_key: bytes | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WorkerLink | None:
-        if ENV_INDEX not in env:
-            return None
-        key, address = env.get(ENV_LIMITER_KEY), env.get(ENV_LIMITER)
-        if address and address.startswith("@"):  # an abstract socket's leading NUL cannot travel in the environment
-            address = "\0" + address[1:]
-        return cls(int(env[ENV_INDEX]), int(env[ENV_COUNT]), int(env[ENV_PARENT]), address or None, bytes.fromhex(key) if key else None)
-
-    def env(self) -> dict[str, str]:
-        env = {ENV_INDEX: str(self.index), ENV_COUNT: str(self.count), ENV_PARENT: str(self.parent_pid)}
-        if self.limiter_address and self.limiter_key:
-            env[ENV_LIMITER] = "@" + self.limiter_address[1:] if self.limiter_address.startswith("\0") else self.limiter_address
-            env[ENV_LIMITER_KEY] = self.limiter_key.hex()
-        return env
-
-    def orphaned(self) -> bool:
-        """The supervisor is gone (the worker was handed to another parent)."""
-        return os.getppid() != self.parent_pid
-
 
 def _free_port(host: str) -> int:
     with socket.socket() as probe:
@@ -196,7 +158,7 @@ class Supervisor:
         self._link = WorkerLink(0, config.workers, os.getpid())
         """What each worker is told (with its own index)."""
         if not config.redis_url:
-            from .app import in_process_limiter
+            from .limiter.setup import in_process_limiter
 
             host = LimiterHost(in_process_limiter(config)).start()
             self._link = WorkerLink(0, config.workers, os.getpid(), host.address, host.authkey)

@@ -28,8 +28,8 @@ from consumer.codec import (
     DecodeError,
     PlainAvroCodec,
     RegistryAvroCodec,
-    registry_functions,
 )
+from consumer.kafka.registry import registry_functions
 from consumer.local_cams import LocalCams
 from consumer.mockcluster import MockCluster
 from consumer.models import SendResult

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from consumer.config import load
-from consumer.kafka_io import KafkaIO
+from consumer.kafka import KafkaIO
 
 
 class HangingConsumer:

@@ -13,7 +13,7 @@ import pytest
 
 from consumer.limiter import AccountLimit, InProcessLimiter, fallback_limit
 from consumer.limiter.hosted import HostedLimiter, LimiterHost
-from consumer.workers import WorkerLink
+from consumer.worker_link import WorkerLink
 
 
 class FakeClock:

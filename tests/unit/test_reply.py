@@ -9,7 +9,9 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from consumer.codec import PlainAvroCodec
+from consumer.events import Events
 from consumer.metrics import Metrics
+from consumer.observers import subscribe_metrics
 from consumer.models import SendResult, Source, Status
 from consumer.reply import Replies
 
@@ -68,9 +70,16 @@ CLOCK = Clock()
 BROKER_DOWN = KafkaError(KafkaError._TRANSPORT, "broker down")
 
 
+def observed(metrics: Metrics) -> Events:
+    """The pipeline's events, counted in ``metrics`` as the service counts them."""
+    events = Events()
+    subscribe_metrics(events, metrics)
+    return events
+
+
 def _setup() -> tuple[RecordingKafka, Replies, list[Source], Metrics]:
     kafka, metrics, durable = RecordingKafka(), Metrics(), []
-    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", metrics, durable.extend, clock=CLOCK)  # type: ignore[arg-type]
+    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", observed(metrics), durable.extend, clock=CLOCK)  # type: ignore[arg-type]
     return kafka, replies, durable, metrics
 
 
@@ -174,7 +183,7 @@ def test_records_refused_by_a_real_producer_come_back_whole() -> None:
     from consumer.models import SendRequest, Settled, SliceOutcome
 
     kafka, durable = RealProducerRecording(), []
-    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", Metrics(), durable.extend)  # type: ignore[arg-type]
+    replies = Replies(kafka, PlainAvroCodec(), "replies", "dlq", observed(Metrics()), durable.extend)  # type: ignore[arg-type]
     requests = [SendRequest(f"r{i}", None, [{}], None, _source(i)) for i in range(2)]  # type: ignore[arg-type]
     replies.settled(Settled(SliceOutcome(Status.SENT, "OK", None, 1), 1_767_225_600_123, requests))
     replies.dead_letter(_source(5), b"junk", b"k5", [("trace", b"t")], "not-avro", "bad")
@@ -255,7 +264,7 @@ def test_a_record_the_producer_refuses_at_once_never_raises() -> None:
     """A real producer refuses a record above message.max.bytes inside produce(): KafkaIO reports
     it as a delivery failure instead of raising out of the main loop."""
     from consumer.config import load
-    from consumer.kafka_io import KafkaIO
+    from consumer.kafka import KafkaIO
 
     config = load({"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "CHATAPP_KAFKA_PRODUCER_OPT_MESSAGE_MAX_BYTES": "2000"}, path=None)
     io_ = KafkaIO(config, print, print, print, print)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from consumer.app import lower_thread_priority
+from consumer.runtime import lower_thread_priority
 
 
 def _nice() -> int:

@@ -1,8 +1,10 @@
-"""The only importer of confluent_kafka: consumer and producer behind a small surface.
+"""The Kafka client: consumer and producer behind the service's own types (``records.py``).
 
 The consumer is a group member with cooperative-sticky assignment, no auto-commit and no
-auto offset store: the service commits positions it computed itself. The producer is
-idempotent (acks=all, ordered, no duplicates on its own retries).
+auto offset store: the service commits positions it computed itself. It hands out ``Record``s:
+error events are logged here and never reach the pipeline. The producer is idempotent
+(acks=all, ordered, no duplicates on its own retries) and never raises: every record's fate
+comes to its delivery callback.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from .config import Config
+from ..config import Config
+from .records import TP, DeliveryCallback, Headers, Record, Unsent, parsed_headers
 
 log = logging.getLogger("consumer.kafka")
 
-TP = tuple[str, int]
 CLOSE_TIMEOUT_S = 10.0
 """How long each step of leaving the group (unsubscribing, then closing) may take. librdkafka's
 close can abort or hang when a cooperative rebalance hands the consumer partitions while it
@@ -28,35 +30,15 @@ still hang, the service exits without waiting, its offsets already committed, an
 drops the member after ``session.timeout.ms``."""
 Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
-DeliveryCallback = Callable[[Any, Message], None]
-
-__all__ = ["KafkaIO", "KafkaError", "KafkaException", "Message", "consumer_config", "producer_config", "produce_waiting", "too_large"]
 
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's ``message.max.bytes`` default: the largest record the producer takes."""
 
 
-def too_large(err: KafkaError) -> bool:
+def too_large(err: object) -> bool:
     """Did the producer or the broker refuse a record for its size (sending it again cannot help)?"""
-    return err.code() in _TOO_LARGE
-
-
-class Unsent(NamedTuple):
-    """A record ``produce`` refused before it was queued, shaped as a delivery report's message."""
-
-    topic_name: str
-    value_bytes: bytes
-    key_bytes: bytes | None
-
-    def topic(self) -> str:
-        return self.topic_name
-
-    def value(self) -> bytes:
-        return self.value_bytes
-
-    def key(self) -> bytes | None:
-        return self.key_bytes
+    return isinstance(err, KafkaError) and err.code() in _TOO_LARGE
 
 
 def produce_waiting(producer: Producer, topic: str, value: bytes, **fields: Any) -> None:
@@ -116,6 +98,7 @@ class KafkaIO:
         self._on_lost = on_lost
 
     def subscribe(self) -> None:
+        """Join the group; the rebalance callbacks run inside ``consume``."""
         self._consumer.subscribe(
             [self._topic],
             on_assign=lambda c, ps: self._on_assign(_tps(ps)),
@@ -123,14 +106,25 @@ class KafkaIO:
             on_lost=lambda c, ps: self._on_lost(_tps(ps)),
         )
 
-    def consume(self, max_messages: int, timeout: float) -> list[Message]:
-        """Up to ``max_messages`` messages, waiting at most ``timeout`` for the first one only."""
+    def consume(self, max_messages: int, timeout: float) -> list[Record]:
+        """Up to ``max_messages`` records, waiting at most ``timeout`` for the first one only."""
         first = self._consumer.poll(timeout)
         if first is None:
             return []
-        return [first, *self._consumer.consume(max_messages - 1, 0)]
+        records = []
+        append = records.append
+        for msg in (first, *self._consumer.consume(max_messages - 1, 0)):
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            headers = msg.headers()
+            correlation, reply_to = parsed_headers(headers) if headers else (None, None)
+            append(Record(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(), headers, correlation, reply_to))
+        return records
 
-    def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: list[tuple[str, bytes]] | None, on_delivery: DeliveryCallback) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | str | None, headers: Headers | None, on_delivery: DeliveryCallback) -> None:
         """Queue a record; ``on_delivery(err, message)`` hears of its fate exactly once. Never
         raises: a record librdkafka refuses at once (too large, an illegal topic name...) is
         reported to ``on_delivery`` with the error and an ``Unsent`` message before this returns."""

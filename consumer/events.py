@@ -1,0 +1,53 @@
+"""The pipeline's named events: modules say what happened, metrics and logs subscribe.
+
+Modules of the request's path (intake, admission, reply, rebalance) emit an event with a
+payload of keyword arguments; ``metrics.subscribe`` and ``logs.subscribe`` turn them into
+Prometheus series and log lines. A module never counts a metric or writes an operator's log
+line itself, so what is observed can change without touching the path. Events come once per
+loop turn or per occurrence, never once per request on the hot path.
+
+| event                  | payload                                             | emitted by          |
+|------------------------|-----------------------------------------------------|---------------------|
+| ``records.read``       | ``count``                                           | pipeline            |
+| ``requests.admitted``  | ``recipients``                                      | pipeline            |
+| ``request.duplicate``  | ``kind`` (``in_process``, ``done``, ``reused``, ``inflight_failed``) | pipeline |
+| ``request.resent``     | ``request_id``, ``owner`` (the instance it was in flight at) | pipeline   |
+| ``loop.state``         | ``buffered``, ``waiting``, ``ledger_healthy``       | pipeline            |
+| ``partitions.paused``  | ``paused`` (True: paused; False: resumed)           | pipeline            |
+| ``offsets.committed``  | ``positions``                                       | pipeline            |
+| ``partition.lag``      | ``topic``, ``partition``, ``lag``, ``committed_lag``, ``committed_offset`` | pipeline |
+| ``partitions.assigned``| ``partitions``, ``total``                           | rebalance           |
+| ``partitions.revoked`` | ``partitions`` (handed over, their finished work committed) | rebalance   |
+| ``partitions.lost``    | ``partitions`` (taken away, their work abandoned)   | rebalance           |
+| ``partitions.released``| ``partitions``, ``total`` (no longer ours, either way) | rebalance        |
+| ``requests.abandoned`` | ``count``, ``partitions``                           | rebalance           |
+| ``record.dead_lettered``| ``source``, ``reason``, ``detail``                 | reply               |
+| ``results.acknowledged``| ``counts`` (by status), ``ages_s``                 | reply               |
+| ``delivery.failed``    | ``topic``, ``error``, ``then`` (what is done next)  | reply               |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+NAMES = frozenset({
+    "records.read", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
+    "offsets.committed", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
+    "requests.abandoned", "record.dead_lettered", "results.acknowledged", "delivery.failed",
+})  # fmt: skip
+
+Handler = Callable[..., None]
+
+
+class Events:
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {name: [] for name in NAMES}
+
+    def on(self, name: str, handler: Handler) -> None:
+        """Call ``handler(**payload)`` on each ``name`` event (KeyError: no such event)."""
+        self._handlers[name].append(handler)
+
+    def emit(self, name: str, **payload: Any) -> None:
+        for handler in self._handlers[name]:
+            handler(**payload)

@@ -1,0 +1,97 @@
+"""What the pipeline's events (``events.py``) become: Prometheus series and operators' log lines."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .events import Events
+from .kafka import TP
+from .metrics import Metrics
+from .models import Source
+
+LOG_EVERY_S = 10.0
+"""A failing delivery is logged once per topic and error in this long (an outage fails every record)."""
+
+
+def names(partitions: Iterable[TP]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)) or "nothing"
+
+
+def subscribe_metrics(events: Events, metrics: Metrics) -> None:
+    results: dict[str, Any] = {}  # status -> its counter child (labels() costs a lookup each time)
+
+    def acknowledged(counts: dict[str, int], ages_s: list[float]) -> None:
+        for status, count in counts.items():
+            counter = results.get(status)
+            if counter is None:
+                counter = results[status] = metrics.results.labels(status)
+            counter.inc(count)
+        metrics.end_to_end.observe_all(ages_s)
+
+    def state(buffered: int, waiting: int, ledger_healthy: bool) -> None:
+        metrics.buffered_recipients.set(buffered)
+        metrics.waiting_requests.set(waiting)
+        metrics.ledger_healthy.set(1 if ledger_healthy else 0)
+
+    def lag(topic: str, partition: int, lag: int, committed_lag: int | None, committed_offset: int | None) -> None:
+        labels = (topic, str(partition))
+        metrics.lag.labels(*labels).set(lag)
+        if committed_offset is not None:
+            metrics.committed_lag.labels(*labels).set(committed_lag)
+            metrics.committed_offset.labels(*labels).set(committed_offset)
+
+    def released(partitions: list[TP], total: int) -> None:
+        metrics.assigned_partitions.set(total)
+        for topic, partition in partitions:
+            for gauge in (metrics.lag, metrics.committed_lag, metrics.committed_offset):
+                try:
+                    gauge.remove(topic, str(partition))
+                except KeyError:
+                    pass
+
+    events.on("records.read", lambda count: metrics.requests_consumed.inc(count))
+    events.on("requests.admitted", lambda recipients: metrics.recipients_consumed.inc(recipients))
+    events.on("request.duplicate", lambda kind: metrics.duplicates.labels(kind).inc())
+    events.on("request.resent", lambda request_id, owner: metrics.duplicates.labels("inflight_resent").inc())
+    events.on("loop.state", state)
+    events.on("partitions.paused", lambda paused: metrics.paused.set(1 if paused else 0))
+    events.on("offsets.committed", lambda positions: metrics.commits.inc())
+    events.on("partition.lag", lag)
+    events.on("partitions.assigned", lambda partitions, total: metrics.assigned_partitions.set(total))
+    events.on("partitions.released", released)
+    events.on("record.dead_lettered", lambda source, reason, detail: metrics.dlq.labels(reason).inc())
+    events.on("results.acknowledged", acknowledged)
+    events.on("delivery.failed", lambda topic, error, then: metrics.reply_errors.inc())
+
+
+def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) -> None:
+    failures_logged: dict[tuple[str, str], float] = {}
+
+    def resent(request_id: str, owner: str) -> None:
+        log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, owner, extra={"request_id": request_id})
+
+    def dead_lettered(source: Source, reason: str, detail: str) -> None:
+        log.warning("dead-lettered %s[%d]@%d: %s: %s", source.topic, source.partition, source.offset, reason, detail[:200])
+
+    def delivery_failed(topic: str, error: object, then: str) -> None:
+        now = clock()
+        what = (topic[:249], str(error))
+        if now - failures_logged.get(what, -LOG_EVERY_S) >= LOG_EVERY_S:
+            if len(failures_logged) > 1000:
+                failures_logged.clear()
+            failures_logged[what] = now
+            log.warning("delivery to %s failed: %s: %s", what[0], what[1], then)
+
+    def abandoned(count: int, partitions: list[TP]) -> None:
+        log.warning("abandoned %d unsent requests of %s: the next owner gets them again", count, names(partitions))
+
+    events.on("request.resent", resent)
+    events.on("record.dead_lettered", dead_lettered)
+    events.on("delivery.failed", delivery_failed)
+    events.on("partitions.assigned", lambda partitions, total: log.info("assigned %s", names(partitions)))
+    events.on("partitions.revoked", lambda partitions: log.info("revoked %s", names(partitions)))
+    events.on("partitions.lost", lambda partitions: log.warning("lost %s: abandoning their work uncommitted", names(partitions)))
+    events.on("requests.abandoned", abandoned)

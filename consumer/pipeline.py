@@ -1,0 +1,201 @@
+"""The main loop's work: consume → intake → admit → batch → (sender: limit → send) → reply → commit.
+
+One ``turn`` reads what Kafka has, turns records into requests, rejections and dead letters
+(``intake.py``), decides for each request what its id allows (``admission.py``), books it
+(``inflight.py``) and batches it; ``step`` hands due batches to the sender, publishes what the
+sender finished, serves delivery reports, commits, and pauses or resumes the partitions.
+Nothing here blocks on the network except ``consume``.
+"""
+
+from __future__ import annotations
+
+import gc
+import queue
+import time
+from collections.abc import Callable
+
+from . import gcpacing
+from .admission import INFLIGHT_UNKNOWN, REUSED_CODE, Action, Policy, WaitingRoom, decide
+from .batching import Batcher
+from .completion import now_ms
+from .events import Events
+from .inflight import InFlightBook
+from .intake import Intake
+from .kafka import TP, KafkaPort, Record
+from .ledger import Ledger
+from .models import SendRequest, SendResult, Settled, SliceOutcome, Source, Status
+from .offsets import OffsetTracker
+from .reply import Replies
+from .sender import Sender
+
+CONSUME_BATCH = 1000
+IDLE_POLL_S = 0.1
+BUSY_POLL_S = 0.01
+LAG_EVERY_S = 5.0
+
+
+class Pipeline:
+    def __init__(self, kafka: KafkaPort, intake: Intake, book: InFlightBook, batcher: Batcher, sender: Sender, replies: Replies,
+                 tracker: OffsetTracker, ledger: Ledger, policy: Policy, events: Events, commit_interval_s: float,
+                 finished: queue.SimpleQueue[list[Settled]], beat: Callable[[], None] = lambda: None):  # fmt: skip
+        self.kafka = kafka
+        self.intake = intake
+        self.book = book
+        self.batcher = batcher
+        self.sender = sender
+        self.replies = replies
+        self.tracker = tracker
+        self.ledger = ledger
+        self.waiting = WaitingRoom()
+        """Requests another instance (or another request here) is working on."""
+        self.finished = finished
+        """What the sender finished, for the main loop to publish (the sender's ``on_results`` puts it there)."""
+        self._policy = policy
+        self.events = events
+        self._commit_every_s = commit_interval_s
+        self._beat = beat
+        self._gc_pacer = gcpacing.Pacer()
+        self._last_commit = self._last_lag = time.monotonic()
+
+    # -- a turn of the loop: consume, take_in, step -------------------------------------------
+    def consume(self) -> list[Record]:
+        """What Kafka has, waiting no longer than the next batch is due (or briefly while busy)."""
+        busy = self.book.recipients > 0 or self.replies.outstanding > 0
+        timeout = BUSY_POLL_S if busy else IDLE_POLL_S
+        until = self.batcher.until_next()
+        if until is not None:
+            timeout = min(timeout, until)
+        return self.kafka.consume(CONSUME_BATCH, timeout)
+
+    def take_in(self, records: list[Record]) -> None:
+        read = self.intake.read(records)
+        for letter in read.letters:
+            record = letter.record
+            self.replies.dead_letter(letter.source, record.value, record.key, record.headers, letter.reason, letter.detail)
+        for source, result in read.rejected:
+            self.replies.result(source, result)
+        self.events.emit("records.read", count=len(records))
+        self._gc_pacer.took(len(records))
+        if read.requests:
+            self.admit(read.requests)
+
+    def step(self) -> None:
+        """Everything the loop does besides consuming: batches due, results, deliveries, pressure, commits."""
+        for batch in self.batcher.due():
+            self.sender.submit(batch)
+        self.serve_results(0)
+        self.apply_backpressure()
+        self._collect_garbage()
+        self.events.emit("loop.state", buffered=self.book.recipients, waiting=len(self.waiting), ledger_healthy=self.ledger.healthy())
+        now = time.monotonic()
+        if now - self._last_commit >= self._commit_every_s:
+            self.commit(asynchronous=True)
+            self._last_commit = now
+        if now - self._last_lag >= LAG_EVERY_S:
+            self.report_lag()
+            self._last_lag = now
+
+    def _collect_garbage(self) -> None:
+        generation = self._gc_pacer.due(self.sender.calls, gc.get_count(), self.sender.quiet_for(time.monotonic()))
+        if generation is not None:
+            gc.collect(generation)
+
+    def serve_results(self, wait_s: float) -> None:
+        """Publish finished requests, look again at the waiting ones, serve delivery reports
+        (waiting up to ``wait_s`` for one), produce again what the broker refused; the loop is
+        alive while this runs."""
+        self.publish_finished()
+        waited = self.waiting.due()
+        if waited:
+            self.admit(waited)
+        self.replies.serve(wait_s)
+        self._beat()
+
+    # -- admit → batch -----------------------------------------------------------------------
+    def admit(self, requests: list[SendRequest]) -> None:
+        """Claim the requests in the ledger and carry out ``admission.decide`` for each."""
+        entries = self.ledger.claim(requests, self._policy.owner)
+        now = time.time()
+        recipients = 0
+        emit, book = self.events.emit, self.book
+        for request, entry in zip(requests, entries):
+            request_id = request.request_id
+            action = decide(request, entry, book.pending(request_id), self._policy, now)
+            if action in (Action.TAKE_OVER, Action.RESEND):
+                if not self.ledger.take_over(request, entry, self._policy.owner):  # another instance took it over first
+                    action = Action.WAIT
+                else:
+                    if action is Action.RESEND:
+                        emit("request.resent", request_id=request_id, owner=entry.owner)
+                    action = decide(request, None, None, self._policy, now)
+            if action is Action.SEND:
+                self.hold(request)
+                recipients += len(request.recipients)
+            elif action is Action.FOLLOW:  # the same request is already on its way: answer both with one send
+                book.follow(request_id, request.source)
+                emit("request.duplicate", kind="in_process")
+            elif action is Action.WAIT:
+                self.waiting.hold(request)
+            elif action is Action.ANSWER:
+                emit("request.duplicate", kind="done")
+                self.replies.result(request.source, entry.result)
+            elif action is Action.REUSED:
+                emit("request.duplicate", kind="reused")
+                self.replies.result(request.source, SendResult(request_id, Status.REJECTED, REUSED_CODE, "request_id already used for a request with other content",
+                                                               len(request.recipients), completed_at_ms=now_ms()))  # fmt: skip
+            elif action is Action.EXPIRE:
+                self._end(request, SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed"))
+            else:  # Action.FAIL
+                emit("request.duplicate", kind="inflight_failed")
+                self._end(request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)"))
+        emit("requests.admitted", recipients=recipients)
+
+    def hold(self, request: SendRequest, followers: list[Source] | None = None) -> None:
+        """Book a request (and the batches it completes go to the sender) until its result is published."""
+        self.book.hold(request, followers)
+        for batch in self.batcher.add(request):
+            self.sender.submit(batch)
+
+    def _end(self, request: SendRequest, outcome: SliceOutcome) -> None:
+        """Answer a request claimed and not sent, and record its result in the ledger."""
+        group = Settled(outcome, now_ms(), [request])
+        self.ledger.mark_done([group])
+        self.replies.result(request.source, group.result(request))
+
+    # -- reply → commit ------------------------------------------------------------------------
+    def publish_finished(self) -> None:
+        settled, finished = self.replies.settled, self.book.finished
+        while True:
+            try:
+                groups = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            now = time.monotonic()
+            for group in groups:
+                settled(group)
+                for copy in finished(group, now):  # later copies of it get the same answer, each on its own
+                    settled(copy)
+
+    def commit(self, asynchronous: bool, partitions: list[TP] | None = None) -> None:
+        self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
+
+    def committed(self, positions: dict[TP, int]) -> None:
+        """The broker accepted these positions (the Kafka port's ``on_committed``)."""
+        self.tracker.committed(positions)
+        self.events.emit("offsets.committed", positions=positions)
+
+    def apply_backpressure(self) -> None:
+        pause = self.book.pressure(time.monotonic(), self.replies.intake_bytes)
+        if pause is not None:
+            partitions = self.tracker.partitions
+            (self.kafka.pause if pause else self.kafka.resume)(partitions)
+            self.events.emit("partitions.paused", paused=pause)
+
+    def report_lag(self) -> None:
+        """Messages behind the high watermark: not yet read, and not yet committed (a commit held
+        back by one message shows there while the read position moves on)."""
+        committed = self.tracker.committed_positions()
+        for (topic, partition), (position, high) in self.kafka.positions(self.tracker.partitions).items():
+            done = committed.get((topic, partition))
+            self.events.emit("partition.lag", topic=topic, partition=partition, lag=max(0, high - position),
+                              committed_lag=None if done is None else max(0, high - done), committed_offset=done)  # fmt: skip

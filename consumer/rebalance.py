@@ -1,0 +1,132 @@
+"""The group's changes and the shutdown, step by step: what becomes of the work of partitions
+that come and go.
+
+| moment                  | steps                                                                  |
+|-------------------------|------------------------------------------------------------------------|
+| assigned                | track their offsets; set their pause flag as back-pressure has it (librdkafka keeps a partition's flag across a revocation) |
+| revoked (cooperative)   | flush the batcher; abandon their queued work (the next owner reads it again: nothing of it was sent), again each round while their calls in flight finish (one may come back as a retry), up to the drain timeout; publish, flush the replies, commit them, forget them |
+| lost (session expired)  | abandon their work uncommitted, forget them                            |
+| shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, publish, flush, commit; leave the group, then close |
+
+Abandoning hands a request to a later copy of it read from a partition still ours, when there
+is one, and releases the ledger claims of the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .kafka import CLOSE_TIMEOUT_S, TP
+from .models import Slice, Source
+from .pipeline import Pipeline
+
+
+def _slices_of(partitions: list[TP]) -> Callable[[Slice], bool]:
+    """Selects the slices whose request came from one of ``partitions``."""
+    wanted = set(partitions)
+    return lambda piece: (piece.request.source.topic, piece.request.source.partition) in wanted
+
+
+def _sources_of(partitions: list[TP]) -> Callable[[Source], bool]:
+    wanted = set(partitions)
+    return lambda source: (source.topic, source.partition) in wanted
+
+
+class Handover:
+    def __init__(self, pipeline: Pipeline, drain_timeout_s: float, owner: str, log):
+        self._pipeline = pipeline
+        self._drain_timeout_s = drain_timeout_s
+        self._owner = owner
+        self._log = log
+        self.stopping = False
+        self.close_abandoned = False
+        """The consumer's close hung: exit without finalisation (see ``kafka.CLOSE_TIMEOUT_S``)."""
+
+    def on_assign(self, partitions: list[TP]) -> None:
+        p = self._pipeline
+        p.tracker.assign(partitions)
+        p.events.emit("partitions.assigned", partitions=partitions, total=len(p.tracker.partitions))
+        (p.kafka.pause if p.book.paused else p.kafka.resume)(partitions)
+
+    def on_revoke(self, partitions: list[TP]) -> None:
+        """Hand the partitions over quickly (see the module's table)."""
+        p = self._pipeline
+        if self.stopping:  # shutdown already settled everything
+            p.commit(asynchronous=False, partitions=partitions)
+            self._forget(partitions)
+            return
+        ours = _slices_of(partitions)
+        deadline = time.monotonic() + self._drain_timeout_s
+        for batch in p.batcher.flush():
+            p.sender.submit(batch)
+        while True:
+            self._abandon(partitions)  # again each round: a call in flight may come back as a retry
+            if not p.sender.busy_with(ours) or time.monotonic() >= deadline:
+                break
+            p.serve_results(0.01)
+        p.publish_finished()
+        p.replies.flush(max(1.0, deadline - time.monotonic()))
+        p.commit(asynchronous=False, partitions=partitions)
+        p.events.emit("partitions.revoked", partitions=partitions)
+        self._forget(partitions)
+
+    def on_lost(self, partitions: list[TP]) -> None:
+        self._pipeline.events.emit("partitions.lost", partitions=partitions)
+        self._abandon(partitions)
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TP]) -> None:
+        tracker = self._pipeline.tracker
+        tracker.revoke(partitions)
+        self._pipeline.events.emit("partitions.released", partitions=partitions, total=len(tracker.partitions))
+
+    def _abandon(self, partitions: list[TP]) -> None:
+        p = self._pipeline
+        for batch in p.batcher.flush():
+            p.sender.submit(batch)
+        removed = p.sender.abandon(_slices_of(partitions))
+        p.waiting.drop(_sources_of(partitions))
+        requests = list({id(s.request): s.request for s in removed}.values())
+        kept = _sources_of(partitions)
+        replacements, released = p.book.abandoned(requests, lambda source: not kept(source))
+        for replacement in replacements:  # a later copy on a partition we keep: sent in the abandoned one's place
+            for batch in p.batcher.add(replacement):
+                p.sender.submit(batch)
+        p.ledger.release(released, self._owner)
+        if requests:
+            p.events.emit("requests.abandoned", count=len(requests), partitions=partitions)
+
+    def _settle(self, partitions: list[TP], deadline: float) -> None:
+        """Send what is buffered and wait until these partitions' messages are answered durably;
+        what is still unsent at the deadline is abandoned (redelivered to the next owner)."""
+        p = self._pipeline
+        for batch in p.batcher.flush():
+            p.sender.submit(batch)
+        while p.tracker.unfinished(partitions) > 0 and time.monotonic() < deadline:
+            p.serve_results(0.01)
+        if p.tracker.unfinished(partitions) > 0:
+            self._abandon(partitions)
+        p.replies.flush(max(1.0, deadline - time.monotonic()))
+
+    def shutdown(self) -> int:
+        """Finish, commit and leave (see the module's table); returns the partitions committed."""
+        p = self._pipeline
+        self.stopping = True
+        deadline = time.monotonic() + self._drain_timeout_s
+        assigned = p.tracker.partitions
+        self._settle(assigned, deadline)
+        p.sender.stop(timeout=max(1.0, deadline - time.monotonic()))
+        p.publish_finished()
+        p.replies.flush(max(1.0, deadline - time.monotonic()))
+        p.commit(asynchronous=False)
+        left_at = time.monotonic()
+        if p.kafka.leave_group(CLOSE_TIMEOUT_S):
+            self._log.info("left the consumer group in %.2f s", time.monotonic() - left_at)
+        else:
+            self._log.warning("partitions still assigned %.0f s after unsubscribing: closing anyway", CLOSE_TIMEOUT_S)
+        if not p.kafka.close():
+            self.close_abandoned = True
+            self._log.warning("leaving the consumer group did not finish within %.0f s (a rebalance was handing out partitions): "
+                              "exiting without it; offsets are committed and the group drops this member after its session timeout", CLOSE_TIMEOUT_S)  # fmt: skip
+        return len(assigned)
