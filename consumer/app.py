@@ -96,7 +96,7 @@ class Service:
         replies = Replies(kafka, codec, config.reply_topic, config.dlq_topic, self.events, tracker.finish,
                           int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))  # fmt: skip
         finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()  # the sender's finished requests, to the main loop
-        sender = Sender(CamsClient(config.cams_endpoint, self._http), credentials, self.limiter, self.ledger, policy, self.metrics, finished.put,
+        sender = Sender(CamsClient(config.cams_endpoint, self._http), credentials, self.limiter, self.ledger, policy, self.events, finished.put,
                         config.send_concurrency, owner, config.batch_max_recipients, config.batch_max_bytes)  # fmt: skip
         self.pipeline = Pipeline(kafka, intake, book, batcher, sender, replies, tracker, self.ledger, Policy(owner, config.inflight_policy, config.inflight_stale_s),
                                  self.events, config.commit_interval_ms / 1000, finished, beat=self.health.beat)  # fmt: skip

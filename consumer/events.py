@@ -24,6 +24,15 @@ loop turn or per occurrence, never once per request on the hot path.
 | ``record.dead_lettered``| ``source``, ``reason``, ``detail``                 | reply               |
 | ``results.acknowledged``| ``counts`` (by status), ``ages_s``                 | reply               |
 | ``delivery.failed``    | ``topic``, ``error``, ``then`` (what is done next)  | reply               |
+| ``calls.in_flight``    | ``change`` (+1 handed to a worker, -1 done)          | sender              |
+| ``slot.waited``        | ``account``, ``wait_s`` (ready to slot)             | sender              |
+| ``call.late``          | ``account``, ``late_s`` (slot to the wire, past the usual) | sender       |
+| ``call.answered``      | ``account``, ``code``, ``latency_s``, ``bisection`` (a half's call CAMS counted) | sender |
+| ``batch.sent``         | ``account``, ``recipients``                         | sender              |
+| ``batch.retried``      | ``account``, ``reason`` (throttled, transient, named, split), ``batch_id``, ``code``, ``delay_s``, ``attempt`` (transient failures so far, for a failed call) | sender |
+| ``bisection.deferred`` | ``account``                                         | sender              |
+| ``batch.failed``       | ``account``, ``batch_id``, ``code``, ``message``    | sender              |
+| ``credentials.unavailable`` | ``account``, ``error``                         | sender              |
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ NAMES = frozenset({
     "records.read", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
     "offsets.committed", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
     "requests.abandoned", "record.dead_lettered", "results.acknowledged", "delivery.failed",
+    "calls.in_flight", "slot.waited", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",
+    "credentials.unavailable",
 })  # fmt: skip
 
 Handler = Callable[..., None]

@@ -9,7 +9,7 @@ from typing import Any
 
 from .events import Events
 from .kafka import TP
-from .metrics import Metrics
+from .metrics import Metrics, code_label
 from .models import Source
 
 LOG_EVERY_S = 10.0
@@ -66,6 +66,24 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
     events.on("results.acknowledged", acknowledged)
     events.on("delivery.failed", lambda topic, error, then: metrics.reply_errors.inc())
 
+    def answered(account: str, code: str, latency_s: float, bisection: bool) -> None:
+        metrics.api_calls.labels(account, code_label(code)).inc()
+        metrics.api_latency.labels(account).observe(latency_s)
+        if bisection:
+            metrics.bisection_calls.labels(account).inc()
+
+    def sent(account: str, recipients: int) -> None:
+        metrics.batch_recipients.observe(recipients)
+        metrics.api_recipients.labels(account).inc(recipients)
+
+    events.on("calls.in_flight", lambda change: metrics.inflight_calls.inc(change))
+    events.on("slot.waited", lambda account, wait_s: metrics.limiter_wait.labels(account).observe(wait_s))
+    events.on("call.late", lambda account, late_s: metrics.late_arrivals.labels(account).observe(late_s))
+    events.on("call.answered", answered)
+    events.on("batch.sent", sent)
+    events.on("batch.retried", lambda account, reason, **_: metrics.retries.labels(account, reason).inc())
+    events.on("bisection.deferred", lambda account: metrics.bisection_deferred.labels(account).inc())
+
 
 def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) -> None:
     failures_logged: dict[tuple[str, str], float] = {}
@@ -95,3 +113,14 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     events.on("partitions.revoked", lambda partitions: log.info("revoked %s", names(partitions)))
     events.on("partitions.lost", lambda partitions: log.warning("lost %s: abandoning their work uncommitted", names(partitions)))
     events.on("requests.abandoned", abandoned)
+
+    def retried(account: str, reason: str, batch_id: str, code: str, delay_s: float, attempt: int | None = None) -> None:
+        if attempt is not None:
+            log.info("batch %s: %s, retry %d in %.2fs", batch_id, code, attempt, delay_s, extra={"batch_id": batch_id, "account": account})
+
+    def failed(account: str, batch_id: str, code: str, message: str | None) -> None:
+        log.warning("batch %s failed: %s %s", batch_id, code, message, extra={"batch_id": batch_id, "account": account})
+
+    events.on("batch.retried", retried)
+    events.on("batch.failed", failed)
+    events.on("credentials.unavailable", lambda account, error: log.warning("no credentials for account %s: %s", account, error))

@@ -9,16 +9,9 @@ that answers at once, the gate's tickets ask one after the other (the next once 
 holds its slot); with a slow one (Redis 300 ms away), as many ask at once as one round trip
 needs, and the gate is as deep as that takes: the account's calls still follow each other at its
 rate instead of one per round trip.
-The worker then decides, from the error taxonomy, what becomes of the batch:
-
-| CAMS answer                      | what happens                                                    |
-|----------------------------------|-----------------------------------------------------------------|
-| OK                               | every slice SENT                                                |
-| System.LimitControl / throttling | grant refunded; limiter slows the account down (past the tolerance); batch queued again, not a failure |
-| timeout, 5xx, connection error   | retried with backoff + jitter up to ``retry_max_attempts``, then FAILED |
-| parameter error naming recipients| their requests FAILED, the rest sent again whole                 |
-| parameter error (whole call)     | batch split in halves and both retried, down to the one request: FAILED; past the account's bisection share, the halves wait while other batches of the account go first (see bisection.py) |
-| permission, subscription, other  | every slice FAILED with the API's code                          |
+The worker then carries out the batch's route, a pure decision from the call's outcome
+(``routing.py``: sent, throttled, retried, offenders named, halved, failed), and emits what
+happened as events (``events.py``).
 
 Requests whose ``expires_at`` has passed are taken out just before the call (EXPIRED). Finished
 requests are marked in the ledger and handed to ``on_results`` (the main loop publishes them).
@@ -46,9 +39,10 @@ from .credentials import CredentialsError
 from .ledger import Ledger
 from .limiter import RESERVE_AHEAD_S, RateLimiter
 from .limiter.lateness import LatenessGauge
-from .metrics import Metrics, code_label
+from .events import Events
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .retry import backoff_s
+from .routing import Budget, Route, route
 from .scheduler import FairScheduler
 
 log = logging.getLogger("consumer.sender")
@@ -104,7 +98,7 @@ class Sender:
         limiter: RateLimiter,
         ledger: Ledger,
         policy: SendPolicy,
-        metrics: Metrics,
+        events: Events,
         on_results: ResultsSink,
         concurrency: int,
         owner: str,
@@ -117,7 +111,8 @@ class Sender:
         self._limiter = limiter
         self._ledger = ledger
         self._policy = policy
-        self._metrics = metrics
+        self._events = events
+        self._budget = Budget(policy.throttle_max_retries, policy.max_attempts)
         self._on_results = on_results
         self._concurrency = concurrency
         self._owner = owner
@@ -216,7 +211,7 @@ class Sender:
                     self._cond.wait(0.5 if retry is None else min(0.5, retry))
                     continue
             for batch, ticket in handed:
-                self._metrics.inflight_calls.inc()
+                self._events.emit("calls.in_flight", change=1)
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
@@ -331,7 +326,7 @@ class Sender:
                 self.calls += 1
                 self._running.pop(id(batch), None)
                 self._cond.notify_all()
-            self._metrics.inflight_calls.dec()
+            self._events.emit("calls.in_flight", change=-1)
         if finished:
             self._on_results(finished)
 
@@ -340,8 +335,9 @@ class Sender:
         FAILED ``Chatapp.InternalError`` with its result recorded in the ledger."""
         batch.failures += 1
         if batch.failures < self._policy.max_attempts:
-            self._metrics.retries.labels(batch.key.account, "transient").inc()
-            self.submit(batch, self._clock() + backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng))
+            delay = backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng)
+            self._events.emit("batch.retried", account=batch.key.account, reason="transient", batch_id=batch.batch_id, code=INTERNAL_ERROR, delay_s=delay)
+            self.submit(batch, self._clock() + delay)
             return []
         finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, INTERNAL_ERROR, "internal error while sending", batch.attempts, batch_id=batch.batch_id))
         self._record(finished)
@@ -369,14 +365,14 @@ class Sender:
         try:
             prepared = self._cams.prepare(self._credentials[account].get(), batch.key, recipients)
         except CredentialsError as exc:  # STS or the metadata service down: retried like a timeout
-            log.warning("no credentials for account %s: %s", account, exc)
+            self._events.emit("credentials.unavailable", account=account, error=str(exc))
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
         else:
             granted_at = self._take_token(account, ticket, grant)
             if granted_at is None:  # stopping: back to the queue, unsent
                 self.submit(batch)
                 return finished
-            self._metrics.limiter_wait.labels(account).observe(granted_at - batch.ready_at)
+            self._events.emit("slot.waited", account=account, wait_s=granted_at - batch.ready_at)
             executed_at = self._clock()
             call = self._cams.execute(prepared, lambda: self._on_the_wire(ticket))
             # grant -> request on the wire; when unknown, grant -> answer (the most it can be)
@@ -384,54 +380,63 @@ class Sender:
             with self._cond:  # workers of one account finish concurrently; a gauge is not thread-safe
                 late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(held_s)
             if late_s > 0.0:
-                self._metrics.late_arrivals.labels(account).observe(late_s)
+                self._events.emit("call.late", account=account, late_s=late_s)
                 self._limiter.arrived_late(account, grant, late_s)
         batch.attempts += 1
-        self._metrics.api_calls.labels(account, code_label(call.code)).inc()
-        self._metrics.api_latency.labels(account).observe(call.latency_s)
         outcome = call.outcome
+        self._events.emit("call.answered", account=account, code=call.code, latency_s=call.latency_s, bisection=batch.bisected and outcome is not Outcome.THROTTLED)
         if outcome is Outcome.THROTTLED:  # not counted by CAMS: not in the window either
             self._limiter.refund(account, grant)
         else:
-            if batch.bisected:
-                self._metrics.bisection_calls.labels(account).inc()
             with self._cond:
                 self._bisection.called(account, batch.bisected)
-        if outcome is Outcome.OK:
-            self._metrics.batch_recipients.observe(batch.recipient_count)
-            self._metrics.api_recipients.labels(account).inc(batch.recipient_count)
-            finished += self._finish(batch, batch.slices, SliceOutcome(Status.SENT, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
-        elif outcome is Outcome.THROTTLED and batch.throttles < self._policy.throttle_max_retries:
+        named = named_offenders(batch, call.message) if outcome is Outcome.INVALID_REQUEST else []
+        way = route(outcome, batch.throttles, batch.failures, len(batch.slices), bool(named), self._budget)
+        finished += self._follow(way, batch, call, named)
+        self._record(finished)
+        return finished
+
+    def _follow(self, way: Route, batch: Batch, call: CallResult, named: list[Slice]) -> list[Settled]:
+        """Carry out the batch's route (``routing.py``); returns the requests it finished."""
+        account = batch.key.account
+        emit = self._events.emit
+        if way is Route.SENT:
+            emit("batch.sent", account=account, recipients=batch.recipient_count)
+            return self._finish(batch, batch.slices, self._outcome(Status.SENT, batch, call))
+        if way is Route.THROTTLED:
             batch.throttles += 1
             if self._persistent_throttling(account):
                 self._limiter.throttled(account, call.retry_after_s)
-            self._metrics.retries.labels(account, "throttled").inc()
+            emit("batch.retried", account=account, reason="throttled", batch_id=batch.batch_id, code=call.code, delay_s=call.retry_after_s or 0.0)
             self.submit(batch, self._clock() + (call.retry_after_s or 0.0))
-        elif outcome is Outcome.TRANSIENT and batch.failures + 1 < self._policy.max_attempts:
+        elif way is Route.RETRY:
             batch.failures += 1
-            self._metrics.retries.labels(account, "transient").inc()
             delay = backoff_s(batch.failures, self._policy.backoff_ms, self._policy.backoff_max_ms, self._rng)
-            log.info("batch %s: %s, retry %d in %.2fs", batch.batch_id, call.code, batch.failures, delay, extra={"batch_id": batch.batch_id, "account": account})
+            emit("batch.retried", account=account, reason="transient", batch_id=batch.batch_id, code=call.code, delay_s=delay, attempt=batch.failures)
             self.submit(batch, self._clock() + delay)
-        elif outcome is Outcome.INVALID_REQUEST and (named := {id(s) for s in named_offenders(batch, call.message)}):
-            self._metrics.retries.labels(account, "named").inc()
-            rest, offenders = without(batch, lambda s: id(s) in named)
-            finished += self._finish(batch, offenders, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
+        elif way is Route.NAMED:
+            emit("batch.retried", account=account, reason="named", batch_id=batch.batch_id, code=call.code, delay_s=0.0)
+            offending = {id(piece) for piece in named}
+            rest, offenders = without(batch, lambda piece: id(piece) in offending)
             self.submit(rest)  # type: ignore[arg-type]  # named_offenders never names every slice
-        elif outcome is Outcome.INVALID_REQUEST and len(batch.slices) > 1:
-            self._metrics.retries.labels(account, "split").inc()
+            return self._finish(batch, offenders, self._outcome(Status.FAILED, batch, call))
+        elif way is Route.SPLIT:
+            emit("batch.retried", account=account, reason="split", batch_id=batch.batch_id, code=call.code, delay_s=0.0)
             not_before = 0.0 if self._may_bisect_now(account) else self._clock() + DEFER_S
             if not_before:
-                self._metrics.bisection_deferred.labels(account).inc()
+                emit("bisection.deferred", account=account)
             for half in split(batch):
                 half.attempts = batch.attempts
                 half.bisected = True
                 self.submit(half, not_before)
         else:
-            log.warning("batch %s failed: %s %s", batch.batch_id, call.code, call.message, extra={"batch_id": batch.batch_id, "account": account})
-            finished += self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id))
-        self._record(finished)
-        return finished
+            emit("batch.failed", account=account, batch_id=batch.batch_id, code=call.code, message=call.message)
+            return self._finish(batch, batch.slices, self._outcome(Status.FAILED, batch, call))
+        return []
+
+    @staticmethod
+    def _outcome(status: Status, batch: Batch, call: CallResult) -> SliceOutcome:
+        return SliceOutcome(status, call.code, call.message, batch.attempts, call.group_message_id, call.api_request_id, batch.batch_id)
 
     def _may_bisect_now(self, account: str) -> bool:
         """Within the account's bisection share, or nothing else of the account waiting."""

@@ -9,9 +9,8 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from consumer.codec import PlainAvroCodec
-from consumer.events import Events
 from consumer.metrics import Metrics
-from consumer.observers import subscribe_metrics
+from tests.fixtures.observed import observed
 from consumer.models import SendResult, Source, Status
 from consumer.reply import Replies
 
@@ -68,13 +67,6 @@ class Clock:
 
 CLOCK = Clock()
 BROKER_DOWN = KafkaError(KafkaError._TRANSPORT, "broker down")
-
-
-def observed(metrics: Metrics) -> Events:
-    """The pipeline's events, counted in ``metrics`` as the service counts them."""
-    events = Events()
-    subscribe_metrics(events, metrics)
-    return events
 
 
 def _setup() -> tuple[RecordingKafka, Replies, list[Source], Metrics]:

@@ -19,6 +19,7 @@ from consumer.credentials import CredentialsError
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, InProcessLimiter, Reservation
 from consumer.metrics import Metrics
+from tests.fixtures.observed import observed
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
 from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
 from tests.fixtures.clock import FakeClock
@@ -169,7 +170,7 @@ class Harness:
                 throttle_max_retries=throttle_max_retries,
                 throttle_tolerance=throttle_tolerance,
             ),
-            self.metrics,
+            observed(self.metrics),
             self._on_results,
             concurrency,
             OWNER,
