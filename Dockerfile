@@ -41,6 +41,19 @@ RUN python -c "import consumer.codec as c; assert (c.SCHEMA_DIR / 'send_request.
  && chatapp-consumer --help > /dev/null
 
 # ---------------------------------------------------------------------------------------------
+# Stage "devkit": the builder's venv plus chatapp-devkit (devkit/: the local CAMS endpoint and
+# sample traffic for deploy/docker-compose.yml). Built only as a named target
+# (`docker build --target devkit`); the default image, "runtime" below, holds the service only.
+FROM builder AS devkit
+WORKDIR /src
+COPY devkit ./devkit
+RUN pip install ./devkit \
+ && chatapp-devkit --help > /dev/null
+WORKDIR /tmp
+USER 10001:10001
+ENTRYPOINT ["chatapp-devkit"]
+
+# ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
 ARG APP_UID=10001

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
+from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.mockcluster import MockCluster
 from consumer.childproc import read_ready_line
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = "LTAI_BENCH_LOCAL_ONLY"
@@ -47,14 +47,14 @@ def free_port() -> int:
 
 def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "ALIBABA_CLOUD_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "devkit")])  # the service, and the devkit's broker and CAMS endpoint
     env.update(extra)
     return env
 
 
 def start_cams(rate_limit: int = 10, timeout: float = 15.0) -> LocalCams:
-    """``python -m consumer.local_cams`` knowing the bench key, wrapped in ``LocalCams``."""
-    argv = [sys.executable, "-m", "consumer.local_cams", "--host", "127.0.0.1", "--port", "0",
+    """``python -m chatapp_devkit.local_cams`` knowing the bench key, wrapped in ``LocalCams``."""
+    argv = [sys.executable, "-m", "chatapp_devkit.local_cams", "--host", "127.0.0.1", "--port", "0",
             "--rate-limit", str(rate_limit), "--account", f"{KEY_ID}:{SECRET}"]  # fmt: skip
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env(), cwd=ROOT,
                                preexec_fn=_die_with_parent)  # noqa: PLW1509  # fmt: skip

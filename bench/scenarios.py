@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatapp_devkit.samples import LANGUAGES, TEMPLATES, sample_records
 from consumer.codec import PlainAvroCodec
 from consumer.metrics import LOOP_PHASES
-from consumer.samples import LANGUAGES, TEMPLATES, sample_records
 
 from . import kafkaio, measure
 from .launch import Infra, Service, memory_status, process_cpu_s, service_env

@@ -1,10 +1,13 @@
-"""``chatapp-consumer``: run the service, the embedded demo, and the operators' tools.
+"""``chatapp-consumer``: run the service and the operators' tools.
 
     run           consume, batch, send, reply: the service
-    demo          the embedded defaults explicitly: mock broker, local CAMS, sample traffic
-    produce       send requests from a JSON-lines file, or generated samples, to the topic
+    produce       send requests from a JSON-lines file to the topic
     check-config  print the effective configuration (secrets redacted) and test connectivity
     replay-dlq    re-inject dead-lettered messages into the request topic after a fix
+
+The demo, the embedded broker, the local CAMS endpoint and sample traffic are the devkit's
+(``chatapp-devkit``, devkit/ in the repository), which this package never imports;
+``demo`` here only points there.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     if config.kafka_bootstrap_servers is None:
-        print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-consumer demo` runs on an embedded broker)", file=sys.stderr)
+        print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-devkit demo` runs on an embedded broker)", file=sys.stderr)
         return 2
     from .app import Service, build_credentials
     from .credentials import CredentialsError
@@ -70,15 +73,12 @@ def _leave(code: int, close_abandoned: bool) -> int:
     return code
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    config = _load()
-    if config is None:
-        return 2
-    logs.setup("WARNING", "text")
-    from .demo import run_demo
+DEMO_MOVED = "the demo is the devkit's: pip install -e ./devkit (from a checkout), then chatapp-devkit demo"
 
-    outcome = run_demo(requests=args.requests)
-    return _leave(outcome.code, outcome.close_abandoned)
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print(DEMO_MOVED, file=sys.stderr)
+    return 2
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -87,7 +87,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         return 2
     from .tools import produce
 
-    return produce(config, args.file, args.samples, args.bootstrap_servers)
+    return produce(config, args.file, args.bootstrap_servers)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -116,13 +116,11 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the service (configuration from the environment and CHATAPP_CONFIG)")
     run.set_defaults(func=cmd_run)
-    demo = sub.add_parser("demo", help="run on the embedded broker and local CAMS endpoint with sample traffic")
-    demo.add_argument("--requests", type=int, default=20_000)
+    demo = sub.add_parser("demo", help="moved: chatapp-devkit demo (prints where to find it)")
+    demo.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
-    produce = sub.add_parser("produce", help="send requests to the request topic")
-    source = produce.add_mutually_exclusive_group(required=True)
-    source.add_argument("--file", help="JSON lines, one SendRequest record per line ('-' = stdin)")
-    source.add_argument("--samples", type=int, help="generate this many sample requests")
+    produce = sub.add_parser("produce", help="send requests to the request topic (sample traffic: chatapp-devkit produce-samples)")
+    produce.add_argument("--file", required=True, help="JSON lines, one SendRequest record per line ('-' = stdin)")
     produce.add_argument("--bootstrap-servers", help="overrides CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
     produce.set_defaults(func=cmd_produce)
     check = sub.add_parser("check-config", help="print the effective configuration and test connectivity")

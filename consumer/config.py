@@ -76,7 +76,7 @@ def _s(name: str, typ: type, default: Any, help: str, **kw: Any) -> Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    _s("kafka_bootstrap_servers", str, None, "Kafka bootstrap servers (host:port,...). Unset: `run` refuses to start; `demo` starts the embedded broker."),
+    _s("kafka_bootstrap_servers", str, None, "Kafka bootstrap servers (host:port,...). Unset: `run` refuses to start; `chatapp-devkit demo` starts an embedded broker."),
     _s("group_id", str, "chatapp-consumer", "Consumer group id shared by every instance."),
     _s("request_topic", str, "chatapp.send-requests", "Topic of SendRequest messages."),
     _s("reply_topic", str, "chatapp.send-results", "Topic of SendResult messages (a request's `reply-to` header overrides it)."),

@@ -15,7 +15,6 @@ from .config import Config
 from .kafka import producer_config
 from .kafka.tools import KafkaUnavailable, Writer, cluster_summary
 from .redact import redact_text
-from .samples import sample_records
 
 
 class BadRecord(Exception):
@@ -43,16 +42,21 @@ def _progress(done: int, total: int | None, started: float) -> None:
         print(f"\r{done:,} produced ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
 
-def produce(config: Config, path: str | None, samples: int | None, bootstrap: str | None) -> int:
+def produce(config: Config, path: str, bootstrap: str | None) -> int:
+    """``chatapp-consumer produce --file PATH``: the JSON-lines file's records ('-' = stdin)."""
+    return produce_records(config, _records_from(path), None, bootstrap)
+
+
+def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]], total: int | None, bootstrap: str | None) -> int:
+    """Encode and produce (where, SendRequest record) pairs with a progress bar (of ``total`` when
+    known); 1 if one does not match the schema or is not delivered, 2 without bootstrap servers.
+    Also the devkit's ``produce-samples``."""
     servers = bootstrap or config.kafka_bootstrap_servers
     if not servers:
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers): not set", file=sys.stderr)
         return 2
     codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
     writer = Writer({**producer_config(config), "bootstrap.servers": servers})
-    records: Iterable[tuple[str, dict[str, Any]]] = (
-        ((f"sample {i}", r) for i, r in enumerate(sample_records(samples))) if samples is not None else _records_from(path or "-")
-    )
     started, done, failed = time.monotonic(), 0, writer.failed
     try:
         for where, record in records:
@@ -64,13 +68,13 @@ def produce(config: Config, path: str | None, samples: int | None, bootstrap: st
             done += 1
             if done % 1000 == 0:
                 writer.serve()
-                _progress(done, samples, started)
+                _progress(done, total, started)
     except BadRecord as exc:
         left = writer.flush(60)
         print(f"\n{exc}\n{done - left - len(failed)} records before it were delivered; nothing after it was produced", file=sys.stderr)
         return 1
     left = writer.flush(60)
-    _progress(done, samples, started)
+    _progress(done, total, started)
     print(file=sys.stderr)
     if left or failed:
         print(f"{left + len(failed)} of {done} messages were not delivered: {failed[:1]}", file=sys.stderr)

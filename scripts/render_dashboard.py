@@ -135,8 +135,8 @@ def scrape(url: str, instance: str) -> dict[str, float]:
 
 def bad_values(count: int) -> list[bytes]:
     """Undecodable messages, three DLQ reasons in turn (truncated, not-avro, trailing-bytes)."""
+    from chatapp_devkit.samples import sample_records
     from consumer.codec import PlainAvroCodec
-    from consumer.samples import sample_records
 
     codec = PlainAvroCodec()
     out = []
@@ -149,8 +149,8 @@ def bad_values(count: int) -> list[bytes]:
 def run_scenario(args: argparse.Namespace) -> Run:
     from confluent_kafka import Producer
 
-    from consumer.local_cams import LocalCams
-    from consumer.mockcluster import MockCluster
+    from chatapp_devkit.local_cams import LocalCams
+    from chatapp_devkit.mockcluster import MockCluster
     from tests.fixtures.service import DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, ServiceProcess, encode_samples, produce, service_env
 
     run = Run(scenario={

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.mockcluster import MockCluster
 from consumer.codec import PlainAvroCodec
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
 from tests.fixtures.kafka import consume_all
 from tests.fixtures.service import REQUESTS, ROOT, TEST_KEY_ID, TEST_SECRET, free_port
 
@@ -37,6 +37,16 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = COMMAND_
     clean.update(env or {})
     clean["PYTHONPATH"] = str(ROOT)
     return subprocess.run([*_command(), *args], check=False, env=clean, cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=stdin)
+
+
+def devkit_cli(*args: str, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """``chatapp-devkit ARGS`` (``python -m chatapp_devkit`` where it is not installed), like ``cli``."""
+    script = Path(sys.executable).parent / "chatapp-devkit"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "chatapp_devkit"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHATAPP_", "ALIBABA_CLOUD_"))}
+    clean.update(env or {})
+    clean["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "devkit")])
+    return subprocess.run([*command, *args], check=False, env=clean, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +73,7 @@ def cams() -> Iterator[LocalCams]:
 
 
 def test_produce_samples_puts_decodable_requests_on_the_topic_with_a_progress_bar(cluster, topic):
-    done = cli("produce", "--samples", "500", env={"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers, "CHATAPP_REQUEST_TOPIC": topic})
+    done = devkit_cli("produce-samples", "500", env={"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers, "CHATAPP_REQUEST_TOPIC": topic})
     assert done.returncode == 0, done.stderr
     assert re.search(r"\[#{30}\] 500/500 \(", done.stderr), f"no finished progress bar on stderr: {done.stderr!r}"
     assert done.stdout == ""
@@ -135,9 +145,26 @@ def test_produce_file_with_a_bad_line_fails_naming_it(cluster, topic, tmp_path, 
 
 
 def test_produce_without_bootstrap_servers_is_a_config_error():
-    done = cli("produce", "--samples", "1")
-    assert done.returncode == 2
-    assert done.stderr.startswith("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
+    for done in (cli("produce", "--file", "-", stdin=""), devkit_cli("produce-samples", "1")):
+        assert done.returncode == 2
+        assert done.stderr.startswith("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_the_service_cli_points_to_the_devkit_for_the_demo_and_samples():
+    done = cli("demo", "--requests", "10")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["the demo is the devkit's: pip install -e ./devkit (from a checkout), then chatapp-devkit demo"]
+    done = cli("produce", "--file", "-", "--samples", "1", stdin="")
+    assert done.returncode == 2 and "unrecognized arguments: --samples 1" in done.stderr
+    assert "chatapp-devkit produce-samples" in cli("--help").stdout
+
+
+@pytest.mark.parametrize(("command", "option"), [("mock-broker", "--brokers"), ("local-cams", "--rate-limit")])
+def test_the_devkit_commands_take_their_modules_options(command, option):
+    done = devkit_cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: chatapp-devkit {command} ")
+    assert option in done.stdout
 
 
 # --------------------------------------------------------------------------- check-config
@@ -238,7 +265,7 @@ def test_run_with_bad_settings_exits_2_with_one_line_per_problem():
 def test_run_without_bootstrap_servers_exits_2():
     done = cli("run", env={"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI_X", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET}, timeout=30)
     assert done.returncode == 2
-    assert done.stderr.splitlines() == ["config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-consumer demo` runs on an embedded broker)"]
+    assert done.stderr.splitlines() == ["config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set (`chatapp-devkit demo` runs on an embedded broker)"]
 
 
 # --------------------------------------------------------------------------- credentials in URLs, bad configuration

@@ -15,8 +15,8 @@ import time
 import pytest
 from fastavro import schemaless_writer
 
+from chatapp_devkit.samples import phone, request_record, sample_records
 from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
-from consumer.samples import phone, request_record, sample_records
 from tests.fixtures.service import (
     DLQ,
     RESULTS,

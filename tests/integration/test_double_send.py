@@ -8,8 +8,8 @@ import collections
 
 from confluent_kafka import Producer
 
+from chatapp_devkit.samples import phone, request_record
 from consumer.codec import PlainAvroCodec
-from consumer.samples import phone, request_record
 from tests.fixtures.service import REQUESTS, RESULTS, produce, service_env, wait_for
 
 PARTITIONS = 4

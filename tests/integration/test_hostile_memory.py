@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chatapp_devkit.samples import phone, request_record
 from consumer.codec import PlainAvroCodec
-from consumer.samples import phone, request_record
 from tests.fixtures.service import RESULTS, produce, service_env
 
 PARTITIONS = 24  # the mock keeps at most 5 MB per partition

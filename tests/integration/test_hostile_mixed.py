@@ -11,8 +11,8 @@ import random
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from chatapp_devkit.samples import phone, sample_records
 from consumer.codec import PlainAvroCodec
-from consumer.samples import phone, sample_records
 from tests.fixtures.hostile import DLQ, REQUESTS, RESULTS, hostile_messages
 from tests.fixtures.service import committed, service_env, wait_for
 

@@ -3,8 +3,8 @@ local CAMS endpoint over HTTP): no record it writes crashes it, no destination s
 
 from __future__ import annotations
 
+from chatapp_devkit.samples import phone, request_record
 from consumer.codec import PlainAvroCodec
-from consumer.samples import phone, request_record
 from tests.fixtures.service import DLQ, REQUESTS, RESULTS, committed, encode_samples, produce, service_env, wait_for
 
 PARTITIONS = 4

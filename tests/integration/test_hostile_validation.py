@@ -3,8 +3,8 @@ in its own process, the mock broker over TCP, the local CAMS endpoint over HTTP.
 
 from __future__ import annotations
 
+from chatapp_devkit.samples import request_record
 from consumer.codec import PlainAvroCodec, _long
-from consumer.samples import request_record
 from tests.fixtures.service import RESULTS, produce, service_env
 
 NUMBER = "8613933330003"

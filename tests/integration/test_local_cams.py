@@ -23,8 +23,8 @@ from alibabacloud_cams20200606.client import Client as SdkClient
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config
 
+from chatapp_devkit.local_cams import ACTION, VERSION, LocalCams, LocalCamsServer
 from consumer.cams.signing import sign_headers
-from consumer.local_cams import ACTION, VERSION, LocalCams, LocalCamsServer
 from tests.fixtures.cams import TEST_KEY_ID, TEST_SECRET
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.mockcluster import MockCluster
+from chatapp_devkit.samples import phone, request_record, sample_records
 from consumer.codec import PlainAvroCodec
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
-from consumer.samples import phone, request_record, sample_records
 from tests.fixtures.service import (
     DLQ,
     REQUESTS,

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.mockcluster import MockCluster, MockClusterError
+from chatapp_devkit.mockcluster import MockCluster, MockClusterError
 from tests.fixtures.kafka import (
     FAST_FETCH,
     committed_offsets,

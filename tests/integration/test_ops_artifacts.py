@@ -38,9 +38,9 @@ from typing import Any
 import pytest
 import yaml
 
+from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.mockcluster import MockCluster
 from consumer import config as settings
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
 from tests.fixtures.service import (
     DLQ,
     REQUESTS,
@@ -696,7 +696,8 @@ def test_image_install_steps_build_a_working_wheel():
                 assert json.loads(zf.read(f"consumer/schemas/{schema.name}")) == json.loads(schema.read_text())
             (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
             assert re.search(r"^chatapp-consumer\s*=\s*consumer\.cli:main$", zf.read(entry_points).decode(), re.MULTILINE)
-            assert not any(n.startswith(("tests/", "schemas/")) for n in names)
+            assert not any(n.startswith(("tests/", "schemas/", "chatapp_devkit/", "devkit/")) for n in names)
+            assert not any(n.startswith(("consumer/mockcluster", "consumer/local_cams", "consumer/demo")) for n in names), "the devkit is not the service's"
 
         result = run([sys.executable, "-m", "venv", str(venv)], timeout=120, env=clean_env)
         assert result.returncode == 0, result.stderr

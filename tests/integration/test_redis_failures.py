@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from consumer.local_cams.ledger import max_in_window
+from chatapp_devkit.local_cams.ledger import max_in_window
 from tests.fixtures.service import RESULTS, encode_samples, produce, service_env, wait_for
 
 

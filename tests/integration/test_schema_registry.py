@@ -1,4 +1,4 @@
-"""The Confluent wire format against the Schema Registry stand-in (``consumer.registry_standin``).
+"""The Confluent wire format against the Schema Registry stand-in (``chatapp_devkit.registry_standin``).
 
 First the codec alone against the in-thread stand-in, then the service in its own process with
 the stand-in in its own process too: producers use confluent-kafka's AvroSerializer (one of them
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import select
 import struct
 import subprocess
@@ -22,6 +21,11 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.mockcluster import MockCluster
+from chatapp_devkit.processes import child_env
+from chatapp_devkit.registry_standin import RegistryStandIn
+from chatapp_devkit.samples import phone, request_record, sample_records
 from consumer.codec import (
     REQUEST_SCHEMA_JSON,
     RESULT_SCHEMA_JSON,
@@ -30,11 +34,7 @@ from consumer.codec import (
     RegistryAvroCodec,
 )
 from consumer.kafka.registry import registry_functions
-from consumer.local_cams import LocalCams
-from consumer.mockcluster import MockCluster
 from consumer.models import SendResult
-from consumer.registry_standin import RegistryStandIn
-from consumer.samples import phone, request_record, sample_records
 from tests.fixtures.service import DLQ, REQUESTS, RESULTS, ROOT, produce, service_env
 
 REQUEST_SUBJECT = f"{REQUESTS}-value"
@@ -132,9 +132,8 @@ def test_schema_id_of_a_non_avro_schema_is_a_decode_error(registry: RegistryStan
 
 @pytest.fixture
 def registry_process() -> Iterator[str]:
-    """``python -m consumer.registry_standin --port 0`` as its own process; yields its URL."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([sys.executable, "-m", "consumer.registry_standin", "--port", "0"], stdout=subprocess.PIPE, env=env, cwd=ROOT)
+    """``python -m chatapp_devkit.registry_standin --port 0`` as its own process; yields its URL."""
+    process = subprocess.Popen([sys.executable, "-m", "chatapp_devkit.registry_standin", "--port", "0"], stdout=subprocess.PIPE, env=child_env(), cwd=ROOT)
     try:
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], 15)

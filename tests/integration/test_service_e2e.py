@@ -8,8 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from chatapp_devkit.samples import LANGUAGES, TEMPLATES, phone, request_record
 from consumer.codec import PlainAvroCodec
-from consumer.samples import LANGUAGES, TEMPLATES, phone, request_record
 from tests.fixtures.service import (
     DLQ,
     REQUESTS,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import collections
 import time
 
-from consumer.local_cams import LocalCams
-from consumer.local_cams.ledger import max_in_window
+from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.local_cams.ledger import max_in_window
 from tests.fixtures.service import (
     RESULTS,
     TEST_KEY_ID,

@@ -12,7 +12,7 @@ import re
 import signal
 from pathlib import Path
 
-from consumer.local_cams import LocalCams
+from chatapp_devkit.local_cams import LocalCams
 from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env, wait_for
 
 PARTITIONS = 8

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from chatapp_devkit.samples import request_record
 from consumer.codec import DecodeError, PlainAvroCodec
 from consumer.models import SendResult, Status
-from consumer.samples import request_record
 
 CODEC = PlainAvroCodec()
 

@@ -19,7 +19,7 @@ def test_readme_configuration_table_is_the_settings_table() -> None:
 
 def test_readme_starts_with_the_run_and_test_commands() -> None:
     blocks = re.findall(r"```bash\n(.*?)\n```", README, re.S)
-    assert blocks[0].endswith("chatapp-consumer demo")
+    assert blocks[0] == "python3 -m venv .venv && .venv/bin/pip install -q -e . -e ./devkit && .venv/bin/chatapp-devkit demo"
     assert blocks[1] == "bash .ci/run"
 
 

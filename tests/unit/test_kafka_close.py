@@ -112,8 +112,9 @@ def _exit_recorder(monkeypatch) -> list[int]:
 def test_run_and_demo_exit_at_once_when_the_close_was_abandoned(monkeypatch) -> None:
     import argparse
 
+    import chatapp_devkit.cli as devkit_cli
+    import chatapp_devkit.demo as demo
     import consumer.cli as cli
-    import consumer.demo as demo
 
     codes = _exit_recorder(monkeypatch)
     assert cli._leave(3, close_abandoned=False) == 3 and codes == []
@@ -122,7 +123,7 @@ def test_run_and_demo_exit_at_once_when_the_close_was_abandoned(monkeypatch) -> 
     assert codes == [1]
     monkeypatch.setattr(demo, "run_demo", lambda requests: demo.DemoOutcome(0, close_abandoned=True))
     with pytest.raises(_Exited):
-        cli.cmd_demo(argparse.Namespace(requests=10))
+        devkit_cli.cmd_demo(argparse.Namespace(requests=10))
     assert codes == [1, 0]
     monkeypatch.setattr(demo, "run_demo", lambda requests: demo.DemoOutcome(1, close_abandoned=False))
-    assert cli.cmd_demo(argparse.Namespace(requests=10)) == 1 and codes == [1, 0]
+    assert devkit_cli.cmd_demo(argparse.Namespace(requests=10)) == 1 and codes == [1, 0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.local_cams.backend import fits_window
+from chatapp_devkit.local_cams.backend import fits_window
 
 
 def test_the_eleventh_arrival_within_a_second_does_not_fit() -> None:
@@ -34,7 +34,7 @@ def test_a_call_arrives_when_its_bytes_reach_the_host_not_when_a_thread_reads_th
     import socket
     import time
 
-    from consumer.local_cams.server import _ArrivalStampingReader
+    from chatapp_devkit.local_cams.server import _ArrivalStampingReader
 
     with socket.create_server(("127.0.0.1", 0)) as server:
         client = socket.create_connection(server.getsockname())
@@ -63,7 +63,7 @@ def test_without_kernel_stamps_a_read_is_stamped_when_it_returns(monkeypatch) ->
     import socket
     import time
 
-    from consumer.local_cams import server
+    from chatapp_devkit.local_cams import server
 
     monkeypatch.setattr(server, "_SO_TIMESTAMPNS", None)
     with socket.create_server(("127.0.0.1", 0)) as listener:

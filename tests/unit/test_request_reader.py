@@ -17,11 +17,12 @@ import pytest
 from fastavro import schemaless_reader
 
 import consumer.codec as codec_module
+from chatapp_devkit.samples import request_record
 from consumer import request_reader
 from consumer.codec import REQUEST_SCHEMA, REQUEST_SCHEMA_JSON, DecodeError, PlainAvroCodec, RegistryAvroCodec, _long, _string
 from consumer.models import BatchKey
 from consumer.request_reader import RequestReader, from_record
-from consumer.samples import request_record
+from tests.fixtures.builders import random_record
 
 CODEC = PlainAvroCodec()
 TEXTS = [None, "", "a", "otp_login", "ünïcødé ✓ 中文 🚀", "x" * 63, "y" * 64, "z" * 300]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from chatapp_devkit.samples import request_record
 from consumer.codec import PlainAvroCodec
 from consumer.request_reader import from_record
-from consumer.samples import request_record
 from consumer.validate import Validator
 
 ACCOUNTS = frozenset({"default", "acme"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from consumer.local_cams.backend import Backend
+from chatapp_devkit.local_cams.backend import Backend
 
 AdminRoute = Callable[[Backend, Mapping[str, str], Any], Any]
 

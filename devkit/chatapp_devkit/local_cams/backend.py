@@ -11,17 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.local_cams.auth import (
+from chatapp_devkit.local_cams.auth import (
     Account,
     NonceCache,
     SignedRequest,
     authenticate,
     claimed_access_key_id,
 )
-from consumer.local_cams.errors import ApiError
-from consumer.local_cams.faults import FAULT_KINDS, FaultDecider, Faults
-from consumer.local_cams.ledger import WINDOW_S, CallRecord, Ledger
-from consumer.local_cams.params import SendCall, parse_send_call
+from chatapp_devkit.local_cams.errors import ApiError
+from chatapp_devkit.local_cams.faults import FAULT_KINDS, FaultDecider, Faults
+from chatapp_devkit.local_cams.ledger import WINDOW_S, CallRecord, Ledger
+from chatapp_devkit.local_cams.params import SendCall, parse_send_call
 
 DROPPED = "Dropped"  # the code recorded for a call whose connection was closed without an answer
 

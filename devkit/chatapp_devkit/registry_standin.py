@@ -17,7 +17,7 @@ compatibility checks, no deletes, no auth. Avro schemas are validated with fasta
 PROTOBUF schemas are stored as given.
 
 In a test: ``with RegistryStandIn() as registry: ... registry.url``. As its own process:
-``python -m consumer.registry_standin --port 0`` prints ``{"url": ...}`` on one line and serves
+``python -m chatapp_devkit.registry_standin --port 0`` prints ``{"url": ...}`` on one line and serves
 until SIGTERM or SIGINT.
 """
 
@@ -275,7 +275,7 @@ class RegistryStandIn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer.registry_standin", description="Schema Registry stand-in on loopback.")
+    parser = argparse.ArgumentParser(prog="python -m chatapp_devkit.registry_standin", description="Schema Registry stand-in on loopback.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (the URL is printed)")
     args = parser.parse_args(argv)

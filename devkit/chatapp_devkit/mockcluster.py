@@ -4,12 +4,12 @@ librdkafka ships a mock cluster (``src/rdkafka_mock.h``) inside the shared libra
 confluent-kafka wheel already carries; this module drives it through ctypes, in a process of
 its own, so clients talk to it over TCP exactly as they would to a real cluster.
 
-``python -m consumer.mockcluster`` runs the broker and prints one JSON line
+``python -m chatapp_devkit.mockcluster`` runs the broker and prints one JSON line
 (``bootstrap_servers``, ``control_url``) once it is ready; a small JSON HTTP API then injects
 faults. :class:`MockCluster` starts and drives that process for callers.
 
 The mock API is experimental and outside librdkafka's ABI promise: the confluent-kafka range
-is pinned in pyproject.toml and every symbol used is checked at start-up.
+is pinned in devkit/pyproject.toml and every symbol used is checked at start-up.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from consumer.childproc import child_env, read_ready_line, stop_process
+from chatapp_devkit.processes import child_env, read_ready_line, stop_process
 
 _c_int_p = ctypes.POINTER(ctypes.c_int)
 
@@ -114,7 +114,7 @@ def _load_librdkafka() -> ctypes.CDLL:
     if missing:
         raise MockClusterError(
             f"{path} lacks mock-cluster symbols {missing}: the mock API is experimental, "
-            "use the confluent-kafka range pinned in pyproject.toml"
+            "use the confluent-kafka range pinned in devkit/pyproject.toml"
         )
     for name, (restype, argtypes) in _SIGNATURES.items():
         func = getattr(lib, name)
@@ -307,8 +307,8 @@ def _topic_spec(text: str) -> tuple[str, int]:
     return name, int(count)
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m consumer.mockcluster", description=__doc__.splitlines()[0])
+def _parse_args(argv: Sequence[str] | None, prog: str = "python -m chatapp_devkit.mockcluster") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--brokers", type=int, default=1)
     parser.add_argument("--topic", type=_topic_spec, action="append", default=[], metavar="NAME:PARTITIONS")
     parser.add_argument("--control-host", default="127.0.0.1")
@@ -332,9 +332,9 @@ def _stop_on_stdin_eof() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m chatapp_devkit.mockcluster") -> None:
     """Run the broker until SIGTERM/SIGINT, then leave with ``os._exit`` (never returns)."""
-    args = _parse_args(argv)
+    args = _parse_args(argv, prog)
     # Before any librdkafka or helper thread exists, so that all of them inherit the mask and
     # the signals wait, pending, for sigwait below.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 class MockCluster:
-    """A running ``python -m consumer.mockcluster`` process and its control API."""
+    """A running ``python -m chatapp_devkit.mockcluster`` process and its control API."""
 
     def __init__(self, process: subprocess.Popen[bytes], bootstrap_servers: str, control_url: str) -> None:
         self.process = process
@@ -379,7 +379,7 @@ class MockCluster:
 
         The process also stops by itself if this one dies (its stdin closes).
         """
-        argv = [sys.executable, "-m", "consumer.mockcluster", "--brokers", str(brokers), "--exit-on-stdin-eof"]
+        argv = [sys.executable, "-m", "chatapp_devkit.mockcluster", "--brokers", str(brokers), "--exit-on-stdin-eof"]
         argv += ["--initial-rebalance-delay-ms", str(initial_rebalance_delay_ms)]
         for name, partitions in (topics or {}).items():
             argv += ["--topic", f"{name}:{partitions}"]

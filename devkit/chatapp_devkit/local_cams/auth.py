@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from chatapp_devkit.local_cams.errors import ApiError, message_for
 from consumer.cams.signing import (
     EMPTY_BODY_SHA256,
     canonical_request,
     parse_authorization,
     signature,
 )
-from consumer.local_cams.errors import ApiError, message_for
 
 ACTION = "SendChatappMassMessage"
 VERSION = "2020-06-06"

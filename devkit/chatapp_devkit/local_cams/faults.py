@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from consumer.local_cams.errors import ApiError
+from chatapp_devkit.local_cams.errors import ApiError
 
 
 @dataclass(frozen=True, slots=True)

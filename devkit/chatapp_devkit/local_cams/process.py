@@ -10,10 +10,8 @@ from typing import Any, Self
 
 import httpx
 
-from consumer.childproc import child_env, read_ready_line, stop_process
-
-from consumer.local_cams.auth import Account
-
+from chatapp_devkit.local_cams.auth import Account
+from chatapp_devkit.processes import child_env, read_ready_line, stop_process
 
 
 def _account_arg(access_key_id: str, account: str | Account) -> str:
@@ -24,7 +22,7 @@ def _account_arg(access_key_id: str, account: str | Account) -> str:
 
 
 class LocalCams:
-    """A ``python -m consumer.local_cams`` subprocess; same control methods as ``LocalCamsServer``."""
+    """A ``python -m chatapp_devkit.local_cams`` subprocess; same control methods as ``LocalCamsServer``."""
 
     def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
         self.process = process
@@ -43,7 +41,7 @@ class LocalCams:
         seed: int = 0,
     ) -> LocalCams:
         """Spawn the endpoint on a free port and wait up to ``timeout`` s for its URL."""
-        args = [sys.executable, "-m", "consumer.local_cams", "--host", host, "--port", "0",
+        args = [sys.executable, "-m", "chatapp_devkit.local_cams", "--host", host, "--port", "0",
                 "--rate-limit", str(rate_limit), "--latency-ms", str(latency_ms), "--seed", str(seed)]  # fmt: skip
         for access_key_id, account in (accounts or {}).items():
             args += ["--account", _account_arg(access_key_id, account)]

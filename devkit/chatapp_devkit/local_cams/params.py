@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-from consumer.local_cams.errors import ApiError
+from chatapp_devkit.local_cams.errors import ApiError
 
 CHANNEL_TYPES = frozenset({"whatsapp", "messenger", "instagram", "viber"})
 REQUIRED = ("ChannelType", "Language", "From", "SenderList")

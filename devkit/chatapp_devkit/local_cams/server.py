@@ -20,11 +20,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from consumer.local_cams.admin import ROUTES
-from consumer.local_cams.auth import Account, SignedRequest
-from consumer.local_cams.backend import Backend
-from consumer.local_cams.faults import Faults
-from consumer.local_cams.params import parse_query
+from chatapp_devkit.local_cams.admin import ROUTES
+from chatapp_devkit.local_cams.auth import Account, SignedRequest
+from chatapp_devkit.local_cams.backend import Backend
+from chatapp_devkit.local_cams.faults import Faults
+from chatapp_devkit.local_cams.params import parse_query
 
 MAX_REQUEST_LINE = 4 * 1024 * 1024
 MAX_BODY = 1024 * 1024

@@ -4,10 +4,10 @@ verification, per-key sliding-window rate limit (calls counted when they arrive)
 ``LocalCams`` runs it as a subprocess; ``LocalCamsServer`` runs it in a thread of this process.
 """
 
-from consumer.local_cams.auth import ACTION, VERSION, Account
-from consumer.local_cams.faults import FAULT_KINDS, Faults
-from consumer.local_cams.params import MAX_RECIPIENTS
-from consumer.local_cams.process import LocalCams
-from consumer.local_cams.server import LocalCamsServer
+from chatapp_devkit.local_cams.auth import ACTION, VERSION, Account
+from chatapp_devkit.local_cams.faults import FAULT_KINDS, Faults
+from chatapp_devkit.local_cams.params import MAX_RECIPIENTS
+from chatapp_devkit.local_cams.process import LocalCams
+from chatapp_devkit.local_cams.server import LocalCamsServer
 
 __all__ = ["ACTION", "FAULT_KINDS", "MAX_RECIPIENTS", "VERSION", "Account", "Faults", "LocalCams", "LocalCamsServer"]

@@ -19,10 +19,11 @@ from typing import NamedTuple, TextIO
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader
 
-from . import config as settings
-from .app import Service
-from .kafka import produce_waiting
-from .codec import RESULT_SCHEMA, PlainAvroCodec
+from consumer import config as settings
+from consumer.app import Service
+from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
+from consumer.kafka import produce_waiting
+
 from .local_cams import LocalCams
 from .mockcluster import MockCluster
 from .samples import request_record, sample_records
@@ -77,7 +78,7 @@ class DemoOutcome(NamedTuple):
 
 def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: TextIO = sys.stdout) -> DemoOutcome:
     say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
-    say("chatapp-consumer demo: embedded Kafka (librdkafka mock cluster) + local CAMS endpoint.")
+    say("chatapp-devkit demo: embedded Kafka (librdkafka mock cluster) + local CAMS endpoint.")
     say("NOTHING REAL IS SENT: no Kafka cluster, no Alibaba Cloud account, no phone is involved.")
     env = dict(os.environ if env is None else env)
     base = settings.load(env)

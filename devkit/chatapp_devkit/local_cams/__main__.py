@@ -1,4 +1,4 @@
-"""``python -m consumer.local_cams``: serve the local CAMS endpoint until SIGTERM/SIGINT.
+"""``python -m chatapp_devkit.local_cams``: serve the local CAMS endpoint until SIGTERM/SIGINT.
 
 Prints one JSON line ``{"url": "http://HOST:PORT"}`` on stdout once listening; exits 0 on a signal.
 ``--account ACCESS_KEY_ID:SECRET[:SECURITY_TOKEN]`` may repeat (a token makes it an STS account).
@@ -11,8 +11,8 @@ import json
 import signal
 import threading
 
-from consumer.local_cams.auth import Account
-from consumer.local_cams.server import LocalCamsServer
+from chatapp_devkit.local_cams.auth import Account
+from chatapp_devkit.local_cams.server import LocalCamsServer
 
 
 def _account(value: str) -> tuple[str, Account]:
@@ -23,8 +23,8 @@ def _account(value: str) -> tuple[str, Account]:
     return access_key_id, Account(secret, token or None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer.local_cams", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m chatapp_devkit.local_cams") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--account", type=_account, action="append", default=[], metavar="ACCESS_KEY_ID:SECRET")

@@ -1,4 +1,4 @@
-"""Sample SendRequest records: the demo's traffic, the ``produce --samples`` command's, the tests'
+"""Sample SendRequest records: the demo's traffic, the ``chatapp-devkit produce-samples`` command's, the tests'
 and the benchmark's. Numbers come from a fictitious range; nothing here reaches a phone."""
 
 from __future__ import annotations
