@@ -18,9 +18,9 @@ from redis import Redis
 
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, RedisLimiter, connect
 from consumer.limiter.gcra import emission_interval
+from tests.fixtures.builders import max_in_window, Recorder
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.redis import PrivateRedis
-from tests.unit.test_limiter_gcra import Recorder, max_in_window
 
 SHARED_URL = "redis://127.0.0.1:6379/15"
 TEN = AccountLimit(10.0)

@@ -7,8 +7,8 @@ import pytest
 from consumer.admission import Action, Policy, WaitingRoom, decide
 from consumer.ledger import CLAIMED, DONE, IN_FLIGHT, LedgerEntry, fingerprint
 from consumer.models import Source
+from tests.fixtures.builders import req, result
 from tests.fixtures.clock import FakeClock
-from tests.unit.test_ledger import req, result
 
 NOW = 1_767_225_600.0
 POLICY = Policy("me", "resend", 60)

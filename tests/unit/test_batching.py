@@ -2,59 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
 
 from consumer.batching import Batcher, addresses, new_batch_id, recipients_of, split, without
-from consumer.models import Batch, BatchKey, SendRequest, Slice, Source
+from consumer.models import Batch, BatchKey, SendRequest, Slice
 from consumer.scheduler import FairScheduler
+from tests.fixtures.builders import avro_recipient, make_batch, make_key, make_request, slice_sizes
 from tests.fixtures.clock import FakeClock
-from tests.unit.test_cams_payload import avro_recipient, make_key
-
-_IDS = itertools.count()
-_NUMBERS = itertools.count(10_000_000)
-
-
-def recipients(count: int) -> list[dict[str, Any]]:
-    return [avro_recipient(f"86139{next(_NUMBERS):08d}") for _ in range(count)]
-
-
-def make_request(
-    count: int = 1,
-    key: BatchKey | None = None,
-    *,
-    request_id: str | None = None,
-    expires_at_ms: int | None = None,
-    partition: int = 0,
-    offset: int | None = None,
-) -> SendRequest:
-    n = next(_IDS)
-    return SendRequest(
-        request_id or f"req-{n}",
-        key or make_key(),
-        recipients(count),
-        expires_at_ms,
-        Source("chatapp.send-requests", partition, n if offset is None else offset, 0),
-    )
-
-
-def make_batch(*sizes: int, key: BatchKey | None = None, expires: list[int | None] | None = None) -> Batch:
-    """A batch of one slice per size (each a whole request of that many recipients)."""
-    key = key or make_key()
-    batch = Batch(new_batch_id(), key)
-    for i, size in enumerate(sizes):
-        request = make_request(size, key, expires_at_ms=(expires[i] if expires else None))
-        batch.slices.append(Slice(request, request.recipients))
-        batch.recipient_count += size
-        batch.addresses.update(addresses(key, request.recipients))
-    return batch
-
-
-def slice_sizes(batch: Batch) -> list[int]:
-    return [len(s.recipients) for s in batch.slices]
-
 
 # -- construction -----------------------------------------------------------------------------
 

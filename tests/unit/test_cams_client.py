@@ -23,7 +23,7 @@ from consumer.cams.client import (
 )
 from consumer.cams.errors import Outcome
 from consumer.cams.payload import build_query
-from tests.unit.test_cams_payload import RICH, avro_recipient, make_key
+from tests.fixtures.builders import avro_recipient, make_key, RICH
 
 NOW = 1767225600.5  # 2026-01-01T00:00:00.5Z
 NONCE = "0123456789abcdef0123456789abcdef"

@@ -3,62 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from consumer.cams.payload import build_query, sender_entry
-from consumer.models import BatchKey
-
-
-def make_key(**overrides: Any) -> BatchKey:
-    fields: dict[str, Any] = dict(
-        account="default",
-        channel_type="whatsapp",
-        template_code="744c4b5c79c9432497a075bdfca36bf5",
-        template_name=None,
-        language="en",
-        from_number="8613877770000",
-        fallback_id=None,
-        fallback_content=None,
-        fallback_rule=None,
-        fallback_duration_s=None,
-        task_id=None,
-        cust_space_id=None,
-        label=None,
-        tag=None,
-        ttl_s=None,
-    )
-    fields.update(overrides)
-    return BatchKey(**fields)
-
-
-def avro_recipient(to: str, **fields: Any) -> dict[str, Any]:
-    """A Recipient as fastavro decodes it: every key present, unset ones at their defaults."""
-    record: dict[str, Any] = {
-        "to": to,
-        "recipient_type": None,
-        "template_params": {},
-        "payload": [],
-        "product_action": None,
-        "flow_action": None,
-    }
-    record.update(fields)
-    return record
-
-
-RICH = avro_recipient(
-    "8613888888888",
-    recipient_type="individual",
-    template_params={"name": "Ann", "code": "42"},
-    payload=["p1", "p2"],
-    product_action={
-        "thumbnail_product_retailer_id": "thumb-1",
-        "sections": [
-            {"title": "Shoes", "product_items": [{"product_retailer_id": "s1"}, {"product_retailer_id": "s2"}]},
-            {"title": "Hats", "product_items": []},
-        ],
-    },
-    flow_action={"flow_token": "tok-1", "flow_action_data": {"screen": "WELCOME"}},
-)
+from tests.fixtures.builders import avro_recipient, make_key, RICH
 
 
 def test_minimal_recipient_has_only_to() -> None:

@@ -35,7 +35,7 @@ from consumer.cams import signing
 from consumer.cams.client import CamsClient, Credentials, StaticCredentials
 from consumer.cams.errors import Outcome
 from consumer.models import BatchKey, Recipient
-from tests.unit.test_cams_payload import RICH, avro_recipient, make_key
+from tests.fixtures.builders import avro_recipient, make_key, RICH
 
 NOW = 1767225600.0
 DATE = "2026-01-01T00:00:00Z"

@@ -7,8 +7,8 @@ import threading
 from consumer.batching import Batcher
 from consumer.completion import Completion, combine
 from consumer.models import SendRequest, SendResult, Settled, Slice, SliceOutcome, Status
+from tests.fixtures.builders import make_request
 from tests.fixtures.clock import FakeClock
-from tests.unit.test_batching import make_request
 
 AT = 1_767_225_600_123  # when the slice's call finished (ms)
 

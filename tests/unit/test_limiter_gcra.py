@@ -9,32 +9,11 @@ import pytest
 
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, AdaptivePolicy, InProcessLimiter, RateFactor
 from consumer.limiter.gcra import CATCH_UP_INTERVALS, decide, emission_interval, gcra, next_slot, push_out, reserve, window_capacity, window_wait
+from tests.fixtures.builders import max_in_window, Recorder
 from tests.fixtures.clock import FakeClock
 
 TEN = AccountLimit(10.0)
 INTERVAL = emission_interval(10.0, 0.02)  # 0.102 s
-
-
-class Recorder:
-    """A LimiterObserver that keeps every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[object, ...]]] = []
-
-    def granted(self, account: str) -> None:
-        self.calls.append(("granted", (account,)))
-
-    def denied(self, account: str, wait_s: float) -> None:
-        self.calls.append(("denied", (account, wait_s)))
-
-    def rate_changed(self, account: str, rate: float) -> None:
-        self.calls.append(("rate_changed", (account, rate)))
-
-    def backend_error(self, account: str, exc: BaseException) -> None:
-        self.calls.append(("backend_error", (account, exc)))
-
-    def fallback_changed(self, active: bool) -> None:
-        self.calls.append(("fallback_changed", (active,)))
 
 
 def grant_times(limiter: InProcessLimiter, clock: FakeClock, account: str, seconds: float) -> list[float]:
@@ -47,16 +26,6 @@ def grant_times(limiter: InProcessLimiter, clock: FakeClock, account: str, secon
         else:
             clock.advance(wait)
     return times
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most grants in any closed window of ``window`` seconds."""
-    j, best = 0, 0
-    for i, t in enumerate(times):
-        while times[j] < t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 # --- pure core -------------------------------------------------------------------------------

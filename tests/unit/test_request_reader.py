@@ -32,31 +32,6 @@ def fastavro_view(value: bytes):
     return from_record(schemaless_reader(io.BytesIO(value), REQUEST_SCHEMA, None), len(value))
 
 
-def random_record(rng: random.Random, i: int) -> dict[str, Any]:
-    def text(required: bool = False) -> str | None:
-        value = rng.choice(TEXTS)
-        return value if value is not None or not required else "req"
-
-    recipients = []
-    for n in range(rng.choice([1, 1, 1, 2, 5, 70])):
-        recipients.append({
-            "to": f"86139{i:04d}{n:04d}" if rng.random() < 0.9 else text(True),
-            "recipient_type": text(),
-            "template_params": {f"k{j}{text() or ''}": text(True) for j in range(rng.choice([0, 1, 2, 70]))},
-            "payload": [text(True) for _ in range(rng.choice([0, 0, 1, 3]))],
-            "product_action": None,
-            "flow_action": None,
-        })  # fmt: skip
-    return request_record(
-        rng.choice(["r", "ü" * 40, "x" * 200]) + str(i), text(True), text(True), [], account=text(),
-        channel_type=text(True), template_name=text(), from_number=text(True), fallback_id=text(), fallback_content=text(),
-        fallback_rule=text(), fallback_duration_s=rng.choice([None, 0, -1, 60, 63, 64, 43_200, -(2**31), 2**31 - 1]),
-        task_id=text(), cust_space_id=text(), label=text(), tag=text(), ttl_s=rng.choice([None, 30, 2**31 - 1]),
-        expires_at=rng.choice([None, datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=rng.randrange(10**12))]),
-        recipients=recipients,
-    )  # fmt: skip
-
-
 def test_random_requests_read_as_fastavro_reads_them() -> None:
     rng = random.Random(11)
     reader = RequestReader(REQUEST_SCHEMA_JSON)

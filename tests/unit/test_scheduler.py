@@ -6,8 +6,7 @@ import random
 
 from consumer.models import Batch, BatchKey
 from consumer.scheduler import FairScheduler
-from tests.unit.test_batching import make_batch, slice_sizes
-from tests.unit.test_cams_payload import make_key
+from tests.fixtures.builders import make_batch, make_key, slice_sizes
 
 NOW = 1_767_225_600.0  # epoch seconds: urgency compares ``now`` with expires_at (epoch ms)
 
