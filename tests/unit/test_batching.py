@@ -510,3 +510,14 @@ def test_the_scheduler_tops_up_a_waiting_batch_only_within_its_bytes() -> None:
     scheduler.push(second)  # one 300-byte slice fits the first, the other does not
     popped = [scheduler.pop(key.account, 0.0, contended=False) for _ in range(2)]
     assert [(b.recipient_count, b.size_bytes) for b in popped] == [(2, 900), (1, 300)]
+
+
+def test_parts_is_the_number_of_slices_that_carry_the_request_on_every_path() -> None:
+    """``parts`` is what Completion waits for: a request on the one-recipient fast path is in one
+    slice, a split one in as many as carry it (a wrong count leaves a request without a result)."""
+    batcher = Batcher(5, 1.0, clock=FakeClock())
+    first, fast, other, split = make_request(2), make_request(1), make_request(1), make_request(9)
+    fast.parts = other.parts = 7  # stale, as after an earlier placement: the batcher sets it
+    batches = batcher.add(first) + batcher.add(fast) + batcher.add(other) + batcher.add(split) + batcher.flush()
+    carried = {id(r): sum(1 for b in batches for s in b.slices if s.request is r) for r in (first, fast, other, split)}
+    assert [r.parts for r in (first, fast, other, split)] == [carried[id(r)] for r in (first, fast, other, split)] == [1, 1, 1, 3]

@@ -177,3 +177,52 @@ def test_a_batch_settles_its_whole_requests_as_one_group_and_a_split_request_alo
     assert len(settled) == 1 and settled[0].requests == [request] and settled[0].completed_at_ms == AT + 5
     assert settled[0].outcome.status is Status.FAILED and settled[0].outcome.group_message_id == "G1"
     assert settled[0].result(request).request_id == request.request_id
+
+
+def test_a_split_slice_behind_whole_requests_in_one_batch_still_counts() -> None:
+    """The batcher's normal layout: whole requests first, then the first slice of a request too
+    large for the room left. Every slice of the batch is recorded, not only those before the
+    first whole request: the split request finishes when its last slice does."""
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    whole = make_request(3)
+    split = make_request(12)
+    batches = batcher.add(whole) + batcher.add(split) + batcher.flush()
+    assert [[(s.request, len(s.recipients)) for s in b.slices] for b in batches] == [[(whole, 3), (split, 7)], [(split, 5)]]
+    completion = Completion()
+    first = completion.batch_done(batches[0].slices, sent("G1", batch="b-1"), AT)
+    assert [g.requests for g in first] == [[whole]]
+    last = completion.batch_done(batches[1].slices, sent("G2", batch="b-2"), AT + 1)
+    assert [g.requests for g in last] == [[split]]
+    assert last[0].result(split).group_message_id == "G1,G2" and last[0].outcome.attempts == 2
+
+
+def test_every_split_request_in_a_batch_is_recorded_when_an_earlier_one_is_not_done() -> None:
+    """A batch holding the last slice of one split request and the first of another, settled
+    before the first request's other slice: the second request's slice still counts."""
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    a = make_request(15)
+    b = make_request(15)
+    batches = batcher.add(a) + batcher.add(b) + batcher.flush()
+    assert [[(s.request, len(s.recipients)) for s in x.slices] for x in batches] == [[(a, 10)], [(a, 5), (b, 5)], [(b, 10)]]
+    completion = Completion()
+    assert completion.batch_done(batches[1].slices, sent("G2"), AT) == []  # a waits for its first slice
+    assert [g.requests for g in completion.batch_done(batches[2].slices, sent("G3"), AT)] == [[b]]
+    assert [g.requests for g in completion.batch_done(batches[0].slices, sent("G1"), AT)] == [[a]]
+
+
+def test_every_request_the_batcher_places_is_settled_exactly_once() -> None:
+    """Batcher and Completion together, on a random mix (one-recipient requests on the fast path,
+    requests that close a batch, requests split across batches), batches settled in random order:
+    each request gets one result, carrying all its recipients."""
+    import random
+
+    rng = random.Random(7)
+    batcher = Batcher(10, 1.0, clock=FakeClock())
+    requests = [make_request(rng.choice([1, 1, 1, 2, 4, 9, 10, 11, 23])) for _ in range(300)]
+    batches = [b for r in requests for b in batcher.add(r)] + batcher.flush()
+    rng.shuffle(batches)
+    completion = Completion()
+    settled = [r for b in batches for g in completion.batch_done(b.slices, sent(batch=b.batch_id), AT) for r in g.requests]
+    assert sorted(id(r) for r in settled) == sorted(id(r) for r in requests)
+    for request in requests:
+        assert request.parts == sum(1 for b in batches for s in b.slices if s.request is request)
