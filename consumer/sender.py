@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import random
 import threading
 import time
@@ -37,13 +36,14 @@ from .cams.errors import Outcome
 from .completion import Completion, now_ms
 from .credentials import CredentialsError
 from .ledger import Ledger
-from .limiter import RESERVE_AHEAD_S, RateLimiter
+from .limiter import RateLimiter
 from .limiter.lateness import LatenessGauge
 from .events import Events
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .retry import backoff_s
 from .routing import Budget, Route, route
 from .scheduler import FairScheduler
+from .gates import Gates
 
 log = logging.getLogger("consumer.sender")
 
@@ -77,19 +77,6 @@ class SendPolicy:
 
 
 THROTTLE_WINDOW_S = 2.0
-GATE_DEPTH = 2
-"""Batches per account prepared and waiting for their slot when the limiter answers at once:
-enough that one is always ready the moment a slot comes, few enough that the rest keep filling in
-the scheduler. A limiter that answers late gets more (see ``Sender._gate_depth``)."""
-LEAD_HISTORY = 8
-"""Recent round trips to the limiter, and lead times (from a batch's place at the gate to the
-limiter's first answer, its own turn to ask aside), per account: the longest of each sizes the gate."""
-CONTENDED_S = 1.0
-"""How long after the limiter made one of its calls wait an account counts as contended. With
-instances sharing the budget, this one's gate is often empty while the others' calls take the
-tokens: a young partial batch then keeps filling in the scheduler instead of taking a slot."""
-
-
 class Sender:
     def __init__(
         self,
@@ -123,16 +110,9 @@ class Sender:
         self._cond = threading.Condition()
         self._inflight = 0
         self._running: dict[int, Batch] = {}
-        self._gates: defaultdict[str, deque[int]] = defaultdict(deque)
         self._tickets = itertools.count()
+        self._gates = Gates(concurrency)
         self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
-        self._denied_at: dict[str, float] = {}  # per account: when the limiter last made a call wait
-        self._due_at: dict[int, float] = {}  # per ticket with its answer from the limiter: when its call goes out (or it asks again), until it is on the wire
-        self._entered: dict[int, float] = {}  # per ticket at a gate: when it took its place, until the limiter first answered it
-        self._holding: set[int] = set()  # tickets at a gate holding a reserved slot, until it comes
-        self._round_trips: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=LEAD_HISTORY))  # per account: the latest asks
-        self._leads: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=LEAD_HISTORY))  # per account: the latest lead times
-        self._rates: dict[str, float] = {}  # per account: its calls/s as the limiter last said
         self.calls = 0
         """Batches through ``_run``: calls made, and batches that made none (expired before the
         call, no credentials, sent back to the queue on stop). The collector's pacing counts them."""
@@ -171,7 +151,7 @@ class Sender:
         granted and not yet on the wire, at its slot for one waiting for the limiter; infinite
         when none is waiting (see gcpacing.py)."""
         with self._cond:
-            due = min(self._due_at.values(), default=math.inf)
+            due = self._gates.next_due()
         return due - now
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -193,16 +173,14 @@ class Sender:
                 now = self._clock()
                 handed: list[tuple[Batch, int]] = []
                 for account in self._scheduler.ready_accounts(now):
-                    gate = self._gates[account]
-                    denied_lately = now - self._denied_at.get(account, -CONTENDED_S) < CONTENDED_S
-                    depth = self._gate_depth(account)
-                    while self._inflight < self._concurrency and len(gate) < depth:
-                        batch = self._scheduler.pop(account, now, contended=bool(gate) or denied_lately)
+                    gates = self._gates
+                    depth = gates.depth(account)
+                    while self._inflight < self._concurrency and gates.waiting(account) < depth:
+                        batch = self._scheduler.pop(account, now, contended=gates.contended(account, now))
                         if batch is None:
                             break
                         ticket = next(self._tickets)
-                        gate.append(ticket)
-                        self._entered[ticket] = now
+                        gates.enter(account, ticket, now)
                         self._inflight += 1
                         self._running[id(batch)] = batch
                         handed.append((batch, ticket))
@@ -215,92 +193,41 @@ class Sender:
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
-    def _calls_within(self, history: Mapping[str, deque[float]], account: str) -> int:
-        """The account's calls (at the rate the limiter gives it) in the longest of its recent
-        ``history`` times, rounded (caller holds the lock)."""
-        times = history.get(account)
-        return int(max(times) * self._rates.get(account, 0.0) + 0.5) if times else 0
-
-    def _gate_depth(self, account: str) -> int:
-        """How many of ``account``'s batches may wait for a slot at once (caller holds the lock):
-        ``GATE_DEPTH``, plus the calls the account makes in the time a batch takes from its place
-        at the gate to the limiter's answer (the ledger's mark, building the call, the round trip
-        to the limiter): Little's law, so that the gate keeps the account at its rate however
-        slowly the limiter answers (six more with Redis 300 ms away at 10 calls/s, where the
-        ledger's mark costs a round trip too), and none more when it answers at once."""
-        return GATE_DEPTH + min(self._calls_within(self._leads, account), self._concurrency)
-
-    def _may_ask(self, account: str, ticket: int) -> bool:
-        """Is it ``ticket``'s turn to ask (caller holds the lock)? When fewer tickets ahead of it
-        at the gate wait for their answer (or to ask again) than the account makes calls in one
-        round trip to the limiter: first come, first served with a limiter that answers at once
-        (the next asks once the one before holds its slot), and asks that overlap as much as a
-        slow limiter needs."""
-        waiting = 0
-        allowed = self._calls_within(self._round_trips, account)
-        for other in self._gates[account]:
-            if other == ticket:
-                return True
-            if other not in self._holding:
-                waiting += 1
-                if waiting > allowed:
-                    return False
-        return True
-
-    def _ahead_s(self, account: str) -> float:
-        """How far ahead a slot is reserved (caller holds the lock). As far as the limiter allows
-        while asks overlap: a second round trip is what they avoid. Otherwise two round trips: a
-        worker sleeps until just before its slot and asks again, so a worker woken late loses
-        its own time only (granted on the spot) instead of arriving late for a slot held for it."""
-        if self._calls_within(self._round_trips, account):
-            return RESERVE_AHEAD_S
-        trips = self._round_trips.get(account)
-        return min(RESERVE_AHEAD_S, 2 * max(trips)) if trips else 0.0
-
     def _take_token(self, account: str, ticket: int, grant: str) -> float | None:
         """Reserve the account's next free slot for this worker's call, under the name ``grant``,
         and wait for it. The tickets at the account's gate ask in turn, overlapping as much as the
-        limiter's round trip needs (``_may_ask``), and the limiter answers with the slot it took
-        (``_ahead_s``; past that, when to ask again). The worker goes that long after the answer:
+        limiter's round trip needs (``Gates.may_ask``), and the limiter answers with the slot it
+        took (``Gates.ahead_s``; past that, when to ask again). The worker goes that long after the answer:
         never before the slot, and as long after it as the answer took to come back, like a grant
         made on the spot. Returns when the call was due had the answer come back as quickly as
         usual: the reference from which its lateness counts (an answer held up on its way back, a
         worker woken late; not an ask held up on its way there, which only got a later slot).
         None when the sender is stopping (a slot already taken is refunded: no call will use it)."""
-        gate = self._gates[account]
+        gates = self._gates
         prepared_at = self._clock()
         while True:
             with self._cond:
-                while not self._stopped and not self._may_ask(account, ticket):
+                while not self._stopped and not gates.may_ask(account, ticket):
                     self._cond.wait(0.5)
                 if self._stopped:
                     return None
-                depth = self._gate_depth(account)
-                ahead_s = self._ahead_s(account)
+                depth = gates.depth(account)
+                ahead_s = gates.ahead_s(account)
             asked_at = self._clock()
             reservation = self._limiter.reserve(account, grant, ahead_s)
             replied_at = self._clock()
             due = replied_at + reservation.wait_s  # the limiter decided before it answered: never early
             with self._cond:
-                self._round_trips[account].append(replied_at - asked_at)
-                entered = self._entered.pop(ticket, None)
-                if entered is not None:  # its first answer: the lead, its wait for its turn aside
-                    self._leads[account].append(prepared_at - entered + replied_at - asked_at)
-                self._rates[account] = reservation.rate
-                if reservation.wait_s > 0:
-                    self._denied_at[account] = asked_at
-                self._due_at[ticket] = due
+                gates.answered(account, ticket, prepared_at, asked_at, replied_at, reservation, due)
                 if reservation.reserved:
-                    self._holding.add(ticket)
                     self._cond.notify_all()  # the next ticket's turn to ask
-                elif self._gate_depth(account) > depth:
+                elif gates.depth(account) > depth:
                     self._cond.notify_all()  # the dispatcher may let more of the account's batches ask
                 while not self._stopped and (left := due - self._clock()) > 0:
                     self._cond.wait(left)
                 stopped = self._stopped
                 if reservation.reserved and not stopped:
-                    gate.remove(ticket)  # the next batch may take its place while this call is on the wire
-                    self._holding.discard(ticket)
+                    gates.leave(account, ticket)  # the next batch may take its place while this call is on the wire
                     self._cond.notify_all()
                     return due - reservation.late_s
             if stopped:
@@ -316,12 +243,7 @@ class Sender:
             finished = self._after_crash(batch)
         finally:
             with self._cond:
-                gate = self._gates[batch.key.account]
-                if ticket in gate:
-                    gate.remove(ticket)
-                self._entered.pop(ticket, None)
-                self._holding.discard(ticket)
-                self._due_at.pop(ticket, None)
+                self._gates.done(batch.key.account, ticket)
                 self._inflight -= 1
                 self.calls += 1
                 self._running.pop(id(batch), None)
@@ -445,7 +367,7 @@ class Sender:
 
     def _on_the_wire(self, ticket: int) -> None:
         with self._cond:
-            self._due_at.pop(ticket, None)
+            self._gates.on_the_wire(ticket)
 
     def _persistent_throttling(self, account: str) -> bool:
         """Record a throttle; True when the account had more than the tolerance lately."""
