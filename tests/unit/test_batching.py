@@ -521,3 +521,11 @@ def test_parts_is_the_number_of_slices_that_carry_the_request_on_every_path() ->
     batches = batcher.add(first) + batcher.add(fast) + batcher.add(other) + batcher.add(split) + batcher.flush()
     carried = {id(r): sum(1 for b in batches for s in b.slices if s.request is r) for r in (first, fast, other, split)}
     assert [r.parts for r in (first, fast, other, split)] == [carried[id(r)] for r in (first, fast, other, split)] == [1, 1, 1, 3]
+
+
+def test_max_recipients_bounds_are_one_and_a_thousand() -> None:
+    for allowed in (1, 1000):
+        assert Batcher(allowed, 1.0, clock=FakeClock()).max_recipients == allowed
+    for refused in (0, 1001):
+        with pytest.raises(ValueError):
+            Batcher(refused, 1.0, clock=FakeClock())

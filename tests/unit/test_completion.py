@@ -226,3 +226,14 @@ def test_every_request_the_batcher_places_is_settled_exactly_once() -> None:
     assert sorted(id(r) for r in settled) == sorted(id(r) for r in requests)
     for request in requests:
         assert request.parts == sum(1 for b in batches for s in b.slices if s.request is request)
+
+
+def test_now_ms_is_the_wall_clock_in_milliseconds() -> None:
+    """What a result's completed_at_ms says."""
+    import time
+
+    from consumer.completion import now_ms
+
+    before = int(time.time() * 1000)
+    stamp = now_ms()
+    assert before <= stamp <= int(time.time() * 1000)

@@ -780,7 +780,7 @@ def test_nothing_is_dispatched_after_stop(start) -> None:
     h = start([ok()])
     h.sender.stop(timeout=WAIT)
     h.sender.submit(make_batch(1))
-    time.sleep(0.05)
+    time.sleep(0.05)  # the scenario: nothing may happen in this time (no event to wait for)
     assert h.cams.calls == []
 
 
