@@ -24,23 +24,16 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
+from .config_checks import KAFKA_OPT_PREFIXES, PUBLIC_CAMS_ENDPOINT, address_problems, librdkafka_problems, reserved_kafka_options
 from .redact import HIDDEN, is_secret_name, redact_text, redact_url
 
-PUBLIC_CAMS_ENDPOINT = "https://cams.ap-southeast-1.aliyuncs.com"
 DEFAULT_ACCOUNT = "default"
-KAFKA_OPT_PREFIXES = {
-    "kafka_options": "CHATAPP_KAFKA_OPT_",
-    "consumer_options": "CHATAPP_KAFKA_CONSUMER_OPT_",
-    "producer_options": "CHATAPP_KAFKA_PRODUCER_OPT_",
-}
 KAFKA_SECTIONS = {"kafka_options": "kafka", "consumer_options": "kafka.consumer", "producer_options": "kafka.producer"}
 """The TOML table of each set of librdkafka options."""
 INFLIGHT_POLICIES = ("resend", "fail")
@@ -348,125 +341,12 @@ def _accounts(values: dict[str, Any], table: Mapping[str, Any], env: Mapping[str
     return accounts
 
 
-RESERVED_KAFKA_OPTIONS = {
-    "bootstrap.servers": "set it with CHATAPP_KAFKA_BOOTSTRAP_SERVERS",
-    "group.id": "set it with CHATAPP_GROUP_ID",
-    "enable.auto.commit": "the service commits only offsets whose results are durable",
-    "enable.auto.offset.store": "the service commits only offsets whose results are durable",
-    "partition.assignment.strategy": "revocation hands over work incrementally: cooperative-sticky only",
-    "session.timeout.ms": "set it with CHATAPP_SESSION_TIMEOUT_MS",
-    "enable.idempotence": "results must not be duplicated or reordered by producer retries",
-    "acks": "a result counts as published only when every in-sync replica has it",
-    "on_commit": "the service tracks commits itself",
-}
-"""librdkafka settings the delivery guarantees or the service's own settings depend on: a
-pass-through option may not override them."""
-
-
-def _option_env(table: str, name: str) -> str:
-    """How a problem names librdkafka option ``name`` of ``table``: its variable, then its name."""
-    return f"{KAFKA_OPT_PREFIXES[table]}{name.upper().replace('.', '_')} ({name})"
-
-
-def _reserved_kafka_options(values: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{_option_env(table, name)}: cannot be overridden: {why}"
-        for table in KAFKA_OPT_PREFIXES
-        for name in values.get(table, {})
-        if (why := RESERVED_KAFKA_OPTIONS.get(name))
-    ]
-
-
-ENDPOINT_FORM = f"must be http(s)://host[:port] with nothing after the host, e.g. {PUBLIC_CAMS_ENDPOINT}"
-REGISTRY_FORM = "must be http(s)://host[:port][/path], several separated by commas"
-REDIS_FORM = "must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket"
-METRICS_HOST_FORM = "an address of this machine to listen on, e.g. 0.0.0.0 (every interface) or 127.0.0.1"
-
-
-def _split(url: str, schemes: tuple[str, ...]) -> SplitResult | None:
-    """``url`` split, if it has one of ``schemes``, a host (unix://: none needed) and a port that
-    is a number from 0 to 65535 or none."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # raises ValueError unless the port is a number from 0 to 65535 or absent
-    except ValueError:
-        return None
-    return parts if parts.scheme in schemes and (parts.hostname or parts.scheme == "unix") else None
-
-
-def _redis_url_problem(url: str) -> str | None:
-    """Why redis-py would refuse ``url`` (None: it would not), without a secret of it."""
-    if _split(url, ("redis", "rediss", "unix")) is None:
-        return REDIS_FORM
-    import redis
-
-    try:
-        redis.Redis.from_url(url).connection_pool.make_connection()  # parses as the service will; no I/O
-    except (TypeError, ValueError) as exc:  # a query option redis-py does not know, or a bad value of one
-        return f"redis-py refuses it ({exc}); {REDIS_FORM}"
-    return None
-
-
-def _address_problems(values: Mapping[str, Any]) -> list[str]:
-    """What is wrong with the CAMS endpoint, the Schema Registry and Redis URLs and the metrics
-    host, one line each naming the setting and its right form (URLs redacted)."""
-    problems = []
-    endpoint = values["cams_endpoint"] or ""
-    parts = _split(endpoint, ("http", "https"))
-    if parts is None or parts.path not in ("", "/") or parts.query or parts.fragment:
-        problems.append(f"CHATAPP_CAMS_ENDPOINT: {ENDPOINT_FORM} (got {redact_url(endpoint)!r})")
-    registry = values.get("schema_registry_url")
-    if registry and any(_split(url.strip(), ("http", "https")) is None for url in registry.split(",")):
-        problems.append(f"CHATAPP_SCHEMA_REGISTRY_URL: {REGISTRY_FORM} (got {redact_url(registry)!r})")
-    redis_url = values.get("redis_url")
-    if redis_url and (why := _redis_url_problem(redis_url)):
-        problems.append(f"CHATAPP_REDIS_URL: {why} (got {redact_url(redis_url)!r})")
-    host = values["metrics_host"]
-    try:
-        socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as exc:
-        problems.append(f"CHATAPP_METRICS_HOST: cannot resolve {host!r} ({exc}): give {METRICS_HOST_FORM}")
-    return problems
-
-
-def _librdkafka_problems(config: Config) -> list[str]:
-    """What librdkafka refuses in the consumer's and the producer's configuration, one line each:
-    it builds both (without bootstrap servers, so nothing is contacted) and says what is wrong."""
-    from .kafka import consumer_config, producer_config
-    from .kafka.options import refusal
-
-    problems: dict[str, None] = {}  # in order, once: an option of both is refused by both
-    for role, options, tables in (
-        ("consumer", consumer_config(config), ("consumer_options", "kafka_options")),
-        ("producer", producer_config(config), ("producer_options", "kafka_options")),
-    ):
-        refused = refusal(role, options)
-        if refused is not None:
-            problems[_librdkafka_problem(config, tables, refused)] = None
-    return list(problems)
-
-
-def _librdkafka_problem(config: Config, tables: tuple[str, ...], message: str) -> str:
-    """librdkafka's ``message`` as a problem naming the option it is about (its secrets hidden)."""
-    message = redact_text(re.sub(r"^Failed to create (consumer|producer): ", "", message.strip()))  # the same for both
-    for table in tables:
-        for name, value in getattr(config, table).items():
-            if is_secret_name(name) and value:
-                message = message.replace(f'"{value}"', f'"{HIDDEN}"')  # librdkafka quotes the values it names
-    named = re.search(r'property:? "([^"]+)"', message)
-    where = [_option_env(table, named.group(1)) for table in tables if named and named.group(1) in getattr(config, table)]
-    if not where:  # about several options, or one the service sets
-        return f"Kafka options: librdkafka refuses them ({message}): complete or correct them (see librdkafka's CONFIGURATION.md)"
-    fix = "correct its name or remove it" if message.startswith("No such configuration property") else "give a value librdkafka takes"
-    return f"{where[0]}: librdkafka refuses it ({message}): {fix} (see librdkafka's CONFIGURATION.md)"
-
-
 def _validated(values: dict[str, Any]) -> Config:
     problems = [msg for spec in SETTINGS if (msg := _check(spec, values.get(spec.name)))]
-    problems += _reserved_kafka_options(values)
+    problems += reserved_kafka_options(values)
     if values["retry_backoff_max_ms"] < values["retry_backoff_ms"]:
         problems.append("CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS")
-    problems += _address_problems(values)
+    problems += address_problems(values)
     if values.get("reply_to_pattern"):
         try:
             re.compile(values["reply_to_pattern"])
@@ -475,7 +355,7 @@ def _validated(values: dict[str, Any]) -> Config:
     if problems:
         raise ConfigError(problems)
     config = Config(**values)
-    problems = _librdkafka_problems(config)
+    problems = librdkafka_problems(config)
     if problems:
         raise ConfigError(problems)
     return config
