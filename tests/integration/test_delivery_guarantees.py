@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import math
 import random
 import subprocess
@@ -29,6 +28,9 @@ from tests.fixtures.service import (
 )
 
 PARTITIONS = 12
+# from the endpoint's receipt of a call to the sender's done mark: the answer's round trip and one
+# ledger write, with room for a loaded machine
+IN_FLIGHT_S = 1.0
 PRODUCE, FETCH, OFFSET_COMMIT = 0, 1, 8
 NOT_LEADER, TIMED_OUT, TRANSPORT, REBALANCING = 6, 7, -195, 27
 
@@ -47,6 +49,7 @@ def assert_one_outcome_each(by_id: dict[str, list[dict]]) -> None:
         assert len(outcomes) == 1, f"{request_id} has conflicting results {outcomes}"
 
 
+@pytest.mark.slow
 def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local_cams, shared_redis, start_service, topic_reader):
     total, per_call, concurrency = 30_000, 100, 4
     produce(service_cluster.bootstrap_servers, encode_samples(total))
@@ -58,12 +61,12 @@ def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 2_000, timeout=60)
     rng = random.Random(7)
-    kills = 0
+    killed_at: list[float] = []
     for _ in range(5):
-        time.sleep(rng.uniform(2.0, 4.5))
+        time.sleep(rng.uniform(2.0, 4.5))  # the scenario: the instances run a while between kills
         victim = rng.randrange(3)
+        killed_at.append(time.time())
         services[victim].kill()
-        kills += 1
         services[victim] = start_service(env)
     expected = {f"req-{i}" for i in range(total)}
     if not results.read_until(lambda r: set(results_by_id(r)) >= expected, timeout=180):
@@ -77,18 +80,25 @@ def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local
     assert_one_outcome_each(by_id)
     assert {rs[0]["status"] for rs in by_id.values()} == {"SENT"}
 
-    # duplicates at the endpoint: only requests the in-flight policy resent, bounded by the calls in flight at the kills
-    resent = set()
-    for log_file in services[0].log_path.parent.glob("service-*.log"):
-        for line in log_file.read_text().splitlines():
-            entry = json.loads(line)
-            if "when it stopped: resending" in entry["msg"]:
-                resent.add(entry["msg"].split()[1])
+    # duplicates, judged from the endpoint's log of every call it received: a recipient accepted
+    # twice was first sent in a call in flight at a kill (received by the endpoint, its done mark
+    # not yet written), i.e. received within IN_FLIGHT_S before a kill (or just after: the
+    # kernel had it); and there are no more of them than those calls carried
+    calls = local_cams.calls()
     stats = local_cams.stats()
+    first_accepted: dict[str, dict] = {}
+    for call in sorted((c for c in calls if c["code"] == "OK"), key=lambda c: c["received_at"]):
+        for number in call["to"]:
+            first_accepted.setdefault(number, call)
     duplicated = set(stats["accounts"][TEST_KEY_ID]["duplicates"])
-    allowed = {phone(int(r.split("-")[1])) for r in resent}
-    assert duplicated <= allowed, f"{len(duplicated - allowed)} recipients received twice without a resend"
-    assert len(resent) <= kills * (concurrency + 2) * per_call  # calls in flight or at the gate per instance
+
+    def at_a_kill(call: dict) -> bool:
+        return any(kill - IN_FLIGHT_S <= call["received_at"] <= kill + 0.1 for kill in killed_at)
+
+    not_in_flight = sorted(n for n in duplicated if not at_a_kill(first_accepted[n]))
+    assert not not_in_flight, f"{len(not_in_flight)} recipients sent twice whose first call was not in flight at a kill, e.g. {not_in_flight[:5]}"
+    in_flight_recipients = sum(c["recipients"] for c in calls if c["code"] == "OK" and at_a_kill(c))
+    assert len(duplicated) <= in_flight_recipients
     assert stats["recipients_accepted"] - stats["duplicate_recipients_accepted"] == total
 
 
@@ -108,8 +118,7 @@ def test_api_faults_end_every_request_with_one_result(service_cluster, local_cam
     service = start_service(env)
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(results_by_id(r)) >= total + 20, timeout=180), service.log_tail()
-    time.sleep(1)
-    results.poll()
+    results.read_until(lambda r: False, timeout=1)  # the scenario: time for a repeated result to show up, if any
     faults_seen = local_cams.stats()["by_fault"]
     assert service.stop() == 0
     by_id = results_by_id(results)
@@ -201,9 +210,9 @@ def test_broker_faults_lose_nothing(service_cluster, local_cams, start_service, 
     service_cluster.push_request_errors(PRODUCE, [NOT_LEADER, TIMED_OUT, TRANSPORT, NOT_LEADER])
     service_cluster.push_request_errors(FETCH, [NOT_LEADER, TRANSPORT, TIMED_OUT])
     service_cluster.push_request_errors(OFFSET_COMMIT, [REBALANCING, TIMED_OUT, TRANSPORT])
-    time.sleep(2)
+    time.sleep(2)  # the scenario: the injected request errors play out
     service_cluster.broker_down(-1)
-    time.sleep(3)
+    time.sleep(3)  # the scenario: 3 s with the broker down
     service_cluster.broker_up(-1)
     expected = {f"req-{i}" for i in range(total)}
     if not results.read_until(lambda r: set(results_by_id(r)) >= expected, timeout=120):

@@ -111,7 +111,7 @@ def test_the_window_holds_a_burst_to_the_rate_per_second(prefix: str) -> None:
     try:
         started = time.monotonic()
         assert [limiter.acquire("acct") for _ in range(10)] == [0.0] * 10
-        time.sleep(0.2)
+        time.sleep(0.2)  # the scenario: 0.2 s pass after the burst
         wait = limiter.acquire("acct")
         assert wait == pytest.approx(1.01 - (time.monotonic() - started), abs=0.05)
         client = Redis.from_url(SHARED_URL)
@@ -173,7 +173,7 @@ def test_throttle_seen_by_one_instance_slows_the_other(make_limiter: Callable[..
     assert b.acquire("acct") == 0.0
     assert b.acquire("acct") == pytest.approx(emission_interval(5.0, 0.02), abs=0.01)
     assert b.effective_rate("other") == 10.0  # per account
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: one second of recovery
     assert b.effective_rate("acct") == pytest.approx(5.5, abs=0.1)  # +5 % of configured per second
     rates = [args[1] for name, args in rec.calls if name == "rate_changed" and args[0] == "acct"]
     assert rates[0] == 10.0 and rates[1] == pytest.approx(5.0, abs=0.1)

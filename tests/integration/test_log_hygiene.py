@@ -111,7 +111,7 @@ def test_logs_are_json_and_never_hold_the_secret_or_a_full_number(cluster, cams,
     # a short broker outage mid-run: librdkafka logs connection warnings of its own (not debug)
     assert results.read_until(lambda r: len(r.messages) >= 300, timeout=60), service.log_tail()
     cluster.broker_down()
-    time.sleep(3)
+    time.sleep(3)  # the scenario: 3 s with the broker down
     cluster.broker_up()
     assert results.read_until(lambda r: len(r.messages) >= expected_results, timeout=120), f"{len(results.messages)} results:\n{service.log_tail()}"
     assert dlq.read_until(lambda r: len(r.messages) >= len(DLQ_VALUES), timeout=30), f"{len(dlq.messages)} dead letters:\n{service.log_tail()}"

@@ -8,8 +8,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from chatapp_devkit.samples import LANGUAGES, TEMPLATES, phone, request_record
 from consumer.codec import PlainAvroCodec
+from tests.fixtures.calls import assert_kept_to_the_rate
 from tests.fixtures.service import (
     DLQ,
     REQUESTS,
@@ -42,8 +45,7 @@ def test_twenty_thousand_requests_become_full_batches(service_cluster, local_cam
     # the main loop (its thread id is the process id) gave way to the sender threads by intake_nice
     niceness = {int(task.name): _nice(service.process.pid, task.name) for task in Path(f"/proc/{service.process.pid}/task").iterdir()}
     assert niceness.pop(service.process.pid) == 10 and set(niceness.values()) == {0}, niceness
-    time.sleep(0.5)
-    reader.poll()
+    reader.read_until(lambda r: False, timeout=0.5)  # the scenario: time for a repeated result to show up, if any
     results = reader.results()
     assert len(results) == total, "exactly one result per request"
     assert collections.Counter(r["status"] for r in results) == {"SENT": total}
@@ -61,7 +63,8 @@ def test_twenty_thousand_requests_become_full_batches(service_cluster, local_cam
         for number in call["to"]:
             template, language = pairs[int(number[5:]) % len(pairs)]
             assert (call["params"]["TemplateCode"], call["params"]["Language"]) == (template, language)
-    assert local_cams.stats()["max_accepted_1s"] <= 10
+    # every call the endpoint received, throttled ones included: none in excess of 10 in a 1 s window
+    assert_kept_to_the_rate(local_cams.calls(), 10)
     assert service.stop() == 0
 
 
@@ -124,6 +127,7 @@ def test_reply_headers_and_api_errors_become_results(service_cluster, local_cams
     assert service.stop() == 0
 
 
+@pytest.mark.slow
 def test_sigterm_mid_stream_loses_nothing(service_cluster, local_cams, start_service, topic_reader):
     total = 30_000
     produce(service_cluster.bootstrap_servers, encode_samples(total))
@@ -145,6 +149,7 @@ def test_sigterm_mid_stream_loses_nothing(service_cluster, local_cams, start_ser
     assert second.stop() == 0
 
 
+@pytest.mark.slow
 def test_commits_never_pass_an_unfinished_message(service_cluster, local_cams, start_service, topic_reader):
     """Out-of-order completion: some batches fail transiently and finish seconds after later ones.
     Killed mid-way, the instance must have committed no offset beyond a message without a result."""
@@ -157,7 +162,7 @@ def test_commits_never_pass_an_unfinished_message(service_cluster, local_cams, s
     service = start_service(env)
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= 2_000, timeout=60), service.log_tail()
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: completion runs out of order a while longer before the kill
     service.kill()  # SIGKILL: whatever is committed now must be covered by results
     results.read_until(lambda r: False, timeout=2)
     answered = set(_result_ids(results))

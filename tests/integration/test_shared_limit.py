@@ -6,8 +6,10 @@ from __future__ import annotations
 import collections
 import time
 
+import pytest
+
 from chatapp_devkit.local_cams import LocalCams
-from chatapp_devkit.local_cams.ledger import max_in_window
+from tests.fixtures.calls import max_received_in_window, received_between
 from tests.fixtures.service import (
     RESULTS,
     TEST_KEY_ID,
@@ -15,6 +17,7 @@ from tests.fixtures.service import (
     encode_samples,
     produce,
     service_env,
+    wait_for,
 )
 
 PARTITIONS = 12
@@ -26,6 +29,7 @@ def accepted_arrivals(cams: LocalCams) -> list[float]:
     return sorted(c["received_at"] for c in cams.calls() if c["code"] == "OK")
 
 
+@pytest.mark.slow
 def test_three_instances_share_one_budget_exactly_and_keep_it_full(service_cluster, shared_redis, start_service, topic_reader):
     # 100 recipients per call: 45,000 requests keep a backlog for 45 s; produced once the group has
     # settled, so the time the group takes to form does not eat into the measured run
@@ -40,25 +44,30 @@ def test_three_instances_share_one_budget_exactly_and_keep_it_full(service_clust
         produced = time.time()
         while time.time() - produced < run_s + 3:
             assert all(s.alive() for s in services)
-            time.sleep(1)
+            time.sleep(1)  # the scenario: the run goes on for run_s, the instances checked alive each second
         times = accepted_arrivals(cams)
-        stats = cams.stats()
+        received = cams.calls()
         calls_per_instance = [s.metric("chatapp_api_calls_total", code="OK") for s in services]
         for service in services:
             assert service.stop() == 0
     assert times, "no call was accepted"
     window_start = times[0] + 1.0  # every instance has fetched its share by then
     in_run = [t for t in times if window_start <= t < window_start + run_s]
-    assert max_in_window(times) <= RATE, "a 1-second window held more calls than the account allows"
-    # the 2 % safety margin absorbs ~20 ms of jitter; a loaded CI machine may exceed it for a call
-    # or two, which CAMS refuses (and the service retries): never more than 1 % of the calls
-    assert stats["by_code"].get("System.LimitControl", 0) <= 0.01 * stats["by_code"]["OK"]
+    # judged on every call the endpoint received, the ones it refused included (a count of accepted
+    # calls cannot exceed the limit: the endpoint refuses the call that would). Three processes on a
+    # loaded machine: an arrival's jitter past the 2 % margin (~20 ms) can put an 11th call in a
+    # window (seen once in a run beside a busy mutation run); never a 12th, and rarely (the endpoint
+    # refuses that call, the service retries it)
+    assert max_received_in_window(received) <= RATE + 1, "more than one call of jitter beyond the account's window"
+    refused = [c for c in received if c["code"] == "System.LimitControl"]
+    assert len(refused) <= 0.01 * len(received), f"{len(refused)} of {len(received)} calls throttled"
     fill = len(in_run) / (RATE * run_s)
     per_second = collections.Counter(int(t - window_start) for t in in_run)
     assert fill >= 0.95, f"only {len(in_run)} calls in {run_s:.0f} s: {fill:.1%} of the budget; per second {sorted(per_second.items())}"
     assert all(calls > 0 for calls in calls_per_instance), f"every instance takes part: {calls_per_instance}"
 
 
+@pytest.mark.slow
 def test_throttling_by_cams_slows_down_and_loses_nothing(service_cluster, start_service, topic_reader):
     """Other clients of the account use part of the budget: CAMS accepts only 6 calls/s."""
     total = 3_000
@@ -73,11 +82,13 @@ def test_throttling_by_cams_slows_down_and_loses_nothing(service_cluster, start_
         rate_now = service.metric("chatapp_limiter_effective_rate")
         assert service.stop() == 0
         stats = cams.stats()
+        received = cams.calls()
     ids = collections.Counter(r["request_id"] for r in results.results())
     assert len(ids) == total and max(ids.values()) == 1
     assert {r["status"] for r in results.results()} == {"SENT"}
     assert throttled > 0 and retried == throttled, "throttled batches are retried, not failed"
     assert stats["by_code"]["System.LimitControl"] == throttled
+    assert max_received_in_window(received) <= RATE, "the service never asked more than its own limit"
     assert stats["duplicate_recipients_accepted"] == 0
     assert 0 < rate_now <= RATE
 
@@ -92,21 +103,18 @@ def test_redis_outage_falls_back_then_recovers(service_cluster, private_redis, s
         assert results.read_until(lambda r: len(r.messages) >= 200, timeout=30), service.log_tail()
         private_redis.kill()
         outage_start = time.time()
-        time.sleep(4)
+        time.sleep(4)  # the scenario: 4 s of sending with Redis down
         assert service.metric("chatapp_limiter_fallback") == 1
         assert service.get("/readyz").status_code == 503, "not ready while the limiter backend is down"
-        during = [t for t in accepted_arrivals(cams) if outage_start + 1 <= t < outage_start + 4]
+        during = received_between(cams.calls(), outage_start + 1, outage_start + 4)  # every call received, refused ones included
         private_redis.start()
-        deadline = time.monotonic() + 10
-        while service.metric("chatapp_limiter_fallback") != 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert service.metric("chatapp_limiter_fallback") == 0, "recovered when Redis returned"
+        assert wait_for(lambda: service.metric("chatapp_limiter_fallback") == 0, 10), "not within 10 s: recovered when Redis returned"
         assert service.get("/readyz").status_code == 200
         assert results.read_until(lambda r: len(r.messages) >= total, timeout=120), service.log_tail()
         assert service.stop() == 0
         log = service.log_path.read_text()
     # during the outage this instance sent at rate / fallback_instances = 5 calls/s
-    assert 3 * 3 <= len(during) <= 3 * 5 + 1, during
+    assert 3 * 3 <= len(during) <= 3 * 5 + 1, [(c["received_at"], c["code"]) for c in during]
     assert "falling back" in log.lower() or "fallback" in log.lower()
     ids = collections.Counter(r["request_id"] for r in results.results())
     assert len(ids) == total
