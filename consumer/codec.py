@@ -63,6 +63,7 @@ def _read_all(buffer: io.BytesIO, writer: Any, reader: Any, size: int) -> dict[s
         raise DecodeError("not-avro", f"{type(exc).__name__}: {exc}"[:200]) from exc
     if buffer.tell() != size:
         raise DecodeError("trailing-bytes", f"{size - buffer.tell()} bytes left after the record: wrong schema?")
+    assert isinstance(record, dict), "the reader (or writer) schema is the request record, which fastavro reads as a dict"
     return record
 
 

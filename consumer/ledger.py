@@ -31,7 +31,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .models import SendRequest, SendResult, Settled
 from .redis_watch import RedisWatch
@@ -85,7 +85,7 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def _released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | bool:
+def _released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Literal[False]:
     """What ``release`` leaves of ``entry``: False to keep it as is, None to drop it, or the
     orphaned mark (no owner, written at 0: stale at once)."""
     if entry is None or entry.owner != owner or entry.state == DONE:

@@ -14,6 +14,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import HistogramMetricFamily
@@ -205,12 +206,23 @@ class Health:
         return all(results.values()) and bool(results), {**results, "degraded": degraded}
 
 
+class MetricsPage(Protocol):
+    """What ``/metrics`` shows (``Metrics``; the supervisor's status)."""
+
+    def render(self) -> bytes: ...
+
+
+class HealthPages(Protocol):
+    """What ``/healthz`` and ``/readyz`` answer (``Health``; the supervisor's status)."""
+
+    def live(self) -> tuple[bool, dict]: ...
+    def ready(self) -> tuple[bool, dict]: ...
+
+
 class StatusServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on one port, in a daemon thread."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, health: Health):
-        outer = self
-
+    def __init__(self, host: str, port: int, metrics: MetricsPage, health: HealthPages):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 if self.path.startswith("/metrics"):
@@ -235,7 +247,7 @@ class StatusServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="status-http", daemon=True)
-        outer.port = self._server.server_address[1]
+        self.port: int = self._server.server_address[1]
 
     def start(self) -> StatusServer:
         self._thread.start()

@@ -50,6 +50,12 @@ class Source(NamedTuple):
     reply_to: str | None = None
 
 
+NO_SOURCE: Source = None  # type: ignore[assignment]  # see below
+"""A decoded request's source until the intake sets it (``SendRequest.source``): None at run
+time, typed a ``Source`` so that the code after the intake reads ``request.source`` unchecked
+(the intake sets it before a request goes anywhere), and the decoder passes it positionally (a
+keyword argument for ``size_bytes`` would slow the decoder's hot path)."""
+
 Recipient = dict[str, Any]
 """A decoded Avro ``Recipient`` record (keys as in schemas/send_request.avsc)."""
 
@@ -62,7 +68,7 @@ class SendRequest:
     key: BatchKey
     recipients: list[Recipient]
     expires_at_ms: int | None
-    source: Source = None  # type: ignore[assignment]
+    source: Source = NO_SOURCE
     """Where it came from: set by the intake once the request is decoded."""
     size_bytes: int = 0
     parts: int = 1

@@ -39,7 +39,7 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
     def lag(topic: str, partition: int, lag: int, committed_lag: int | None, committed_offset: int | None) -> None:
         labels = (topic, str(partition))
         metrics.lag.labels(*labels).set(lag)
-        if committed_offset is not None:
+        if committed_offset is not None and committed_lag is not None:  # None together: nothing committed yet
             metrics.committed_lag.labels(*labels).set(committed_lag)
             metrics.committed_offset.labels(*labels).set(committed_offset)
 

@@ -104,7 +104,9 @@ class OffsetTracker:
         for tp in wanted:
             state = self._partitions.get(tp)
             if state is not None and state.dirty():
-                out[tp] = state.position  # type: ignore[assignment]
+                position = state.position
+                assert position is not None, "a dirty partition has a position"
+                out[tp] = position
         return out
 
     def committed(self, positions: dict[TopicPartition, int]) -> None:

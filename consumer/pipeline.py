@@ -122,6 +122,7 @@ class Pipeline:
             request_id = request.request_id
             action = decide(request, entry, book.pending(request_id), self._policy, now)
             if action in (Action.TAKE_OVER, Action.RESEND):
+                assert entry is not None, "decide takes over or resends only a request with an entry"
                 if not self.ledger.take_over(request, entry, self._policy.owner):  # another instance took it over first
                     action = Action.WAIT
                 else:
@@ -138,6 +139,7 @@ class Pipeline:
                 self.waiting.hold(request)
             elif action is Action.ANSWER:
                 emit("request.duplicate", kind="done")
+                assert entry is not None and entry.result is not None, "decide answers only from an entry with a result"
                 self.replies.result(request.source, entry.result)
             elif action is Action.REUSED:
                 emit("request.duplicate", kind="reused")
@@ -147,6 +149,7 @@ class Pipeline:
                 self._end(request, SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed"))
             else:  # Action.FAIL
                 emit("request.duplicate", kind="inflight_failed")
+                assert entry is not None, "decide fails only a request with an entry (in flight elsewhere)"
                 self._end(request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)"))
         emit("requests.admitted", recipients=recipients)
 

@@ -12,6 +12,7 @@ keep their names only. The same names mark the librdkafka options whose values a
 from __future__ import annotations
 
 import re
+from typing import overload
 
 SECRET_WORDS = ("secret", "password", "passwd", "token", "signature", "credential", "apikey", "api_key", "sasl.oauthbearer.config")
 """A name containing one of these holds a secret."""
@@ -34,6 +35,14 @@ def _hidden_query(match: re.Match[str]) -> str:
     return f"{sep}{name}={HIDDEN}" if is_secret_name(name) else match.group(0)
 
 
+@overload
+def redact_url(url: str) -> str: ...
+@overload
+def redact_url(url: None) -> None: ...
+@overload
+def redact_url(url: str | None) -> str | None: ...
+
+
 def redact_url(url: str | None) -> str | None:
     """``url`` without its password, token or secret query parameters (never raises); its
     scheme may be missing (``user:password@host``)."""
@@ -47,7 +56,7 @@ def redact_url(url: str | None) -> str | None:
         user, colon, _ = userinfo.partition(":")
         rest = (f"{user}:{HIDDEN}" if colon else HIDDEN) + at + after
     else:
-        authority = re.match(r"[^/?#]*", rest).group()
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
         host, colon, port = authority.rpartition(":")
         if colon and port and not port.isdigit() and "]" not in port:
             rest = f"{host}:{HIDDEN}" + rest[len(authority):]

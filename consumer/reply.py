@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .codec import Codec
-from .kafka import DEFAULT_MESSAGE_MAX_BYTES, DeliveredRecord, Headers, KafkaPort, too_large
+from .kafka import DEFAULT_MESSAGE_MAX_BYTES, DeliveredRecord, Headers, KafkaPort, ReceivedHeaders, too_large
 from .kafka.records import DLQ_HEADER_PREFIX
 from .events import Events
 from .models import SendResult, Settled, Source, Status
@@ -63,7 +63,7 @@ def _size(headers: Headers) -> int:
     return sum(len(name) + len(value) for name, value in headers)
 
 
-def _echoable(headers: Headers | None) -> tuple[Headers, int]:
+def _echoable(headers: ReceivedHeaders | None) -> tuple[Headers, int]:
     """The original's headers a dead letter may echo (none under the service's own prefix, at
     most ``MAX_ECHOED_HEADER_BYTES``), and how many were left out."""
     kept: Headers = []
@@ -121,7 +121,7 @@ class _Answers:
             return
         failures = self.failures = self.failures or {}
         failures[key] = failures.get(key, 0) + 1
-        replies._refused(self, msg.topic(), msg.value(), key, err, failures[key])
+        replies._refused(self, msg.topic(), msg.value() or b"", key, err, failures[key])  # a report may give an empty value as None
 
     def result(self, key: bytes | None) -> SendResult:
         """The result the record of ``key`` carries."""
@@ -174,7 +174,7 @@ class Replies:
         self._produce_counted(topic or source.reply_to or self._reply_topic, self._codec.encode_result(result), key, _reply_headers(source),
                               _Answers(self, {key: source}, _STATUS_TEXT[result.status], result, replacement=topic is not None))  # fmt: skip
 
-    def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: Headers | None, reason: str, detail: str) -> None:
+    def dead_letter(self, source: Source, value: bytes | None, key: bytes | None, headers: ReceivedHeaders | None, reason: str, detail: str) -> None:
         extra = [
             (DLQ_HEADER_PREFIX + "reason", reason.encode()),
             (DLQ_HEADER_PREFIX + "error", detail.encode("utf-8", "replace")[:1000]),
@@ -193,8 +193,8 @@ class Replies:
         if len(value) > room:
             extra.append((DLQ_HEADER_PREFIX + "truncated", str(len(value)).encode()))
             value = value[: max(0, room)]
-        headers = echoed + extra
-        self._produce_counted(self._dlq_topic, value, key, headers, _Answers(self, {key: source}, None, letter_headers=headers))
+        letter = echoed + extra
+        self._produce_counted(self._dlq_topic, value, key, letter, _Answers(self, {key: source}, None, letter_headers=letter))
 
     def _produce(self, topic: str, value: bytes, key: Any, headers: Headers | None, answers: _Answers) -> None:
         self.outstanding += 1
@@ -210,6 +210,7 @@ class Replies:
         """A record the producer or the broker did not take: replaced, or produced again later (see the module's table)."""
         source = answers.sources[key]
         size = too_large(err)
+        headers: Headers | None
         if answers.status is None:  # a dead letter
             if size and not answers.replacement:
                 answers.sources.pop(key)

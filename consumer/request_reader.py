@@ -21,9 +21,9 @@ that value with fastavro, which has the last word on malformed input and raises 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, overload
 
-from .models import BatchKey, Recipient, SendRequest
+from .models import NO_SOURCE, BatchKey, Recipient, SendRequest
 
 MAX_HEADERS = 1024
 """Distinct headers remembered; when full, the cache starts again (a workload of unique keys
@@ -194,7 +194,7 @@ class RequestReader:
             return None
         if pos != len(data):
             return None
-        return SendRequest(request_id, key, recipients, expires_at_ms, None, len(data))
+        return SendRequest(request_id, key, recipients, expires_at_ms, NO_SOURCE, len(data))
 
     def _header(self, data: bytes, pos: int) -> tuple[BatchKey, int]:
         headers = self._headers
@@ -233,11 +233,19 @@ def from_record(record: dict[str, Any], size_bytes: int = 0) -> SendRequest:
     key = BatchKey(*(record[name] for name in BatchKey._fields))
     if not key.account:
         key = key._replace(account="default")
-    return SendRequest(record["request_id"], key, record["recipients"], _millis(record["expires_at"]), None, size_bytes)
+    return SendRequest(record["request_id"], key, record["recipients"], _millis(record["expires_at"]), NO_SOURCE, size_bytes)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
+
+
+@overload
+def _millis(instant: datetime | int) -> int: ...
+@overload
+def _millis(instant: None) -> None: ...
+@overload
+def _millis(instant: datetime | int | None) -> int | None: ...
 
 
 def _millis(instant: datetime | int | None) -> int | None:

@@ -201,7 +201,7 @@ class FairScheduler:
         removed: list[Slice] = []
         for queue in self._accounts.values():
             for key in list(queue.keys):
-                kept = deque()
+                kept: deque[Batch] = deque()
                 for batch in queue.keys[key]:
                     rest, gone = self._without(batch, drop)
                     removed.extend(gone)

@@ -340,7 +340,8 @@ class Sender:
             emit("batch.retried", account=account, reason="named", batch_id=batch.batch_id, code=call.code, delay_s=0.0)
             offending = {id(piece) for piece in named}
             rest, offenders = without(batch, lambda piece: id(piece) in offending)
-            self.submit(rest)  # type: ignore[arg-type]  # named_offenders never names every slice
+            assert rest is not None, "named_offenders never names every slice"
+            self.submit(rest)
             return self._finish(batch, offenders, self._outcome(Status.FAILED, batch, call))
         elif way is Route.SPLIT:
             emit("batch.retried", account=account, reason="split", batch_id=batch.batch_id, code=call.code, delay_s=0.0)

@@ -130,7 +130,7 @@ class SupervisorStatus:
         self.workers_running = Gauge("chatapp_workers_running", "Worker processes running.", registry=self.registry)
         self.restarts = Counter("chatapp_worker_restarts", "Worker processes restarted after they exited unexpectedly.", registry=self.registry)
         self._pages = WorkerPages(supervisor.status_host)
-        self.registry.register(WorkerMetrics(supervisor.workers, self._pages))  # type: ignore[arg-type]
+        self.registry.register(WorkerMetrics(supervisor.workers, self._pages))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -174,7 +174,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.request_stop)
         server = None
         if self.config.metrics_port >= 0:
-            server = StatusServer(self.config.metrics_host, self.config.metrics_port, self.status, self.status).start()  # type: ignore[arg-type]
+            server = StatusServer(self.config.metrics_host, self.config.metrics_port, self.status, self.status).start()
             log.info("supervisor: metrics and health of %d workers on http://%s:%d/metrics", len(self.workers), self.config.metrics_host, server.port)
         try:
             for worker in self.workers:
@@ -217,21 +217,20 @@ class Supervisor:
         self.status.workers_running.set(sum(w.running() for w in self.workers))
 
     def _stop_all(self) -> int:
-        running = [w for w in self.workers if w.running()]
-        for worker in running:
-            worker.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        running = [(w, w.process) for w in self.workers if w.process is not None and w.running()]
+        for _, process in running:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.config.drain_timeout_s + CLOSE_TIMEOUT_S + STOP_MARGIN_S
         codes: list[int | None] = []
-        for worker in running:
-            process = worker.process
+        for worker, process in running:
             try:
-                codes.append(process.wait(max(0.1, deadline - time.monotonic())))  # type: ignore[union-attr]
+                codes.append(process.wait(max(0.1, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
-                log.error("worker %d (pid %d) did not stop in time: killing it", worker.index, process.pid)  # type: ignore[union-attr]
-                process.kill()  # type: ignore[union-attr]
-                codes.append(process.wait())  # type: ignore[union-attr]
+                log.error("worker %d (pid %d) did not stop in time: killing it", worker.index, process.pid)
+                process.kill()
+                codes.append(process.wait())
         self.status.workers_running.set(0)
-        failed = [(w.index, c) for w, c in zip(running, codes) if c != 0]
+        failed = [(w.index, c) for (w, _), c in zip(running, codes) if c != 0]
         if failed:
             log.error("workers exited with errors: %s", failed)
             return 1

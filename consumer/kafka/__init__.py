@@ -7,9 +7,9 @@ configuration check and the Schema Registry client.
 
 from .client import CLOSE_TIMEOUT_S, DEFAULT_MESSAGE_MAX_BYTES, KafkaIO, consumer_config, produce_waiting, producer_config, too_large
 from .port import KafkaPort
-from .records import TP, DeliveredRecord, DeliveryCallback, Headers, Record
+from .records import TP, DeliveredRecord, DeliveryCallback, Headers, ReceivedHeaders, Record
 
 __all__ = [
     "CLOSE_TIMEOUT_S", "DEFAULT_MESSAGE_MAX_BYTES", "KafkaIO", "KafkaPort", "consumer_config", "produce_waiting", "producer_config", "too_large",
-    "TP", "DeliveredRecord", "DeliveryCallback", "Headers", "Record",
+    "TP", "DeliveredRecord", "DeliveryCallback", "Headers", "ReceivedHeaders", "Record",
 ]

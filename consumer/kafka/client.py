@@ -13,12 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ..config import Config
-from .records import TP, DeliveryCallback, Headers, Record, Unsent, parsed_headers
+from .records import TP, DeliveryCallback, Headers, ReceivedHeaders, Record, Unsent, parsed_headers
 
 log = logging.getLogger("consumer.kafka")
 
@@ -36,12 +36,41 @@ DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's ``message.max.bytes`` default: the largest record the producer takes."""
 
 
+class Consumed(Protocol):
+    """A message ``Consumer.poll``/``consume`` returned, as librdkafka makes it. confluent-kafka's
+    stub types every ``Message`` alike (topic, partition and offset optional, headers a list or a
+    dict of str or bytes): a consumed message always has its topic, partition and offset (an
+    error event's are not read), and its headers are a list of (name, bytes or None) pairs."""
+
+    def error(self) -> KafkaError | None: ...
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> ReceivedHeaders | None: ...
+
+
+class _Producer(Protocol):
+    """``Producer`` as the service uses it. confluent-kafka's stub takes headers as an invariant
+    ``List[Tuple[str, str | bytes | None]]`` (librdkafka takes any list of pairs) and gives the
+    delivery callback a ``Message`` whose topic is optional (a delivery report always names its
+    topic): ``DeliveryCallback`` and ``Headers`` are what the library really passes and takes."""
+
+    def produce(self, topic: str, value: bytes, key: bytes | str | None = None, partition: int = -1,
+                callback: DeliveryCallback | None = None, *, on_delivery: DeliveryCallback | None = None,
+                headers: Headers | None = None) -> None: ...  # fmt: skip
+    def poll(self, timeout: float = -1) -> int: ...
+    def flush(self, timeout: float = -1) -> int: ...
+
+
 def too_large(err: object) -> bool:
     """Did the producer or the broker refuse a record for its size (sending it again cannot help)?"""
     return isinstance(err, KafkaError) and err.code() in _TOO_LARGE
 
 
-def produce_waiting(producer: Producer, topic: str, value: bytes, **fields: Any) -> None:
+def produce_waiting(producer: Producer | _Producer, topic: str, value: bytes, **fields: Any) -> None:
     """``producer.produce`` that, when the local queue is full, serves delivery reports and tries
     again instead of raising BufferError (``fields``: key, headers, on_delivery, partition...)."""
     while True:
@@ -91,7 +120,8 @@ class KafkaIO:
         self._consumer = Consumer(
             {**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka")
         )
-        self._producer = Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka"))
+        # the stub's Producer with the types the library really passes and takes (see _Producer)
+        self._producer = cast(_Producer, Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka")))
         self._topic = config.request_topic
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -111,9 +141,10 @@ class KafkaIO:
         first = self._consumer.poll(timeout)
         if first is None:
             return []
-        records = []
+        records: list[Record] = []
         append = records.append
-        for msg in (first, *self._consumer.consume(max_messages - 1, 0)):
+        # one cast a batch, none a record: the stub types a consumed message loosely (see Consumed)
+        for msg in cast("tuple[Consumed, ...]", (first, *self._consumer.consume(max_messages - 1, 0))):
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
@@ -154,11 +185,14 @@ class KafkaIO:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
-            done = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:  # the stub's overloads tell the two apart by a literal
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+                return
+            done = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             log.info("offset commit not made (%s): will retry", exc.args[0])
             return
-        if not asynchronous and done:
+        if done:
             self._commit_done(None, done)
 
     def _commit_done(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:

@@ -14,6 +14,9 @@ from typing import NamedTuple, Protocol
 
 TP = tuple[str, int]
 Headers = list[tuple[str, bytes]]
+"""Headers the service writes."""
+ReceivedHeaders = list[tuple[str, bytes | None]]
+"""Headers as a record read carries them: a header's value may be null."""
 DLQ_HEADER_PREFIX = "chatapp.dlq."
 """The headers a dead letter carries the reason and the source position in."""
 MAX_CORRELATION_BYTES = 1024
@@ -29,7 +32,7 @@ class Record(NamedTuple):
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: Headers | None
+    headers: ReceivedHeaders | None
     """Every header as the producer sent it (a dead letter echoes them)."""
     correlation_id: bytes | None = None
     reply_to: str | None = None
@@ -62,7 +65,7 @@ class Unsent(NamedTuple):
         return self.key_bytes
 
 
-def parsed_headers(headers: Headers | None) -> tuple[bytes | None, str | None]:
+def parsed_headers(headers: ReceivedHeaders | None) -> tuple[bytes | None, str | None]:
     """(correlation id, reply-to) of a message's headers, each cut to its bound."""
     correlation = reply_to = None
     if headers:

@@ -13,7 +13,9 @@ def registry_functions(url: str, client_config: dict[str, Any] | None = None) ->
     client = SchemaRegistryClient({"url": url, **(client_config or {})})
 
     def fetch(schema_id: int) -> str:
-        return client.get_schema(schema_id).schema_str
+        # a schema without text (the client's type allows it) is undecodable like any non-Avro one:
+        # "" fails to parse where None did, and the message is dead-lettered as not-avro-schema
+        return client.get_schema(schema_id).schema_str or ""
 
     def register(subject: str, schema_str: str) -> int:
         return client.register_schema(subject, Schema(schema_str, "AVRO"))

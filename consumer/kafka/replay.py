@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from ..config import Config
-from .client import consumer_config, producer_config
+from .client import Consumed, consumer_config, producer_config
 from .records import DLQ_HEADER_PREFIX
 
 
@@ -44,7 +45,8 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
         reasons: dict[str, int] = {}
         skipped = 0
         while todo and (limit is None or replayed < limit) and time.monotonic() - last_seen < idle_timeout:
-            batch = consumer.consume(min(500, limit - replayed) if limit else 500, 0.5)
+            # the stub types a consumed message loosely (see Consumed)
+            batch = cast("list[Consumed]", consumer.consume(min(500, limit - replayed) if limit else 500, 0.5))
             messages = [m for m in batch if m.error() is None and m.offset() < ends[m.partition()]]
             for m in batch:
                 if m.error() is None and m.offset() >= ends[m.partition()] - 1:
@@ -54,16 +56,16 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
             last_seen = time.monotonic()
             for message in messages:
                 headers = message.headers() or []
-                meta = {k[len(DLQ_HEADER_PREFIX):]: v.decode("utf-8", "replace") for k, v in headers if k.startswith(DLQ_HEADER_PREFIX)}
+                meta = {k[len(DLQ_HEADER_PREFIX):]: (v or b"").decode("utf-8", "replace") for k, v in headers if k.startswith(DLQ_HEADER_PREFIX)}
                 reasons[meta.get("reason", "?")] = reasons.get(meta.get("reason", "?"), 0) + 1
                 if "truncated" in meta or "dropped" in meta:
                     skipped += 1
                     print(f"replay: skipped {message.topic()}[{message.partition()}]@{message.offset()}: the copy is incomplete; "
                           f"the original is {meta.get('topic', '?')}[{meta.get('partition', '?')}]@{meta.get('offset', '?')}", file=sys.stderr)
                 elif not dry_run:
-                    original = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
-                    origin = f"{message.topic()}:{message.partition()}:{message.offset()}".encode()
-                    producer.produce(target, message.value(), message.key(), headers=original + [("chatapp.replayed-from", origin)])
+                    original: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
+                    original.append(("chatapp.replayed-from", f"{message.topic()}:{message.partition()}:{message.offset()}".encode()))
+                    producer.produce(target, message.value(), message.key(), headers=original)
             replayed += len(messages)
             if not dry_run:
                 if producer.flush(30) != 0:

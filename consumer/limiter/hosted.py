@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from multiprocessing.managers import BaseManager, BaseProxy, Server
+from typing import Any
 
 from .memory import InProcessLimiter
 from .protocol import RESERVE_AHEAD_S, LimiterObserver, NoopObserver, Reservation
@@ -51,7 +52,8 @@ class _Grants:
     def reserve(self, account: str, ticket: str | None, ahead_s: float) -> tuple[tuple[bool, float, float, float], float]:
         """The reservation, and when it was decided (``time.monotonic``: one clock for every
         process of the machine on Linux) so the worker can tell how long the answer took."""
-        return tuple(self._limiter.reserve(account, ticket, ahead_s)), time.monotonic()  # type: ignore[return-value]
+        reserved, wait_s, rate, late_s = self._limiter.reserve(account, ticket, ahead_s)
+        return (reserved, wait_s, rate, late_s), time.monotonic()
 
     def throttled(self, account: str, retry_after_s: float | None) -> float:
         self._limiter.throttled(account, retry_after_s)
@@ -111,8 +113,9 @@ class HostedLimiter:
         client.connect()  # unreachable at start-up: the worker fails loudly
         self._host: BaseProxy | None = getattr(client, _TYPE_ID)()
 
-    def _ask(self, method: str, *args: object) -> object:
-        """The host's answer to ``method(*args)``, or ``_UNREACHABLE`` (then the fallback answers)."""
+    def _ask(self, method: str, *args: object) -> Any:
+        """The host's answer to ``method(*args)``, or ``_UNREACHABLE`` (then the fallback answers).
+        Any: a proxy's answer is whatever the host's method returned (``_Grants`` has their types)."""
         host = self._host
         if host is None:
             return _UNREACHABLE
@@ -139,7 +142,9 @@ class HostedLimiter:
         answer = self._ask("acquire", account, ticket)
         if answer is _UNREACHABLE:
             return self._fallback.acquire(account, ticket)
-        wait, rate = answer  # type: ignore[misc]
+        wait: float
+        rate: float
+        wait, rate = answer
         self._note_rate(account, rate)
         if wait > 0.0:
             self._observer.denied(account, wait)
@@ -151,7 +156,9 @@ class HostedLimiter:
         answer = self._ask("reserve", account, ticket, ahead_s)
         if answer is _UNREACHABLE:
             return self._fallback.reserve(account, ticket, ahead_s)
-        fields, decided = answer  # type: ignore[misc]
+        fields: tuple[bool, float, float, float]
+        decided: float
+        fields, decided = answer
         reservation = Reservation(*fields)._replace(late_s=max(0.0, time.monotonic() - decided))
         self._note_rate(account, reservation.rate)
         if reservation.reserved:
@@ -165,7 +172,7 @@ class HostedLimiter:
         if rate is _UNREACHABLE:
             self._fallback.throttled(account, retry_after_s)
         else:
-            self._note_rate(account, rate)  # type: ignore[arg-type]
+            self._note_rate(account, rate)
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         if self._ask("arrived_late", account, ticket, late_s) is _UNREACHABLE:
@@ -177,7 +184,7 @@ class HostedLimiter:
 
     def effective_rate(self, account: str) -> float:
         rate = self._ask("effective_rate", account)
-        return self._fallback.effective_rate(account) if rate is _UNREACHABLE else rate  # type: ignore[return-value]
+        return self._fallback.effective_rate(account) if rate is _UNREACHABLE else rate
 
     def healthy(self) -> bool:
         return self._host is not None
