@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 from consumer.config import load
 from consumer.kafka import KafkaIO
 from consumer.offsets import OffsetTracker
-from tests.fixtures.service import REQUESTS, RESULTS, encode_samples, produce, service_env, wait_for
+from tests.fixtures.service import REQUESTS, RESULTS, encode_samples, produce, service_env
 
 PARTITIONS = 6
 
