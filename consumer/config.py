@@ -37,6 +37,7 @@ DEFAULT_ACCOUNT = "default"
 KAFKA_SECTIONS = {"kafka_options": "kafka", "consumer_options": "kafka.consumer", "producer_options": "kafka.producer"}
 """The TOML table of each set of librdkafka options."""
 INFLIGHT_POLICIES = ("resend", "fail")
+GROUP_PROTOCOLS = ("classic", "consumer")
 LOG_FORMATS = ("auto", "json", "text")
 URL_SETTINGS = ("cams_endpoint", "schema_registry_url", "redis_url")
 CREDENTIAL_SOURCES = ("static", "default-chain")  # as consumer.credentials.CREDENTIAL_SOURCES
@@ -110,6 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("inflight_stale_s", int, 60, "An in-flight mark older than this belongs to a dead instance.", minimum=1, maximum=86400),
     _s("drain_timeout_s", float, 30.0, "On shutdown or revocation: how long to keep sending what is buffered.", minimum=0, maximum=3600),
     _s("commit_interval_ms", int, 1000, "How often finished offsets are committed.", minimum=10, maximum=60_000),
+    _s("group_protocol", str, "classic", "Consumer group protocol: classic (JoinGroup/SyncGroup, cooperative-sticky, the client's session timeout and heartbeats) or consumer (KIP-848, Kafka 4.0+: the broker assigns and sets the session timeout and heartbeat interval; CHATAPP_SESSION_TIMEOUT_MS is not used).", choices=GROUP_PROTOCOLS),
     _s("session_timeout_ms", int, 45_000, "Consumer group session timeout.", minimum=1000, maximum=3_600_000),
     _s("metrics_host", str, "0.0.0.0", "Address of the metrics and health HTTP server."),
     _s("metrics_port", int, 9400, "Port of /metrics, /healthz, /readyz (0 = any free port).", minimum=0, maximum=65535),
@@ -174,6 +176,7 @@ class Config:
     inflight_stale_s: int
     drain_timeout_s: float
     commit_interval_ms: int
+    group_protocol: str
     session_timeout_ms: int
     metrics_host: str
     metrics_port: int

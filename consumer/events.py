@@ -9,6 +9,7 @@ loop turn or per occurrence, never once per request on the hot path.
 | event                  | payload                                             | emitted by          |
 |------------------------|-----------------------------------------------------|---------------------|
 | ``records.read``       | ``count``                                           | pipeline            |
+| ``records.skipped``    | ``count`` (finished by the partition's previous owner) | pipeline         |
 | ``requests.admitted``  | ``recipients``                                      | pipeline            |
 | ``request.duplicate``  | ``kind`` (``in_process``, ``done``, ``reused``, ``inflight_failed``) | pipeline |
 | ``request.resent``     | ``request_id``, ``owner`` (the instance it was in flight at) | pipeline   |
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 NAMES = frozenset({
-    "records.read", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
+    "records.read", "records.skipped", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
     "offsets.committed", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
     "requests.abandoned", "record.dead_lettered", "results.acknowledged", "delivery.failed",
     "calls.in_flight", "slot.waited", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",

@@ -3,6 +3,7 @@
 | the record                                           | becomes                                         |
 |------------------------------------------------------|-------------------------------------------------|
 | of a partition no longer ours (fetched before a revocation) | nothing: the new owner reads it          |
+| finished by the partition's previous owner (its commit's metadata says so) | nothing: counted as finished |
 | not a SendRequest (``codec.DecodeError``)            | a dead letter with the reason                   |
 | a request naming a ``reply-to`` topic not allowed    | REJECTED ``Chatapp.ReplyToNotAllowed``          |
 | a request breaking a limit (``validate.py``)         | REJECTED ``Chatapp.InvalidRequest``, every problem listed |
@@ -43,6 +44,8 @@ class Read(NamedTuple):
     requests: list[SendRequest]
     rejected: list[tuple[Source, SendResult]]
     letters: list[Letter]
+    skipped: int
+    """Records a previous owner of their partition finished: passed over."""
 
 
 def rejection(request: SendRequest, problems: list[str], refused_reply_to: str | None) -> SendResult:
@@ -68,13 +71,16 @@ class Intake:
         rejected: list[tuple[Source, SendResult]] = []
         letters: list[Letter] = []
         last_topic, last_partition, offsets = None, None, None
+        skipped = 0
         for record in records:
             topic, partition, offset = record.topic, record.partition, record.offset
             if partition != last_partition or topic != last_topic:  # records come in runs of one partition
                 last_topic, last_partition, offsets = topic, partition, self._partition_of((topic, partition))
             if offsets is None:  # fetched before a revocation: the new owner reads it
                 continue
-            offsets.track(offset)
+            if not offsets.track(offset):  # a previous owner finished it (its commit's metadata says so)
+                skipped += 1
+                continue
             reply_to = refused_reply_to = record.reply_to
             if reply_to is not None:
                 if not allowed(reply_to):
@@ -95,4 +101,4 @@ class Intake:
                 continue
             request.source = source
             requests.append(request)
-        return Read(requests, rejected, letters)
+        return Read(requests, rejected, letters, skipped)

@@ -122,6 +122,7 @@ class Metrics:
         self.inflight_calls = Gauge("chatapp_inflight_calls", "API calls in flight.", registry=r)
         self.paused = Gauge("chatapp_backpressure_paused", "1 while partitions are paused by back-pressure.", registry=r)
         self.assigned_partitions = Gauge("chatapp_assigned_partitions", "Partitions assigned to this instance.", registry=r)
+        self.records_skipped = Counter("chatapp_records_skipped", "Messages a partition's previous owner had finished (its commit's metadata said so): read again and passed over.", registry=r)
         self.lag = Gauge("chatapp_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r)
         self.committed_lag = Gauge("chatapp_committed_lag", "Messages between the committed offset and the high watermark, per partition (read or not).", ["topic", "partition"], registry=r)
         self.committed_offset = Gauge("chatapp_committed_offset", "The last offset committed, per partition.", ["topic", "partition"], registry=r)

@@ -53,6 +53,7 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
                     pass
 
     events.on("records.read", lambda count: metrics.requests_consumed.inc(count))
+    events.on("records.skipped", lambda count: metrics.records_skipped.inc(count))
     events.on("requests.admitted", lambda recipients: metrics.recipients_consumed.inc(recipients))
     events.on("request.duplicate", lambda kind: metrics.duplicates.labels(kind).inc())
     events.on("request.resent", lambda request_id, owner: metrics.duplicates.labels("inflight_resent").inc())

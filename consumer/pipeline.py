@@ -74,7 +74,9 @@ class Pipeline:
             self.replies.dead_letter(letter.source, record.value, record.key, record.headers, letter.reason, letter.detail)
         for source, result in read.rejected:
             self.replies.result(source, result)
-        self.events.emit("records.read", count=len(records))
+        self.events.emit("records.read", count=len(records) - read.skipped)
+        if read.skipped:
+            self.events.emit("records.skipped", count=read.skipped)
         self._gc_pacer.took(len(records))
         if read.requests:
             self.admit(read.requests)
@@ -180,6 +182,7 @@ class Pipeline:
                     settled(copy)
 
     def commit(self, asynchronous: bool, partitions: list[TP] | None = None) -> None:
+        """Commit each moved position, with the offsets finished above it (``finished.py``)."""
         self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
 
     def committed(self, positions: dict[TP, int]) -> None:

@@ -3,7 +3,7 @@ that come and go.
 
 | moment                  | steps                                                                  |
 |-------------------------|------------------------------------------------------------------------|
-| assigned                | track their offsets; set their pause flag as back-pressure has it (librdkafka keeps a partition's flag across a revocation) |
+| assigned                | track their offsets, skipping those the previous owner finished (its commit's metadata, ``finished.py``); set their pause flag as back-pressure has it (librdkafka keeps a partition's flag across a revocation) |
 | revoked (cooperative)   | flush the batcher; abandon their queued work (the next owner reads it again: nothing of it was sent), again each round while their calls in flight finish (one may come back as a retry), up to the drain timeout; publish, flush the replies, commit them, forget them |
 | lost (session expired)  | abandon their work uncommitted, forget them                            |
 | shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, publish, flush, commit; leave the group, then close |
@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .finished import decode
 from .kafka import CLOSE_TIMEOUT_S, TP
 from .models import Slice, Source
 from .pipeline import Pipeline
@@ -45,7 +46,8 @@ class Handover:
 
     def on_assign(self, partitions: list[TP]) -> None:
         p = self._pipeline
-        p.tracker.assign(partitions)
+        committed = p.kafka.committed(partitions)
+        p.tracker.assign(partitions, {tp: decode(position, metadata) for tp, (position, metadata) in committed.items() if metadata})
         p.events.emit("partitions.assigned", partitions=partitions, total=len(p.tracker.partitions))
         (p.kafka.pause if p.book.paused else p.kafka.resume)(partitions)
 

@@ -28,6 +28,7 @@ close can abort or hang when a cooperative rebalance hands the consumer partitio
 closes (seen here, rarely; cf. librdkafka #4527), which ``leave_group`` avoids; should close
 still hang, the service exits without waiting, its offsets already committed, and the group
 drops the member after ``session.timeout.ms``."""
+HEARTBEAT_MAX_MS = 1000
 Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 
@@ -85,15 +86,27 @@ def _common(config: Config) -> dict[str, Any]:
     return {"bootstrap.servers": config.kafka_bootstrap_servers, "client.id": "chatapp-consumer", **config.kafka_options}
 
 
+def _group_protocol(config: Config) -> dict[str, Any]:
+    """The group settings of the protocol chosen: KIP-848's broker decides the assignment, the
+    session timeout and the heartbeat itself (librdkafka refuses them there)."""
+    if config.group_protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": config.session_timeout_ms,
+        # a member hears of a rebalance with its next heartbeat, and each step of one waits for it:
+        # at most a second apart, whatever the session timeout (a fifth of 45 s made steps of 9 s)
+        "heartbeat.interval.ms": max(100, min(HEARTBEAT_MAX_MS, config.session_timeout_ms // 5)),
+    }
+
+
 def consumer_config(config: Config) -> dict[str, Any]:
     return {
         "group.id": config.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": config.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, config.session_timeout_ms // 5),
+        **_group_protocol(config),
         "max.poll.interval.ms": max(300_000, int(config.drain_timeout_s * 2000) + 60_000),
         # the service buffers what it sends itself (back-pressure bounds); librdkafka's prefetch
         # only has to keep it fed: 16 MB instead of the default 64 MB keeps memory flat
@@ -178,12 +191,12 @@ class KafkaIO:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
         return self._producer.flush(timeout)
 
-    def commit(self, positions: Mapping[TP, int], asynchronous: bool) -> None:
-        """Commit; ``on_committed`` hears of the positions the broker accepted (a failed commit is
-        simply made again later: the positions stay due)."""
+    def commit(self, positions: Mapping[TP, tuple[int, str | None]], asynchronous: bool) -> None:
+        """Commit (position, metadata) of each partition; ``on_committed`` hears of the positions
+        the broker accepted (a failed commit is simply made again later: the positions stay due)."""
         if not positions:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        offsets = [TopicPartition(t, p, o, metadata=metadata) if metadata else TopicPartition(t, p, o) for (t, p), (o, metadata) in positions.items()]
         try:
             if asynchronous:  # the stub's overloads tell the two apart by a literal
                 self._consumer.commit(offsets=offsets, asynchronous=True)
@@ -202,6 +215,16 @@ class KafkaIO:
         accepted = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
         if accepted:
             self._on_committed(accepted)
+
+    def committed(self, partitions: Iterable[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str | None]]:
+        """The group's committed (position, metadata) of each partition that has one ({} when the
+        coordinator does not answer: what a previous owner finished is then read again)."""
+        try:
+            found = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("committed offsets not read (%s): what the previous owner finished past them is read again", exc.args[0])
+            return {}
+        return {(tp.topic, tp.partition): (tp.offset, tp.metadata) for tp in found if tp.offset >= 0}
 
     def pause(self, partitions: Iterable[TP]) -> None:
         self._consumer.pause([TopicPartition(t, p) for t, p in partitions])

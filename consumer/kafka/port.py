@@ -26,8 +26,12 @@ class KafkaPort(Protocol):
     def flush(self, timeout: float) -> int:
         """Wait for every record produced; returns how many are still not acknowledged."""
 
-    def commit(self, positions: Mapping[TP, int], asynchronous: bool) -> None:
-        """Commit positions; the port's ``on_committed`` hears of those the broker accepted."""
+    def commit(self, positions: Mapping[TP, tuple[int, str | None]], asynchronous: bool) -> None:
+        """Commit (position, metadata) of each partition; the port's ``on_committed`` hears of the
+        positions the broker accepted."""
+
+    def committed(self, partitions: Iterable[TP], timeout_s: float = ...) -> dict[TP, tuple[int, str | None]]:
+        """The group's committed (position, metadata) of each partition that has one."""
 
     def pause(self, partitions: Iterable[TP]) -> None: ...
     def resume(self, partitions: Iterable[TP]) -> None: ...

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
+from consumer.finished import decode
 from consumer.offsets import OffsetTracker, PartitionOffsets
+
+
+def positions(commits: dict) -> dict:
+    """The positions of ``OffsetTracker.to_commit``'s (position, metadata) pairs."""
+    return {tp: position for tp, (position, _) in commits.items()}
 
 TP = ("chatapp.send-requests", 0)
 TP1 = ("chatapp.send-requests", 1)
@@ -111,13 +117,31 @@ def test_dirty_until_committed_then_dirty_again_when_position_moves() -> None:
     assert state.dirty()  # position 0 was never committed
     state.committed(0)
     assert not state.dirty()
-    state.finish(1)  # out of order: position stays 0
+    state.finish(1)  # out of order: the position stays 0, what is finished above it changed
+    assert state.dirty()
+    assert decode(0, state.metadata()) == {1}
+    state.committed(0)
     assert not state.dirty()
     state.finish(0)
     assert state.position == 2
     assert state.dirty()
     state.committed(2)
     assert not state.dirty()
+
+
+def test_a_partition_assigned_with_finished_offsets_skips_them_and_moves_past() -> None:
+    from consumer.offsets import OffsetTracker
+
+    tracker = OffsetTracker()
+    tracker.assign([TP], {TP: {11, 12, 14}})
+    state = tracker.partition(TP)
+    assert state is not None
+    assert [state.track(o) for o in range(10, 16)] == [True, False, False, True, False, True]
+    assert state.position == 10
+    tracker.finish([(TP[0], TP[1], 10)])
+    assert state.position == 13  # 11 and 12 were finished before
+    tracker.finish([(TP[0], TP[1], 13), (TP[0], TP[1], 15)])
+    assert tracker.to_commit() == {TP: (16, "")}
 
 
 def test_tracker_finish_skips_unassigned_or_revoked_partitions() -> None:
@@ -128,12 +152,12 @@ def test_tracker_finish_skips_unassigned_or_revoked_partitions() -> None:
     tracker.partition(TP1).track(0)
     tracker.finish([(*TP, 0), ("gone", 0, 0), (*TP1, 0, "more fields are ignored")])
     assert tracker.unfinished() == 0
-    assert tracker.to_commit() == {TP: 1, TP1: 1}
+    assert positions(tracker.to_commit()) == {TP: 1, TP1: 1}
     tracker.partition(TP).track(1)
     tracker.revoke([TP])
     tracker.finish([(*TP, 1)])
     assert tracker.partition(TP) is None and tracker.partition(TP1) is not None
-    assert tracker.to_commit() == {TP1: 1}
+    assert positions(tracker.to_commit()) == {TP1: 1}
 
 
 def test_revoke_forgets_the_partition_state() -> None:
@@ -143,12 +167,12 @@ def test_revoke_forgets_the_partition_state() -> None:
     tracker.partition(TP1).track(7)
     tracker.revoke([TP])
     assert tracker.partitions == [TP1]
-    assert tracker.to_commit() == {TP1: 7}
+    assert positions(tracker.to_commit()) == {TP1: 7}
     assert tracker.unfinished() == 1
     # re-assigned later: starts fresh, a lower offset is accepted again
     tracker.assign([TP])
     tracker.partition(TP).track(50)
-    assert tracker.to_commit([TP]) == {TP: 50}
+    assert positions(tracker.to_commit([TP])) == {TP: 50}
 
 
 def test_revoke_of_unknown_partition_is_a_no_op() -> None:
@@ -163,7 +187,7 @@ def test_assign_twice_keeps_existing_state() -> None:
     tracker.partition(TP).track(4)
     tracker.assign([TP])
     assert tracker.unfinished([TP]) == 1
-    assert tracker.to_commit() == {TP: 4}
+    assert positions(tracker.to_commit()) == {TP: 4}
 
 
 def test_an_unassigned_partition_has_no_offsets_to_track() -> None:
@@ -173,19 +197,19 @@ def test_an_unassigned_partition_has_no_offsets_to_track() -> None:
 def test_to_commit_lists_only_moved_positions_and_committed_clears_them() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP, TP1])
-    assert tracker.to_commit() == {}  # nothing tracked: no position
+    assert positions(tracker.to_commit()) == {}  # nothing tracked: no position
     tracker.partition(TP).track(0)
     tracker.partition(TP).track(1)
     tracker.partition(TP1).track(10)
-    assert tracker.to_commit() == {TP: 0, TP1: 10}
+    assert positions(tracker.to_commit()) == {TP: 0, TP1: 10}
     tracker.committed({TP: 0, TP1: 10})
-    assert tracker.to_commit() == {}
+    assert positions(tracker.to_commit()) == {}
     tracker.finish([(*TP, 0)])
-    assert tracker.to_commit() == {TP: 1}
-    assert tracker.to_commit([TP1]) == {}
-    assert tracker.to_commit([("other", 9)]) == {}
+    assert positions(tracker.to_commit()) == {TP: 1}
+    assert positions(tracker.to_commit([TP1])) == {}
+    assert positions(tracker.to_commit([("other", 9)])) == {}
     tracker.committed({TP: 1, ("other", 9): 3})  # unknown partitions are ignored
-    assert tracker.to_commit() == {}
+    assert positions(tracker.to_commit()) == {}
 
 
 def test_unfinished_counts_per_partition_and_total() -> None:

@@ -84,12 +84,12 @@ def test_a_request_is_batched_sent_answered_and_committed_once_its_result_is_ack
     loop.request("r2", 2)
     loop.turn()
     assert [len(b.slices) for b in loop.sender.batches] == [2]  # linger 0: due at once, one call for both
-    assert loop.kafka.committed().get((REQUESTS, 0), 0) == 0  # not past a request without a durable result
+    assert loop.kafka.positions_committed().get((REQUESTS, 0), 0) == 0  # not past a request without a durable result
     assert loop.sender.finish() == 1
     loop.turn()  # publishes; the delivery reports come on the next serve
     loop.turn()
     assert sorted((r["request_id"], r["status"]) for r in loop.results()) == [("r1", "SENT"), ("r2", "SENT")]
-    assert loop.kafka.committed() == {(REQUESTS, 0): 2}
+    assert loop.kafka.positions_committed() == {(REQUESTS, 0): 2}
     assert loop.pipeline.book.recipients == 0
 
 
@@ -104,7 +104,7 @@ def test_undecodable_records_are_dead_lettered_and_invalid_ones_rejected(loop: L
     results = {r["request_id"]: (r["status"], r["code"]) for r in loop.results()}
     assert results == {"bad": ("REJECTED", "Chatapp.InvalidRequest"), "routed": ("REJECTED", "Chatapp.ReplyToNotAllowed")}
     assert loop.sender.batches == []
-    assert loop.kafka.committed() == {(REQUESTS, 0): 3}
+    assert loop.kafka.positions_committed() == {(REQUESTS, 0): 3}
 
 
 def test_a_second_copy_of_a_request_on_its_way_gets_the_same_result_without_a_second_send(loop: Loop) -> None:
@@ -116,7 +116,7 @@ def test_a_second_copy_of_a_request_on_its_way_gets_the_same_result_without_a_se
     loop.turn()
     loop.turn()
     assert [(r["request_id"], r["group_message_id"]) for r in loop.results()] == [("r1", "G1"), ("r1", "G1")]
-    assert loop.kafka.committed() == {(REQUESTS, 0): 1, (REQUESTS, 1): 1}
+    assert loop.kafka.positions_committed() == {(REQUESTS, 0): 1, (REQUESTS, 1): 1}
     assert loop.metrics.registry.get_sample_value("chatapp_duplicates_total", {"kind": "in_process"}) == 1
 
 
@@ -171,7 +171,7 @@ def test_a_revoked_partitions_queued_work_is_abandoned_and_its_finished_work_com
     loop.kafka.revoke([(REQUESTS, 0)])
     # the finished one was published and committed before the hand-over; the queued one abandoned, unsent
     assert [r["request_id"] for r in loop.results()] == ["done"]
-    assert loop.kafka.committed()[(REQUESTS, 0)] == 1
+    assert loop.kafka.positions_committed()[(REQUESTS, 0)] == 1
     assert loop.pipeline.book.pending("queued") is None and loop.pipeline.book.pending("kept") is not None
     assert loop.pipeline.tracker.partitions == [(REQUESTS, 1)]
 
@@ -189,7 +189,7 @@ def test_an_abandoned_request_is_sent_for_its_copy_on_a_partition_still_ours() -
     loop.turn()
     loop.turn()
     assert [(r["request_id"], r["group_message_id"]) for r in loop.results()] == [("r1", "G")]
-    assert loop.kafka.committed() == {(REQUESTS, 0): 0, (REQUESTS, 1): 1}  # nothing of partition 0 was answered here
+    assert loop.kafka.positions_committed() == {(REQUESTS, 0): 0, (REQUESTS, 1): 1}  # nothing of partition 0 was answered here
 
 
 def test_shutdown_sends_what_is_buffered_commits_and_leaves(loop: Loop) -> None:
@@ -206,5 +206,5 @@ def test_shutdown_sends_what_is_buffered_commits_and_leaves(loop: Loop) -> None:
     loop.pipeline.serve_results = finish_on_serve  # type: ignore[method-assign]
     assert loop.handover.shutdown() == 2
     assert [r["request_id"] for r in loop.results()] == ["r1"]
-    assert loop.kafka.committed()[(REQUESTS, 0)] == 1
+    assert loop.kafka.positions_committed()[(REQUESTS, 0)] == 1
     assert loop.sender.stopped and loop.kafka.assigned == set()

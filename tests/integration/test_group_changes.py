@@ -1,0 +1,83 @@
+"""Group changes without repeated results: the offsets a member finished above its committed
+position go with the commit (``consumer/finished.py``) and the next owner skips them. Services
+in their own processes, the mock broker over TCP, the local CAMS endpoint over HTTP, Redis."""
+
+from __future__ import annotations
+
+import collections
+import signal
+
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer.config import load
+from consumer.kafka import KafkaIO
+from consumer.offsets import OffsetTracker
+from tests.fixtures.service import REQUESTS, RESULTS, encode_samples, produce, service_env
+
+PARTITIONS = 6
+
+
+def _counts(reader) -> collections.Counter:
+    return collections.Counter(r["request_id"] for r in reader.results())
+
+
+def test_commit_metadata_round_trips_through_the_broker(service_cluster) -> None:
+    """What one owner finished above its position, the next owner reads back and skips."""
+    produce(service_cluster.bootstrap_servers, encode_samples(5), keys=[b"k"] * 5)  # one partition
+    config = load({"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": service_cluster.bootstrap_servers}, path=None)
+    consumer = Consumer({"bootstrap.servers": service_cluster.bootstrap_servers, "group.id": "probe"})
+    partition = next(p for p in range(PARTITIONS) if consumer.get_watermark_offsets(TopicPartition(REQUESTS, p), timeout=10)[1] == 5)
+    consumer.close()
+    tp = (REQUESTS, partition)
+    first = OffsetTracker()
+    first.assign([tp])
+    state = first.partition(tp)
+    assert state is not None
+    for offset in range(5):
+        state.track(offset)
+    first.finish([(REQUESTS, partition, o) for o in (1, 2, 4)])  # 0 and 3 unfinished
+    kafka = KafkaIO(config, print, print, print, first.committed)
+    kafka.commit(first.to_commit(), asynchronous=False)
+    (position, metadata), = kafka.committed([tp]).values()
+    kafka.close(5)
+    assert position == 0 and metadata
+    from consumer.finished import decode
+
+    second = OffsetTracker()
+    second.assign([tp], {tp: decode(position, metadata)})
+    again = second.partition(tp)
+    assert again is not None
+    assert [again.track(o) for o in range(5)] == [True, False, False, True, False]
+
+
+def test_scale_out_and_a_sigterm_repeat_no_result(service_cluster, local_cams, shared_redis, start_service, topic_reader) -> None:
+    total = 6000
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    # a short drain: the first member leaves with batches still queued (abandoned, read again by the
+    # next owner) below offsets whose results it published: the hand-over has gaps to carry over
+    env = service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, batch_max_recipients=100, session_timeout_ms=3000,
+                      drain_timeout_s=1)  # fmt: skip
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    first = start_service(env)
+    assert results.read_until(lambda r: len(r.messages) >= 1000, timeout=60), first.log_tail()
+    second = start_service(env)  # scale out: the group hands partitions over mid-backlog
+    assert results.read_until(lambda r: len(r.messages) >= 3500, timeout=90), second.log_tail()
+    assert first.stop(signal.SIGTERM) == 0  # and in again: the first leaves, the second takes its partitions
+    assert results.read_until(lambda r: len(_counts(r)) >= total, timeout=120), second.log_tail()
+    results.poll(1.0)
+    counts = _counts(results)
+    repeated = {request_id: n for request_id, n in counts.items() if n > 1}
+    assert len(counts) == total and not repeated, f"{len(repeated)} requests answered more than once, e.g. {list(repeated.items())[:5]}"
+    assert local_cams.stats()["duplicate_recipients_accepted"] == 0
+    assert second.metric("chatapp_records_skipped_total") > 0, "the second member skipped what the first had finished"
+    assert second.stop() == 0
+
+
+def test_the_next_generation_group_protocol(service_cluster, local_cams, start_service, topic_reader) -> None:
+    """CHATAPP_GROUP_PROTOCOL=consumer (KIP-848): the broker assigns; the service runs the same."""
+    total = 500
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, group_protocol="consumer"))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    assert results.read_until(lambda r: len(_counts(r)) >= total, timeout=60), service.log_tail()
+    assert service.stop() == 0
