@@ -27,10 +27,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results (default %(default)s)")
     parser.add_argument("--profile", action="store_true", help="also run the pipeline scenario once more under py-spy and summarise it")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for every service process (e.g. CHATAPP_RATE_LIMIT_SAFETY_MARGIN=0.01)")
-    parser.add_argument("--quiet-wait", type=float, default=None, metavar="S",
-                        help="before each scenario, wait up to S s for other processes to use < 0.25 core (default 15, quick 3)")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for every service process (e.g. CHATAPP_RATE_LIMIT_SAFETY_MARGIN=0.01)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="before each scenario, wait up to S s for other processes to use < 0.25 core (default 15, quick 3)",
+    )
     args = parser.parse_args(argv)
     if args.quiet_wait is None:
         args.quiet_wait = 3.0 if args.quick else 15.0
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    wanted = lambda name: not args.only or name in args.only
+    def wanted(name: str) -> bool:
+        return not args.only or name in args.only
+
     infra = Infra()
     ctx = scenarios.Context(infra, args.quick, run_id, logdir, started + BUDGET_S[args.quick], prefix=f"b{run_id}", say=say,
                             extra_env=dict(item.split("=", 1) for item in args.service_env))  # fmt: skip
@@ -108,14 +120,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         except Exception as exc:  # noqa: BLE001 (one scenario failing must not hide the others' figures)
             say(f"{name}: FAILED: {type(exc).__name__}: {exc}")
-            outcomes[name] = {"rows": [], "details": {"traceback": traceback.format_exc()}, "problems": [f"{name}: {type(exc).__name__}: {exc}"[:500]], "error": True}
+            outcomes[name] = {
+                "rows": [],
+                "details": {"traceback": traceback.format_exc()},
+                "problems": [f"{name}: {type(exc).__name__}: {exc}"[:500]],
+                "error": True,
+            }
         outcomes[name]["quiet_wait"] = quiet
         outcomes[name]["seconds"] = time.monotonic() - t0
         outcomes[name]["loadavg_after"] = os.getloadavg()
         used = outcomes[name]["cpu"] = cpu.since_start()
         if used["other_cores"] > 0.25:
             outcomes[name].setdefault("problems", []).append(
-                f"{name}: other work on the machine used {used['other_cores']:.2f} of {os.cpu_count()} cores meanwhile: its figures are disturbed")
+                f"{name}: other work on the machine used {used['other_cores']:.2f} of {os.cpu_count()} cores meanwhile: its figures are disturbed"
+            )
         say(f"{name}: done in {outcomes[name]['seconds']:.1f} s (bench {used['bench_cores']:.2f} cores, others {used['other_cores']:.2f})")
 
     try:
@@ -161,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     report.table(rows, sys.stdout)
     margin = service_margin(ctx.extra_env)
     if margin is not None:
-        print(f"(rate_limit_safety_margin {margin:g}: the service's limiter itself allows at most 1/{1 + margin:g} = "
-              f"{1 / (1 + margin):.3f} of {scenarios.BUDGET:,} recipients/s)")
+        print(
+            f"(rate_limit_safety_margin {margin:g}: the service's limiter itself allows at most 1/{1 + margin:g} = "
+            f"{1 / (1 + margin):.3f} of {scenarios.BUDGET:,} recipients/s)"
+        )
     if problems:
         print("\nproblems seen:")
         for p in problems:
@@ -170,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = outcomes.get("pipeline_profiled", {}).get("details", {}).get("profile")
     if profile:
         threads = ", ".join(f"{k} {v['share']:.0%}" for k, v in profile["threads"].items() if v["share"] >= 0.01)
-        print(f"\npy-spy --gil, pipeline scenario: {profile['samples']} samples in {profile['seconds']:.1f} s "
-              f"(GIL held {profile['gil_held_share']:.0%} of the time); by thread: {threads}")
+        print(
+            f"\npy-spy --gil, pipeline scenario: {profile['samples']} samples in {profile['seconds']:.1f} s "
+            f"(GIL held {profile['gil_held_share']:.0%} of the time); by thread: {threads}"
+        )
         print("by deepest consumer/ frame (its own time plus the library calls it makes):")
         for item in profile["consumer_self"][:15]:
             print(f"  {item['share']:6.1%}  {item['function']}")

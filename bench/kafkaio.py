@@ -22,15 +22,17 @@ def produce_backlog(bootstrap: str, topic: str, values: Sequence[bytes], partiti
     """Produce ``values`` as fast as librdkafka takes them (big batches, linger), round-robin over
     ``partitions`` (the sticky partitioner puts a fast burst on one partition, and the mock
     broker's retention cap then drops most of it); returns seconds."""
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": 50,
-        "batch.num.messages": 10_000,
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 2_000_000,
-        "queue.buffering.max.kbytes": 2_000_000,
-        "log_level": 0,
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.num.messages": 10_000,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_000_000,
+            "log_level": 0,
+        }
+    )
     started = time.monotonic()
     deadline = started + timeout
     produce = producer.produce

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
+
 from consumer.childproc import read_ready_line
 
 ROOT = Path(__file__).resolve().parents[1]

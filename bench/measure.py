@@ -11,7 +11,6 @@ from typing import Any
 
 from .launch import memory_status
 
-
 DRAIN_SHARE = 0.25
 
 

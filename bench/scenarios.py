@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chatapp_devkit.samples import LANGUAGES, TEMPLATES, sample_records
+
 from consumer.codec import PlainAvroCodec
 from consumer.metrics import LOOP_PHASES
 
@@ -122,7 +123,9 @@ def _check_results(ctx: Context, topic: str, partitions: int, count: int, proble
     statuses = [kafkaio.decode_result(v)["status"] for _, _, v in results] if decode else None
     check = measure.check_results((k for k, _, _ in results), statuses, ctx.ids(count))
     if check["missing"] or check["answered_more_than_once"] or check["unexpected"]:
-        problems.append(f"{topic}: {check['missing']} requests unanswered, {check['answered_more_than_once']} answered more than once, {check['unexpected']} unexpected")
+        problems.append(
+            f"{topic}: {check['missing']} requests unanswered, {check['answered_more_than_once']} answered more than once, {check['unexpected']} unexpected"
+        )
     if statuses is not None and check["statuses"].get("SENT", 0) != len(statuses):
         problems.append(f"{topic}: not all results SENT: {check['statuses']}")
     return check, [ts for _, ts, _ in results]
@@ -188,7 +191,10 @@ def saturation(ctx: Context, instances: int) -> dict[str, Any]:
             requests_wm.check_kept(count)
         backlog_ready = time.time()  # the steady window starts once the whole backlog is on the broker
         ctx.say(f"{name}: draining (~{count / BUDGET:.0f} s at the budget)")
-        alive = lambda: [s.check_alive() for s in services]
+
+        def alive() -> list:
+            return [s.check_alive() for s in services]
+
         held, waited = wm.wait_for(count, ctx.timeout(count / (0.8 * BUDGET) + 60), alive)
         details["drain_wait_s"] = waited
         details["service_cpu_s"] = [process_cpu_s(s.pid) for s in services]
@@ -203,8 +209,10 @@ def saturation(ctx: Context, instances: int) -> dict[str, Any]:
             found, deleted = _clean_redis(redis_client, key_prefix, ctx.prefix)
             details["redis"].update(ledger_keys_found=found, keys_deleted=deleted)
             if found < count:
-                problems.append(f"{name}: the Redis ledger held {found:,} of {count:,} request ids at the end: was db 15 flushed "
-                                "during the run (tests/fixtures/redis.py flushes it)? The shared limiter state went with it")
+                problems.append(
+                    f"{name}: the Redis ledger held {found:,} of {count:,} request ids at the end: was db 15 flushed "
+                    "during the run (tests/fixtures/redis.py flushes it)? The shared limiter state went with it"
+                )
     details["services"] = _service_notes(services, codes, problems)
     calls = cams.calls()
     details["endpoint"] = _endpoint_checks(cams.stats(), count, problems, name)
@@ -352,7 +360,9 @@ def pipeline(ctx: Context, profile: bool = False) -> dict[str, Any]:
         return {"rows": [], "details": run, "problems": problems}
     details: dict[str, Any] = {"requests": count, "partitions": partitions, "runs": {}, "bare_runs": []}
     problems: list[str] = []
-    plan = [("1", name, 1)] + [(f"{PIPELINE_WORKERS}w-{k}", f"{name}-w{PIPELINE_WORKERS}-{k}", PIPELINE_WORKERS) for k in range(1, ctx.sizes.pipeline_rounds + 1)]
+    plan = [("1", name, 1)] + [
+        (f"{PIPELINE_WORKERS}w-{k}", f"{name}-w{PIPELINE_WORKERS}-{k}", PIPELINE_WORKERS) for k in range(1, ctx.sizes.pipeline_rounds + 1)
+    ]
     for label, run_name, workers in plan:
         run, seen = _drain(ctx, run_name, count, partitions, workers, profile=False)
         problems += seen
@@ -507,7 +517,9 @@ def memory(ctx: Context) -> dict[str, Any]:
         details["service_metrics"] = _metrics_digest(service.metrics())
         moving = [p for p in trace if p["results"] > 0]
         if len(moving) >= 2 and moving[-1]["results"] > moving[0]["results"]:
-            details["rss_growth_mib_per_100k_results"] = (moving[-1]["rss_mib"] - moving[0]["rss_mib"]) / (moving[-1]["results"] - moving[0]["results"]) * 100_000
+            details["rss_growth_mib_per_100k_results"] = (
+                (moving[-1]["rss_mib"] - moving[0]["rss_mib"]) / (moving[-1]["results"] - moving[0]["results"]) * 100_000
+            )
     finally:
         mem = sampler.stop()
         codes = _stop_all([service], timeout=30)
@@ -519,7 +531,9 @@ def memory(ctx: Context) -> dict[str, Any]:
     growth = details.get("rss_growth_mib_per_100k_results")
     if growth is not None:
         results = details["trace"][-1]["results"] if details.get("trace") else 0
-        rows.append(_row("  RSS growth per 100,000 results published", growth, f"{growth * 1.048576:+.0f} MB ({results:,.0f} results in the window)", "info", None))
+        rows.append(
+            _row("  RSS growth per 100,000 results published", growth, f"{growth * 1.048576:+.0f} MB ({results:,.0f} results in the window)", "info", None)
+        )
     return {"rows": rows, "details": details, "problems": problems}
 
 

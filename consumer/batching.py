@@ -114,8 +114,10 @@ class Batcher:
             self._waiting.setdefault(key, []).append(request)
             self.buffered_recipients += count
             return
-        if batch is not None and batch.slices and (
-            (batch.recipient_count + count > limit and count <= limit) or batch.size_bytes + request.size_bytes > self.max_bytes
+        if (
+            batch is not None
+            and batch.slices
+            and ((batch.recipient_count + count > limit and count <= limit) or batch.size_bytes + request.size_bytes > self.max_bytes)
         ):
             ready.append(self._close(key))
             batch = None
@@ -150,7 +152,7 @@ class Batcher:
             return []
         deadline = self._clock() - self.linger_s
         ready = []
-        for key, batch in self._open.items():
+        for batch in self._open.values():
             if batch.created_at > deadline:
                 break
             ready.append(batch)

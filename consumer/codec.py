@@ -119,8 +119,11 @@ class ResultEncoder:
             if len(self._middles) >= self._MAX_CACHED:
                 self._middles.clear()
             middle = self._middles[key] = (
-                _long(_STATUS_INDEX[o.status.value]) + _optional_string(o.code) + _optional_string(o.message)
-                + _optional_string(o.group_message_id) + _optional_string(o.api_request_id)
+                _long(_STATUS_INDEX[o.status.value])
+                + _optional_string(o.code)
+                + _optional_string(o.message)
+                + _optional_string(o.group_message_id)
+                + _optional_string(o.api_request_id)
             )
         return middle
 

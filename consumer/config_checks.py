@@ -64,7 +64,7 @@ def _split(url: str, schemes: tuple[str, ...]) -> SplitResult | None:
     is a number from 0 to 65535 or none."""
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError unless the port is a number from 0 to 65535 or absent
+        _ = parts.port  # raises ValueError unless the port is a number from 0 to 65535 or absent
     except ValueError:
         return None
     return parts if parts.scheme in schemes and (parts.hostname or parts.scheme == "unix") else None

@@ -29,7 +29,6 @@ instances sharing the budget, this one's gate is often empty while the others' c
 tokens: a young partial batch then keeps filling in the scheduler instead of taking a slot."""
 
 
-
 class Gates:
     def __init__(self, concurrency: int):
         self._concurrency = concurrency
@@ -129,4 +128,3 @@ class Gates:
             return RESERVE_AHEAD_S
         trips = self._round_trips.get(account)
         return min(RESERVE_AHEAD_S, 2 * max(trips)) if trips else 0.0
-

@@ -230,8 +230,16 @@ class RedisLedger:
     successful call recovers it. With ``owner``, a daemon thread beats for it.
     """
 
-    def __init__(self, redis_client, retention_s: int, key_prefix: str = "chatapp:ledger:", *, stale_s: float = 60.0,
-                 owner: str | None = None, watch: RedisWatch | None = None):
+    def __init__(
+        self,
+        redis_client,
+        retention_s: int,
+        key_prefix: str = "chatapp:ledger:",
+        *,
+        stale_s: float = 60.0,
+        owner: str | None = None,
+        watch: RedisWatch | None = None,
+    ):
         self._redis = redis_client
         self.retention_s = int(retention_s)
         self._prefix = key_prefix
@@ -271,7 +279,7 @@ class RedisLedger:
             self._outcome(exc)
             return None
         self._outcome(None)
-        return replies[len(unsaved):]
+        return replies[len(unsaved) :]
 
     def _keep(self, marks: Iterable[tuple[str, str]]) -> None:
         with self._lock:

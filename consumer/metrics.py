@@ -108,28 +108,64 @@ class Metrics:
         self.results = Counter("chatapp_results", "Results published, by status.", ["status"], registry=r)
         self.dlq = Counter("chatapp_dlq_records", "Messages dead-lettered, by reason.", ["reason"], registry=r)
         self.duplicates = Counter("chatapp_duplicates", "Requests not sent because their id was seen before, by kind.", ["kind"], registry=r)
-        self.limiter_wait = Histogram("chatapp_limiter_wait_seconds", "Time a ready batch waited for a rate-limit token.", ["account"], buckets=LATENCY_BUCKETS, registry=r)
-        self.limiter_tokens = Counter("chatapp_limiter_tokens", "Rate-limit decisions by account and outcome (granted, denied).", ["account", "outcome"], registry=r)
-        self.late_arrivals = Histogram("chatapp_limiter_late_arrival_seconds", "How much later than the fastest recent call a call may have reached CAMS (only calls past the tolerance).", ["account"], buckets=LATENCY_BUCKETS, registry=r)
+        self.limiter_wait = Histogram(
+            "chatapp_limiter_wait_seconds", "Time a ready batch waited for a rate-limit token.", ["account"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.limiter_tokens = Counter(
+            "chatapp_limiter_tokens", "Rate-limit decisions by account and outcome (granted, denied).", ["account", "outcome"], registry=r
+        )
+        self.late_arrivals = Histogram(
+            "chatapp_limiter_late_arrival_seconds",
+            "How much later than the fastest recent call a call may have reached CAMS (only calls past the tolerance).",
+            ["account"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.limiter_rate = Gauge("chatapp_limiter_effective_rate", "Current calls/s allowed per account (after adaptive slow-downs).", ["account"], registry=r)
         self.limiter_errors = Counter("chatapp_limiter_redis_errors", "Errors talking to the shared limiter's Redis.", registry=r)
         self.limiter_fallback = Gauge("chatapp_limiter_fallback", "1 while the limiter runs on its local fallback (Redis unreachable).", registry=r)
-        self.redis_latency = Histogram("chatapp_redis_call_seconds", "Redis calls of the limiter and the ledger (a pipeline is one call), by component and operation.",
-                                       ["component", "op"], buckets=REDIS_BUCKETS, registry=r)
-        self.waiting_requests = Gauge("chatapp_waiting_requests", "Requests held aside while another instance (or request) with their id is being worked on.", registry=r)
+        self.redis_latency = Histogram(
+            "chatapp_redis_call_seconds",
+            "Redis calls of the limiter and the ledger (a pipeline is one call), by component and operation.",
+            ["component", "op"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        self.waiting_requests = Gauge(
+            "chatapp_waiting_requests", "Requests held aside while another instance (or request) with their id is being worked on.", registry=r
+        )
         self.ledger_healthy = Gauge("chatapp_ledger_healthy", "1 while the de-duplication ledger is reachable.", registry=r)
         self.buffered_recipients = Gauge("chatapp_buffered_recipients", "Recipients consumed and not yet finished (batching, waiting, in flight).", registry=r)
         self.inflight_calls = Gauge("chatapp_inflight_calls", "API calls in flight.", registry=r)
         self.paused = Gauge("chatapp_backpressure_paused", "1 while partitions are paused by back-pressure.", registry=r)
         self.assigned_partitions = Gauge("chatapp_assigned_partitions", "Partitions assigned to this instance.", registry=r)
-        self.records_skipped = Counter("chatapp_records_skipped", "Messages a partition's previous owner had finished (its commit's metadata said so): read again and passed over.", registry=r)
+        self.records_skipped = Counter(
+            "chatapp_records_skipped",
+            "Messages a partition's previous owner had finished (its commit's metadata said so): read again and passed over.",
+            registry=r,
+        )
         self.lag = Gauge("chatapp_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r)
-        self.committed_lag = Gauge("chatapp_committed_lag", "Messages between the committed offset and the high watermark, per partition (read or not).", ["topic", "partition"], registry=r)
+        self.committed_lag = Gauge(
+            "chatapp_committed_lag",
+            "Messages between the committed offset and the high watermark, per partition (read or not).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.committed_offset = Gauge("chatapp_committed_offset", "The last offset committed, per partition.", ["topic", "partition"], registry=r)
         self.end_to_end = BulkHistogram("chatapp_end_to_end_seconds", "From the request's Kafka timestamp to its result being published.", LATENCY_BUCKETS, r)
         self.commits = Counter("chatapp_offset_commits", "Offset commits made.", registry=r)
-        self.bisection_calls = Counter("chatapp_bisection_calls", "API calls made for halves of batches CAMS refused for their content (finding the offending request).", ["account"], registry=r)
-        self.bisection_deferred = Counter("chatapp_bisection_deferred", "Halves of refused batches held back 1 s: past the account's bisection share, with other batches waiting.", ["account"], registry=r)
+        self.bisection_calls = Counter(
+            "chatapp_bisection_calls",
+            "API calls made for halves of batches CAMS refused for their content (finding the offending request).",
+            ["account"],
+            registry=r,
+        )
+        self.bisection_deferred = Counter(
+            "chatapp_bisection_deferred",
+            "Halves of refused batches held back 1 s: past the account's bisection share, with other batches waiting.",
+            ["account"],
+            registry=r,
+        )
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
         self.loop_cpu = Counter("chatapp_main_loop_cpu_seconds", "CPU time of the main thread by phase (consume incl. rebalances, intake, results, other); "

@@ -152,7 +152,9 @@ class Pipeline:
             else:  # Action.FAIL
                 emit("request.duplicate", kind="inflight_failed")
                 assert entry is not None, "decide fails only a request with an entry (in flight elsewhere)"
-                self._end(request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)"))
+                self._end(
+                    request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)")
+                )
         emit("requests.admitted", recipients=recipients)
 
     def hold(self, request: SendRequest, followers: list[Source] | None = None) -> None:

@@ -59,7 +59,7 @@ def redact_url(url: str | None) -> str | None:
         authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
         host, colon, port = authority.rpartition(":")
         if colon and port and not port.isdigit() and "]" not in port:
-            rest = f"{host}:{HIDDEN}" + rest[len(authority):]
+            rest = f"{host}:{HIDDEN}" + rest[len(authority) :]
     return scheme + sep + _QUERY_PARAMETER.sub(_hidden_query, rest)
 
 

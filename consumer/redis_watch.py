@@ -63,8 +63,14 @@ class RedisWatch:
             if warn:
                 self._warned_at[component] = now
         if warn:
-            log.warning("Redis is slow: a %s %s call took %.0f ms (slow above %.0f ms); the %s waits for every such call",
-                        component, op, seconds * 1000, self._slow_s * 1000, component)
+            log.warning(
+                "Redis is slow: a %s %s call took %.0f ms (slow above %.0f ms); the %s waits for every such call",
+                component,
+                op,
+                seconds * 1000,
+                self._slow_s * 1000,
+                component,
+            )
 
     def slow(self) -> bool:
         """True while a component's recent average is above ``slow_s``."""

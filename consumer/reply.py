@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .codec import Codec
+from .events import Events
 from .kafka import DEFAULT_MESSAGE_MAX_BYTES, DeliveredRecord, Headers, KafkaPort, ReceivedHeaders, too_large
 from .kafka.records import DLQ_HEADER_PREFIX
-from .events import Events
 from .models import SendResult, Settled, Source, Status
-
 
 _STATUS_TEXT = {status: status.value for status in Status}  # a dict lookup: Enum.value is a descriptor call
 
@@ -181,7 +180,7 @@ class Replies:
             (DLQ_HEADER_PREFIX + "topic", source.topic.encode()),
             (DLQ_HEADER_PREFIX + "partition", str(source.partition).encode()),
             (DLQ_HEADER_PREFIX + "offset", str(source.offset).encode()),
-            (DLQ_HEADER_PREFIX + "timestamp", datetime.now(timezone.utc).isoformat(timespec="milliseconds").encode()),
+            (DLQ_HEADER_PREFIX + "timestamp", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
         ]
         self._events.emit("record.dead_lettered", source=source, reason=reason, detail=detail)
         echoed, dropped = _echoable(headers)

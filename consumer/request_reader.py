@@ -20,7 +20,7 @@ that value with fastavro, which has the last word on malformed input and raises 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 from .models import NO_SOURCE, BatchKey, Recipient, SendRequest
@@ -236,7 +236,7 @@ def from_record(record: dict[str, Any], size_bytes: int = 0) -> SendRequest:
     return SendRequest(record["request_id"], key, record["recipients"], _millis(record["expires_at"]), NO_SOURCE, size_bytes)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
@@ -254,10 +254,10 @@ def _millis(instant: datetime | int | None) -> int | None:
     if instant is None or isinstance(instant, int):
         return instant
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=timezone.utc)
+        instant = instant.replace(tzinfo=UTC)
     return (instant - _EPOCH) // _MILLISECOND
 
 
-EARLIEST_MS = _millis(datetime.min.replace(tzinfo=timezone.utc))
-LATEST_MS = _millis(datetime.max.replace(tzinfo=timezone.utc))
+EARLIEST_MS = _millis(datetime.min.replace(tzinfo=UTC))
+LATEST_MS = _millis(datetime.max.replace(tzinfo=UTC))
 """The ``expires_at`` range fastavro reads (a datetime's, years 1-9999); it refuses the rest."""

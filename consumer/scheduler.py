@@ -27,8 +27,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from .models import Batch, BatchKey, Slice
 from .batching import DEFAULT_MAX_BYTES, addresses, without
+from .models import Batch, BatchKey, Slice
 
 
 class _AccountQueue:

@@ -35,15 +35,15 @@ from .cams.client import CallResult, CamsClient, CredentialsProvider
 from .cams.errors import Outcome
 from .completion import Completion, now_ms
 from .credentials import CredentialsError
+from .events import Events
+from .gates import Gates
 from .ledger import Ledger
 from .limiter import RateLimiter
 from .limiter.lateness import LatenessGauge
-from .events import Events
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .retry import backoff_s
 from .routing import Budget, Route, route
 from .scheduler import FairScheduler
-from .gates import Gates
 
 log = logging.getLogger("consumer.sender")
 
@@ -77,6 +77,8 @@ class SendPolicy:
 
 
 THROTTLE_WINDOW_S = 2.0
+
+
 class Sender:
     def __init__(
         self,
@@ -261,7 +263,9 @@ class Sender:
             self._events.emit("batch.retried", account=batch.key.account, reason="transient", batch_id=batch.batch_id, code=INTERNAL_ERROR, delay_s=delay)
             self.submit(batch, self._clock() + delay)
             return []
-        finished = self._finish(batch, batch.slices, SliceOutcome(Status.FAILED, INTERNAL_ERROR, "internal error while sending", batch.attempts, batch_id=batch.batch_id))
+        finished = self._finish(
+            batch, batch.slices, SliceOutcome(Status.FAILED, INTERNAL_ERROR, "internal error while sending", batch.attempts, batch_id=batch.batch_id)
+        )
         self._record(finished)
         return finished
 
@@ -274,7 +278,9 @@ class Sender:
         earliest = batch.earliest_expiry_ms
         if earliest is not None and earliest <= now_ms:
             rest, expired = without(batch, lambda s: s.request.expires_at_ms is not None and s.request.expires_at_ms <= now_ms)
-            gone = self._finish(batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id))
+            gone = self._finish(
+                batch, expired, SliceOutcome(Status.EXPIRED, EXPIRED_CODE, "expires_at passed before the call", batch.attempts, batch_id=batch.batch_id)
+            )
             self._record(gone)
             if rest is None:
                 return gone
@@ -306,7 +312,9 @@ class Sender:
                 self._limiter.arrived_late(account, grant, late_s)
         batch.attempts += 1
         outcome = call.outcome
-        self._events.emit("call.answered", account=account, code=call.code, latency_s=call.latency_s, bisection=batch.bisected and outcome is not Outcome.THROTTLED)
+        self._events.emit(
+            "call.answered", account=account, code=call.code, latency_s=call.latency_s, bisection=batch.bisected and outcome is not Outcome.THROTTLED
+        )
         if outcome is Outcome.THROTTLED:  # not counted by CAMS: not in the window either
             self._limiter.refund(account, grant)
         else:

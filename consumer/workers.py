@@ -38,10 +38,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config
-from .worker_link import WorkerLink
-from .limiter.hosted import LimiterHost
 from .kafka import CLOSE_TIMEOUT_S
+from .limiter.hosted import LimiterHost
 from .metrics import StatusServer
+from .worker_link import WorkerLink
 
 log = logging.getLogger("consumer.workers")
 
@@ -57,6 +57,7 @@ WATCH_EVERY_S = 0.2
 SCRAPE_TIMEOUT_S = 2.0
 STOP_MARGIN_S = 15.0
 """Stopping: the workers get ``drain_timeout_s`` + the consumer's close timeout + this."""
+
 
 def _free_port(host: str) -> int:
     with socket.socket() as probe:
@@ -189,7 +190,13 @@ class Supervisor:
 
     def _start(self, worker: _Worker) -> None:
         worker.port = _free_port(self.status_host)
-        env = {**os.environ, **replace(self._link, index=worker.index).env(), "CHATAPP_WORKERS": "1", "CHATAPP_METRICS_HOST": self.status_host, "CHATAPP_METRICS_PORT": str(worker.port)}
+        env = {
+            **os.environ,
+            **replace(self._link, index=worker.index).env(),
+            "CHATAPP_WORKERS": "1",
+            "CHATAPP_METRICS_HOST": self.status_host,
+            "CHATAPP_METRICS_PORT": str(worker.port),
+        }
         worker.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=env, stdin=subprocess.DEVNULL)
         worker.started_at = time.monotonic()
         worker.restart_at = None

@@ -136,6 +136,7 @@ def scrape(url: str, instance: str) -> dict[str, float]:
 def bad_values(count: int) -> list[bytes]:
     """Undecodable messages, three DLQ reasons in turn (truncated, not-avro, trailing-bytes)."""
     from chatapp_devkit.samples import sample_records
+
     from consumer.codec import PlainAvroCodec
 
     codec = PlainAvroCodec()
@@ -147,10 +148,10 @@ def bad_values(count: int) -> list[bytes]:
 
 
 def run_scenario(args: argparse.Namespace) -> Run:
-    from confluent_kafka import Producer
-
     from chatapp_devkit.local_cams import LocalCams
     from chatapp_devkit.mockcluster import MockCluster
+    from confluent_kafka import Producer
+
     from tests.fixtures.service import DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, ServiceProcess, encode_samples, produce, service_env
 
     run = Run(scenario={
@@ -234,7 +235,10 @@ def run_scenario(args: argparse.Namespace) -> Run:
                 print(f"stopping after {args.max_duration} s without every result", file=sys.stderr)
                 break
             if int(elapsed) % 10 == 0:
-                print(f"t={elapsed:5.1f}s results={_total(samples, 'chatapp_results_total'):,.0f} buffered={_total(samples, 'chatapp_buffered_recipients'):,.0f}", file=sys.stderr)
+                print(
+                    f"t={elapsed:5.1f}s results={_total(samples, 'chatapp_results_total'):,.0f} buffered={_total(samples, 'chatapp_buffered_recipients'):,.0f}",
+                    file=sys.stderr,
+                )
             next_scrape += args.interval
             time.sleep(max(0.0, next_scrape - time.monotonic()))
         stats = cams.stats()
@@ -269,7 +273,9 @@ def _total(samples: dict[str, float], name: str) -> float:
 Labels = frozenset  # of (name, value) pairs; __name__ included only for raw selectors
 Vector = dict  # Labels -> float
 
-_TOKEN = re.compile(r"""\s*(?:(?P<num>\d+(?:\.\d+)?(?![\w]))|(?P<dur>\d+[smhd])|(?P<id>[A-Za-z_:][\w:]*)|(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>=~|!~|!=|[=(){}\[\],/]))""")
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<num>\d+(?:\.\d+)?(?![\w]))|(?P<dur>\d+[smhd])|(?P<id>[A-Za-z_:][\w:]*)|(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>=~|!~|!=|[=(){}\[\],/]))"""
+)
 AGGREGATIONS = {"sum": sum, "max": max, "min": min, "avg": lambda v: sum(v) / len(v), "count": len}
 
 
@@ -280,7 +286,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
             break
         m = _TOKEN.match(text, pos)
         if not m:
-            raise ValueError(f"PromQL: cannot read {text[pos:pos + 20]!r}")
+            raise ValueError(f"PromQL: cannot read {text[pos : pos + 20]!r}")
         kind = m.lastgroup
         tokens.append((kind, m.group(kind)))
         pos = m.end()
@@ -433,7 +439,11 @@ class Evaluator:
             return node[1]
         if kind == "sel":
             _, name, matchers = node
-            return {frozenset({**labels, "__name__": name}.items()): values[i] for labels, values in self.by_name.get(name, []) if values[i] is not None and _matches(labels, matchers)}
+            return {
+                frozenset({**labels, "__name__": name}.items()): values[i]
+                for labels, values in self.by_name.get(name, [])
+                if values[i] is not None and _matches(labels, matchers)
+            }
         if kind == "range":
             raise ValueError("a range vector needs rate() or increase()")
         if kind == "call":
@@ -596,7 +606,17 @@ def draw_panel(ax: Any, panel: dict[str, Any], series: list[tuple[str, list[floa
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_value(v, unit)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v) // 60}:{int(v) % 60:02d}"))
     if "faults_on" in run.events:
-        ax.text(run.events["faults_on"] - t0, 1.0, " CAMS faults", color=FAULT, fontsize=6.5 if compact else 7.5, va="top", ha="left", transform=ax.get_xaxis_transform(), alpha=0.9)
+        ax.text(
+            run.events["faults_on"] - t0,
+            1.0,
+            " CAMS faults",
+            color=FAULT,
+            fontsize=6.5 if compact else 7.5,
+            va="top",
+            ha="left",
+            transform=ax.get_xaxis_transform(),
+            alpha=0.9,
+        )
     if series:
         longest = max(len(name) for name, _ in series) + 5
         ncol = max(1, min(len(series), (88 if compact else 120) // longest))

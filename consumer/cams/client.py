@@ -201,9 +201,7 @@ class CamsClient:
         if credentials.security_token:
             headers["x-acs-accesskey-id"] = credentials.access_key_id
             headers["x-acs-security-token"] = credentials.security_token
-        return signing.sign_headers(
-            _METHOD, _PATH, query, headers, b"", credentials.access_key_id, credentials.access_key_secret
-        )
+        return signing.sign_headers(_METHOD, _PATH, query, headers, b"", credentials.access_key_id, credentials.access_key_secret)
 
     def prepare(self, credentials: Credentials, key: BatchKey, recipients: list[Recipient]) -> PreparedCall:
         """Build and sign one call for ``recipients`` (1..1000): the CPU work, done before the

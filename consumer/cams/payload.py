@@ -53,10 +53,7 @@ def _product_action(action: dict[str, Any] | None) -> dict[str, Any] | None:
     out: dict[str, Any] = {
         "Sections": [
             {
-                "ProductItems": [
-                    {"ProductRetailerId": item["product_retailer_id"]}
-                    for item in section.get("product_items") or ()
-                ],
+                "ProductItems": [{"ProductRetailerId": item["product_retailer_id"]} for item in section.get("product_items") or ()],
                 "Title": section["title"],
             }
             for section in sections

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 ALGORITHM = "ACS3-HMAC-SHA256"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
-_AUTHORIZATION = re.compile(
-    rf"^{ALGORITHM} Credential=(?P<key>[^,]+),SignedHeaders=(?P<headers>[^,]*),Signature=(?P<sig>[0-9a-f]+)$"
-)
+_AUTHORIZATION = re.compile(rf"^{ALGORITHM} Credential=(?P<key>[^,]+),SignedHeaders=(?P<headers>[^,]*),Signature=(?P<sig>[0-9a-f]+)$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,18 @@ from .port import KafkaPort
 from .records import TP, DeliveredRecord, DeliveryCallback, Headers, ReceivedHeaders, Record
 
 __all__ = [
-    "CLOSE_TIMEOUT_S", "DEFAULT_MESSAGE_MAX_BYTES", "KafkaIO", "KafkaPort", "consumer_config", "produce_waiting", "producer_config", "too_large",
-    "TP", "DeliveredRecord", "DeliveryCallback", "Headers", "ReceivedHeaders", "Record",
+    "CLOSE_TIMEOUT_S",
+    "DEFAULT_MESSAGE_MAX_BYTES",
+    "KafkaIO",
+    "KafkaPort",
+    "consumer_config",
+    "produce_waiting",
+    "producer_config",
+    "too_large",
+    "TP",
+    "DeliveredRecord",
+    "DeliveryCallback",
+    "Headers",
+    "ReceivedHeaders",
+    "Record",
 ]

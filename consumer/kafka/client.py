@@ -130,9 +130,7 @@ def producer_config(config: Config) -> dict[str, Any]:
 class KafkaIO:
     def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed):
         self._on_committed = on_committed
-        self._consumer = Consumer(
-            {**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka")
-        )
+        self._consumer = Consumer({**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka"))
         # the stub's Producer with the types the library really passes and takes (see _Producer)
         self._producer = cast(_Producer, Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka")))
         self._topic = config.request_topic

@@ -56,12 +56,15 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
             last_seen = time.monotonic()
             for message in messages:
                 headers = message.headers() or []
-                meta = {k[len(DLQ_HEADER_PREFIX):]: (v or b"").decode("utf-8", "replace") for k, v in headers if k.startswith(DLQ_HEADER_PREFIX)}
+                meta = {k[len(DLQ_HEADER_PREFIX) :]: (v or b"").decode("utf-8", "replace") for k, v in headers if k.startswith(DLQ_HEADER_PREFIX)}
                 reasons[meta.get("reason", "?")] = reasons.get(meta.get("reason", "?"), 0) + 1
                 if "truncated" in meta or "dropped" in meta:
                     skipped += 1
-                    print(f"replay: skipped {message.topic()}[{message.partition()}]@{message.offset()}: the copy is incomplete; "
-                          f"the original is {meta.get('topic', '?')}[{meta.get('partition', '?')}]@{meta.get('offset', '?')}", file=sys.stderr)
+                    print(
+                        f"replay: skipped {message.topic()}[{message.partition()}]@{message.offset()}: the copy is incomplete; "
+                        f"the original is {meta.get('topic', '?')}[{meta.get('partition', '?')}]@{meta.get('offset', '?')}",
+                        file=sys.stderr,
+                    )
                 elif not dry_run:
                     original: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
                     original.append(("chatapp.replayed-from", f"{message.topic()}:{message.partition()}:{message.offset()}".encode()))
@@ -75,6 +78,8 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
                 consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
     finally:
         consumer.close()
-    print(f"{'would replay' if dry_run else 'replayed'} {replayed - skipped} messages from {config.dlq_topic} to {target}: {reasons}"
-          + (f"; {skipped} incomplete copies skipped" if skipped else ""))
+    print(
+        f"{'would replay' if dry_run else 'replayed'} {replayed - skipped} messages from {config.dlq_topic} to {target}: {reasons}"
+        + (f"; {skipped} incomplete copies skipped" if skipped else "")
+    )
     return 0

@@ -71,8 +71,9 @@ class InProcessLimiter:
             state = self._states.setdefault(account, _AccountState())
             rate = limit.rate_per_second * state.factor.at(now, self._policy)
             capacity = window_capacity(limit.rate_per_second)
-            slot = reserve(state.tat, sorted(state.recent.values()), now, emission_interval(rate, self._margin), limit.burst,
-                           capacity, min(ahead_s, RESERVE_AHEAD_S))
+            slot = reserve(
+                state.tat, sorted(state.recent.values()), now, emission_interval(rate, self._margin), limit.burst, capacity, min(ahead_s, RESERVE_AHEAD_S)
+            )
             if slot.reserved:
                 state.tat = slot.tat
                 state.recent[ticket if ticket is not None else f"~{next(self._tickets)}"] = now + slot.wait_s

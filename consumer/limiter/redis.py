@@ -45,7 +45,6 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..redis_watch import RedisWatch
-
 from .adaptive import AdaptivePolicy
 from .gcra import CATCH_UP_INTERVALS, window_capacity
 from .memory import InProcessLimiter
@@ -307,7 +306,9 @@ class RedisLimiter:
     def close(self) -> None:
         self._redis.close()
 
-    def _shared(self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0, ahead_s: float = 0.0) -> tuple[bool, float, float, float] | None:
+    def _shared(
+        self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0, ahead_s: float = 0.0
+    ) -> tuple[bool, float, float, float] | None:
         """Run the script for ``account``: (granted, wait_s, factor, how late the answer came back);
         None means "use the fallback" (Redis down, no probe due)."""
         if self._in_fallback and not self._probe_due():
@@ -320,8 +321,22 @@ class RedisLimiter:
                 asked = time.monotonic()
                 granted, wait_s, factor, *decided = self._script(
                     keys=[f"{tag}:tat", f"{tag}:rate", f"{tag}:recent"],
-                    args=[op, limit.rate_per_second, limit.burst, self._margin, p.decrease, p.floor, p.recovery_per_s,
-                          p.holdoff_s, retry_after_s, window_capacity(limit.rate_per_second), CATCH_UP_INTERVALS, ticket, late_s, ahead_s],
+                    args=[
+                        op,
+                        limit.rate_per_second,
+                        limit.burst,
+                        self._margin,
+                        p.decrease,
+                        p.floor,
+                        p.recovery_per_s,
+                        p.holdoff_s,
+                        retry_after_s,
+                        window_capacity(limit.rate_per_second),
+                        CATCH_UP_INTERVALS,
+                        ticket,
+                        late_s,
+                        ahead_s,
+                    ],
                 )
         except RedisError as exc:
             self._observer.backend_error(account, exc)
@@ -361,7 +376,9 @@ class RedisLimiter:
             self._in_fallback = True
         log.warning(
             "rate limiter: Redis unavailable (%s: %s); in-process fallback at 1/%d of each account's rate",
-            type(exc).__name__, exc, self._fallback_instances,
+            type(exc).__name__,
+            exc,
+            self._fallback_instances,
         )
         self._observer.fallback_changed(True)
 

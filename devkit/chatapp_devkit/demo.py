@@ -85,15 +85,17 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
     codec = PlainAvroCodec()
     topics = {base.request_topic: PARTITIONS, base.reply_topic: PARTITIONS, base.dlq_topic: 1}
     with MockCluster.start(topics=topics) as cluster, LocalCams.start(accounts={DEMO_KEY_ID: DEMO_SECRET}, rate_limit=int(base.rate_limit_per_second)) as cams:
-        config = settings.load({
-            **env,
-            "CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
-            "CHATAPP_CAMS_ENDPOINT": cams.url,
-            "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_KEY_ID,
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_SECRET,
-            "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
-            "CHATAPP_METRICS_PORT": env.get("CHATAPP_METRICS_PORT", "0"),
-        })
+        config = settings.load(
+            {
+                **env,
+                "CHATAPP_KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+                "CHATAPP_CAMS_ENDPOINT": cams.url,
+                "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_KEY_ID,
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_SECRET,
+                "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
+                "CHATAPP_METRICS_PORT": env.get("CHATAPP_METRICS_PORT", "0"),
+            }
+        )
         bad = _bad_messages(codec)
         values = [codec.encode_request(r) for r in sample_records(requests)] + bad
         say(f"producing {requests:,} requests over 5 templates x 2 languages, plus {len(bad)} bad messages ...")
@@ -108,8 +110,10 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
             published = _total(service, "chatapp_results_total")
             if now - last[0] >= 1.0:
                 last[0] = now
-                say(f"  {now - started:5.1f}s  results {int(published):>6,}/{expected_results:,}  "
-                    f"API calls {int(_total(service, 'chatapp_api_calls_total'))}  buffered {int(_total(service, 'chatapp_buffered_recipients')):,}")
+                say(
+                    f"  {now - started:5.1f}s  results {int(published):>6,}/{expected_results:,}  "
+                    f"API calls {int(_total(service, 'chatapp_api_calls_total'))}  buffered {int(_total(service, 'chatapp_buffered_recipients')):,}"
+                )
             if published >= expected_results and _total(service, "chatapp_dlq_records_total") >= 2:
                 service.request_stop()
             elif now - started > 300:
@@ -129,9 +133,13 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
         say()
         say(f"results on {config.reply_topic}: {dict(statuses)}  ({len(results):,} records)")
         say(f"dead-lettered on {config.dlq_topic}: {len(dlq)} ({', '.join(sorted({dict(m.headers())['chatapp.dlq.reason'].decode() for m in dlq}))})")
-        say(f"API calls accepted: {int(calls_ok)} carrying {int(sent_recipients):,} recipients "
-            f"(mean {sent_recipients / max(calls_ok, 1):,.0f} per call, cap 1,000)")
-        say(f"local endpoint: {stats['accepted_calls']} calls accepted, max {stats['max_accepted_1s']} in any 1 s window (limit {int(config.rate_limit_per_second)})")
+        say(
+            f"API calls accepted: {int(calls_ok)} carrying {int(sent_recipients):,} recipients "
+            f"(mean {sent_recipients / max(calls_ok, 1):,.0f} per call, cap 1,000)"
+        )
+        say(
+            f"local endpoint: {stats['accepted_calls']} calls accepted, max {stats['max_accepted_1s']} in any 1 s window (limit {int(config.rate_limit_per_second)})"
+        )
         say(f"wall time {elapsed:.1f}s: {sent_recipients / elapsed:,.0f} recipients/s")
         say("(every number above came from the local endpoint; nothing left this machine)")
         return DemoOutcome(0 if statuses.get("SENT", 0) == requests else 1, service.close_abandoned)

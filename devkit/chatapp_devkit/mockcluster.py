@@ -113,8 +113,7 @@ def _load_librdkafka() -> ctypes.CDLL:
     missing = [name for name in _SIGNATURES if not hasattr(lib, name)]
     if missing:
         raise MockClusterError(
-            f"{path} lacks mock-cluster symbols {missing}: the mock API is experimental, "
-            "use the confluent-kafka range pinned in devkit/pyproject.toml"
+            f"{path} lacks mock-cluster symbols {missing}: the mock API is experimental, use the confluent-kafka range pinned in devkit/pyproject.toml"
         )
     for name, (restype, argtypes) in _SIGNATURES.items():
         func = getattr(lib, name)

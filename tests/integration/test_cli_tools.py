@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
+
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.kafka import consume_all
 from tests.fixtures.service import REQUESTS, ROOT, TEST_KEY_ID, TEST_SECRET, free_port
@@ -91,8 +91,14 @@ def test_produce_file_with_minimal_records(cluster, topic, tmp_path):
     lines = [
         # only the required fields: every optional one is filled with its default
         {"request_id": "file-1", "template_code": "welcome", "language": "en", "from_number": "8613800000000", "recipients": [{"to": "8613911110001"}]},
-        {"request_id": "file-2", "template_name": "order_shipped", "language": "es", "from_number": "8613800000000",
-         "expires_at": 1_900_000_000_000, "recipients": [{"to": "8613911110002", "template_params": {"name": "Ana"}}, {"to": "+8613911110003"}]},
+        {
+            "request_id": "file-2",
+            "template_name": "order_shipped",
+            "language": "es",
+            "from_number": "8613800000000",
+            "expires_at": 1_900_000_000_000,
+            "recipients": [{"to": "8613911110002", "template_params": {"name": "Ana"}}, {"to": "+8613911110003"}],
+        },
     ]
     path = tmp_path / "requests.jsonl"
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")  # a trailing blank line is fine
@@ -105,14 +111,18 @@ def test_produce_file_with_minimal_records(cluster, topic, tmp_path):
     assert set(records) == {"file-1", "file-2"}
     one, two = records["file-1"], records["file-2"]
     assert one["channel_type"] == "whatsapp" and one["account"] is None and one["template_name"] is None
-    assert one["recipients"] == [{"to": "8613911110001", "recipient_type": None, "template_params": {}, "payload": [], "product_action": None, "flow_action": None}]
+    assert one["recipients"] == [
+        {"to": "8613911110001", "recipient_type": None, "template_params": {}, "payload": [], "product_action": None, "flow_action": None}
+    ]
     assert two["template_code"] is None and two["template_name"] == "order_shipped" and two["expires_at"] is not None
     assert [r["to"] for r in two["recipients"]] == ["8613911110002", "+8613911110003"]
     assert two["recipients"][0]["template_params"] == {"name": "Ana"}
 
 
 def test_produce_from_stdin(cluster, topic):
-    line = json.dumps({"request_id": "stdin-1", "template_code": "welcome", "language": "en", "from_number": "8613800000000", "recipients": [{"to": "8613911110009"}]})
+    line = json.dumps(
+        {"request_id": "stdin-1", "template_code": "welcome", "language": "en", "from_number": "8613800000000", "recipients": [{"to": "8613911110009"}]}
+    )
     done = cli("produce", "--file", "-", "--bootstrap-servers", cluster.bootstrap_servers, env={"CHATAPP_REQUEST_TOPIC": topic}, stdin=line + "\n")
     assert done.returncode == 0, done.stderr
     [message] = consume_all(cluster.bootstrap_servers, topic, 1, timeout=30)
@@ -126,7 +136,10 @@ GOOD = {"request_id": "ok", "template_code": "welcome", "language": "en", "from_
     ("bad_line", "expected"),
     [
         ('{"request_id": "broken", ', r"requests\.jsonl:3: not JSON"),
-        (json.dumps({"request_id": "no-language", "template_code": "welcome", "from_number": "1", "recipients": []}), r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*language"),
+        (
+            json.dumps({"request_id": "no-language", "template_code": "welcome", "from_number": "1", "recipients": []}),
+            r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*language",
+        ),
         (json.dumps({**GOOD, "recipients": [{"to": 8613911110001}]}), r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*\bto\b"),
         (json.dumps({**GOOD, "ttl_s": "thirty"}), r"requests\.jsonl:3: does not match schemas/send_request\.avsc: .*ttl_s"),
     ],
@@ -134,7 +147,9 @@ GOOD = {"request_id": "ok", "template_code": "welcome", "language": "en", "from_
 )
 def test_produce_file_with_a_bad_line_fails_naming_it(cluster, topic, tmp_path, bad_line, expected):
     path = tmp_path / "requests.jsonl"
-    path.write_text("\n".join([json.dumps({**GOOD, "request_id": "a"}), json.dumps({**GOOD, "request_id": "b"}), bad_line, json.dumps({**GOOD, "request_id": "d"})]) + "\n")
+    path.write_text(
+        "\n".join([json.dumps({**GOOD, "request_id": "a"}), json.dumps({**GOOD, "request_id": "b"}), bad_line, json.dumps({**GOOD, "request_id": "d"})]) + "\n"
+    )
     done = cli("produce", "--file", str(path), "--bootstrap-servers", cluster.bootstrap_servers, env={"CHATAPP_REQUEST_TOPIC": topic})
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert re.search(expected, done.stderr), done.stderr
@@ -255,7 +270,10 @@ def test_run_with_bad_settings_exits_2_with_one_line_per_problem():
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert all(line.startswith("config error: ") for line in lines), lines
-    named = {name: [line for line in lines if name in line] for name in ("CHATAPP_BATCH_MAX_RECIPIENTS", "CHATAPP_LOG_LEVEL", "CHATAPP_SEND_CONCURRENCY", "ALIBABA_CLOUD_ACCESS_KEY_SECRET")}
+    named = {
+        name: [line for line in lines if name in line]
+        for name in ("CHATAPP_BATCH_MAX_RECIPIENTS", "CHATAPP_LOG_LEVEL", "CHATAPP_SEND_CONCURRENCY", "ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    }
     assert all(len(found) == 1 for found in named.values()), lines
     assert len(lines) == 4, lines
     _assert_no_secret(done.stdout + done.stderr)
@@ -298,7 +316,11 @@ BAD_CONFIG = {
     "redis-url-without-host": ({"CHATAPP_REDIS_URL": f"redis://app:{REDIS_PASSWORD}/0"}, None, "CHATAPP_REDIS_URL"),
     "registry-url-bad": ({"CHATAPP_SCHEMA_REGISTRY_URL": f"registry-user:{KAFKA_PASSWORD}@registry.internal:8081"}, None, "CHATAPP_SCHEMA_REGISTRY_URL"),
     "librdkafka-unknown-option": ({"CHATAPP_KAFKA_OPT_FETCH_WAIT_MS": "10"}, None, "CHATAPP_KAFKA_OPT_FETCH_WAIT_MS (fetch.wait.ms)"),
-    "librdkafka-invalid-value": ({"CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "soon"}, None, "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS (fetch.wait.max.ms)"),
+    "librdkafka-invalid-value": (
+        {"CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "soon"},
+        None,
+        "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS (fetch.wait.max.ms)",
+    ),
     "metrics-host-unresolvable": ({"CHATAPP_METRICS_HOST": "metrics.no-such-host.invalid"}, None, "CHATAPP_METRICS_HOST"),
     "toml-kafka-consumer-a-string": ({}, '[kafka]\nconsumer = "fetch.wait.max.ms=10"\n', "CHATAPP_CONFIG: [kafka.consumer]"),
     "toml-array-for-a-string": ({}, 'group_id = ["ops", "group"]\n', "group_id in "),

@@ -12,9 +12,9 @@ import sys
 import time
 
 import pytest
+from chatapp_devkit.samples import phone, request_record, sample_records
 from fastavro import schemaless_writer
 
-from chatapp_devkit.samples import phone, request_record, sample_records
 from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
 from tests.fixtures.service import (
     DLQ,
@@ -54,8 +54,13 @@ def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local
     total, per_call, concurrency = 30_000, 100, 4
     produce(service_cluster.bootstrap_servers, encode_samples(total))
     env = service_env(
-        service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, batch_max_recipients=per_call,
-        session_timeout_ms=3000, send_concurrency=concurrency, max_buffered_recipients=3000,
+        service_cluster.bootstrap_servers,
+        local_cams.url,
+        redis_url=shared_redis,
+        batch_max_recipients=per_call,
+        session_timeout_ms=3000,
+        send_concurrency=concurrency,
+        max_buffered_recipients=3000,
     )
     services = [start_service(env) for _ in range(3)]
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
@@ -109,12 +114,22 @@ def test_api_faults_end_every_request_with_one_result(service_cluster, local_cam
     denied = [codec.encode_request(request_record(f"denied-{i}", "blocked_template", "en", [phone(900_000 + i)])) for i in range(20)]
     produce(service_cluster.bootstrap_servers, values + denied)
     local_cams.set_faults(
-        rate_limit=0, error_rate=0.2, timeout_sleep_s=2.0,
+        rate_limit=0,
+        error_rate=0.2,
+        timeout_sleep_s=2.0,
         error_mix={"http500": 1, "timeout": 1, "drop": 1, "limit": 1},
         permanent_codes={"blocked_template": "Ram.PermissionDeny"},
     )
-    env = service_env(service_cluster.bootstrap_servers, local_cams.url, batch_max_recipients=50, rate_limit_per_second=100,
-                      http_read_timeout_s=1, retry_backoff_ms=50, retry_backoff_max_ms=500, retry_max_attempts=10)
+    env = service_env(
+        service_cluster.bootstrap_servers,
+        local_cams.url,
+        batch_max_recipients=50,
+        rate_limit_per_second=100,
+        http_read_timeout_s=1,
+        retry_backoff_ms=50,
+        retry_backoff_max_ms=500,
+        retry_max_attempts=10,
+    )
     service = start_service(env)
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(results_by_id(r)) >= total + 20, timeout=180), service.log_tail()
@@ -174,8 +189,10 @@ def test_many_offenders_cost_other_traffic_at_most_the_bisection_share(service_c
     last_clean = max(i for i, template in enumerate(calls) if template == "otp_login")
     halves_meanwhile = sum(1 for template in calls[: last_clean + 1] if template == "welcome")
     bisection = service.metric("chatapp_bisection_calls_total")
-    print(f"{len(bad)} offenders among {refused}: {sum(1 for t in calls if t == 'welcome')} calls ({bisection:.0f} for halves); "
-          f"the other template's {clean} requests done by call {last_clean + 1}, {halves_meanwhile} halves meanwhile")
+    print(
+        f"{len(bad)} offenders among {refused}: {sum(1 for t in calls if t == 'welcome')} calls ({bisection:.0f} for halves); "
+        f"the other template's {clean} requests done by call {last_clean + 1}, {halves_meanwhile} halves meanwhile"
+    )
     assert halves_meanwhile <= 24 + 0.2 * (last_clean + 1) + 2 * 8  # the share, plus the calls in flight or at the gates
     assert service.stop() == 0
 
@@ -263,7 +280,22 @@ def bad_messages(rng: random.Random, codec: PlainAvroCodec, count: int) -> tuple
     out: list[bytes] = []
     rejected: set[str] = set()
     wrong_schema = io.BytesIO()
-    schemaless_writer(wrong_schema, RESULT_SCHEMA, {"request_id": "x", "status": "SENT", "code": None, "message": None, "group_message_id": None, "api_request_id": None, "recipients": 1, "attempts": 1, "batch_id": None, "completed_at": 0})
+    schemaless_writer(
+        wrong_schema,
+        RESULT_SCHEMA,
+        {
+            "request_id": "x",
+            "status": "SENT",
+            "code": None,
+            "message": None,
+            "group_message_id": None,
+            "api_request_id": None,
+            "recipients": 1,
+            "attempts": 1,
+            "batch_id": None,
+            "completed_at": 0,
+        },
+    )
     for i in range(count):
         kind = i % 7
         rid = f"bad-{i}"
@@ -332,7 +364,9 @@ def test_replay_dlq_reinjects_dead_letters(service_cluster, local_cams, start_se
     other = topic_reader(service_cluster.bootstrap_servers, "other-team.topic")
     other.poll(1.0)
     assert other.messages == []
-    again = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3", "--dry-run"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    again = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3", "--dry-run"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert "would replay 2 messages" in again.stdout, "the replay group resumes after what it already replayed"
     staging = subprocess.run([sys.executable, "-m", "consumer", "replay-dlq", "--timeout", "3", "--to", "staging.requests"], env=env, capture_output=True, text=True,
                              timeout=60, cwd=ROOT)  # fmt: skip

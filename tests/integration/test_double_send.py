@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import collections
 
+from chatapp_devkit.samples import phone, request_record
 from confluent_kafka import Producer
 
-from chatapp_devkit.samples import phone, request_record
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.service import REQUESTS, RESULTS, produce, service_env, wait_for
 
@@ -31,8 +31,12 @@ def test_the_same_request_on_two_instances_is_sent_once(service_cluster, local_c
     services = [start_service(env) for _ in range(2)]
     for s in services:
         s.wait_ready(timeout=45)
-    assert wait_for(lambda: all(s.metric("chatapp_assigned_partitions") > 0 for s in services)
-                    and sum(s.metric("chatapp_assigned_partitions") for s in services) == PARTITIONS, timeout=60), services[0].log_tail()
+    assert wait_for(
+        lambda: (
+            all(s.metric("chatapp_assigned_partitions") > 0 for s in services) and sum(s.metric("chatapp_assigned_partitions") for s in services) == PARTITIONS
+        ),
+        timeout=60,
+    ), services[0].log_tail()
     codec = PlainAvroCodec()
     produce_to_every_partition(bootstrap, [codec.encode_request(request_record(f"dup-{i}", "welcome", "en", [phone(i)])) for i in range(IDS)])
     results = topic_reader(bootstrap, RESULTS)
@@ -56,8 +60,13 @@ def test_a_reused_request_id_is_rejected_not_answered_with_the_first_result(serv
     results = topic_reader(bootstrap, RESULTS)
     produce(bootstrap, [codec.encode_request(request_record("shared-id", "welcome", "en", [phone(1)]))])
     assert results.read_until(lambda r: len(r.messages) >= 1, timeout=60), service.log_tail()
-    produce(bootstrap, [codec.encode_request(request_record("shared-id", "welcome", "en", [phone(2), phone(3)])),  # other content
-                        codec.encode_request(request_record("shared-id", "welcome", "en", [phone(1)]))])  # a copy
+    produce(
+        bootstrap,
+        [
+            codec.encode_request(request_record("shared-id", "welcome", "en", [phone(2), phone(3)])),  # other content
+            codec.encode_request(request_record("shared-id", "welcome", "en", [phone(1)])),
+        ],
+    )  # a copy
     assert results.read_until(lambda r: len(r.messages) >= 3, timeout=60), service.log_tail()
     answers = results.results()
     [reused] = [r for r in answers if r["status"] != "SENT"]

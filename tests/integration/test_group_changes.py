@@ -38,7 +38,7 @@ def test_commit_metadata_round_trips_through_the_broker(service_cluster) -> None
     first.finish([(REQUESTS, partition, o) for o in (1, 2, 4)])  # 0 and 3 unfinished
     kafka = KafkaIO(config, print, print, print, first.committed)
     kafka.commit(first.to_commit(), asynchronous=False)
-    (position, metadata), = kafka.committed([tp]).values()
+    ((position, metadata),) = kafka.committed([tp]).values()
     kafka.close(5)
     assert position == 0 and metadata
     from consumer.finished import decode

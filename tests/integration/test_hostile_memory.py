@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chatapp_devkit.samples import phone, request_record
+
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.service import RESULTS, produce, service_env
 

@@ -9,9 +9,9 @@ import collections
 import random
 
 import pytest
+from chatapp_devkit.samples import phone, sample_records
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from chatapp_devkit.samples import phone, sample_records
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.hostile import DLQ, REQUESTS, RESULTS, hostile_messages
 from tests.fixtures.service import committed, service_env, wait_for

@@ -4,6 +4,7 @@ local CAMS endpoint over HTTP): no record it writes crashes it, no destination s
 from __future__ import annotations
 
 from chatapp_devkit.samples import phone, request_record
+
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.service import DLQ, REQUESTS, RESULTS, committed, encode_samples, produce, service_env, wait_for
 
@@ -72,7 +73,9 @@ def test_reply_to_names_only_allowed_topics(service_cluster, local_cams, start_s
     for i, topic in enumerate(hostile):
         produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record(f"hostile-{i}", "welcome", "en", [phone(100 + i)]))],
                 headers=[("reply-to", topic.encode())])  # fmt: skip
-    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("own", "welcome", "en", [phone(1)]))], headers=[("reply-to", RESULTS.encode())])
+    produce(
+        service_cluster.bootstrap_servers, [codec.encode_request(request_record("own", "welcome", "en", [phone(1)]))], headers=[("reply-to", RESULTS.encode())]
+    )
     produce(service_cluster.bootstrap_servers, encode_samples(20, start=10))
     service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url))
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
@@ -90,7 +93,11 @@ def test_reply_to_names_only_allowed_topics(service_cluster, local_cams, start_s
 def test_a_failing_reply_to_topic_falls_back_and_the_commit_moves_on(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
     service_cluster.create_topic("team-a.results", 1)
-    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("routed", "welcome", "en", [phone(2)]))], headers=[("reply-to", b"team-a.results")])
+    produce(
+        service_cluster.bootstrap_servers,
+        [codec.encode_request(request_record("routed", "welcome", "en", [phone(2)]))],
+        headers=[("reply-to", b"team-a.results")],
+    )
     # the broker refuses the next produce requests, the service's first (as an ACL denying the topic
     # would): the team's result fails twice, then falls back to the reply topic
     service_cluster.push_request_errors(PRODUCE, [TOPIC_AUTHORIZATION_FAILED] * 2)
@@ -102,7 +109,11 @@ def test_a_failing_reply_to_topic_falls_back_and_the_commit_moves_on(service_clu
     assert (routed["request_id"], routed["status"], routed["code"]) == ("routed", "SENT", "Chatapp.ReplyToFailed") and "its code was OK" in routed["message"]
     assert "delivery to team-a.results failed" in service.log_path.read_text()
     # an allowed, working reply-to gets its result
-    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("routed-ok", "welcome", "en", [phone(3)]))], headers=[("reply-to", b"team-a.results")])
+    produce(
+        service_cluster.bootstrap_servers,
+        [codec.encode_request(request_record("routed-ok", "welcome", "en", [phone(3)]))],
+        headers=[("reply-to", b"team-a.results")],
+    )
     assert team.read_until(lambda r: len(r.messages) >= 1, timeout=30), service.log_tail()
     assert [x["request_id"] for x in team.results()] == ["routed-ok"]
     assert [x["request_id"] for x in results.results()] == ["routed"]

@@ -4,6 +4,7 @@ in its own process, the mock broker over TCP, the local CAMS endpoint over HTTP.
 from __future__ import annotations
 
 from chatapp_devkit.samples import request_record
+
 from consumer.codec import PlainAvroCodec, _long
 from tests.fixtures.service import RESULTS, produce, service_env
 

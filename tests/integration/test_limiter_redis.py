@@ -18,7 +18,7 @@ from redis import Redis
 
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, RedisLimiter, connect
 from consumer.limiter.gcra import emission_interval
-from tests.fixtures.builders import max_in_window, Recorder
+from tests.fixtures.builders import Recorder, max_in_window
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.redis import PrivateRedis
 
@@ -96,9 +96,11 @@ def test_three_processes_share_one_budget_exactly(prefix: str, reserve: bool) ->
     per_process = [len(grants) for _, grants in results]
     times = sorted(t for _, grants in results for t in grants)
     budget = TEN.rate_per_second * duration
-    print(f"\ngrants per process {per_process}, total {len(times)} of {budget:.0f} "
-          f"({len(times) / budget:.1%}), max in any 1 s window {max_in_window(times)}, "
-          f"min gap {min(b - a for a, b in zip(times, times[1:])) * 1000:.1f} ms")
+    print(
+        f"\ngrants per process {per_process}, total {len(times)} of {budget:.0f} "
+        f"({len(times) / budget:.1%}), max in any 1 s window {max_in_window(times)}, "
+        f"min gap {min(b - a for a, b in zip(times, times[1:])) * 1000:.1f} ms"
+    )
     assert all(n > 0 for n in per_process)
     assert max_in_window(times) <= 10
     assert len(times) >= 0.95 * budget
@@ -203,9 +205,7 @@ def timed(call: Callable[[], float]) -> float:
     return result
 
 
-def test_outage_falls_back_to_a_share_and_recovers(
-    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_outage_falls_back_to_a_share_and_recovers(private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="consumer.limiter")
     clock = FakeClock()  # paces re-probes and the fallback limiter; Redis keeps its own clock
     rec = Recorder()

@@ -22,8 +22,8 @@ from alibabacloud_cams20200606 import models as cams_models
 from alibabacloud_cams20200606.client import Client as SdkClient
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config
-
 from chatapp_devkit.local_cams import ACTION, VERSION, LocalCams, LocalCamsServer
+
 from consumer.cams.signing import sign_headers
 from tests.fixtures.cams import TEST_KEY_ID, TEST_SECRET
 
@@ -451,10 +451,7 @@ def sdk_for(cams: LocalCams, key: str, secret: str, token: str | None = None) ->
 
 
 def sdk_request(recipients: int = 2, template: str = "T_OK") -> cams_models.SendChatappMassMessageRequest:
-    senders = [
-        cams_models.SendChatappMassMessageRequestSenderList(to=number(i), template_params={"name": f"Zoë {i}*~ x"})
-        for i in range(recipients)
-    ]
+    senders = [cams_models.SendChatappMassMessageRequestSenderList(to=number(i), template_params={"name": f"Zoë {i}*~ x"}) for i in range(recipients)]
     return cams_models.SendChatappMassMessageRequest(
         channel_type="whatsapp", template_code=template, language="en", from_=FROM, sender_list=senders,
         fall_back_duration=120, task_id="task 1",

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
 from chatapp_devkit.samples import phone, request_record, sample_records
+
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.service import (
     DLQ,
@@ -37,12 +37,21 @@ ECHO_NUMBERS = ["8613977700001", "+8613977700002", "447700900123"]
 ECHO_CODE = "Recipient.Blocked:" + ",".join(ECHO_NUMBERS)
 FORMATTED_TEMPLATE = "echo_formatted"
 # Its refusal names numbers as people write them, and inside identifiers: each must be masked.
-FORMATTED_ECHOES = {"+86 139 7770 0004": "8613977700004", "+1 (415) 555-0107": "14155550107",
-                    "req-8613977700005": "8613977700005", "id_8613977700006": "8613977700006", "to8613977700007": "8613977700007"}
+FORMATTED_ECHOES = {
+    "+86 139 7770 0004": "8613977700004",
+    "+1 (415) 555-0107": "14155550107",
+    "req-8613977700005": "8613977700005",
+    "id_8613977700006": "8613977700006",
+    "to8613977700007": "8613977700007",
+}
 FORMATTED_CODE = "Recipient.Blocked:" + ";".join(FORMATTED_ECHOES)
-DLQ_VALUES = [b"", b"\x00\x01\x02garbage", b"x" * 300,
-              # a producer that sent JSON by mistake: the bytes carry a number of the traffic
-              json.dumps({"request_id": "json-1", "recipients": [{"to": "8613977700009"}]}).encode()]
+DLQ_VALUES = [
+    b"",
+    b"\x00\x01\x02garbage",
+    b"x" * 300,
+    # a producer that sent JSON by mistake: the bytes carry a number of the traffic
+    json.dumps({"request_id": "json-1", "recipients": [{"to": "8613977700009"}]}).encode(),
+]
 REQUIRED_KEYS = {"ts", "level", "logger", "msg"}
 
 
@@ -96,7 +105,8 @@ def test_logs_are_json_and_never_hold_the_secret_or_a_full_number(cluster, cams,
     assert BAD_NUMBER in numbers and set(ECHO_NUMBERS) <= numbers
     produce(cluster.bootstrap_servers, values)
     env = service_env(
-        cluster.bootstrap_servers, cams.url,
+        cluster.bootstrap_servers,
+        cams.url,
         log_level="DEBUG",
         batch_max_recipients=50,  # many calls, so the 10% faults and retries really happen
         batch_linger_ms=50,
@@ -156,7 +166,9 @@ def test_logs_are_json_and_never_hold_the_secret_or_a_full_number(cluster, cams,
     assert echoed, "the API's echo of the numbers was never logged"
     assert "8613*******01" in echoed[0] and "+8613*******02" in echoed[0] and "4477******23" in echoed[0], echoed[0]
     # ... and the echo of numbers with separators or inside identifiers, masked too
-    assert any("+86 13* **** **04" in e["msg"] and "req-8613*******05" in e["msg"] for e in entries), [e["msg"] for e in entries if "Recipient.Blocked" in e["msg"]]
+    assert any("+86 13* **** **04" in e["msg"] and "req-8613*******05" in e["msg"] for e in entries), [
+        e["msg"] for e in entries if "Recipient.Blocked" in e["msg"]
+    ]
     separated = [(digits, line) for line in lines for digits in FORMATTED_ECHOES.values() if digits in re.sub(r"[\s().+-]", "", line)]
     assert not separated, f"numbers written with separators or in identifiers, unmasked: {separated[:3]}"
     assert any("dead-lettered" in e["msg"] for e in entries)

@@ -12,10 +12,10 @@ import urllib.request
 import uuid
 
 import pytest
+from chatapp_devkit.mockcluster import MockCluster, MockClusterError
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from chatapp_devkit.mockcluster import MockCluster, MockClusterError
 from tests.fixtures.kafka import (
     FAST_FETCH,
     committed_offsets,
@@ -130,8 +130,7 @@ def test_group_commit_is_read_back(shared_mock_cluster: MockCluster) -> None:
     produce_values(bootstrap, topic, [b"a", b"b", b"c"], key=b"one")
     produce_values(bootstrap, topic, [b"d", b"e"], key=b"two")
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-         "enable.auto.commit": False, "log_level": 0, **FAST_FETCH}
+        {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0, **FAST_FETCH}
     )
     try:
         consumer.subscribe([topic])

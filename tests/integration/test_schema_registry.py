@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
-
 from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
 from chatapp_devkit.processes import child_env
 from chatapp_devkit.registry_standin import RegistryStandIn
 from chatapp_devkit.samples import phone, request_record, sample_records
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
 from consumer.codec import (
     REQUEST_SCHEMA_JSON,
     RESULT_SCHEMA_JSON,
@@ -88,8 +88,18 @@ def test_encode_decode_roundtrip_registers_both_schemas(registry: RegistryStandI
     assert codec.decode(codec.encode_request(record)) == record  # the id is cached: one registration
     assert [p for m, p in registry.requests if m == "POST"] == [f"/subjects/{REQUEST_SUBJECT}/versions"]
 
-    result = {"request_id": "rt-1", "status": "SENT", "code": "OK", "message": None, "group_message_id": "g-1",
-              "api_request_id": "a-1", "recipients": 2, "attempts": 1, "batch_id": "b-1", "completed_at": 1_700_000_000_000}
+    result = {
+        "request_id": "rt-1",
+        "status": "SENT",
+        "code": "OK",
+        "message": None,
+        "group_message_id": "g-1",
+        "api_request_id": "a-1",
+        "recipients": 2,
+        "attempts": 1,
+        "batch_id": "b-1",
+        "completed_at": 1_700_000_000_000,
+    }
     encoded = codec.encode_result(SendResult.from_record(result))
     assert client.get_subjects() == sorted([REQUEST_SUBJECT, RESULT_SUBJECT])
     assert json.loads(client.get_latest_version(RESULT_SUBJECT).schema.schema_str) == RESULT_SCHEMA_JSON

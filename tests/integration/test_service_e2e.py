@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from chatapp_devkit.samples import LANGUAGES, TEMPLATES, phone, request_record
+
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.calls import assert_kept_to_the_rate
 from tests.fixtures.service import (
@@ -105,11 +105,20 @@ def test_bad_messages_go_to_the_dlq_while_good_ones_flow(service_cluster, local_
 def test_reply_headers_and_api_errors_become_results(service_cluster, local_cams, start_service, topic_reader):
     codec = PlainAvroCodec()
     local_cams.set_faults(permanent_codes={"payment_due": "Ram.PermissionDeny"}, http200_codes={"promo_autumn": "Template.NotFound"})
-    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-ok", "welcome", "en", [phone(1)]))], headers=[("correlation-id", b"c-123")])
-    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-other", "welcome", "en", [phone(2)]))], headers=[("reply-to", b"custom.replies")])
+    produce(
+        service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-ok", "welcome", "en", [phone(1)]))], headers=[("correlation-id", b"c-123")]
+    )
+    produce(
+        service_cluster.bootstrap_servers,
+        [codec.encode_request(request_record("r-other", "welcome", "en", [phone(2)]))],
+        headers=[("reply-to", b"custom.replies")],
+    )
     produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-denied", "payment_due", "en", [phone(3)]))])
     produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-missing", "promo_autumn", "en", [phone(4)]))])
-    produce(service_cluster.bootstrap_servers, [codec.encode_request(request_record("r-expired", "welcome", "en", [phone(5)], expires_at=int(time.time() * 1000) - 1000))])
+    produce(
+        service_cluster.bootstrap_servers,
+        [codec.encode_request(request_record("r-expired", "welcome", "en", [phone(5)], expires_at=int(time.time() * 1000) - 1000))],
+    )
     service_cluster.create_topic("custom.replies", 1)
     service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, reply_to_pattern=r"custom\.[a-z]+"))
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
@@ -157,7 +166,16 @@ def test_commits_never_pass_an_unfinished_message(service_cluster, local_cams, s
     values = encode_samples(total)
     produce(service_cluster.bootstrap_servers, values, keys=[str(i).encode() for i in range(total)])
     local_cams.set_faults(error_rate=0.5, error_mix={"http500": 1.0})
-    env = service_env(service_cluster.bootstrap_servers, local_cams.url, retry_backoff_ms=1500, retry_backoff_max_ms=3000, batch_max_recipients=100, batch_linger_ms=20, rate_limit_per_second=50, max_buffered_recipients=2000)
+    env = service_env(
+        service_cluster.bootstrap_servers,
+        local_cams.url,
+        retry_backoff_ms=1500,
+        retry_backoff_max_ms=3000,
+        batch_max_recipients=100,
+        batch_linger_ms=20,
+        rate_limit_per_second=50,
+        max_buffered_recipients=2000,
+    )
     local_cams.set_faults(rate_limit=0)
     service = start_service(env)
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)

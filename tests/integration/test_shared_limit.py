@@ -7,8 +7,8 @@ import collections
 import time
 
 import pytest
-
 from chatapp_devkit.local_cams import LocalCams
+
 from tests.fixtures.calls import max_received_in_window, received_between
 from tests.fixtures.service import (
     RESULTS,
@@ -36,7 +36,14 @@ def test_three_instances_share_one_budget_exactly_and_keep_it_full(service_clust
     total, per_call, run_s = 45_000, 100, 30.0
     backlog = encode_samples(total)
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
-        env = service_env(service_cluster.bootstrap_servers, cams.url, redis_url=shared_redis, batch_max_recipients=per_call, rate_limit_per_second=RATE, max_buffered_recipients=3000)
+        env = service_env(
+            service_cluster.bootstrap_servers,
+            cams.url,
+            redis_url=shared_redis,
+            batch_max_recipients=per_call,
+            rate_limit_per_second=RATE,
+            max_buffered_recipients=3000,
+        )
         services = [start_service(env) for _ in range(3)]
         for service in services:
             service.wait_ready(timeout=30)  # ready = partitions assigned: the group has settled
@@ -97,7 +104,14 @@ def test_redis_outage_falls_back_then_recovers(service_cluster, private_redis, s
     total = 4_000
     produce(service_cluster.bootstrap_servers, encode_samples(total))
     with LocalCams.start(accounts={TEST_KEY_ID: TEST_SECRET}, rate_limit=RATE) as cams:
-        env = service_env(service_cluster.bootstrap_servers, cams.url, redis_url=private_redis.url, batch_max_recipients=20, rate_limit_per_second=RATE, limiter_fallback_instances=2)
+        env = service_env(
+            service_cluster.bootstrap_servers,
+            cams.url,
+            redis_url=private_redis.url,
+            batch_max_recipients=20,
+            rate_limit_per_second=RATE,
+            limiter_fallback_instances=2,
+        )
         service = start_service(env)
         results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
         assert results.read_until(lambda r: len(r.messages) >= 200, timeout=30), service.log_tail()

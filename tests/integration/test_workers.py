@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from chatapp_devkit.local_cams import LocalCams
+
 from tests.fixtures.calls import assert_kept_to_the_rate
 from tests.fixtures.service import RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env, wait_for
 
@@ -90,7 +90,9 @@ def kill_a_worker_midway(service, bootstrap: str, total: int) -> float:
     killed_at = time.time()
     os.kill(victim, signal.SIGKILL)
     assert wait_for(lambda: service.metric("chatapp_worker_restarts_total") == 1, 20, every=0.1), "not within 20 s: the supervisor restarted the worker"
-    assert wait_for(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, every=0.1), "not within 10 s: two workers again"
+    assert wait_for(lambda: len(children(service.process.pid)) == 2 and victim not in children(service.process.pid), 10, every=0.1), (
+        "not within 10 s: two workers again"
+    )
     return killed_at
 
 

@@ -23,7 +23,7 @@ from consumer.cams.client import (
 )
 from consumer.cams.errors import Outcome
 from consumer.cams.payload import build_query
-from tests.fixtures.builders import avro_recipient, make_key, RICH
+from tests.fixtures.builders import RICH, avro_recipient, make_key
 
 NOW = 1767225600.5  # 2026-01-01T00:00:00.5Z
 NONCE = "0123456789abcdef0123456789abcdef"
@@ -115,9 +115,7 @@ def verify(request: httpx.Request, secret: str) -> bool:
     auth = signing.parse_authorization(request.headers["authorization"])
     headers = {name: request.headers[name] for name in auth.signed_headers}
     query = dict(parse_qsl(wire_query(request), keep_blank_values=True))
-    canonical = signing.canonical_request(
-        request.method, request.url.path, query, headers, auth.signed_headers, signing.EMPTY_BODY_SHA256
-    )
+    canonical = signing.canonical_request(request.method, request.url.path, query, headers, auth.signed_headers, signing.EMPTY_BODY_SHA256)
     return signing.signature(secret, canonical) == auth.signature
 
 
@@ -325,7 +323,6 @@ def test_credentials_repr_hides_secret_and_token() -> None:
 def test_static_credentials_provide_themselves() -> None:
     assert STS.get() is STS
     assert isinstance(STS.get(), Credentials)
-
 
 
 def test_percent_encoding_is_urllib_quote_for_every_character() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from consumer.cams.payload import build_query, sender_entry
-from tests.fixtures.builders import avro_recipient, make_key, RICH
+from tests.fixtures.builders import RICH, avro_recipient, make_key
 
 
 def test_minimal_recipient_has_only_to() -> None:

@@ -35,7 +35,7 @@ from consumer.cams import signing
 from consumer.cams.client import CamsClient, Credentials, StaticCredentials
 from consumer.cams.errors import Outcome
 from consumer.models import BatchKey, Recipient
-from tests.fixtures.builders import avro_recipient, make_key, RICH
+from tests.fixtures.builders import RICH, avro_recipient, make_key
 
 NOW = 1767225600.0
 DATE = "2026-01-01T00:00:00Z"
@@ -145,9 +145,7 @@ def _sdk_recipient(r: Recipient) -> cams_models.SendChatappMassMessageRequestSen
                 cams_models.SendChatappMassMessageRequestSenderListProductActionSections(
                     title=section["title"],
                     product_items=[
-                        cams_models.SendChatappMassMessageRequestSenderListProductActionSectionsProductItems(
-                            product_retailer_id=item["product_retailer_id"]
-                        )
+                        cams_models.SendChatappMassMessageRequestSenderListProductActionSectionsProductItems(product_retailer_id=item["product_retailer_id"])
                         for item in section["product_items"]
                     ],
                 )
@@ -214,7 +212,7 @@ def our_send(srv: _CaptureServer, creds: Credentials, key: BatchKey, recipients:
 AK = StaticCredentials("LTAI5tTestAccessKeyId", "TestAccessKeySecret0123456789")
 STS = StaticCredentials("STS.NTestStsKeyId", "StsSecret/With+Odd=Chars", "CAIS.sts+token/with=chars==")
 
-ODD = "Hello World * ~ + & = % # ? / 你好 ¡olé! 🎉 \"quoted\" back\\slash\ttab"
+ODD = 'Hello World * ~ + & = % # ? / 你好 ¡olé! 🎉 "quoted" back\\slash\ttab'
 
 CASES: dict[str, tuple[Credentials, BatchKey, list[Recipient]]] = {
     "access_key": (AK, make_key(), [avro_recipient("8613800000001", template_params={"name": "Ann"})]),
@@ -312,14 +310,10 @@ def test_sdk_signing_code_signs_our_request_as_we_did(pair: tuple[Credentials, C
 def test_our_signing_code_signs_the_sdk_request_as_it_did(pair: tuple[Credentials, Captured, Captured]) -> None:
     creds, sdk, _ = pair
     auth = sdk.authorization
-    canonical = signing.canonical_request(
-        sdk.method, "/", dict(sdk.query), sdk.signed, auth.signed_headers, hashlib.sha256(sdk.body).hexdigest()
-    )
+    canonical = signing.canonical_request(sdk.method, "/", dict(sdk.query), sdk.signed, auth.signed_headers, hashlib.sha256(sdk.body).hexdigest())
     assert signing.signature(creds.access_key_secret, canonical) == auth.signature
     unsigned = {name: value for name, value in sdk.signed.items() if name != "x-acs-content-sha256"}
-    resigned = signing.sign_headers(
-        sdk.method, "/", dict(sdk.query), unsigned, sdk.body, creds.access_key_id, creds.access_key_secret
-    )
+    resigned = signing.sign_headers(sdk.method, "/", dict(sdk.query), unsigned, sdk.body, creds.access_key_id, creds.access_key_secret)
     assert resigned["authorization"] == sdk.headers["authorization"]
 
 

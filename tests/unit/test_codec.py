@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from chatapp_devkit.samples import request_record
+
 from consumer.codec import DecodeError, PlainAvroCodec
 from consumer.models import SendResult, Status
 
@@ -28,7 +28,7 @@ def full_record() -> dict:
         task_id="t",
         cust_space_id="cs",
         tag="tag",
-        expires_at=datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=timezone.utc),
+        expires_at=datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=UTC),
     )
     record["recipients"][1].update(
         recipient_type="individual",
@@ -44,7 +44,15 @@ def full_record() -> dict:
 
 def result_record() -> dict:
     return SendResult(
-        "req-42", Status.SENT, "OK", None, 2, attempts=1, group_message_id="G", api_request_id="R", batch_id="b-1",
+        "req-42",
+        Status.SENT,
+        "OK",
+        None,
+        2,
+        attempts=1,
+        group_message_id="G",
+        api_request_id="R",
+        batch_id="b-1",
         completed_at_ms=1_767_225_600_123,
     ).to_record()
 
@@ -192,10 +200,13 @@ def test_the_hand_written_result_encoder_writes_what_fastavro_writes() -> None:
         result = SendResult(
             request_id=rng.choice(["r", "req-1", "ü-" * 40, "x" * 200]) + str(rng.randrange(10**9)),
             status=rng.choice(list(Status)),
-            code=rng.choice(texts), message=rng.choice(texts),
+            code=rng.choice(texts),
+            message=rng.choice(texts),
             recipients=rng.choice([0, 1, 63, 64, 127, 128, 1000, 2**31 - 1]),
             attempts=rng.choice([0, 1, 2, 50, 10_000]),
-            group_message_id=rng.choice(texts), api_request_id=rng.choice(texts), batch_id=rng.choice(texts),
+            group_message_id=rng.choice(texts),
+            api_request_id=rng.choice(texts),
+            batch_id=rng.choice(texts),
             completed_at_ms=rng.choice([0, 1, 1_795_595_443_442, 2**62]),
         )
         expected = io.BytesIO()
@@ -209,8 +220,10 @@ def test_a_settled_group_encodes_as_its_results_one_by_one() -> None:
     from consumer.codec import RegistryAvroCodec
     from consumer.models import SendRequest, Settled, SliceOutcome, Source
 
-    requests = [SendRequest(f"req-{i}-ü" + "x" * size, None, [{}] * n, None, Source("t", 0, i, 0))  # type: ignore[arg-type]
-                for i, (size, n) in enumerate([(0, 1), (60, 64), (0, 1000), (200, 1)])]  # ids of one and of two varint bytes
+    requests = [
+        SendRequest(f"req-{i}-ü" + "x" * size, None, [{}] * n, None, Source("t", 0, i, 0))  # type: ignore[arg-type]
+        for i, (size, n) in enumerate([(0, 1), (60, 64), (0, 1000), (200, 1)])
+    ]  # ids of one and of two varint bytes
     for outcome in (SliceOutcome(Status.SENT, "OK", None, 1, "G-1", "R-1", "b-1"), SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "late ✗", 0)):
         group = Settled(outcome, 1_795_595_443_442, requests)
         registry = RegistryAvroCodec(lambda schema_id: "", lambda subject, schema: 42, "replies-value", "requests-value")

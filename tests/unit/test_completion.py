@@ -151,7 +151,7 @@ def test_concurrent_slices_finish_each_request_exactly_once() -> None:
 
     def worker(index: int) -> None:
         start.wait()
-        for request, slices in pairs:
+        for _, slices in pairs:
             for piece in slices[index::8]:
                 result = slice_done(completion, piece, sent(f"G{index}"), AT)
                 if result is not None:

@@ -162,7 +162,10 @@ def test_every_bad_value_is_reported_at_once_one_line_each(tmp_path: Path) -> No
         ({"CHATAPP_SEND_CONCURRENCY": "2.5"}, "CHATAPP_SEND_CONCURRENCY: expected int, got '2.5'"),
         ({"CHATAPP_LOG_LEVEL": "debug"}, "CHATAPP_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR (got 'debug')"),
         ({"CHATAPP_INFLIGHT_POLICY": "maybe"}, "CHATAPP_INFLIGHT_POLICY: must be one of resend, fail (got 'maybe')"),
-        ({"CHATAPP_REDIS_URL": "http://redis:6379"}, "CHATAPP_REDIS_URL: must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket (got 'http://redis:6379')"),
+        (
+            {"CHATAPP_REDIS_URL": "http://redis:6379"},
+            "CHATAPP_REDIS_URL: must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket (got 'http://redis:6379')",
+        ),
         ({"ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET}, "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set together"),
     ],
 )
@@ -221,8 +224,7 @@ def full_secret_env() -> dict[str, str]:
 def test_secrets_never_in_repr_or_redacted(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        '[accounts.marketing]\naccess_key_id = "LTAI-mkt"\naccess_key_secret_env = "MARKETING_SECRET"\n'
-        f'security_token = "{TOKEN}-mkt"\n',
+        f'[accounts.marketing]\naccess_key_id = "LTAI-mkt"\naccess_key_secret_env = "MARKETING_SECRET"\nsecurity_token = "{TOKEN}-mkt"\n',
     )
     config = load(full_secret_env(), path)
     assert config.access_key_secret == SECRET
@@ -364,9 +366,7 @@ def test_named_accounts_with_secret_env_and_inherited_limits(tmp_path: Path) -> 
 
 def test_account_secret_env_naming_an_unset_variable_is_a_problem(tmp_path: Path) -> None:
     path = write(tmp_path, '[accounts.marketing]\naccess_key_id = "LTAI-mkt"\naccess_key_secret_env = "MKT_SECRET"\n')
-    assert problems_of({}, path) == [
-        "[accounts.marketing]: needs access_key_id and access_key_secret (or access_key_secret_env naming a set variable)"
-    ]
+    assert problems_of({}, path) == ["[accounts.marketing]: needs access_key_id and access_key_secret (or access_key_secret_env naming a set variable)"]
 
 
 def test_account_problems_are_all_reported(tmp_path: Path) -> None:
@@ -409,8 +409,7 @@ def test_account_with_the_default_credential_chain(tmp_path: Path) -> None:
 def test_default_chain_account_takes_no_keys_and_unknown_sources_are_reported(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        '[accounts.a]\ncredentials = "default-chain"\naccess_key_id = "LTAI-a"\n'
-        '[accounts.b]\ncredentials = "vault"\n',
+        '[accounts.a]\ncredentials = "default-chain"\naccess_key_id = "LTAI-a"\n[accounts.b]\ncredentials = "vault"\n',
     )
     assert problems_of({}, path) == [
         '[accounts.a]: credentials = "default-chain" takes no access_key_id, access_key_secret or security_token',
@@ -444,8 +443,10 @@ def test_environment_keys_with_named_accounts_give_both(tmp_path: Path) -> None:
         ({"CHATAPP_KAFKA_OPT_NO_SUCH_THING": "1"}, "CHATAPP_KAFKA_OPT_NO_SUCH_THING (no.such.thing)"),
         ({"CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "soon"}, "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS (fetch.wait.max.ms)"),
         ({"CHATAPP_KAFKA_PRODUCER_OPT_COMPRESSION_CODEC": "zip"}, "CHATAPP_KAFKA_PRODUCER_OPT_COMPRESSION_CODEC (compression.codec)"),
-        ({"CHATAPP_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL", "CHATAPP_KAFKA_OPT_SASL_MECHANISMS": "PLAIN",
-          "CHATAPP_KAFKA_OPT_SASL_PASSWORD": SECRET}, "Kafka options"),  # no sasl.username: librdkafka refuses the set
+        (
+            {"CHATAPP_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL", "CHATAPP_KAFKA_OPT_SASL_MECHANISMS": "PLAIN", "CHATAPP_KAFKA_OPT_SASL_PASSWORD": SECRET},
+            "Kafka options",
+        ),  # no sasl.username: librdkafka refuses the set
     ],
 )
 def test_bad_address_or_kafka_option_is_one_line_naming_the_setting_without_its_secret(env: dict[str, str], named: str) -> None:
@@ -468,13 +469,15 @@ def test_a_kafka_option_shared_by_consumer_and_producer_is_reported_once() -> No
 
 
 def test_good_addresses_pass(tmp_path: Path) -> None:
-    config = load({
-        "CHATAPP_CAMS_ENDPOINT": "http://127.0.0.1:8080/",
-        "CHATAPP_REDIS_URL": "rediss://app:pw@redis.internal:6380/2?socket_timeout=1",
-        "CHATAPP_SCHEMA_REGISTRY_URL": "https://registry.internal/sr,https://backup:8081",
-        "CHATAPP_METRICS_HOST": "localhost",
-        "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
-    })
+    config = load(
+        {
+            "CHATAPP_CAMS_ENDPOINT": "http://127.0.0.1:8080/",
+            "CHATAPP_REDIS_URL": "rediss://app:pw@redis.internal:6380/2?socket_timeout=1",
+            "CHATAPP_SCHEMA_REGISTRY_URL": "https://registry.internal/sr,https://backup:8081",
+            "CHATAPP_METRICS_HOST": "localhost",
+            "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
+        }
+    )
     assert config.redis_url.startswith("rediss://") and config.metrics_host == "localhost"
     assert load({"CHATAPP_REDIS_URL": "unix:///run/redis.sock?db=1"}).redis_url == "unix:///run/redis.sock?db=1"
 
@@ -490,17 +493,18 @@ def test_kafka_consumer_or_producer_given_as_a_string_is_a_problem_not_a_crash(t
 def test_toml_arrays_tables_and_booleans_are_refused_for_string_settings(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        'group_id = ["a", "b"]\nreply_topic = true\n[metrics_host]\nhost = "0.0.0.0"\n'
-        f'[kafka]\ndebug = ["cgrp", "topic"]\n"sasl.password" = ["{SECRET}"]\n',
+        f'group_id = ["a", "b"]\nreply_topic = true\n[metrics_host]\nhost = "0.0.0.0"\n[kafka]\ndebug = ["cgrp", "topic"]\n"sasl.password" = ["{SECRET}"]\n',
     )
     problems = problems_of({}, path)
-    assert sorted(problems) == sorted([
-        f"group_id in {path}: expected str, got ['a', 'b']",
-        f"reply_topic in {path}: expected str, got True",
-        f"metrics_host in {path}: expected str, got {{'host': '0.0.0.0'}}",
-        f"debug in [kafka] of {path}: expected a string, number or boolean, got ['cgrp', 'topic']",
-        f"sasl.password in [kafka] of {path}: expected a string, number or boolean, got (hidden)",
-    ])
+    assert sorted(problems) == sorted(
+        [
+            f"group_id in {path}: expected str, got ['a', 'b']",
+            f"reply_topic in {path}: expected str, got True",
+            f"metrics_host in {path}: expected str, got {{'host': '0.0.0.0'}}",
+            f"debug in [kafka] of {path}: expected a string, number or boolean, got ['cgrp', 'topic']",
+            f"sasl.password in [kafka] of {path}: expected a string, number or boolean, got (hidden)",
+        ]
+    )
 
 
 def test_numbers_are_still_accepted_as_text_for_string_settings(tmp_path: Path) -> None:
@@ -508,13 +512,15 @@ def test_numbers_are_still_accepted_as_text_for_string_settings(tmp_path: Path) 
 
 
 def test_redacted_hides_credentials_in_every_url(tmp_path: Path) -> None:
-    config = load({
-        "CHATAPP_CAMS_ENDPOINT": f"https://user:{SECRET}@cams.example",
-        "CHATAPP_REDIS_URL": f"redis://redis.internal:6379/0?password={SECRET}",
-        "CHATAPP_SCHEMA_REGISTRY_URL": f"https://registry.internal?token={SECRET}",
-        "CHATAPP_KAFKA_OPT_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": f"https://idp.example/token?client_secret={SECRET}",
-        "CHATAPP_KAFKA_OPT_SASL_KERBEROS_KINIT_CMD": f"kinit --url https://kdc:{SECRET}@kdc.example",
-    })
+    config = load(
+        {
+            "CHATAPP_CAMS_ENDPOINT": f"https://user:{SECRET}@cams.example",
+            "CHATAPP_REDIS_URL": f"redis://redis.internal:6379/0?password={SECRET}",
+            "CHATAPP_SCHEMA_REGISTRY_URL": f"https://registry.internal?token={SECRET}",
+            "CHATAPP_KAFKA_OPT_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": f"https://idp.example/token?client_secret={SECRET}",
+            "CHATAPP_KAFKA_OPT_SASL_KERBEROS_KINIT_CMD": f"kinit --url https://kdc:{SECRET}@kdc.example",
+        }
+    )
     redacted = config.redacted()
     assert SECRET not in repr(redacted) and SECRET not in repr(config)
     assert redacted["cams_endpoint"] == "https://user:***@cams.example"

@@ -182,16 +182,21 @@ class FakeSts:
         assert not self.thread.is_alive()
 
     def credentials(self, key_id: str, secret: str, token: str, expires_at: float) -> None:
-        self.replies.append((200, {
-            "RequestId": "3D57EAD2-8723-1F26-B69C-F8707D8B565D",
-            "AssumedRoleUser": {"Arn": f"{ROLE_ARN}/{SESSION_NAME}", "AssumedRoleId": "30081280744271****:" + SESSION_NAME},
-            "Credentials": {
-                "AccessKeyId": key_id,
-                "AccessKeySecret": secret,
-                "SecurityToken": token,
-                "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)),
-            },
-        }))
+        self.replies.append(
+            (
+                200,
+                {
+                    "RequestId": "3D57EAD2-8723-1F26-B69C-F8707D8B565D",
+                    "AssumedRoleUser": {"Arn": f"{ROLE_ARN}/{SESSION_NAME}", "AssumedRoleId": "30081280744271****:" + SESSION_NAME},
+                    "Credentials": {
+                        "AccessKeyId": key_id,
+                        "AccessKeySecret": secret,
+                        "SecurityToken": token,
+                        "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)),
+                    },
+                },
+            )
+        )
 
 
 @pytest.fixture
@@ -215,8 +220,11 @@ def rrsa(sdk_env: Callable[..., None], fake_sts: FakeSts, tmp_path: Path, monkey
         ALIBABA_CLOUD_OIDC_TOKEN_FILE=str(token_file),
         ALIBABA_CLOUD_ROLE_SESSION_NAME=SESSION_NAME,
     )
-    monkeypatch.setattr(sdk_default, "OIDCRoleArnCredentialsProvider", functools.partial(
-        OIDCRoleArnCredentialsProvider, sts_endpoint=fake_sts.url, http_options=HttpOptions(connect_timeout=2000, read_timeout=2000)))
+    monkeypatch.setattr(
+        sdk_default,
+        "OIDCRoleArnCredentialsProvider",
+        functools.partial(OIDCRoleArnCredentialsProvider, sts_endpoint=fake_sts.url, http_options=HttpOptions(connect_timeout=2000, read_timeout=2000)),
+    )
     library_clock = LibraryClock()
     monkeypatch.setattr(sdk_refreshable, "time", library_clock)
     return SimpleNamespace(sts=fake_sts, token_file=token_file, library_clock=library_clock)
@@ -261,7 +269,11 @@ def test_static_keys_sign_as_build_credentials_always_did() -> None:
     for acc in (account(DEFAULT_ACCOUNT, "LTAI5tA", "secret-a"), account("b", "STS.B", "secret-b", "token-b"), account("c", "LTAI5tC", "secret-c", "")):
         before = StaticCredentials(acc.access_key_id or "", acc.access_key_secret or "", acc.security_token)
         now = provider_for(acc, chain_factory=no_chain).get()
-        assert (now.access_key_id, now.access_key_secret, now.security_token or None) == (before.access_key_id, before.access_key_secret, before.security_token or None)
+        assert (now.access_key_id, now.access_key_secret, now.security_token or None) == (
+            before.access_key_id,
+            before.access_key_secret,
+            before.security_token or None,
+        )
         assert isinstance(now, StaticCredentials)
 
 
@@ -281,7 +293,10 @@ def test_which_source_each_account_gets() -> None:
         (account("shop"), "account 'shop': needs access_key_id and access_key_secret, or credentials = \"default-chain\""),
         (account("shop", "LTAI5tOnlyId"), "account 'shop': access_key_id and access_key_secret must be set together"),
         (account(DEFAULT_ACCOUNT, None, "lonely-secret-value"), "account 'default': access_key_id and access_key_secret must be set together"),
-        (account("k8s", "LTAI5tX", "chain-and-secret", credentials=DEFAULT_CHAIN), "account 'k8s': credentials = \"default-chain\" takes no access_key_id, access_key_secret or security_token"),
+        (
+            account("k8s", "LTAI5tX", "chain-and-secret", credentials=DEFAULT_CHAIN),
+            "account 'k8s': credentials = \"default-chain\" takes no access_key_id, access_key_secret or security_token",
+        ),
         (account("k8s", credentials="oidc"), "account 'k8s': credentials must be one of static, default-chain (got 'oidc')"),
     ],
 )
@@ -305,7 +320,11 @@ def test_default_account_without_keys_reads_access_keys_from_the_environment(sdk
 
 
 def test_chain_passes_an_sts_token_from_the_environment(sdk_env: Callable[..., None]) -> None:
-    sdk_env(ALIBABA_CLOUD_ACCESS_KEY_ID="STS.NFromEnvironment", ALIBABA_CLOUD_ACCESS_KEY_SECRET="sts-secret-env", ALIBABA_CLOUD_SECURITY_TOKEN="CAIS.token+from/env==")
+    sdk_env(
+        ALIBABA_CLOUD_ACCESS_KEY_ID="STS.NFromEnvironment",
+        ALIBABA_CLOUD_ACCESS_KEY_SECRET="sts-secret-env",
+        ALIBABA_CLOUD_SECURITY_TOKEN="CAIS.token+from/env==",
+    )
     creds = provider_for(account("k8s", credentials=DEFAULT_CHAIN)).get()
     assert creds == Credentials("STS.NFromEnvironment", "sts-secret-env", "CAIS.token+from/env==")
 
@@ -313,8 +332,14 @@ def test_chain_passes_an_sts_token_from_the_environment(sdk_env: Callable[..., N
 def test_chain_in_a_fresh_process_reads_the_environment(tmp_path: Path) -> None:
     """As in production: the SDK imported by a process whose environment already holds the keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALIBABA_CLOUD_")}
-    env.update(ISOLATION, HOME=str(tmp_path), ALIBABA_CLOUD_CREDENTIALS_FILE=str(tmp_path / "none.ini"),
-               ALIBABA_CLOUD_ACCESS_KEY_ID="STS.NFreshProcess", ALIBABA_CLOUD_ACCESS_KEY_SECRET="fresh-secret", ALIBABA_CLOUD_SECURITY_TOKEN="fresh-token")
+    env.update(
+        ISOLATION,
+        HOME=str(tmp_path),
+        ALIBABA_CLOUD_CREDENTIALS_FILE=str(tmp_path / "none.ini"),
+        ALIBABA_CLOUD_ACCESS_KEY_ID="STS.NFreshProcess",
+        ALIBABA_CLOUD_ACCESS_KEY_SECRET="fresh-secret",
+        ALIBABA_CLOUD_SECURITY_TOKEN="fresh-token",
+    )
     script = textwrap.dedent("""
         from consumer.config import AccountConfig
         from consumer.credentials import provider_for
@@ -404,8 +429,11 @@ def test_unreachable_sts_error_masks_the_token_in_the_url(rrsa: SimpleNamespace,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    monkeypatch.setattr(sdk_default, "OIDCRoleArnCredentialsProvider", functools.partial(
-        OIDCRoleArnCredentialsProvider, sts_endpoint=closed, http_options=HttpOptions(connect_timeout=2000, read_timeout=2000)))
+    monkeypatch.setattr(
+        sdk_default,
+        "OIDCRoleArnCredentialsProvider",
+        functools.partial(OIDCRoleArnCredentialsProvider, sts_endpoint=closed, http_options=HttpOptions(connect_timeout=2000, read_timeout=2000)),
+    )
     provider = ChainCredentials("k8s", default_chain)
     with caplog.at_level(logging.DEBUG), pytest.raises(CredentialsError) as caught:
         provider.get()
@@ -491,11 +519,14 @@ def test_chain_accounts_share_one_sdk_client() -> None:
         built.append(ScriptedChain(model()))
         return built[-1]
 
-    providers = build_providers({
-        "static": account("static", "LTAI5tS", "s-secret"),
-        DEFAULT_ACCOUNT: account(DEFAULT_ACCOUNT),
-        "k8s": account("k8s", credentials=DEFAULT_CHAIN),
-    }, chain_factory=factory)
+    providers = build_providers(
+        {
+            "static": account("static", "LTAI5tS", "s-secret"),
+            DEFAULT_ACCOUNT: account(DEFAULT_ACCOUNT),
+            "k8s": account("k8s", credentials=DEFAULT_CHAIN),
+        },
+        chain_factory=factory,
+    )
     assert isinstance(providers["static"], StaticCredentials)
     assert providers[DEFAULT_ACCOUNT].get() == providers["k8s"].get()
     assert len(built) == 1 and built[0].calls == 2
@@ -628,12 +659,15 @@ def test_repr_and_str_never_show_secrets() -> None:
 
 
 def test_scrub_masks_secret_looking_pairs_and_known_values() -> None:
-    text = ('GET /?Action=AssumeRoleWithOIDC&OIDCToken=abc.def.ghi&RoleArn=acs:ram::1:role/r '
-            '{"AccessKeySecret": "s3cr3t", "SecurityToken": "tok"} access_key_secret=plain '
-            "'security_token': 'py-repr' password: hunter2 literal-known-value")
+    text = (
+        "GET /?Action=AssumeRoleWithOIDC&OIDCToken=abc.def.ghi&RoleArn=acs:ram::1:role/r "
+        '{"AccessKeySecret": "s3cr3t", "SecurityToken": "tok"} access_key_secret=plain '
+        "'security_token': 'py-repr' password: hunter2 literal-known-value"
+    )
     out = scrub(text, ["literal-known-value"])
     for secret in ("abc.def.ghi", "s3cr3t", '"tok"', "plain", "py-repr", "hunter2", "literal-known-value"):
         assert secret not in out
     assert "Action=AssumeRoleWithOIDC" in out and "RoleArn=acs:ram::1:role/r" in out
     assert "EnvironmentVariableCredentialsProvider: Environment variable accessKeyId cannot be empty" == scrub(
-        "EnvironmentVariableCredentialsProvider: Environment variable accessKeyId cannot be empty")
+        "EnvironmentVariableCredentialsProvider: Environment variable accessKeyId cannot be empty"
+    )

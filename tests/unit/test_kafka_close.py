@@ -114,6 +114,7 @@ def test_run_and_demo_exit_at_once_when_the_close_was_abandoned(monkeypatch) -> 
 
     import chatapp_devkit.cli as devkit_cli
     import chatapp_devkit.demo as demo
+
     import consumer.cli as cli
 
     codes = _exit_recorder(monkeypatch)

@@ -9,7 +9,7 @@ import pytest
 
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, AdaptivePolicy, InProcessLimiter, RateFactor
 from consumer.limiter.gcra import CATCH_UP_INTERVALS, decide, emission_interval, gcra, next_slot, push_out, reserve, window_capacity, window_wait
-from tests.fixtures.builders import max_in_window, Recorder
+from tests.fixtures.builders import Recorder, max_in_window
 from tests.fixtures.clock import FakeClock
 
 TEN = AccountLimit(10.0)

@@ -20,6 +20,7 @@ def test_a_call_decided_after_a_later_arrival_is_checked_on_both_sides() -> None
     assert not fits_window(arrivals, 0.45, 10), "[0.45, 1.45) would hold eleven calls"
     assert fits_window(arrivals, 0.35, 10), "[0.35, 1.35) holds ten, and 1.4 is more than 1 s after 0.35"
 
+
 def test_no_limit_worth_of_calls_always_fits() -> None:
     assert fits_window([], 5.0, 1)
     assert not fits_window([5.0], 5.5, 1)

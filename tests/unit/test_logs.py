@@ -156,9 +156,15 @@ def test_json_formatter_scrubs_every_extra_field() -> None:
     """request_id, batch_id and any other extra field: masked like the message; numbers that
     need no mask stay numbers."""
     record = make_record(
-        "resending %s", "req-8613812345678",
-        request_id="req-8613812345678", batch_id="b-4f2a1c-7", account="acme_+86 139 0000 0001",
-        partition=3, offset=12345678, recipients=[{"to": "8613899999901"}], endpoint="https://u:pw-Zq9@cams.example",
+        "resending %s",
+        "req-8613812345678",
+        request_id="req-8613812345678",
+        batch_id="b-4f2a1c-7",
+        account="acme_+86 139 0000 0001",
+        partition=3,
+        offset=12345678,
+        recipients=[{"to": "8613899999901"}],
+        endpoint="https://u:pw-Zq9@cams.example",
     )
     entry = json.loads(JsonFormatter(worker=2).format(record))
     assert entry["msg"] == "resending req-8613*******78"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from consumer.metrics import LATENCY_BUCKETS, BulkHistogram

@@ -14,6 +14,7 @@ def positions(commits: dict) -> dict:
     """The positions of ``OffsetTracker.to_commit``'s (position, metadata) pairs."""
     return {tp: position for tp, (position, _) in commits.items()}
 
+
 TP = ("chatapp.send-requests", 0)
 TP1 = ("chatapp.send-requests", 1)
 

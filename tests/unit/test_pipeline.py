@@ -10,6 +10,7 @@ import queue
 from typing import Any
 
 import pytest
+from consumer.samples import phone, request_record
 from fastavro import schemaless_reader
 
 from consumer.admission import Policy
@@ -27,7 +28,6 @@ from consumer.offsets import OffsetTracker
 from consumer.pipeline import Pipeline
 from consumer.rebalance import Handover
 from consumer.reply import Replies
-from consumer.samples import phone, request_record
 from consumer.validate import Validator
 from tests.fixtures.fake_kafka import FakeKafka, FakeSender
 

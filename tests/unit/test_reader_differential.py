@@ -13,9 +13,9 @@ import io
 import random
 
 import pytest
+from chatapp_devkit.samples import request_record
 from fastavro import schemaless_reader
 
-from chatapp_devkit.samples import request_record
 from consumer.codec import REQUEST_SCHEMA, REQUEST_SCHEMA_JSON, DecodeError, PlainAvroCodec, _long
 from consumer.request_reader import EARLIEST_MS, LATEST_MS, RequestReader, from_record
 from tests.fixtures.builders import random_record

@@ -36,8 +36,24 @@ def test_redact_text_finds_every_url_in_a_message() -> None:
     assert redact_text("no url at all: 8613812345678") == "no url at all: 8613812345678"
 
 
-@pytest.mark.parametrize("name", ["sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config",
-                                  "ssl.key.pem", "token", "X-Amz-Signature", "api_key", "apiKey", "sig", "auth", "pwd", "SecurityToken"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sasl.password",
+        "ssl.key.password",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.config",
+        "ssl.key.pem",
+        "token",
+        "X-Amz-Signature",
+        "api_key",
+        "apiKey",
+        "sig",
+        "auth",
+        "pwd",
+        "SecurityToken",
+    ],
+)
 def test_secret_names(name: str) -> None:
     assert is_secret_name(name)
 

@@ -10,9 +10,9 @@ from confluent_kafka import KafkaError
 
 from consumer.codec import PlainAvroCodec
 from consumer.metrics import Metrics
-from tests.fixtures.observed import observed
 from consumer.models import SendResult, Source, Status
 from consumer.reply import Replies
+from tests.fixtures.observed import observed
 
 
 class DeliveredMessage:
@@ -130,7 +130,10 @@ def test_a_settled_group_shares_its_encoding_and_each_record_finishes_its_own_of
     group = Settled(SliceOutcome(Status.SENT, "OK", None, 1, "G", "R", "b-1"), 1_767_225_600_123, requests)
     replies.settled(group)
     assert [(topic, key, headers) for topic, _, key, headers in kafka.produced] == [
-        ("replies", "r0", None), ("replies", "r1", [("correlation-id", b"corr")]), ("replies", "r2", None)]
+        ("replies", "r0", None),
+        ("replies", "r1", [("correlation-id", b"corr")]),
+        ("replies", "r2", None),
+    ]
     codec = PlainAvroCodec()
     assert [value for _, value, _, _ in kafka.produced] == [codec.encode_result(group.result(r)) for r in requests]
     kafka.errors[1] = BROKER_DOWN
@@ -183,7 +186,7 @@ def test_records_refused_by_a_real_producer_come_back_whole() -> None:
     deadline = time.monotonic() + 10
     while len(kafka.produced) < 2 * len(first) and time.monotonic() < deadline:
         replies.serve(0.1)
-    assert sorted(kafka.produced[len(first):]) == sorted(first)  # every record again, headers included
+    assert sorted(kafka.produced[len(first) :]) == sorted(first)  # every record again, headers included
     assert durable == [] and replies.outstanding == len(first)
     kafka.flush(0)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from chatapp_devkit.samples import request_record
 from fastavro import schemaless_reader
 
 import consumer.codec as codec_module
-from chatapp_devkit.samples import request_record
 from consumer import request_reader
 from consumer.codec import REQUEST_SCHEMA, REQUEST_SCHEMA_JSON, DecodeError, PlainAvroCodec, RegistryAvroCodec, _long, _string
 from consumer.models import BatchKey
@@ -184,7 +184,7 @@ def test_from_record_without_expiry() -> None:
 @pytest.mark.parametrize(
     "expires",
     [
-        datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=timezone.utc),
+        datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=UTC),
         datetime(2026, 1, 1, 8, 0, 0, 123_000, tzinfo=timezone(timedelta(hours=8))),  # the same instant in another zone
         1_767_225_600_123,
     ],
@@ -195,7 +195,7 @@ def test_from_record_expiry_as_datetime_in_any_zone_or_as_millis(expires: Any) -
 
 
 def test_expiry_keeps_every_millisecond_on_both_paths() -> None:
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     reader = RequestReader(REQUEST_SCHEMA_JSON)
     for ms in (1_767_225_600_000, 1_767_225_600_001, 1_767_225_600_999, 1_900_000_000_123, 1):
         value = CODEC.encode_request(request_record("r", "welcome", "en", ["8613900000001"], expires_at=epoch + timedelta(milliseconds=ms)))

@@ -451,7 +451,7 @@ def test_random_operations_keep_len_and_buffered_recipients_consistent() -> None
                     popped += b.recipient_count
             else:
                 target = rng.randrange(3)
-                gone = s.remove(lambda piece: piece.request.source.offset % 3 == target)
+                gone = s.remove(lambda piece, target=target: piece.request.source.offset % 3 == target)
                 removed += sum(len(p.recipients) for p in gone)
             now += rng.random() * 0.3
             assert s.buffered_recipients == pushed - popped - removed

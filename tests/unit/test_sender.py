@@ -19,11 +19,11 @@ from consumer.credentials import CredentialsError
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, InProcessLimiter, Reservation
 from consumer.metrics import Metrics
-from tests.fixtures.builders import make_batch, make_key, make_request
-from tests.fixtures.observed import observed
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
 from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
+from tests.fixtures.builders import make_batch, make_key, make_request
 from tests.fixtures.clock import FakeClock
+from tests.fixtures.observed import observed
 
 WAIT = 5.0  # generous upper bound for anything that should happen promptly
 OWNER = "test-host:1"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from chatapp_devkit.samples import request_record
+
 from consumer.codec import PlainAvroCodec
 from consumer.request_reader import from_record
 from consumer.validate import Validator
@@ -39,7 +39,7 @@ def test_valid_record_has_no_problems() -> None:
 
 def test_valid_record_survives_an_avro_roundtrip() -> None:
     codec = PlainAvroCodec()
-    decoded = codec.decode(codec.encode_request(record(expires_at=datetime(2026, 1, 1, tzinfo=timezone.utc))))
+    decoded = codec.decode(codec.encode_request(record(expires_at=datetime(2026, 1, 1, tzinfo=UTC))))
     assert check(decoded) == []
 
 
@@ -263,9 +263,7 @@ def test_100_template_params_are_fine() -> None:
 def test_oversized_template_param(params: dict[str, str], shown: str) -> None:
     rec = record()
     rec["recipients"] = [recipient("8613900000001", template_params=params)]
-    assert check(rec) == [
-        f"recipients[0].template_params[{shown}] is too long (key 128, value 1024 characters max)"
-    ]
+    assert check(rec) == [f"recipients[0].template_params[{shown}] is too long (key 128, value 1024 characters max)"]
 
 
 def test_template_param_at_the_limits_is_fine() -> None:
@@ -348,9 +346,7 @@ UNSAFE_CHARACTERS = ["\x00", "\n", "\x1b", "\x7f", "\x85", "\u061c", "\u200e", "
 
 @pytest.mark.parametrize("channel", ["whatsapp", "viber"])
 def test_a_number_with_and_without_plus_is_one_recipient(channel: str) -> None:
-    assert check(record(["+8613933330003", "8613933330003"], channel_type=channel)) == [
-        "recipients[1].to repeats an earlier recipient of this request"
-    ]
+    assert check(record(["+8613933330003", "8613933330003"], channel_type=channel)) == ["recipients[1].to repeats an earlier recipient of this request"]
 
 
 def test_plus_is_part_of_the_address_on_other_channels() -> None:
@@ -436,7 +432,10 @@ def test_the_whole_request_has_a_byte_limit() -> None:
 
 def test_a_rejected_message_stays_short_whatever_the_fields_hold() -> None:
     huge = "\u202e" * 300_000
-    rec = record([huge, huge], **{f: huge for f in ("account", "template_code", "template_name", "language", "fallback_id", "fallback_content", "task_id", "cust_space_id", "tag")})
+    rec = record(
+        [huge, huge],
+        **{f: huge for f in ("account", "template_code", "template_name", "language", "fallback_id", "fallback_content", "task_id", "cust_space_id", "tag")},
+    )
     rec["request_id"] = huge
     rec["recipients"][0]["template_params"] = {huge: huge}
     assert len("; ".join(check(rec))) < 2000

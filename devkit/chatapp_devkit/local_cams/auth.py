@@ -106,9 +106,7 @@ def authenticate(request: SignedRequest, accounts: Mapping[str, Account], now: f
     body_sha256 = hashlib.sha256(request.body).hexdigest() if request.body else EMPTY_BODY_SHA256
     if headers["x-acs-content-sha256"] != body_sha256:
         raise ApiError(400, "SignatureDoesNotMatch", "x-acs-content-sha256 does not match the request body.")
-    canonical = canonical_request(
-        request.method, request.path, request.query, headers, auth.signed_headers, body_sha256
-    )
+    canonical = canonical_request(request.method, request.path, request.query, headers, auth.signed_headers, body_sha256)
     if not hmac.compare_digest(signature(account.secret, canonical), auth.signature):
         raise ApiError(400, "SignatureDoesNotMatch")
     _check_date(headers["x-acs-date"], now)

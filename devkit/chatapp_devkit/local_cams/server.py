@@ -205,9 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             "Content-Type: application/json;charset=utf-8\r\n"
-            f"Content-Length: {len(data)}\r\n"
-            + ("Connection: close\r\n" if self.close_connection else "")
-            + "\r\n"
+            f"Content-Length: {len(data)}\r\n" + ("Connection: close\r\n" if self.close_connection else "") + "\r\n"
         )
         self.wfile.write(head.encode("latin-1") + data)
 
