@@ -10,7 +10,7 @@ import queue
 from typing import Any
 
 import pytest
-from consumer.samples import phone, request_record
+from chatapp_devkit.samples import phone, request_record
 from fastavro import schemaless_reader
 
 from consumer.admission import Policy
