@@ -36,6 +36,7 @@ CORES: dict[str, tuple[list[str], list[str]]] = {
     "consumer/completion.py": ([U + "test_completion.py"], WIDE),
     "consumer/batching.py": ([U + "test_batching.py", U + "test_completion.py"], WIDE),
     "consumer/offsets.py": ([U + "test_offsets.py"], WIDE),
+    "consumer/finished.py": ([U + "test_finished.py"], WIDE),
     "consumer/routing.py": ([U + "test_routing.py"], WIDE),
     "consumer/inflight.py": ([U + "test_inflight.py"], WIDE),
     "consumer/admission.py": ([U + "test_admission.py"], WIDE),

@@ -83,3 +83,21 @@ def test_waiting_room_gives_requests_back_after_their_pause_and_drops_revoked_on
     assert room.drop(lambda s: s.partition == 1) == 1
     clock.advance(0.5)
     assert room.due() == [kept] and len(room) == 0
+
+
+def test_a_request_expiring_at_this_very_millisecond_is_expired() -> None:
+    request = req("a")
+    request.expires_at_ms = int(NOW * 1000)
+    assert decide(request, None, None, POLICY, NOW) is Action.EXPIRE
+    request.expires_at_ms = int(NOW * 1000) + 1
+    assert decide(request, None, None, POLICY, NOW) is Action.SEND
+
+
+def test_done_without_a_result_is_taken_over_not_answered() -> None:
+    assert decide(req("a"), entry(DONE, None, 3600), None, POLICY, NOW) is Action.TAKE_OVER
+    assert decide(req("a"), entry(DONE, "other", 1), None, POLICY, NOW) is Action.TAKE_OVER  # nothing to wait for
+
+
+@pytest.mark.parametrize("state", [CLAIMED, IN_FLIGHT])
+def test_a_mark_exactly_as_old_as_the_stale_bound_is_still_waited_for(state: str) -> None:
+    assert decide(req("a"), entry(state, age_s=60), None, POLICY, NOW) is Action.WAIT

@@ -51,3 +51,24 @@ def test_bisection_is_within_its_share_of_the_calls_over_the_window() -> None:
     assert budget.within_share("b")  # accounts are apart
     clock.now = 11.0  # the window moved on
     assert budget.within_share("a")
+
+
+def test_in_a_batch_of_two_the_named_one_is_the_offender() -> None:
+    batch = _batch("8613900000001", "8613900000002")
+    assert [s.request.request_id for s in named_offenders(batch, "To 8613900000002 is not valid.")] == ["r1"]
+
+
+def test_numbers_of_six_digits_or_more_are_named_shorter_ones_are_not_told_from_other_numbers() -> None:
+    batch = _batch("123456", "12345", "8613900000003")
+    assert [s.request.request_id for s in named_offenders(batch, "To 123456 is not valid.")] == ["r0"]
+    assert named_offenders(batch, "To 12345 is not valid.") == []  # too short to be sure it is a recipient
+
+
+def test_a_call_exactly_a_window_old_still_counts() -> None:
+    clock = Clock()
+    budget = BisectionBudget(share=0.0, burst=1, window_s=10.0, clock=clock)
+    budget.called("a", bisection=True)
+    clock.now = 10.0
+    assert not budget.within_share("a")  # the window is the last 10 s, both ends included
+    clock.now = 10.5
+    assert budget.within_share("a")

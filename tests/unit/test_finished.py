@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import random
+import zlib
 
 import pytest
 
-from consumer.finished import MAX_METADATA_CHARS, decode, encode
+from consumer.finished import MAX_FINISHED, MAX_METADATA_CHARS, VERSION, decode, encode
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -39,3 +41,25 @@ def test_metadata_that_is_not_ours_names_nothing(metadata: str | None) -> None:
 
 def test_metadata_naming_more_than_a_million_offsets_is_not_believed() -> None:
     assert decode(0, encode(0, range(1, 2_000_000))) == set()
+
+
+def test_the_metadata_is_the_documented_format_with_canonical_varints() -> None:
+    """What is committed is read by other instances (other versions): runs (gap, length) as
+    unsigned LEB128 varints, zlib, base64, behind ``v1:``; 127 fits one byte, 128 takes two."""
+    metadata = encode(0, {128, 129, 300})  # runs from offset 1: gap 127 length 2, gap 170 length 1
+    assert metadata is not None and metadata.startswith(VERSION)
+    raw = zlib.decompress(base64.b64decode(metadata[len(VERSION) :]))
+    assert raw == bytes([0x7F, 0x02, 0xAA, 0x01, 0x01])
+    assert decode(0, metadata) == {128, 129, 300}
+
+
+def test_metadata_with_characters_outside_base64_is_not_ours() -> None:
+    metadata = encode(10, {12, 13, 20})
+    assert metadata is not None and decode(10, metadata) == {12, 13, 20}
+    corrupted = metadata[:5] + "!" + metadata[5:]  # not base64: another tool's, or damaged
+    assert decode(10, corrupted) == set()
+
+
+def test_metadata_naming_exactly_the_most_finished_offsets_believed_is_believed() -> None:
+    assert decode(0, encode(0, range(1, MAX_FINISHED + 1))) == set(range(1, MAX_FINISHED + 1))
+    assert decode(0, encode(0, range(1, MAX_FINISHED + 2))) == set()

@@ -62,3 +62,37 @@ def test_pressure_pauses_at_the_bounds_and_resumes_below_three_quarters() -> Non
     book.finished(Settled(SliceOutcome(Status.SENT, "OK", None), 1, requests[1:2]), 0.0)
     assert book.pressure(0.0, 0) is False and not book.paused
     assert book.pressure(0.0, 1000) is True  # bytes held elsewhere (records answered at intake) count too
+
+
+def test_a_request_without_followers_finishes_while_another_has_some() -> None:
+    book = InFlightBook(BufferBound(100, 0, 10), 1 << 20)
+    followed, alone = make_request(1, "f"), make_request(1, "a")
+    book.hold(followed, [_source(1, 7)])
+    book.hold(alone)
+    assert book.finished(Settled(SliceOutcome(Status.SENT, "OK", None), 1, [alone]), 0.0) == []
+    copies = book.finished(Settled(SliceOutcome(Status.SENT, "OK", None), 1, [followed]), 0.0)
+    assert [(c.requests[0].request_id, c.requests[0].source.offset) for c in copies] == [("f", 7)]
+
+
+def test_abandoned_requests_release_their_bytes_and_fetching_resumes() -> None:
+    book = InFlightBook(BufferBound(100, 0, 10), 100)
+    kept, dropped = make_request(1, "k"), make_request(1, "d")
+    kept.size_bytes, dropped.size_bytes = 60, 50
+    dropped.source = _source(3)
+    book.hold(kept)
+    book.hold(dropped)
+    assert book.pressure(0.0, 0) is True  # 110 of 100 bytes
+    assert book.abandoned([dropped], kept=lambda source: False) == ([], [dropped])
+    assert (book.recipients, book.bytes) == (1, 60)
+    assert book.pressure(0.0, 0) is False  # 60 bytes: below three quarters of 100
+
+
+def test_pressure_on_bytes_pauses_at_the_bound_and_resumes_only_below_three_quarters() -> None:
+    book = InFlightBook(BufferBound(100, 0, 10), 100)
+    request = make_request(1, "r")
+    request.size_bytes = 50
+    book.hold(request)
+    assert book.pressure(0.0, 49) is None  # 99 of 100 bytes
+    assert book.pressure(0.0, 50) is True  # 100: at the bound
+    assert book.pressure(0.0, 25) is None  # 75: three quarters exactly, not below
+    assert book.pressure(0.0, 24) is False  # 74

@@ -359,3 +359,34 @@ def test_a_reserved_slot_can_be_refunded_and_arrive_late() -> None:
     assert even.reserve("acct", "x").wait_s == pytest.approx(1.01 - RESERVE_AHEAD_S)
     even.arrived_late("acct", "t0", 0.3)  # the first call reached CAMS 0.3 s after its slot
     assert even.reserve("acct", "t10").wait_s == pytest.approx(1.111 - RESERVE_AHEAD_S), "the window waits for the oldest that counts"
+
+
+# --- boundaries ------------------------------------------------------------------------------
+
+
+def test_a_grant_due_within_a_microsecond_is_given_now_as_the_redis_limiter_does() -> None:
+    """Decisions are to the microsecond (redis.py's Lua grants a wait <= 0.000001): a wait of
+    exactly 1 us is a grant, 1.5 us is a wait, for both rules."""
+    assert gcra(1e-6, 0.0, 0.1, 1) == (0.0, pytest.approx(0.1 + 1e-6))
+    assert gcra(1.5e-6, 0.0, 0.1, 1).wait_s == pytest.approx(1.5e-6)
+    assert window_wait([0.0], 0.0, 1, 1e-6) == 0.0
+    assert window_wait([0.0], 0.0, 1, 1.5e-6) == pytest.approx(1.5e-6)
+
+
+def test_an_idle_tat_is_clamped_to_now_unless_within_the_catch_up() -> None:
+    assert gcra(9.5, 10.0, 0.5, 1) == (0.0, 10.5)  # no catch-up by default: back from now
+    assert gcra(8.0, 10.0, 0.5, 1, catch_up=2.0) == (0.0, 8.5)  # exactly catch_up behind: still on its grid
+    assert gcra(7.5, 10.0, 0.5, 1, catch_up=2.0) == (0.0, 10.5)  # further behind: from now
+
+
+def test_a_window_denial_leaves_a_tat_behind_now_as_it_was() -> None:
+    """A caller back within its catch-up, held by a full window: the state to store is its TAT,
+    not ``now`` (which would give up the catch-up)."""
+    denied = decide(9.95, [9.9, 9.95], 10.0, 0.1, 1, 2)
+    assert denied.wait_s == pytest.approx(0.1) and denied.tat == 9.95
+
+
+def test_a_slot_within_a_microsecond_past_the_horizon_is_still_reserved() -> None:
+    """As redis.py's Lua (refused only when ``wait - ahead > 0.000001``)."""
+    assert reserve(2e-6, [], 0.0, 0.1, 1, 10, ahead_s=1e-6) == (True, 2e-6, pytest.approx(0.1 + 2e-6))
+    assert reserve(3e-6, [], 0.0, 0.1, 1, 10, ahead_s=1e-6) == (False, pytest.approx(2e-6), 3e-6)

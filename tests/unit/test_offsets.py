@@ -254,3 +254,20 @@ def test_random_finish_orders_position_is_lowest_unfinished_at_every_step(seed: 
         assert state.position == expected, f"seed {seed}: pending {sorted(pending)[:5]}"
     assert state.position == offsets[-1] + 1
     assert state.unfinished == 0
+
+
+def test_committed_positions_are_the_first_offset_read_then_what_the_broker_accepted() -> None:
+    """The committed offset reported with the lag: before any commit, where reading started (the
+    group's committed position at assignment); then the last position the broker accepted."""
+    tracker = OffsetTracker()
+    tracker.assign([TP, TP1])
+    assert tracker.committed_positions() == {}  # nothing read: not known
+    for offset in (40, 41, 42):
+        tracker.partition(TP).track(offset)
+    assert tracker.committed_positions() == {TP: 40}
+    tracker.finish([(*TP, 40), (*TP, 41)])
+    assert tracker.committed_positions() == {TP: 40}  # finished, not yet committed
+    tracker.committed({TP: 42})
+    assert tracker.committed_positions() == {TP: 42}
+    tracker.partition(TP).track(43)
+    assert tracker.committed_positions() == {TP: 42}  # reading on moves nothing committed
