@@ -17,6 +17,8 @@ from . import report, scenarios
 from .launch import CpuAccount, Infra, wait_quiet
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+"""A full run's figures replace the table in it (``report.write_figures``)."""
 BUDGET_S = {True: 115.0, False: 570.0}  # under the 2 / 10 minute limits, start-up and teardown included
 SCENARIOS = ("saturation", "saturation3", "pipeline", "latency", "memory", "baseline")
 
@@ -177,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after; "
           f"consumer/ {tree['sha256']} (newest file {tree['newest_file']})")  # fmt: skip
     report.table(rows, sys.stdout)
+    if not args.quick and not args.only and not interrupted and not args.service_env:
+        report.write_figures(DOCS, rows, f"Run {run_id}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {elapsed:.0f} s, "
+                             f"load {load_before[0]:.2f} before; {len(problems)} problems seen (bench/results/latest.json).")  # fmt: skip
+        say(f"figures written to {DOCS.relative_to(DOCS.parents[1])}")
     margin = service_margin(ctx.extra_env)
     if margin is not None:
         print(

@@ -37,3 +37,23 @@ def _clean(value: Any) -> Any:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(payload), indent=2, ensure_ascii=False) + "\n")
+
+
+FIGURES_START = "<!-- bench-figures"
+FIGURES_END = "<!-- /bench-figures -->"
+
+
+def figures_markdown(rows: list[dict[str, Any]], run: str) -> str:
+    """The figures as the markdown table docs/performance.md shows, under a line naming the run."""
+    lines = [run, "", "| figure | target | latest | |", "|---|---|---|---|"]
+    lines += [f"| {r['figure']} | {r['target']} | **{r['display']}** | {verdict(r['ok'])} |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_figures(path: Path, rows: list[dict[str, Any]], run: str) -> None:
+    """Replace the figures between the markers of ``path`` (docs/performance.md) with this run's."""
+    text = path.read_text()
+    start = text.index(FIGURES_START)
+    start = text.index("\n", start) + 1
+    end = text.index(FIGURES_END, start)
+    path.write_text(text[:start] + figures_markdown(rows, run) + "\n" + text[end:])
