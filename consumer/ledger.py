@@ -210,6 +210,22 @@ def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:
     return LedgerEntry(DONE, None, since, outcome.result(request_id, recipients, completed_at_ms), fingerprint_)
 
 
+_CLAIM = """
+-- KEYS the entries of one account's requests; ARGV their CLAIMED values, then the retention seconds.
+-- Each entry absent is set (claimed: false in the reply); each present is returned as it is ('' if
+-- it vanished between the two calls). One call for a batch instead of a SET NX and a GET each.
+local ttl = ARGV[#KEYS + 1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[i], 'NX', 'EX', ttl) then
+    out[i] = false
+  else
+    out[i] = redis.call('GET', key) or ''
+  end
+end
+return out
+"""
+
 _SWAP = """
 -- KEYS[1] an entry; ARGV expected value, new value ('' = delete), retention seconds
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -246,6 +262,7 @@ class RedisLedger:
         self._stale_s = stale_s
         self._watch = watch or RedisWatch()
         self._swap = redis_client.register_script(_SWAP)
+        self._claim = redis_client.register_script(_CLAIM)
         self._healthy = True
         self._lock = threading.Lock()
         self._unsaved: OrderedDict[str, str] = OrderedDict()
@@ -312,18 +329,24 @@ class RedisLedger:
     def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
         if not requests:
             return []
-        keys = [self._key(r) for r in requests]
+        by_account: dict[str, list[int]] = {}  # one script call per account: its keys share a hash slot
+        for index, request in enumerate(requests):
+            by_account.setdefault(request.key.account, []).append(index)
+        groups = list(by_account.values())
 
         def commands(pipe) -> None:
-            for key, request in zip(keys, requests):
-                pipe.set(key, self._value(request, CLAIMED, owner), nx=True, ex=self.retention_s)
-                pipe.get(key)
+            for indexes in groups:
+                keys = [self._key(requests[i]) for i in indexes]
+                self._claim(keys=keys, args=[*(self._value(requests[i], CLAIMED, owner) for i in indexes), self.retention_s], client=pipe)
 
         replies = self._run("claim", commands)
         if replies is None:
             return [None] * len(requests)
-        # a mark gone between the SET and the GET (it expired) is someone's fresh claim: looked at again later
-        found = [None if replies[2 * i] else self._parse(replies[2 * i + 1]) or LedgerEntry(CLAIMED, "", time.time()) for i in range(len(keys))]
+        found: list[LedgerEntry | None] = [None] * len(requests)
+        for indexes, reply in zip(groups, replies):
+            for i, raw in zip(indexes, reply):
+                # a mark gone between the SET and the GET (it expired) is someone's fresh claim: looked at again later
+                found[i] = None if raw is None else self._parse(raw or None) or LedgerEntry(CLAIMED, "", time.time())
         return self._with_beats(found)
 
     def take_over(self, request: SendRequest, entry: LedgerEntry, owner: str) -> bool:
