@@ -57,9 +57,12 @@ class LedgerEntry(NamedTuple):
 
 
 def fingerprint(request: SendRequest) -> str:
-    """A hash of what the request asks for: its account, batch key fields and recipients."""
-    content = json.dumps([list(request.key), request.recipients], sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
+    """A hash of what the request asks for: its account, batch key fields and recipients
+    (worked out once a request: its claim, in-flight and done marks all carry it)."""
+    if request.fingerprint is None:
+        content = json.dumps([list(request.key), request.recipients], sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        request.fingerprint = hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
+    return request.fingerprint
 
 
 class Ledger(Protocol):

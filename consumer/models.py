@@ -73,6 +73,8 @@ class SendRequest:
     size_bytes: int = 0
     parts: int = 1
     """How many slices (batches) carry it: 1 unless it is larger than a batch."""
+    fingerprint: str | None = None
+    """The hash of its content the ledger keeps (``ledger.fingerprint``), once worked out."""
 
 
 class SendResult(NamedTuple):
