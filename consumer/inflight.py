@@ -68,11 +68,11 @@ class InFlightBook:
         self._bound.finished(recipients, group.requests[0].key, now)  # a group is never empty
         return copies
 
-    def abandoned(self, requests: Iterable[SendRequest], kept: Callable[[Source], bool]) -> tuple[list[SendRequest], list[SendRequest]]:
+    def abandoned(self, requests: Iterable[SendRequest], kept: Callable[[Source], bool]) -> tuple[list[tuple[SendRequest, list[Source]]], list[SendRequest]]:
         """Unbook requests given up unsent (their partitions were taken away). Returns (the
-        requests to send in their place: a follower on a partition still ``kept`` takes over,
-        with the rest of its followers booked behind it; the requests nobody here answers)."""
-        replacements: list[SendRequest] = []
+        requests to hold in their place, each with its followers: a follower on a partition still
+        ``kept`` takes over, the rest of them behind it; the requests nobody here answers)."""
+        replacements: list[tuple[SendRequest, list[Source]]] = []
         released: list[SendRequest] = []
         for request in requests:
             self._pending.pop(request.request_id, None)
@@ -81,9 +81,7 @@ class InFlightBook:
             self.bytes -= request.size_bytes
             survivors = [f for f in followers if kept(f)]
             if survivors:
-                replacement = replace(request, source=survivors[0])
-                self.hold(replacement, survivors[1:])
-                replacements.append(replacement)
+                replacements.append((replace(request, source=survivors[0]), survivors[1:]))
             else:
                 released.append(request)
         return replacements, released

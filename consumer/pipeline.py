@@ -157,6 +157,11 @@ class Pipeline:
                 )
         emit("requests.admitted", recipients=recipients)
 
+    def flush_batches(self) -> None:
+        """Hand every batch still filling to the sender (rebalance, shutdown)."""
+        for batch in self.batcher.flush():
+            self.sender.submit(batch)
+
     def hold(self, request: SendRequest, followers: list[Source] | None = None) -> None:
         """Book a request (and the batches it completes go to the sender) until its result is published."""
         self.book.hold(request, followers)

@@ -60,8 +60,7 @@ class Handover:
             return
         ours = _slices_of(partitions)
         deadline = time.monotonic() + self._drain_timeout_s
-        for batch in p.batcher.flush():
-            p.sender.submit(batch)
+        p.flush_batches()
         while True:
             self._abandon(partitions)  # again each round: a call in flight may come back as a retry
             if not p.sender.busy_with(ours) or time.monotonic() >= deadline:
@@ -85,16 +84,14 @@ class Handover:
 
     def _abandon(self, partitions: list[TP]) -> None:
         p = self._pipeline
-        for batch in p.batcher.flush():
-            p.sender.submit(batch)
+        p.flush_batches()
         removed = p.sender.abandon(_slices_of(partitions))
         p.waiting.drop(_sources_of(partitions))
         requests = list({id(s.request): s.request for s in removed}.values())
         kept = _sources_of(partitions)
         replacements, released = p.book.abandoned(requests, lambda source: not kept(source))
-        for replacement in replacements:  # a later copy on a partition we keep: sent in the abandoned one's place
-            for batch in p.batcher.add(replacement):
-                p.sender.submit(batch)
+        for replacement, followers in replacements:  # a later copy on a partition we keep: sent in the abandoned one's place
+            p.hold(replacement, followers)
         p.ledger.release(released, self._owner)
         if requests:
             p.events.emit("requests.abandoned", count=len(requests), partitions=partitions)
@@ -103,8 +100,7 @@ class Handover:
         """Send what is buffered and wait until these partitions' messages are answered durably;
         what is still unsent at the deadline is abandoned (redelivered to the next owner)."""
         p = self._pipeline
-        for batch in p.batcher.flush():
-            p.sender.submit(batch)
+        p.flush_batches()
         while p.tracker.unfinished(partitions) > 0 and time.monotonic() < deadline:
             p.serve_results(0.01)
         if p.tracker.unfinished(partitions) > 0:

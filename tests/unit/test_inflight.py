@@ -41,10 +41,13 @@ def test_an_abandoned_request_is_replaced_by_a_follower_on_a_partition_still_kep
     book.hold(first, [_source(0, 5), _source(1, 3), _source(1, 4)])
     book.hold(other)
     replacements, released = book.abandoned([first, other], kept=lambda source: source.partition == 1)
-    assert [(r.request_id, r.source.offset) for r in replacements] == [("a", 3)]
+    assert [(r.request_id, r.source.offset, [f.offset for f in followers]) for r, followers in replacements] == [("a", 3, [4])]
     assert [r.request_id for r in released] == ["b"]
-    assert book.recipients == 1  # the replacement, booked in the first's place
-    copies = book.finished(Settled(SliceOutcome(Status.SENT, "OK", None), 1, replacements), 0.0)
+    assert book.recipients == 0  # unbooked: the caller holds the replacement (Pipeline.hold)
+    ((replacement, followers),) = replacements
+    book.hold(replacement, followers)
+    assert book.recipients == 1
+    copies = book.finished(Settled(SliceOutcome(Status.SENT, "OK", None), 1, [replacement]), 0.0)
     assert [c.requests[0].source.offset for c in copies] == [4]  # the other kept follower still gets the answer
 
 
