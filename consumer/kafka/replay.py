@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from ..config import Config
 from .client import Consumed, consumer_config, producer_config
+from .clientlog import logged
 from .records import DLQ_HEADER_PREFIX
 
 
@@ -29,8 +30,8 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set", file=sys.stderr)
         return 2
     target = to_topic or config.request_topic
-    consumer = Consumer({**consumer_config(config), "group.id": f"{config.group_id}.dlq-replay"})
-    producer = Producer(producer_config(config))
+    consumer = Consumer(logged({**consumer_config(config), "group.id": f"{config.group_id}.dlq-replay"}))
+    producer = Producer(logged(producer_config(config)))
     try:
         metadata = consumer.list_topics(config.dlq_topic, timeout=10).topics.get(config.dlq_topic)
         if metadata is None or metadata.error is not None:
