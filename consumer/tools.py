@@ -139,7 +139,7 @@ def check_connectivity(config: Config) -> int:
             brokers, partitions = cluster_summary(producer_config(config), config.request_topic)
             checks.append(("kafka", True, f"{brokers} brokers; {config.request_topic}: " + (f"{partitions} partitions" if partitions else "missing")))
         except KafkaUnavailable as exc:
-            checks.append(("kafka", False, str(exc)))
+            checks.append(("kafka", False, f"{config.kafka_bootstrap_servers}: {exc}: is a broker listening there? (CHATAPP_KAFKA_BOOTSTRAP_SERVERS)"))
     else:
         checks.append(("kafka", False, "CHATAPP_KAFKA_BOOTSTRAP_SERVERS not set"))
     if config.redis_url:

@@ -46,6 +46,6 @@ def cluster_summary(options: Mapping[str, Any], topic: str, timeout_s: float = 5
     try:
         metadata = Producer(logged(options)).list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaUnavailable(str(exc)) from exc
+        raise KafkaUnavailable(exc.args[0].str()) from exc
     found = metadata.topics.get(topic)
     return len(metadata.brokers), (len(found.partitions) if found is not None else None)
