@@ -90,8 +90,8 @@ _BROKER = re.compile(r"(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{
 def bootstrap_problem(servers: str | None) -> str | None:
     """What is wrong with CHATAPP_KAFKA_BOOTSTRAP_SERVERS, naming the fix (librdkafka would take
     ``localhost`` as ``localhost:9092`` and retry it for ever, quietly, when the broker is elsewhere)."""
-    for address in (servers or "").split(","):
-        address = address.strip()
+    addresses = [address.strip() for address in (servers or "").split(",")]
+    for address in [a for a in addresses if a] or [""]:  # a trailing comma is harmless
         if not _BROKER.fullmatch(address):
             if address and ":" not in address.strip("[]"):
                 return f"CHATAPP_KAFKA_BOOTSTRAP_SERVERS: {address!r} has no port: give host:port, e.g. {address}:9092?"

@@ -6,7 +6,7 @@ filter lets the first line of a kind through, holds back the lines of the same k
 within ``every_s`` seconds and counts them; the next line of that kind let through says how many
 were held back. A line's kind is its level and its text with every number and address replaced
 by ``#``, cut to ``KIND_CHARS``: the same failure on another attempt, broker or address family
-is the same kind.
+is the same kind. DEBUG lines are never held back (who asks for them wants them all).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Repeats(logging.Filter):
         self._seen: dict[tuple[int, str], list[float]] = {}  # kind -> [when let through, held back since]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:  # debugging output (librdkafka's ``debug``) is wanted whole
+            return True
         now = self._clock()
         what = kind(record.levelno, record.getMessage())
         seen = self._seen.get(what)

@@ -11,6 +11,7 @@ counts by status (by reason for dead letters) on stderr. The rows are pure funct
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -133,6 +134,8 @@ def follow_results(config: Config, dlq: bool, from_beginning: bool, request_id: 
                 print(table_line(row, columns) if table else json.dumps(row, ensure_ascii=False, default=str), file=out, flush=True)
                 if limit is not None and sum(counts.values()) >= limit:
                     break
+    except BrokenPipeError:  # the reader of stdout is gone (``| head``): stop as on Ctrl-C
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # the interpreter's last flush goes nowhere
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from consumer.config_checks import bootstrap_problem
 from consumer.events import Events
 from consumer.kafka.records import Record
 from consumer.repeats import Repeats
@@ -107,3 +108,30 @@ def test_a_dead_letter_row_reads_its_headers():
                                                       ("chatapp.dlq.offset", b"41"), ("other", None)])  # fmt: skip
     row = dead_letter_row(record)
     assert (row["request_id"], row["status"], row["source"], row["bytes"], row["offset"]) == ("req-1", "not-avro", "requests[3]@41", 3, 7)
+
+
+def test_debug_lines_are_never_held_back():
+    repeats = Repeats(10.0, FakeClock())
+    assert all(repeats.filter(_record("Sent FetchRequest (v11, 90 bytes @ 0, CorrId %d)", n, level=logging.DEBUG)) for n in range(20))
+
+
+@pytest.mark.parametrize(
+    ("servers", "problem"),
+    [
+        ("localhost:9092", None),
+        ("b-1.kafka.example.com:9096,b-2.kafka.example.com:9096,", None),
+        ("[::1]:9092", None),
+        ("SASL_SSL://broker:9093", None),
+        ("localhost", "'localhost' has no port: give host:port, e.g. localhost:9092?"),
+        ("a:9092, 10.0.0.7", "'10.0.0.7' has no port: give host:port, e.g. 10.0.0.7:9092?"),
+        ("a:9092,,b:9092", None),  # empty entries are skipped, as librdkafka does
+        ("host:", "'host:' is not host:port: give host:port[,host:port...], e.g. localhost:9092"),
+        ("host:port", "'host:port' is not host:port"),
+    ],
+)
+def test_bootstrap_servers_need_a_port_each(servers, problem):
+    found = bootstrap_problem(servers)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(f"CHATAPP_KAFKA_BOOTSTRAP_SERVERS: {problem}")
