@@ -8,12 +8,14 @@ import logging
 
 import pytest
 
+from consumer.codec import PlainAvroCodec, RegistryAvroCodec
 from consumer.config_checks import bootstrap_problem
 from consumer.events import Events
 from consumer.kafka.records import Record
+from consumer.models import SendResult, Status
 from consumer.repeats import Repeats
 from consumer.request_json import BadJson, strict_record
-from consumer.results import TABLE, dead_letter_row, table_line, wanted
+from consumer.results import TABLE, dead_letter_row, result_row, table_line, wanted
 from consumer.summary import subscribe_summary
 from tests.fixtures.clock import FakeClock
 
@@ -135,3 +137,22 @@ def test_bootstrap_servers_need_a_port_each(servers, problem):
         assert found is None
     else:
         assert found is not None and found.startswith(f"CHATAPP_KAFKA_BOOTSTRAP_SERVERS: {problem}")
+
+
+def test_results_decode_what_either_codec_wrote():
+    """``results`` reads the reply topic with the service's codec: plain Avro, or the registry's
+    wire format with the writer schema fetched by the id in the value."""
+    schemas: dict[int, str] = {}
+
+    def register(subject: str, schema: str) -> int:
+        schemas[7] = schema
+        return 7
+
+    result = SendResult("req-9", Status.FAILED, "Template.NotFound", "no such template", 3, attempts=2, batch_id="b-1", completed_at_ms=1_893_456_000_250)
+    for codec in (PlainAvroCodec(), RegistryAvroCodec(schemas.__getitem__, register, "results-value", "requests-value")):
+        row = result_row(Record("results", 1, 5, 0, b"req-9", codec.encode_result(result), None), codec)
+        assert row == {"request_id": "req-9", "status": "FAILED", "code": "Template.NotFound", "message": "no such template", "group_message_id": None,
+                       "api_request_id": None, "recipients": 3, "attempts": 2, "batch_id": "b-1", "completed_at": "2030-01-01T00:00:00.250+00:00",
+                       "partition": 1, "offset": 5}  # fmt: skip
+    garbage = result_row(Record("results", 0, 1, 0, b"k", b"\x00\x01", None), PlainAvroCodec())
+    assert (garbage["request_id"], garbage["status"]) == ("k", "UNDECODABLE")
