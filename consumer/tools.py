@@ -22,6 +22,7 @@ from .validate import Validator
 
 DELIVERY_TIMEOUT_S = 10.0
 """How long ``produce`` waits for the broker to take a record before it gives up on it."""
+QUEUED_RECORDS = 5000
 
 
 class BadRecord(Exception):
@@ -103,7 +104,10 @@ def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]
         print(f"config error: {problem}", file=sys.stderr)
         return 2
     codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
-    writer = Writer({**producer_config(config), "bootstrap.servers": servers, "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000)})
+    # a record waits DELIVERY_TIMEOUT_S at most, in the local queue too: a queue of at most
+    # QUEUED_RECORDS keeps that wait a second or two even for a broker that takes a few thousand a second
+    writer = Writer({"queue.buffering.max.messages": QUEUED_RECORDS, **producer_config(config), "bootstrap.servers": servers,
+                     "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000)})  # fmt: skip
     started, done, failed = time.monotonic(), 0, writer.failed
     try:
         for where, record in records:
