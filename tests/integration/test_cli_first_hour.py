@@ -281,3 +281,11 @@ def test_results_names_a_missing_topic_and_an_unreachable_broker(cluster):
     assert _one_error_line(down.stderr).startswith(f"results: Kafka at {address} did not answer")
     bad = cli("results", "--status", "SENDED", env={"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": address})
     assert bad.returncode == 2 and bad.stderr.splitlines() == ["results: --status SENDED: give one or more of EXPIRED, FAILED, REJECTED, SENT"]
+
+
+def test_replay_dlq_names_an_unreachable_broker_in_one_line():
+    address = f"127.0.0.1:{free_port()}"
+    done = cli("replay-dlq", env={"CHATAPP_KAFKA_BOOTSTRAP_SERVERS": address})
+    assert done.returncode == 1
+    assert _one_error_line(done.stderr).startswith(f"replay: Kafka at {address} did not answer"), done.stderr
+    assert "%3|" not in done.stderr
