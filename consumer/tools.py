@@ -122,7 +122,10 @@ def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]
                 _progress(done, total, started)
     except BadRecord as exc:
         left = writer.flush(DELIVERY_TIMEOUT_S * 2)
-        print(f"\n{exc}\n{done - left - len(failed)} records before it were delivered; nothing after it was produced", file=sys.stderr)
+        before = f"{done - left - len(failed)} records before it were delivered; nothing after it was produced" if done else "nothing was produced"
+        if done >= 1000:
+            print(file=sys.stderr)  # ends the progress bar's line
+        print(f"{exc}\n{before}", file=sys.stderr)
         return 1
     left = writer.flush(DELIVERY_TIMEOUT_S * 2)
     _progress(done, total, started)
