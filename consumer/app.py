@@ -46,6 +46,7 @@ from .redis_watch import RedisWatch
 from .reply import Replies
 from .runtime import lower_thread_priority, tune_interpreter
 from .sender import Sender, SendPolicy
+from .summary import subscribe_summary
 from .validate import Validator
 from .worker_link import WorkerLink
 
@@ -77,6 +78,7 @@ class Service:
         self.events = Events()
         subscribe_metrics(self.events, self.metrics)
         subscribe_logs(self.events, log)
+        subscribe_summary(self.events, log, config.summary_interval_s, {name: account.rate_limit_per_second for name, account in config.accounts.items()})
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # a restarted process (pid 1 again) is another owner
         codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
         tracker = OffsetTracker()

@@ -4,6 +4,7 @@
     produce       send requests from a JSON-lines file to the topic
     check-config  print the effective configuration (secrets redacted) and test connectivity
     replay-dlq    re-inject dead-lettered messages into the request topic after a fix
+    results       print the results the service writes (or, --dlq, its dead letters) as they come
 
 The demo, the embedded broker, the local CAMS endpoint and sample traffic are the devkit's
 (``chatapp-devkit``, devkit/ in the repository), which this package never imports;
@@ -25,11 +26,13 @@ from . import logs
 
 def _load(env=None) -> settings.Config | None:
     try:
-        return settings.load(env)
+        config = settings.load(env)
     except settings.ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return None
+    logs.setup(config.log_level, config.log_format)  # every command's library lines (librdkafka's) formatted
+    return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -87,7 +90,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         return 2
     from .tools import produce
 
-    return produce(config, args.file, args.bootstrap_servers)
+    return produce(config, args.file, args.bootstrap_servers, validate=not args.no_validate)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -111,6 +114,22 @@ def cmd_replay_dlq(args: argparse.Namespace) -> int:
     return replay_dlq(config, args.max, args.dry_run, args.timeout, args.to)
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    if config.kafka_bootstrap_servers is None:
+        print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set", file=sys.stderr)
+        return 2
+    from .results import STATUSES, follow_results
+
+    statuses = {s.strip() if args.dlq else s.strip().upper() for s in (args.status or "").split(",") if s.strip()}
+    if not args.dlq and statuses - STATUSES:
+        print(f"results: --status {','.join(sorted(statuses - STATUSES))}: give one or more of {', '.join(sorted(STATUSES))}", file=sys.stderr)
+        return 2
+    return follow_results(config, args.dlq, args.from_beginning, args.request_id, statuses, args.table, args.max, args.timeout)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="chatapp-consumer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
@@ -122,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="send requests to the request topic (sample traffic: chatapp-devkit produce-samples)")
     produce.add_argument("--file", required=True, help="JSON lines, one SendRequest record per line ('-' = stdin)")
     produce.add_argument("--bootstrap-servers", help="overrides CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
+    produce.add_argument("--no-validate", action="store_true", help="send requests the service would reject (they come back REJECTED)")
     produce.set_defaults(func=cmd_produce)
     check = sub.add_parser("check-config", help="print the effective configuration and test connectivity")
     check.add_argument("--no-connect", action="store_true", help="only print the configuration")
@@ -132,6 +152,15 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--timeout", type=float, default=10.0, help="stop after this many idle seconds")
     replay.add_argument("--to", default=None, metavar="TOPIC", help="write the copies here instead of the request topic")
     replay.set_defaults(func=cmd_replay_dlq)
+    results = sub.add_parser("results", help="print results (or dead letters) as they come; the counts by status on exit")
+    results.add_argument("--dlq", action="store_true", help="the dead-letter topic instead of the reply topic")
+    results.add_argument("--from-beginning", action="store_true", help="what the topic holds too (default: only what comes from now on)")
+    results.add_argument("--request-id", help="only this request's records")
+    results.add_argument("--status", help="only these statuses, e.g. FAILED,REJECTED (with --dlq: reasons, e.g. not-avro)")
+    results.add_argument("--table", action="store_true", help="aligned columns instead of JSON lines")
+    results.add_argument("--max", type=int, default=None, help="stop after this many records")
+    results.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a record")
+    results.set_defaults(func=cmd_results)
     return top
 
 

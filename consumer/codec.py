@@ -63,7 +63,7 @@ def _read_all(buffer: io.BytesIO, writer: Any, reader: Any, size: int) -> dict[s
         raise DecodeError("not-avro", f"{type(exc).__name__}: {exc}"[:200]) from exc
     if buffer.tell() != size:
         raise DecodeError("trailing-bytes", f"{size - buffer.tell()} bytes left after the record: wrong schema?")
-    assert isinstance(record, dict), "the reader (or writer) schema is the request record, which fastavro reads as a dict"
+    assert isinstance(record, dict), "the reader (or writer) schema is a record, which fastavro reads as a dict"
     return record
 
 
@@ -175,6 +175,10 @@ class PlainAvroCodec:
     def decode(self, value: bytes) -> dict[str, Any]:
         return _read_all(io.BytesIO(value), REQUEST_SCHEMA, None, len(value))
 
+    def decode_result(self, value: bytes) -> dict[str, Any]:
+        """A SendResult record (what ``results`` shows); DecodeError when it is none."""
+        return _read_all(io.BytesIO(value), RESULT_SCHEMA, None, len(value))
+
     def decode_request(self, value: bytes) -> SendRequest:
         """The request a value holds (its source not yet set); DecodeError as ``decode``."""
         request = self._reader.read(value)
@@ -254,6 +258,12 @@ class RegistryAvroCodec(PlainAvroCodec):
 
     def decode(self, value: bytes) -> dict[str, Any]:
         return self._resolved(value, self._writer(self._schema_id(value)))
+
+    def decode_result(self, value: bytes) -> dict[str, Any]:
+        buffer = io.BytesIO(value)
+        writer = self._writer(self._schema_id(value))
+        buffer.seek(_HEADER.size)
+        return _read_all(buffer, writer, RESULT_SCHEMA, len(value))
 
     def decode_request(self, value: bytes) -> SendRequest:
         """The fast reader for values written with the bundled schema; fastavro's schema

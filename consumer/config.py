@@ -233,6 +233,14 @@ SETTINGS: tuple[Setting, ...] = (
         choices=GROUP_PROTOCOLS,
     ),
     _s("session_timeout_ms", int, 45_000, "Consumer group session timeout.", minimum=1000, maximum=3_600_000),
+    _s(
+        "summary_interval_s",
+        float,
+        30.0,
+        "`run` logs what it did since its last summary line (results by status, dead letters, API calls, budget use) this often; 0: never.",
+        minimum=0,
+        maximum=86_400,
+    ),
     _s("metrics_host", str, "0.0.0.0", "Address of the metrics and health HTTP server."),
     _s("metrics_port", int, 9400, "Port of /metrics, /healthz, /readyz (0 = any free port).", minimum=0, maximum=65535),
     _s("log_format", str, "auto", "json, text, or auto (text on a terminal, JSON otherwise).", choices=LOG_FORMATS),
@@ -298,6 +306,7 @@ class Config:
     commit_interval_ms: int
     group_protocol: str
     session_timeout_ms: int
+    summary_interval_s: float
     metrics_host: str
     metrics_port: int
     log_format: str

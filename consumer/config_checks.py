@@ -83,10 +83,28 @@ def _redis_url_problem(url: str) -> str | None:
     return None
 
 
+_BROKER = re.compile(r"(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}")
+"""A bootstrap address: host:port, [IPv6]:port, optionally after a listener's ``NAME://``."""
+
+
+def bootstrap_problem(servers: str | None) -> str | None:
+    """What is wrong with CHATAPP_KAFKA_BOOTSTRAP_SERVERS, naming the fix (librdkafka would take
+    ``localhost`` as ``localhost:9092`` and retry it for ever, quietly, when the broker is elsewhere)."""
+    addresses = [address.strip() for address in (servers or "").split(",")]
+    for address in [a for a in addresses if a] or [""]:  # a trailing comma is harmless
+        if not _BROKER.fullmatch(address):
+            if address and ":" not in address.strip("[]"):
+                return f"CHATAPP_KAFKA_BOOTSTRAP_SERVERS: {address!r} has no port: give host:port, e.g. {address}:9092?"
+            return f"CHATAPP_KAFKA_BOOTSTRAP_SERVERS: {address!r} is not host:port: give host:port[,host:port...], e.g. localhost:9092"
+    return None
+
+
 def address_problems(values: Mapping[str, Any]) -> list[str]:
-    """What is wrong with the CAMS endpoint, the Schema Registry and Redis URLs and the metrics
+    """What is wrong with the Kafka bootstrap servers, the CAMS endpoint, the Schema Registry and Redis URLs and the metrics
     host, one line each naming the setting and its right form (URLs redacted)."""
     problems = []
+    if values.get("kafka_bootstrap_servers") and (why := bootstrap_problem(values["kafka_bootstrap_servers"])):
+        problems.append(why)
     endpoint = values["cams_endpoint"] or ""
     parts = _split(endpoint, ("http", "https"))
     if parts is None or parts.path not in ("", "/") or parts.query or parts.fragment:

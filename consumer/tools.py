@@ -6,31 +6,69 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
-from .codec import build_codec
+from .codec import DecodeError, PlainAvroCodec, build_codec
 from .config import Config
+from .config_checks import bootstrap_problem
+from .intake import REJECTED_CODE
 from .kafka import producer_config
 from .kafka.tools import KafkaUnavailable, Writer, cluster_summary
 from .redact import redact_text
+from .request_json import BadJson, strict_record
+from .validate import Validator
+
+DELIVERY_TIMEOUT_S = 10.0
+"""How long ``produce`` waits for the broker to take a record before it gives up on it."""
+QUEUED_RECORDS = 5000
 
 
 class BadRecord(Exception):
     """A line of the input that is not a SendRequest record."""
 
 
-def _records_from(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _records_from(path: str, stream: IO[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, record) for each non-blank line; ``where`` is ``path:line``."""
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with stream:
-        for number, line in enumerate(stream, 1):
-            if line.strip():
-                try:
-                    yield f"{path}:{number}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadRecord(f"{path}:{number}: not JSON: {exc}") from exc
+        number = 0
+        try:
+            for number, line in enumerate(stream, 1):
+                if line.strip():
+                    try:
+                        yield f"{path}:{number}", json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise BadRecord(f"{path}:{number}: not JSON ({exc.msg} at column {exc.colno})") from exc
+        except UnicodeDecodeError as exc:
+            raise BadRecord(f"{path}:{number + 1}: not UTF-8 text ({exc.reason}): give JSON lines") from exc
+
+
+def _strict(records: Iterable[tuple[str, dict[str, Any]]], validator: Validator | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The records checked field by field (``request_json``) and, with a ``validator``, as the
+    service checks them: a request it would reject is refused with the REJECTED result's message."""
+    codec = PlainAvroCodec()
+    for where, record in records:
+        try:
+            record = strict_record(record)
+        except BadJson as exc:
+            raise BadRecord(f"{where}: {exc}") from exc
+        if validator is not None:
+            try:
+                request = codec.decode_request(codec.encode_request(record))
+            except (ValueError, TypeError, KeyError, AttributeError, DecodeError) as exc:
+                raise BadRecord(f"{where}: does not match schemas/send_request.avsc: {exc}") from exc
+            problems = validator.problems(request)
+            if problems:
+                raise BadRecord(f"{where}: would be REJECTED ({REJECTED_CODE}): {'; '.join(problems)} (--no-validate sends it anyway)")
+        yield where, record
+
+
+class _EveryAccount:
+    """The accounts ``produce`` checks against when it has none configured: the service's may differ."""
+
+    def __contains__(self, _name: object) -> bool:
+        return True
 
 
 def _progress(done: int, total: int | None, started: float) -> None:
@@ -42,9 +80,16 @@ def _progress(done: int, total: int | None, started: float) -> None:
         print(f"\r{done:,} produced ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
 
-def produce(config: Config, path: str, bootstrap: str | None) -> int:
-    """``chatapp-consumer produce --file PATH``: the JSON-lines file's records ('-' = stdin)."""
-    return produce_records(config, _records_from(path), None, bootstrap)
+def produce(config: Config, path: str, bootstrap: str | None, validate: bool = True) -> int:
+    """``chatapp-consumer produce --file PATH``: the JSON-lines file's records ('-' = stdin),
+    each checked (``_strict``) before it is sent."""
+    try:
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    except OSError as exc:
+        print(f"produce: cannot read --file {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    validator = Validator(config.accounts or _EveryAccount()) if validate else None
+    return produce_records(config, _strict(_records_from(path, stream), validator), None, bootstrap)
 
 
 def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]], total: int | None, bootstrap: str | None) -> int:
@@ -55,8 +100,14 @@ def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]
     if not servers:
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers): not set", file=sys.stderr)
         return 2
+    if problem := bootstrap_problem(servers):
+        print(f"config error: {problem}", file=sys.stderr)
+        return 2
     codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
-    writer = Writer({**producer_config(config), "bootstrap.servers": servers})
+    # a record waits DELIVERY_TIMEOUT_S at most, in the local queue too: a queue of at most
+    # QUEUED_RECORDS keeps that wait a second or two even for a broker that takes a few thousand a second
+    writer = Writer({"queue.buffering.max.messages": QUEUED_RECORDS, **producer_config(config), "bootstrap.servers": servers,
+                     "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000)})  # fmt: skip
     started, done, failed = time.monotonic(), 0, writer.failed
     try:
         for where, record in records:
@@ -70,14 +121,19 @@ def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]
                 writer.serve()
                 _progress(done, total, started)
     except BadRecord as exc:
-        left = writer.flush(60)
-        print(f"\n{exc}\n{done - left - len(failed)} records before it were delivered; nothing after it was produced", file=sys.stderr)
+        left = writer.flush(DELIVERY_TIMEOUT_S * 2)
+        before = f"{done - left - len(failed)} records before it were delivered; nothing after it was produced" if done else "nothing was produced"
+        if done >= 1000:
+            print(file=sys.stderr)  # ends the progress bar's line
+        print(f"{exc}\n{before}", file=sys.stderr)
         return 1
-    left = writer.flush(60)
+    left = writer.flush(DELIVERY_TIMEOUT_S * 2)
     _progress(done, total, started)
     print(file=sys.stderr)
     if left or failed:
-        print(f"{left + len(failed)} of {done} messages were not delivered: {failed[:1]}", file=sys.stderr)
+        why = f"{failed[0]}" if failed else "no answer"
+        print(f"{left + len(failed)} of {done} requests not delivered: Kafka at {servers} did not take them within {DELIVERY_TIMEOUT_S:.0f} s ({why}); "
+              "is the broker running there? (CHATAPP_KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 
@@ -90,7 +146,7 @@ def check_connectivity(config: Config) -> int:
             brokers, partitions = cluster_summary(producer_config(config), config.request_topic)
             checks.append(("kafka", True, f"{brokers} brokers; {config.request_topic}: " + (f"{partitions} partitions" if partitions else "missing")))
         except KafkaUnavailable as exc:
-            checks.append(("kafka", False, str(exc)))
+            checks.append(("kafka", False, f"{config.kafka_bootstrap_servers}: {exc}: is a broker listening there? (CHATAPP_KAFKA_BOOTSTRAP_SERVERS)"))
     else:
         checks.append(("kafka", False, "CHATAPP_KAFKA_BOOTSTRAP_SERVERS not set"))
     if config.redis_url:

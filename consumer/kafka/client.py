@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ..config import Config
+from .clientlog import LIBRDKAFKA, logged
 from .records import TP, DeliveryCallback, Headers, ReceivedHeaders, Record, Unsent, parsed_headers
 
 log = logging.getLogger("consumer.kafka")
@@ -130,9 +131,9 @@ def producer_config(config: Config) -> dict[str, Any]:
 class KafkaIO:
     def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed):
         self._on_committed = on_committed
-        self._consumer = Consumer({**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka"))
+        self._consumer = Consumer(logged({**consumer_config(config), "on_commit": self._commit_done}))
         # the stub's Producer with the types the library really passes and takes (see _Producer)
-        self._producer = cast(_Producer, Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka")))
+        self._producer = cast(_Producer, Producer(logged(producer_config(config))))
         self._topic = config.request_topic
         self._on_assign = on_assign
         self._on_revoke = on_revoke
@@ -159,7 +160,7 @@ class KafkaIO:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err)
+                    LIBRDKAFKA.warning("consume error: %s", err)  # repeats held back: an outage is one a few seconds
                 continue
             headers = msg.headers()
             correlation, reply_to = parsed_headers(headers) if headers else (None, None)

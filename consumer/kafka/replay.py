@@ -6,10 +6,11 @@ import sys
 import time
 from typing import cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from ..config import Config
 from .client import Consumed, consumer_config, producer_config
+from .clientlog import logged
 from .records import DLQ_HEADER_PREFIX
 
 
@@ -29,10 +30,14 @@ def replay_dlq(config: Config, limit: int | None, dry_run: bool, idle_timeout: f
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS: not set", file=sys.stderr)
         return 2
     target = to_topic or config.request_topic
-    consumer = Consumer({**consumer_config(config), "group.id": f"{config.group_id}.dlq-replay"})
-    producer = Producer(producer_config(config))
+    consumer = Consumer(logged({**consumer_config(config), "group.id": f"{config.group_id}.dlq-replay"}))
+    producer = Producer(logged(producer_config(config)))
     try:
-        metadata = consumer.list_topics(config.dlq_topic, timeout=10).topics.get(config.dlq_topic)
+        try:
+            metadata = consumer.list_topics(config.dlq_topic, timeout=10).topics.get(config.dlq_topic)
+        except KafkaException as exc:
+            print(f"replay: Kafka at {config.kafka_bootstrap_servers} did not answer ({exc.args[0].str()}): is a broker listening there?", file=sys.stderr)
+            return 1
         if metadata is None or metadata.error is not None:
             print(f"replay: topic {config.dlq_topic} not found", file=sys.stderr)
             return 1

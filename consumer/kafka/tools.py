@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .client import produce_waiting
+from .clientlog import logged
 from .records import Headers
 
 
@@ -20,12 +21,12 @@ class Writer:
     the errors of the records the broker did not take."""
 
     def __init__(self, options: Mapping[str, Any]):
-        self._producer = Producer(dict(options))
-        self.failed: list[object] = []
+        self._producer = Producer(logged(options))
+        self.failed: list[str] = []
 
-    def _delivered(self, err: object, _record: object) -> None:
+    def _delivered(self, err: KafkaError | None, _record: object) -> None:
         if err is not None:
-            self.failed.append(err)
+            self.failed.append(err.str())
 
     def write(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None = None) -> None:
         produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=self._delivered)
@@ -43,8 +44,8 @@ def cluster_summary(options: Mapping[str, Any], topic: str, timeout_s: float = 5
     """(brokers, partitions of ``topic`` or None when it is missing); KafkaUnavailable when the
     cluster does not answer within ``timeout_s``."""
     try:
-        metadata = Producer(dict(options)).list_topics(timeout=timeout_s)
+        metadata = Producer(logged(options)).list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaUnavailable(str(exc)) from exc
+        raise KafkaUnavailable(exc.args[0].str()) from exc
     found = metadata.topics.get(topic)
     return len(metadata.brokers), (len(found.partitions) if found is not None else None)
