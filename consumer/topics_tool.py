@@ -15,6 +15,10 @@ from .kafka.tools import KafkaUnavailable
 from .topics import TopicSpec, differences, kafka_topics_commands, missing_line, plan
 
 
+def _partitions(count: int) -> str:
+    return f"{count} partition" + ("" if count == 1 else "s")
+
+
 def _servers(config: Config, bootstrap: str | None) -> str | None:
     servers = bootstrap or config.kafka_bootstrap_servers
     if not servers:
@@ -42,7 +46,7 @@ def _describe_lines(admin: TopicAdmin, cluster: Cluster, specs: list[TopicSpec])
         off = differences(spec, cluster.topics[spec.name], found)
         shown = " ".join(f"{k}={found[k]}" for k in spec.configs if k in found) if found else "configs not readable (the broker names no controller)"
         lines.append(
-            f"{spec.name:28} {'ok      ' if not off else 'DIFFERS '} {cluster.topics[spec.name]} partitions; {shown}" + (f"; {'; '.join(off)}" if off else "")
+            f"{spec.name:28} {'ok      ' if not off else 'DIFFERS '} {_partitions(cluster.topics[spec.name])}; {shown}" + (f"; {'; '.join(off)}" if off else "")
         )
     return lines
 
@@ -83,7 +87,7 @@ def create(config: Config, partitions: int, replication: int, dry_run: bool, boo
     for spec in specs:
         if spec.name in cluster.topics:
             print(
-                f"{spec.name:28} exists   {cluster.topics[spec.name]} partitions: left as it is (`chatapp-consumer topics describe` compares it with the plan)"
+                f"{spec.name:28} exists   {_partitions(cluster.topics[spec.name])}: left as it is (`chatapp-consumer topics describe` compares it with the plan)"
             )
     if not wanted:
         return 0
@@ -104,7 +108,7 @@ def create(config: Config, partitions: int, replication: int, dry_run: bool, boo
         error = errors.get(spec.name)
         print(
             f"{spec.name:28} {'created ' if error is None else 'FAILED  '} "
-            + (f"{spec.partitions} partitions, replication {replication}" if error is None else error)
+            + (f"{_partitions(spec.partitions)}, replication {replication}" if error is None else error)
         )
     return 0 if not any(errors.values()) else 1
 
@@ -116,4 +120,4 @@ def check_line(config: Config) -> tuple[str, bool, str]:
     missing = [s.name for s in specs if s.name not in cluster.topics]
     if missing:
         return "topics", False, missing_line(missing, cluster.mock)
-    return "topics", True, ", ".join(f"{s.name} ({cluster.topics[s.name]} partitions)" for s in specs)
+    return "topics", True, ", ".join(f"{s.name} ({_partitions(cluster.topics[s.name])})" for s in specs)

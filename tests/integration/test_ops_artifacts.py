@@ -429,6 +429,9 @@ def test_kubernetes_manifests_are_consistent():
     assert all(p["port"] in ("metrics", 9400) for p in probes.values())
     res = container["resources"]
     assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
+    # a service process keeps a core busy: a whole core per worker, and no CPU quota to throttle it
+    assert cpu_cores(res["requests"]["cpu"]) >= loaded.workers, "request a core per service process"
+    assert "cpu" not in res.get("limits", {}), "no CPU limit: CFS throttling delays paced calls and heartbeats"
     mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
     assert "/tmp" in mounts, "a writable /tmp with the read-only root filesystem"
 
@@ -453,7 +456,10 @@ def test_kubernetes_manifests_are_consistent():
     (trigger,) = so["spec"]["triggers"]
     meta = trigger["metadata"]
     assert trigger["type"] == "kafka"
-    assert (meta["topic"], meta["consumerGroup"], meta["bootstrapServers"]) == (loaded.request_topic, loaded.group_id, loaded.kafka_bootstrap_servers)
+    # said once, in the ConfigMap: KEDA reads the variables from the Deployment's container
+    assert not {"bootstrapServers", "consumerGroup", "topic"} & set(meta), "no second copy of the ConfigMap's values"
+    from_env = (meta["topicFromEnv"], meta["consumerGroupFromEnv"], meta["bootstrapServersFromEnv"])
+    assert from_env == ("CHATAPP_REQUEST_TOPIC", "CHATAPP_GROUP_ID", "CHATAPP_KAFKA_BOOTSTRAP_SERVERS") and set(from_env) <= set(env)
     assert (loaded.request_topic, loaded.group_id) == ("chatapp.send-requests", "chatapp-consumer")
     partitions = int(so["metadata"]["annotations"]["chatapp.io/request-topic-partitions"])
     assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"] <= partitions
@@ -464,6 +470,40 @@ def test_kubernetes_manifests_are_consistent():
     files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kust["resources"]) == files - {"secret.example.yaml"}
     assert container["image"] in {i["name"] for i in kust["images"]}
+
+
+def cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity (``1``, ``1.5``, ``250m``) in cores."""
+    return int(quantity[:-1]) / 1000 if str(quantity).endswith("m") else float(quantity)
+
+
+def test_strimzi_topics_are_the_topics_commands_plan():
+    """deploy/strimzi/topics.yaml holds what ``chatapp-consumer topics create`` creates, with the
+    partitions the ScaledObject is sized for and the ConfigMap's topic names."""
+    from consumer.topics import plan
+
+    objs = k8s_objects()
+    loaded = settings.load(env={**objs["ConfigMap"]["data"], "ALIBABA_CLOUD_ACCESS_KEY_ID": "id", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret"})
+    partitions = int(objs["ScaledObject"]["metadata"]["annotations"]["chatapp.io/request-topic-partitions"])
+    topics = [doc for doc in yaml.safe_load_all((ROOT / "deploy/strimzi/topics.yaml").read_text()) if doc]
+    assert {(t["apiVersion"], t["kind"]) for t in topics} == {("kafka.strimzi.io/v1beta2", "KafkaTopic")}
+    assert len({t["metadata"]["labels"]["strimzi.io/cluster"] for t in topics}) == 1
+    found = [(t["spec"]["topicName"], t["spec"]["partitions"], t["spec"]["replicas"], {k: str(v) for k, v in t["spec"]["config"].items()}) for t in topics]
+    assert found == [(s.name, s.partitions, 3, dict(s.configs)) for s in plan(loaded, partitions, 3)]
+    assert all(t["metadata"]["name"] == t["spec"]["topicName"] for t in topics)
+    assert loaded.workers * objs["ScaledObject"]["spec"]["maxReplicaCount"] <= partitions, "a partition for every process of the group"
+
+
+def test_dockerfile_env_file_example_exists_and_names_only_settings():
+    named = re.findall(r"--env-file (\S+)", DOCKERFILE.read_text())
+    assert named, "the Dockerfile shows how to pass the settings"
+    for name in named:
+        path = ROOT / name
+        assert path.is_file(), f"the Dockerfile names {name}, which does not exist"
+        pairs = dict(line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+        assert all(k.startswith("ALIBABA_CLOUD_") or known_env(k) for k in pairs), sorted(pairs)
+        assert all("REPLACE" in v for k, v in pairs.items() if k.startswith("ALIBABA_CLOUD_")), "placeholder credentials only"
+        assert settings.load(env=pairs).warnings == ()
 
 
 def test_kubernetes_manifests_validate_against_the_api_schemas():
