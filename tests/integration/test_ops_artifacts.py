@@ -303,7 +303,7 @@ def test_promtool_checks_rules_config_and_rule_unit_tests(tmp_path):
     # the dashboard's PromQL parses: every target as a recording rule, Grafana variables filled in
     rules = []
     for i, (_, expr) in enumerate(dashboard_exprs(json.loads(DASHBOARD.read_text()))):
-        expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+        expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range_s", "3600").replace("$__range", "1h")
         expr = re.sub(r"\$\{?(\w+)\}?", ".*", expr)
         rules.append({"record": f"dashboard:expr_{i}", "expr": expr})
     path = tmp_path / "dashboard_rules.yml"
@@ -316,7 +316,8 @@ def test_promtool_checks_rules_config_and_rule_unit_tests(tmp_path):
 # Grafana dashboard
 # --------------------------------------------------------------------------------------------
 REQUIRED_PANELS = [
-    "throughput",
+    "requests / s",
+    "recipients / s",
     "batch fill",
     "api calls by code",
     "api latency",
@@ -360,6 +361,23 @@ def test_dashboard_structure():
             assert t["datasource"]["uid"] == "${datasource}", p["title"]
             if "histogram_quantile(" in t["expr"]:
                 assert "_bucket" in t["expr"] and re.search(r"by \([^)]*\ble\b", t["expr"]), f"{p['title']}: {t['expr']}"
+    # requests and recipients differ by up to 1,000 times: never on one axis
+    for p in panels:
+        exprs = [t["expr"] for t in p.get("targets", [])]
+        counts = {"requests": any("chatapp_requests_consumed" in e or "chatapp_results_total" in e for e in exprs),
+                  "recipients": any("chatapp_recipients_consumed" in e or "chatapp_api_recipients" in e for e in exprs)}  # fmt: skip
+        assert not all(counts.values()), f"{p['title']!r} draws requests and recipients on one axis"
+    # a legend says what a label is: "late arrivals, account default", not "late arrivals default"
+    for p in panels:
+        for t in p.get("targets", []):
+            legend = t.get("legendFormat", "")
+            for label in ("account", "instance"):
+                if "{{" + label + "}}" in legend:
+                    assert f"{label} {{{{{label}}}}}" in legend, f"{p['title']!r}: legend {legend!r} does not name the {label}"
+    # the stat row reads over the time range: an instant rate shows 0 at the end of a run
+    for p in (p for p in panels if p["type"] == "stat"):
+        (target,) = p["targets"]
+        assert "$__rate_interval" not in target["expr"], f"stat {p['title']!r} shows an instant rate"
     batch = next(p for p in panels if "batch fill" in p["title"].lower())
     exprs = " ".join(t["expr"] for t in batch["targets"])
     assert "chatapp_batch_recipients_sum" in exprs and "chatapp_batch_recipients_count" in exprs
