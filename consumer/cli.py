@@ -119,6 +119,12 @@ def cmd_replay_dlq(args: argparse.Namespace) -> int:
     return replay_dlq(config, args.max, args.dry_run, args.timeout, args.to)
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     config = _load()
     if config is None:
@@ -153,8 +159,8 @@ def parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay_dlq)
     topics = sub.add_parser("topics", help="describe the request, reply and DLQ topics, or create the missing ones (docs/operations.md)")
     topics.add_argument("action", choices=("describe", "create"))
-    topics.add_argument("--partitions", type=int, default=12, help="of the request and reply topics (create; the DLQ gets 1)")
-    topics.add_argument("--replication-factor", type=int, default=3, help="of every topic (create)")
+    topics.add_argument("--partitions", type=_at_least_one, default=12, help="of the request and reply topics (create; the DLQ gets 1)")
+    topics.add_argument("--replication-factor", type=_at_least_one, default=3, help="of every topic (create)")
     topics.add_argument("--dry-run", action="store_true", help="print the kafka-topics.sh lines instead of creating (create)")
     topics.add_argument("--bootstrap-servers", help="overrides CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
     topics.set_defaults(func=cmd_topics)

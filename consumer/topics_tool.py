@@ -37,6 +37,7 @@ def _look(admin: TopicAdmin) -> Cluster | None:
 def _describe_lines(admin: TopicAdmin, cluster: Cluster, specs: list[TopicSpec]) -> list[str]:
     present = [s for s in specs if s.name in cluster.topics]
     configs = admin.configs([s.name for s in present]) if present and cluster.controller else {}
+    unreadable = "configs not readable: " + ("DescribeConfigs failed" if cluster.controller else "the broker names no controller")
     lines = []
     for spec in specs:
         if spec.name not in cluster.topics:
@@ -44,7 +45,7 @@ def _describe_lines(admin: TopicAdmin, cluster: Cluster, specs: list[TopicSpec])
             continue
         found = configs.get(spec.name) or None
         off = differences(spec, cluster.topics[spec.name], found)
-        shown = " ".join(f"{k}={found[k]}" for k in spec.configs if k in found) if found else "configs not readable (the broker names no controller)"
+        shown = " ".join(f"{k}={found[k]}" for k in spec.configs if k in found) if found else unreadable
         lines.append(
             f"{spec.name:28} {'ok      ' if not off else 'DIFFERS '} {_partitions(cluster.topics[spec.name])}; {shown}" + (f"; {'; '.join(off)}" if off else "")
         )
@@ -115,7 +116,10 @@ def create(config: Config, partitions: int, replication: int, dry_run: bool, boo
 
 def check_line(config: Config) -> tuple[str, bool, str]:
     """``check-config``'s line: are the three topics there, and if not, how to create them."""
-    cluster = TopicAdmin(config).cluster()
+    try:
+        cluster = TopicAdmin(config).cluster()
+    except KafkaUnavailable as exc:
+        return "topics", False, f"not read: {exc}"
     specs = plan(config)
     missing = [s.name for s in specs if s.name not in cluster.topics]
     if missing:

@@ -155,3 +155,20 @@ def test_topics_create_dry_run_prints_the_documented_kafka_topics_lines():
     documented = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for line in cli("topics", "create", "--dry-run", env={}).stdout.splitlines():
         assert line in documented, f"docs/operations.md lacks {line!r}"
+
+
+def test_the_demo_says_where_each_number_comes_from():
+    from tests.integration.test_cli_tools import devkit_cli
+
+    done = devkit_cli("demo", "--requests", "200", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tail = done.stdout.splitlines()[-6:]
+    assert tail[0] == f"results read back from {RESULTS}: {{'SENT': 200, 'REJECTED': 2}}  (202 records)"
+    assert tail[1].startswith(f"dead letters read back from {DLQ}: 2 (")
+    metrics = re.fullmatch(r"API calls by the service's metrics: (\d+) accepted carrying 200 recipients \(mean \d+ per call, cap 1,000\)", tail[2])
+    endpoint = re.fullmatch(
+        r"API calls by the local endpoint's own record: (\d+) accepted carrying 200 recipients, max (\d+) in any 1 s window \(limit 10\)", tail[3]
+    )
+    assert metrics and endpoint and metrics.group(1) == endpoint.group(1) and int(endpoint.group(2)) <= 10, tail
+    assert tail[4].endswith("recipients/s accepted by the endpoint")
+    assert tail[5] == "(the broker and the endpoint are processes on this machine: nothing left it)"
