@@ -1,4 +1,4 @@
-"""The pure pieces behind issue 21's signals: the did-you-mean for unknown variables, when the
+"""The pure pieces behind issue 21's second half: the did-you-mean for unknown variables, when the
 no-partition line is due, the topics' plan, and JSON told apart from Avro."""
 
 from __future__ import annotations
