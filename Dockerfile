@@ -3,7 +3,7 @@
 # chatapp-consumer image.
 #
 #   docker build -t chatapp-consumer:dev .
-#   docker run --rm -p 9400:9400 --env-file chatapp.env chatapp-consumer:dev            # = run
+#   docker run --rm -p 9400:9400 --env-file config/example.env chatapp-consumer:dev     # = run (fill in its placeholders)
 #   docker run --rm chatapp-consumer:dev check-config --no-connect
 #
 # Stage "builder" builds the wheel and installs it with its dependencies into /opt/venv;

@@ -38,7 +38,7 @@ from .limiter import connect
 from .limiter.setup import build_limiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import Settled
-from .observers import subscribe_logs, subscribe_metrics
+from .observers import subscribe_group_wait, subscribe_logs, subscribe_metrics
 from .offsets import OffsetTracker
 from .pipeline import Pipeline
 from .rebalance import Handover
@@ -79,6 +79,7 @@ class Service:
         subscribe_metrics(self.events, self.metrics)
         subscribe_logs(self.events, log)
         subscribe_summary(self.events, log, config.summary_interval_s, {name: account.rate_limit_per_second for name, account in config.accounts.items()})
+        subscribe_group_wait(self.events, log, config.request_topic, config.group_id, config.session_timeout_ms if config.group_protocol == "classic" else None)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # a restarted process (pid 1 again) is another owner
         codec = build_codec(config.schema_registry_url, config.request_topic, config.reply_topic)
         tracker = OffsetTracker()

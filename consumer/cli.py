@@ -5,6 +5,7 @@
     check-config  print the effective configuration (secrets redacted) and test connectivity
     replay-dlq    re-inject dead-lettered messages into the request topic after a fix
     results       print the results the service writes (or, --dlq, its dead letters) as they come
+    topics        describe the request, reply and dead-letter topics, or create the missing ones
 
 The demo, the embedded broker, the local CAMS endpoint and sample traffic are the devkit's
 (``chatapp-devkit``, devkit/ in the repository), which this package never imports;
@@ -24,7 +25,9 @@ from . import config as settings
 from . import logs
 
 
-def _load(env=None) -> settings.Config | None:
+def _load(env=None, warn: bool = True) -> settings.Config | None:
+    """The configuration, or None after one line per problem; ``warn``: print its warnings too
+    (``run`` logs them instead, once logging is set up)."""
     try:
         config = settings.load(env)
     except settings.ConfigError as exc:
@@ -32,11 +35,13 @@ def _load(env=None) -> settings.Config | None:
             print(f"config error: {problem}", file=sys.stderr)
         return None
     logs.setup(config.log_level, config.log_format)  # every command's library lines (librdkafka's) formatted
+    for warning in config.warnings if warn else ():
+        print(f"config warning: {warning}", file=sys.stderr)
     return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load()
+    config = _load(warn=False)
     if config is None:
         return 2
     if config.kafka_bootstrap_servers is None:
@@ -49,6 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     worker = WorkerLink.from_env(os.environ)
     logs.setup(config.log_level, config.log_format, worker=None if worker is None else worker.index)
+    for warning in config.warnings if worker is None else ():  # a supervisor's workers share its environment: said once
+        logging.getLogger("consumer.config").warning("config: %s", warning)
     try:
         if config.workers > 1:
             build_credentials(config)  # a missing credential stops the start-up here, not in N workers
@@ -130,6 +137,23 @@ def cmd_results(args: argparse.Namespace) -> int:
     return follow_results(config, args.dlq, args.from_beginning, args.request_id, statuses, args.table, args.max, args.timeout)
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    from . import topics_tool
+
+    if args.action == "create":
+        return topics_tool.create(config, args.partitions, args.replication_factor, args.dry_run, args.bootstrap_servers)
+    return topics_tool.describe(config, args.bootstrap_servers)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="chatapp-consumer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
@@ -161,6 +185,13 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("--max", type=int, default=None, help="stop after this many records")
     results.add_argument("--timeout", type=float, default=None, help="stop after this many seconds without a record")
     results.set_defaults(func=cmd_results)
+    topics = sub.add_parser("topics", help="describe the request, reply and DLQ topics, or create the missing ones (docs/operations.md)")
+    topics.add_argument("action", choices=("describe", "create"))
+    topics.add_argument("--partitions", type=_at_least_one, default=12, help="of the request and reply topics (create; the DLQ gets 1)")
+    topics.add_argument("--replication-factor", type=_at_least_one, default=3, help="of every topic (create)")
+    topics.add_argument("--dry-run", action="store_true", help="print the kafka-topics.sh lines instead of creating (create)")
+    topics.add_argument("--bootstrap-servers", help="overrides CHATAPP_KAFKA_BOOTSTRAP_SERVERS")
+    topics.set_defaults(func=cmd_topics)
     return top
 
 

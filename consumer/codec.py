@@ -54,15 +54,36 @@ RESULT_SCHEMA = parse_schema(RESULT_SCHEMA_JSON)
 _REQUEST_CANONICAL = to_parsing_canonical_form(REQUEST_SCHEMA_JSON)
 
 
+JSON_HINT = "looks like JSON, not Avro: `chatapp-consumer produce --file FILE.jsonl` encodes JSON lines as SendRequest records"
+
+
+def looks_like_json(value: bytes) -> bool:
+    """Is ``value`` a JSON object or array (what a producer sending JSON instead of Avro sends)?
+    Avro bytes can start with ``{`` too (a string of 61 bytes), so the whole value must parse."""
+    head = value[:64].lstrip()
+    if not head.startswith((b"{", b"[")):
+        return False
+    try:
+        json.loads(value)
+    except ValueError:  # includes bad UTF-8
+        return False
+    return True
+
+
 def _read_all(buffer: io.BytesIO, writer: Any, reader: Any, size: int) -> dict[str, Any]:
     try:
-        record = schemaless_reader(buffer, writer, reader)
-    except EOFError as exc:
-        raise DecodeError("truncated", f"value ends early ({exc or 'EOF'})") from exc
-    except Exception as exc:  # fastavro raises many types on garbage: all mean "not this schema"
-        raise DecodeError("not-avro", f"{type(exc).__name__}: {exc}"[:200]) from exc
-    if buffer.tell() != size:
-        raise DecodeError("trailing-bytes", f"{size - buffer.tell()} bytes left after the record: wrong schema?")
+        try:
+            record = schemaless_reader(buffer, writer, reader)
+        except EOFError as exc:
+            raise DecodeError("truncated", f"value ends early ({exc or 'EOF'})") from exc
+        except Exception as exc:  # fastavro raises many types on garbage: all mean "not this schema"
+            raise DecodeError("not-avro", f"{type(exc).__name__}: {exc}"[:200]) from exc
+        if buffer.tell() != size:
+            raise DecodeError("trailing-bytes", f"{size - buffer.tell()} bytes left after the record: wrong schema?")
+    except DecodeError as exc:  # JSON read as Avro ends early or reads a wrong length: say what it is
+        if looks_like_json(buffer.getvalue()):
+            raise DecodeError("not-avro", JSON_HINT) from exc
+        raise
     assert isinstance(record, dict), "the reader (or writer) schema is a record, which fastavro reads as a dict"
     return record
 
@@ -253,6 +274,8 @@ class RegistryAvroCodec(PlainAvroCodec):
 
     def _schema_id(self, value: bytes) -> int:
         if len(value) < _HEADER.size or value[0] != MAGIC_BYTE:
+            if looks_like_json(value):
+                raise DecodeError("not-avro", JSON_HINT)
             raise DecodeError("not-wire-format", "no Confluent magic byte and schema id")
         return _HEADER.unpack_from(value)[1]
 

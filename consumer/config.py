@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_checks import KAFKA_OPT_PREFIXES, PUBLIC_CAMS_ENDPOINT, address_problems, librdkafka_problems, reserved_kafka_options
+from .env_names import unknown_variables
 from .redact import HIDDEN, is_secret_name, redact_text, redact_url
 
 DEFAULT_ACCOUNT = "default"
@@ -315,6 +316,8 @@ class Config:
     consumer_options: Mapping[str, str] = field(default_factory=dict, repr=False)
     producer_options: Mapping[str, str] = field(default_factory=dict, repr=False)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """What is not wrong enough to refuse, one line each (``CHATAPP_*`` variables that are no setting)."""
 
     def account(self, name: str | None) -> AccountConfig | None:
         return self.accounts.get(name or DEFAULT_ACCOUNT)
@@ -362,6 +365,8 @@ def _convert(spec: Setting, raw: Any) -> Any:
     if spec.type is str:
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):  # a TOML array, table, date
             raise ValueError
+        if spec.choices:  # any case: debug, Debug and DEBUG are the same level
+            return next((choice for choice in spec.choices if choice.casefold() == str(raw).strip().casefold()), str(raw))
         return str(raw)
     if isinstance(raw, bool):
         raise ValueError
@@ -554,6 +559,7 @@ def load(env: Mapping[str, str] | None = None, path: str | os.PathLike[str] | No
                 options[name[len(prefix) :].lower().replace("_", ".")] = value
         values[table] = options
     values["accounts"] = _accounts(values, account_table, env, problems)
+    values["warnings"] = tuple(unknown_variables(env, [spec.env for spec in SETTINGS], account_table))
     try:
         config = _validated(values)
     except ConfigError as exc:
@@ -576,6 +582,6 @@ def reference_markdown() -> str:
         if spec.minimum is not None or spec.maximum is not None:
             bounds = f" Range {_number(spec.minimum)}–{_number(spec.maximum)}."
         if spec.choices:
-            bounds = f" One of {', '.join(spec.choices)}."
+            bounds = f" One of {', '.join(spec.choices)} (any case)."
         rows.append(f"| `{spec.env}` | `{spec.name}` | {default} | {spec.help.replace('|', '/')}{bounds} |")
     return "\n".join(rows)

@@ -16,6 +16,7 @@ loop turn or per occurrence, never once per request on the hot path.
 | ``loop.state``         | ``buffered``, ``waiting``, ``ledger_healthy``       | pipeline            |
 | ``partitions.paused``  | ``paused`` (True: paused; False: resumed)           | pipeline            |
 | ``offsets.committed``  | ``positions``                                       | pipeline            |
+| ``group.waiting``      | ``waited_s`` (no partition held this long; at doubling intervals) | pipeline |
 | ``partition.lag``      | ``topic``, ``partition``, ``lag``, ``committed_lag``, ``committed_offset`` | pipeline |
 | ``partitions.assigned``| ``partitions``, ``total``                           | rebalance           |
 | ``partitions.revoked`` | ``partitions`` (handed over, their finished work committed) | rebalance   |
@@ -43,7 +44,7 @@ from typing import Any
 
 NAMES = frozenset({
     "records.read", "records.skipped", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
-    "offsets.committed", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
+    "offsets.committed", "group.waiting", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
     "requests.abandoned", "record.dead_lettered", "results.acknowledged", "delivery.failed",
     "calls.in_flight", "slot.waited", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",
     "credentials.unavailable",

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .events import Events
+from .group_wait import waiting_line
 from .kafka import TP
 from .metrics import Metrics, code_label
 from .models import Source
@@ -125,3 +126,8 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     events.on("batch.retried", retried)
     events.on("batch.failed", failed)
     events.on("credentials.unavailable", lambda account, error: log.warning("no credentials for account %s: %s", account, error))
+
+
+def subscribe_group_wait(events: Events, log: logging.Logger, topic: str, group: str, session_timeout_ms: int | None) -> None:
+    """Why an instance holds no partition (``group_wait.py``), at the intervals the pipeline emits."""
+    events.on("group.waiting", lambda waited_s: log.log(*waiting_line(waited_s, topic, group, session_timeout_ms)))

@@ -19,6 +19,7 @@ from .admission import INFLIGHT_UNKNOWN, REUSED_CODE, Action, Policy, WaitingRoo
 from .batching import Batcher
 from .completion import now_ms
 from .events import Events
+from .group_wait import AssignmentWait
 from .inflight import InFlightBook
 from .intake import Intake
 from .kafka import TP, KafkaPort, Record
@@ -56,6 +57,7 @@ class Pipeline:
         self._beat = beat
         self._gc_pacer = gcpacing.Pacer()
         self._last_commit = self._last_lag = time.monotonic()
+        self._assignment_wait = AssignmentWait(self._last_commit)
 
     # -- a turn of the loop: consume, take_in, step -------------------------------------------
     def consume(self) -> list[Record]:
@@ -96,6 +98,9 @@ class Pipeline:
         if now - self._last_lag >= LAG_EVERY_S:
             self.report_lag()
             self._last_lag = now
+        waited = self._assignment_wait.due(bool(self.tracker.partitions), now)
+        if waited is not None:
+            self.events.emit("group.waiting", waited_s=waited)
 
     def _collect_garbage(self) -> None:
         generation = self._gc_pacer.due(self.sender.calls, gc.get_count(), self.sender.quiet_for(time.monotonic()))

@@ -18,6 +18,7 @@ from .kafka import producer_config
 from .kafka.tools import KafkaUnavailable, Writer, cluster_summary
 from .redact import redact_text
 from .request_json import BadJson, strict_record
+from .topics_tool import check_line
 from .validate import Validator
 
 DELIVERY_TIMEOUT_S = 10.0
@@ -138,6 +139,20 @@ def produce_records(config: Config, records: Iterable[tuple[str, dict[str, Any]]
     return 0
 
 
+def cams_probe(endpoint: str) -> tuple[str, bool, str]:
+    """Is the CAMS endpoint reachable? An unsigned ``OPTIONS /``: no API action, so the endpoint
+    counts no call and no failure (a ``GET /`` is an unsigned RPC call, refused with HTTP 400).
+    It proves DNS, TCP, TLS and an HTTP server; not the credentials, which only a signed call
+    (the service's first send) checks. A 5xx answer is a failing endpoint."""
+    try:
+        status = httpx.request("OPTIONS", endpoint, timeout=5).status_code
+    except httpx.HTTPError as exc:
+        return "cams", False, f"{endpoint}: not reachable: {exc}"
+    if status >= 500:
+        return "cams", False, f"{endpoint} reachable but failing: HTTP {status} to OPTIONS /"
+    return "cams", True, f"{endpoint} reachable (DNS, TCP, TLS, HTTP; no API call made: the credentials are checked by the first send)"
+
+
 def check_connectivity(config: Config) -> int:
     """Try Kafka, Redis and the CAMS endpoint; one line each (URLs redacted); exit 1 if any is unreachable."""
     checks: list[tuple[str, bool, str]] = []
@@ -145,6 +160,7 @@ def check_connectivity(config: Config) -> int:
         try:
             brokers, partitions = cluster_summary(producer_config(config), config.request_topic)
             checks.append(("kafka", True, f"{brokers} brokers; {config.request_topic}: " + (f"{partitions} partitions" if partitions else "missing")))
+            checks.append(check_line(config))
         except KafkaUnavailable as exc:
             checks.append(("kafka", False, f"{config.kafka_bootstrap_servers}: {exc}: is a broker listening there? (CHATAPP_KAFKA_BOOTSTRAP_SERVERS)"))
     else:
@@ -157,11 +173,7 @@ def check_connectivity(config: Config) -> int:
             checks.append(("redis", True, "PING ok"))
         except redis.RedisError as exc:
             checks.append(("redis", False, str(exc)))
-    try:
-        status = httpx.get(config.cams_endpoint, timeout=5).status_code
-        checks.append(("cams", True, f"{config.cams_endpoint} answered HTTP {status}"))
-    except httpx.HTTPError as exc:
-        checks.append(("cams", False, f"{config.cams_endpoint}: {exc}"))
+    checks.append(cams_probe(config.cams_endpoint))
     for name, ok, detail in checks:
         print(f"{name:6} {'ok  ' if ok else 'FAIL'} {redact_text(detail)}")
     return 0 if all(ok for _, ok, _ in checks) else 1

@@ -17,7 +17,7 @@ from chatapp_devkit.mockcluster import MockCluster
 
 from consumer.codec import PlainAvroCodec
 from tests.fixtures.kafka import consume_all
-from tests.fixtures.service import REQUESTS, ROOT, TEST_KEY_ID, TEST_SECRET, free_port
+from tests.fixtures.service import DLQ, REQUESTS, RESULTS, ROOT, TEST_KEY_ID, TEST_SECRET, free_port
 
 SECRET = "Sup3r-S3cret-Value-7f1d"  # distinctive, so a leak cannot be a coincidence
 REDIS_PASSWORD = "hunter2-Redis-Pw-93c1"
@@ -51,7 +51,7 @@ def devkit_cli(*args: str, env: dict[str, str] | None = None, timeout: float = C
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[MockCluster]:
-    with MockCluster.start(topics={REQUESTS: 4}) as c:
+    with MockCluster.start(topics={REQUESTS: 4, RESULTS: 4, DLQ: 1}) as c:
         yield c
 
 
@@ -230,7 +230,12 @@ def test_check_config_reports_kafka_redis_and_cams_ok(cluster, cams, shared_redi
     lines = done.stdout.splitlines()
     assert re.search(rf"^kafka\s+ok\s+1 brokers; {re.escape(REQUESTS)}: 4 partitions$", done.stdout, re.MULTILINE), done.stdout
     assert re.search(r"^redis\s+ok\s+PING ok$", done.stdout, re.MULTILINE), done.stdout
-    assert re.search(rf"^cams\s+ok\s+{re.escape(cams.url)} answered HTTP \d{{3}}$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(
+        rf"^topics\s+ok\s+{re.escape(REQUESTS)} \(4 partitions\), {re.escape(RESULTS)} \(4 partitions\), {re.escape(DLQ)} \(1 partition\)$",
+        done.stdout,
+        re.MULTILINE,
+    )
+    assert re.search(rf"^cams\s+ok\s+{re.escape(cams.url)} reachable \(DNS, TCP, TLS, HTTP; no API call made", done.stdout, re.MULTILINE), done.stdout
     assert not [line for line in lines if "FAIL" in line]
     # the configuration is printed first, as JSON, then one line per check
     assert json.loads(done.stdout[: done.stdout.index("\nkafka")])["cams_endpoint"] == cams.url

@@ -303,7 +303,7 @@ def test_promtool_checks_rules_config_and_rule_unit_tests(tmp_path):
     # the dashboard's PromQL parses: every target as a recording rule, Grafana variables filled in
     rules = []
     for i, (_, expr) in enumerate(dashboard_exprs(json.loads(DASHBOARD.read_text()))):
-        expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+        expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range_s", "3600").replace("$__range", "1h")
         expr = re.sub(r"\$\{?(\w+)\}?", ".*", expr)
         rules.append({"record": f"dashboard:expr_{i}", "expr": expr})
     path = tmp_path / "dashboard_rules.yml"
@@ -316,7 +316,8 @@ def test_promtool_checks_rules_config_and_rule_unit_tests(tmp_path):
 # Grafana dashboard
 # --------------------------------------------------------------------------------------------
 REQUIRED_PANELS = [
-    "throughput",
+    "requests / s",
+    "recipients / s",
     "batch fill",
     "api calls by code",
     "api latency",
@@ -360,6 +361,23 @@ def test_dashboard_structure():
             assert t["datasource"]["uid"] == "${datasource}", p["title"]
             if "histogram_quantile(" in t["expr"]:
                 assert "_bucket" in t["expr"] and re.search(r"by \([^)]*\ble\b", t["expr"]), f"{p['title']}: {t['expr']}"
+    # requests and recipients differ by up to 1,000 times: never on one axis
+    for p in panels:
+        exprs = [t["expr"] for t in p.get("targets", [])]
+        counts = {"requests": any("chatapp_requests_consumed" in e or "chatapp_results_total" in e for e in exprs),
+                  "recipients": any("chatapp_recipients_consumed" in e or "chatapp_api_recipients" in e for e in exprs)}  # fmt: skip
+        assert not all(counts.values()), f"{p['title']!r} draws requests and recipients on one axis"
+    # a legend says what a label is: "late arrivals, account default", not "late arrivals default"
+    for p in panels:
+        for t in p.get("targets", []):
+            legend = t.get("legendFormat", "")
+            for label in ("account", "instance"):
+                if "{{" + label + "}}" in legend:
+                    assert f"{label} {{{{{label}}}}}" in legend, f"{p['title']!r}: legend {legend!r} does not name the {label}"
+    # the stat row reads over the time range: an instant rate shows 0 at the end of a run
+    for p in (p for p in panels if p["type"] == "stat"):
+        (target,) = p["targets"]
+        assert "$__rate_interval" not in target["expr"], f"stat {p['title']!r} shows an instant rate"
     batch = next(p for p in panels if "batch fill" in p["title"].lower())
     exprs = " ".join(t["expr"] for t in batch["targets"])
     assert "chatapp_batch_recipients_sum" in exprs and "chatapp_batch_recipients_count" in exprs
@@ -429,6 +447,9 @@ def test_kubernetes_manifests_are_consistent():
     assert all(p["port"] in ("metrics", 9400) for p in probes.values())
     res = container["resources"]
     assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
+    # a service process keeps a core busy: a whole core per worker, and no CPU quota to throttle it
+    assert cpu_cores(res["requests"]["cpu"]) >= loaded.workers, "request a core per service process"
+    assert "cpu" not in res.get("limits", {}), "no CPU limit: CFS throttling delays paced calls and heartbeats"
     mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
     assert "/tmp" in mounts, "a writable /tmp with the read-only root filesystem"
 
@@ -453,7 +474,10 @@ def test_kubernetes_manifests_are_consistent():
     (trigger,) = so["spec"]["triggers"]
     meta = trigger["metadata"]
     assert trigger["type"] == "kafka"
-    assert (meta["topic"], meta["consumerGroup"], meta["bootstrapServers"]) == (loaded.request_topic, loaded.group_id, loaded.kafka_bootstrap_servers)
+    # said once, in the ConfigMap: KEDA reads the variables from the Deployment's container
+    assert not {"bootstrapServers", "consumerGroup", "topic"} & set(meta), "no second copy of the ConfigMap's values"
+    from_env = (meta["topicFromEnv"], meta["consumerGroupFromEnv"], meta["bootstrapServersFromEnv"])
+    assert from_env == ("CHATAPP_REQUEST_TOPIC", "CHATAPP_GROUP_ID", "CHATAPP_KAFKA_BOOTSTRAP_SERVERS") and set(from_env) <= set(env)
     assert (loaded.request_topic, loaded.group_id) == ("chatapp.send-requests", "chatapp-consumer")
     partitions = int(so["metadata"]["annotations"]["chatapp.io/request-topic-partitions"])
     assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"] <= partitions
@@ -464,6 +488,40 @@ def test_kubernetes_manifests_are_consistent():
     files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kust["resources"]) == files - {"secret.example.yaml"}
     assert container["image"] in {i["name"] for i in kust["images"]}
+
+
+def cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity (``1``, ``1.5``, ``250m``) in cores."""
+    return int(quantity[:-1]) / 1000 if str(quantity).endswith("m") else float(quantity)
+
+
+def test_strimzi_topics_are_the_topics_commands_plan():
+    """deploy/strimzi/topics.yaml holds what ``chatapp-consumer topics create`` creates, with the
+    partitions the ScaledObject is sized for and the ConfigMap's topic names."""
+    from consumer.topics import plan
+
+    objs = k8s_objects()
+    loaded = settings.load(env={**objs["ConfigMap"]["data"], "ALIBABA_CLOUD_ACCESS_KEY_ID": "id", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret"})
+    partitions = int(objs["ScaledObject"]["metadata"]["annotations"]["chatapp.io/request-topic-partitions"])
+    topics = [doc for doc in yaml.safe_load_all((ROOT / "deploy/strimzi/topics.yaml").read_text()) if doc]
+    assert {(t["apiVersion"], t["kind"]) for t in topics} == {("kafka.strimzi.io/v1beta2", "KafkaTopic")}
+    assert len({t["metadata"]["labels"]["strimzi.io/cluster"] for t in topics}) == 1
+    found = [(t["spec"]["topicName"], t["spec"]["partitions"], t["spec"]["replicas"], {k: str(v) for k, v in t["spec"]["config"].items()}) for t in topics]
+    assert found == [(s.name, s.partitions, 3, dict(s.configs)) for s in plan(loaded, partitions, 3)]
+    assert all(t["metadata"]["name"] == t["spec"]["topicName"] for t in topics)
+    assert loaded.workers * objs["ScaledObject"]["spec"]["maxReplicaCount"] <= partitions, "a partition for every process of the group"
+
+
+def test_dockerfile_env_file_example_exists_and_names_only_settings():
+    named = re.findall(r"--env-file (\S+)", DOCKERFILE.read_text())
+    assert named, "the Dockerfile shows how to pass the settings"
+    for name in named:
+        path = ROOT / name
+        assert path.is_file(), f"the Dockerfile names {name}, which does not exist"
+        pairs = dict(line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+        assert all(k.startswith("ALIBABA_CLOUD_") or known_env(k) for k in pairs), sorted(pairs)
+        assert all("REPLACE" in v for k, v in pairs.items() if k.startswith("ALIBABA_CLOUD_")), "placeholder credentials only"
+        assert settings.load(env=pairs).warnings == ()
 
 
 def test_kubernetes_manifests_validate_against_the_api_schemas():

@@ -160,7 +160,7 @@ def test_every_bad_value_is_reported_at_once_one_line_each(tmp_path: Path) -> No
         ({"CHATAPP_RATE_LIMIT_PER_SECOND": "inf"}, "CHATAPP_RATE_LIMIT_PER_SECOND: must be at most 1000 (got inf)"),
         ({"CHATAPP_RATE_LIMIT_PER_SECOND": "fast"}, "CHATAPP_RATE_LIMIT_PER_SECOND: expected float, got 'fast'"),
         ({"CHATAPP_SEND_CONCURRENCY": "2.5"}, "CHATAPP_SEND_CONCURRENCY: expected int, got '2.5'"),
-        ({"CHATAPP_LOG_LEVEL": "debug"}, "CHATAPP_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR (got 'debug')"),
+        ({"CHATAPP_LOG_LEVEL": "verbose"}, "CHATAPP_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR (got 'verbose')"),
         ({"CHATAPP_INFLIGHT_POLICY": "maybe"}, "CHATAPP_INFLIGHT_POLICY: must be one of resend, fail (got 'maybe')"),
         (
             {"CHATAPP_REDIS_URL": "http://redis:6379"},
