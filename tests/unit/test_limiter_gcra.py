@@ -209,10 +209,11 @@ def test_threads_hammering_never_put_more_than_the_rate_into_a_window() -> None:
         t.join(timeout=10.0)
     assert not any(t.is_alive() for t in threads)
     grants.sort()
-    assert len(grants) >= 300  # eight busy threads keep the 196/s budget nearly full
-    most = max_in_window(grants, span - 2e-6)
-    assert most <= 200
-    assert most == 200, "the window is filled, not just respected"
+    # more than a window's worth of grants, so that windows are compared; how full the budget is
+    # kept is test_grants_are_spaced_and_fill_the_budget's (a fake clock: threads starved of CPU on
+    # a busy machine ask too seldom to fill a window, which says nothing of the limiter)
+    assert len(grants) > 200
+    assert max_in_window(grants, span - 2e-6) <= 200
 
 
 def test_window_wait_counts_the_latest_capacity_grants() -> None:
