@@ -1,0 +1,258 @@
+"""``ReceiptPusher``: the endpoint's delivery receipts pushed to the callback URL from a thread of
+its own, as CAMS's HTTP batch push does, with the record the admin API shows.
+
+``submit`` (called when a call is accepted) only queues the call; the thread plans its reports
+(``receipt_plan``), POSTs the due ones as JSON arrays, and repeats failed POSTs (the same array)
+after the configured delays. State is guarded by one lock; planning and HTTP run outside it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from chatapp_devkit.local_cams.receipt_plan import Batcher, Plan, Planned, Planner, retry_time
+from chatapp_devkit.local_cams.receipt_settings import ReceiptSettings
+
+IDLE_WAIT_S = 0.5
+
+
+@dataclass(slots=True)
+class _Push:
+    """One POST's array, kept whole for its retries."""
+
+    number: int
+    reports: list[Planned]
+    body: bytes
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Intake:
+    planner: Planner
+    params: Mapping[str, str]
+    to: list[str]
+    accepted_at: float
+    first_sequence: int
+
+
+@dataclass(slots=True)
+class _Record:
+    """Counters and the bounded log of settled reports (acknowledged, lost, abandoned)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    acknowledged_by_status: Counter[str] = field(default_factory=Counter)
+    log: deque[dict[str, Any]] = field(default_factory=deque)
+    logged: int = 0  # index of the next log entry
+
+    def settle(self, fate: str, report: Mapping[str, Any], copy: int, attempts: int, limit: int) -> None:
+        entry = {
+            "index": self.logged, "fate": fate, "copy": copy, "attempts": attempts,
+            "MessageId": report["MessageId"], "TaskId": report["TaskId"], "To": report["To"],
+            "Status": report["Status"], "Timestamp": report["Timestamp"], "ErrorCode": report.get("ErrorCode"),
+        }  # fmt: skip
+        self.logged += 1
+        self.log.append(entry)
+        while len(self.log) > limit:
+            self.log.popleft()
+
+    def entries(self, since: int, limit: int | None) -> list[dict[str, Any]]:
+        first = self.logged - len(self.log)
+        start = max(since - first, 0)
+        stop = len(self.log) if limit is None else min(len(self.log), start + limit)
+        return [self.log[k] for k in range(start, stop)]
+
+
+class ReceiptPusher:
+    """Thread-safe; ``start``/``stop`` run the pushing thread, ``submit`` queues an accepted call."""
+
+    def __init__(self, settings: ReceiptSettings) -> None:
+        self._initial = settings
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._planner = Planner(settings)
+        self._intake: deque[_Intake] = deque()
+        self._intake_recipients = 0
+        self._batcher = Batcher()
+        self._retries: list[tuple[float, int, _Push]] = []  # heap by due
+        self._record = _Record()
+        self._sequence = 0  # recipient messages planned: the MessageId's counter
+        self._pushes = 0
+        self._generation = 0  # bumped by reset: results of pushes begun before it are ignored
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def settings(self) -> ReceiptSettings:
+        return self._planner.settings
+
+    def _pending(self) -> int:
+        return self._intake_recipients + len(self._batcher) + sum(len(push.reports) for _, _, push in self._retries)
+
+    # --- controls ------------------------------------------------------------------------------
+
+    def set(self, **changes: Any) -> ReceiptSettings:
+        """Apply a partial update (ValueError when invalid) to calls accepted from now on; the
+        draws restart from the seed."""
+        with self._lock:
+            self._planner = Planner(self._planner.settings.updated(changes))
+            self._wake.notify()
+            return self._planner.settings
+
+    def reset(self) -> None:
+        """Forget pending reports, counts and log; restore the starting settings."""
+        with self._lock:
+            self._planner = Planner(self._initial)
+            self._intake.clear()
+            self._intake_recipients = 0
+            self._batcher.clear()
+            self._retries.clear()
+            self._record = _Record()
+            self._generation += 1
+
+    def submit(self, params: Mapping[str, str], to: list[str], accepted_at: float) -> None:
+        """Queue an accepted call's recipients (nothing without a callback URL)."""
+        with self._lock:
+            settings = self._planner.settings
+            if settings.callback_url is None:
+                return
+            if self._pending() + len(to) > settings.max_pending:
+                self._record.counts["overflow_recipients"] += len(to)
+                return
+            self._intake.append(_Intake(self._planner, params, to, accepted_at, self._sequence))
+            self._sequence += len(to)
+            self._intake_recipients += len(to)
+            self._wake.notify()
+
+    def snapshot(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """Settings, counts and the log entries from index ``since`` (at most ``limit``)."""
+        with self._lock:
+            record = self._record
+            counts = {name: record.counts[name] for name in _COUNTS}
+            return {
+                "settings": self.settings.to_json(),
+                "stats": {**counts, "pending": self._pending(), "acknowledged_by_status": dict(record.acknowledged_by_status), "logged": record.logged},
+                "log": record.entries(since, limit),
+            }
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._stopping = False
+                self._thread = threading.Thread(target=self._run, name="local-cams-receipts", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop pushing (pending reports are dropped with the process); idempotent."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stopping = True
+            self._wake.notify()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        with httpx.Client(headers={"Content-Type": "application/json;charset=utf-8"}) as client:
+            while True:
+                with self._lock:
+                    if self._stopping:
+                        return
+                    intake = list(self._intake)
+                    self._intake.clear()
+                    generation = self._generation
+                plans = [(item, item.planner.plan(item.params, item.to, item.accepted_at, item.first_sequence)) for item in intake]
+                with self._lock:
+                    if generation == self._generation:
+                        self._queue(plans)
+                    job, url, timeout = self._next_push(time.time())
+                    if job is None:
+                        if not self._intake:
+                            self._wake.wait(self._idle_wait(time.time()))
+                        continue
+                    job.attempts += 1
+                    self._record.counts["posts"] += 1
+                    self._record.counts["reports_pushed"] += len(job.reports)
+                    self._record.counts["retried"] += job.attempts > 1
+                    generation = self._generation
+                ok = _post(client, url, job.body, timeout)
+                with self._lock:
+                    if generation == self._generation:
+                        self._settle(job, ok, time.time())
+
+    def _queue(self, plans: list[tuple[_Intake, Plan]]) -> None:
+        settings, record = self.settings, self._record
+        for item, plan in plans:
+            self._intake_recipients -= len(item.to)
+            for planned in plan.planned:
+                self._batcher.add(planned)
+                record.counts["duplicates"] += planned.copy == 2
+            for report in plan.lost:
+                record.counts["dropped_by_loss"] += 1
+                record.settle("lost", report, 1, 0, settings.log_limit)
+            record.counts["planned"] += len(plan.planned) + len(plan.lost)
+
+    def _next_push(self, now: float) -> tuple[_Push | None, str, float]:
+        """A retry due, else a new array from the batcher; (None, ...) when nothing is due or no URL."""
+        settings = self.settings
+        if settings.callback_url is None:
+            return None, "", 0.0
+        if self._retries and self._retries[0][0] <= now:
+            return heapq.heappop(self._retries)[2], settings.callback_url, settings.push_timeout_s
+        reports = self._batcher.take(now, settings.max_per_post, settings.flush_interval_ms / 1000)
+        if not reports:
+            return None, "", 0.0
+        self._pushes += 1
+        body = orjson.dumps([planned.report for planned in reports])
+        self._record.counts["max_reports_per_post"] = max(self._record.counts["max_reports_per_post"], len(reports))
+        return _Push(self._pushes, reports, body), settings.callback_url, settings.push_timeout_s
+
+    def _idle_wait(self, now: float) -> float:
+        if self.settings.callback_url is None:
+            return IDLE_WAIT_S
+        times = [self._batcher.next_time(self.settings.flush_interval_ms / 1000)]
+        times.append(self._retries[0][0] if self._retries else None)
+        soonest = min((moment for moment in times if moment is not None), default=now + IDLE_WAIT_S)
+        return min(max(soonest - now, 0.001), IDLE_WAIT_S)
+
+    def _settle(self, job: _Push, ok: bool, now: float) -> None:
+        settings, record = self.settings, self._record
+        if ok:
+            record.counts["posts_acknowledged"] += 1
+            record.counts["reports_acknowledged"] += len(job.reports)
+            for planned in job.reports:
+                record.acknowledged_by_status[planned.report["Status"]] += 1
+                record.settle("acknowledged", planned.report, planned.copy, job.attempts, settings.log_limit)
+            return
+        record.counts["posts_failed"] += 1
+        again = retry_time(job.attempts, now, settings.retry_delays_s)
+        if again is not None:
+            heapq.heappush(self._retries, (again, job.number, job))
+            return
+        record.counts["abandoned"] += len(job.reports)
+        for planned in job.reports:
+            record.settle("abandoned", planned.report, planned.copy, job.attempts, settings.log_limit)
+
+
+_COUNTS = (
+    "planned", "posts", "posts_acknowledged", "posts_failed", "retried", "reports_pushed", "reports_acknowledged",
+    "duplicates", "dropped_by_loss", "abandoned", "overflow_recipients", "max_reports_per_post",
+)  # fmt: skip
+
+
+def _post(client: httpx.Client, url: str, body: bytes, timeout: float) -> bool:
+    """Whether the receiver answered 2xx within ``timeout`` (refused, reset or slow: False)."""
+    try:
+        response = client.post(url, content=body, timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.is_success
