@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 from chatapp_devkit.local_cams.receipt_plan import Batcher, Planned, Planner, message_id, retry_time
+from chatapp_devkit.local_cams.receipt_pusher import ReceiptPusher, ReceiptRecord
 from chatapp_devkit.local_cams.receipt_settings import ReceiptSettings
 
 PARAMS = {"From": "8613877770000", "TemplateCode": "T_OK", "Language": "en", "TaskId": "task-7"}
@@ -193,3 +194,22 @@ def test_off_by_default_and_a_partial_delay_update_keeps_the_others() -> None:
     assert ReceiptSettings().callback_url is None
     updated = ReceiptSettings().updated({"delays_ms": {"Read": 5000}})
     assert updated.delays_ms == {**ReceiptSettings().delays_ms, "Read": 5000.0}
+
+
+def test_pending_reports_are_bounded_and_the_log_keeps_the_latest() -> None:
+    """The pusher's bounds, its thread not started: calls beyond ``max_pending`` recipients waiting
+    are dropped and counted; the log keeps ``log_limit`` entries and keeps counting indexes."""
+    pusher = ReceiptPusher(settings(max_pending=100, log_limit=3, loss_rate=1.0))
+    pusher.submit(PARAMS, numbers(60), T0)
+    pusher.submit(PARAMS, numbers(60), T0)
+    stats = pusher.snapshot()["stats"]
+    assert (stats["pending"], stats["overflow_recipients"]) == (60, 60)
+    pusher.set(callback_url=None)
+    pusher.submit(PARAMS, numbers(10), T0)
+    assert pusher.snapshot()["stats"]["pending"] == 60, "no callback URL: nothing queued"
+    record = ReceiptRecord()
+    for k in range(5):
+        record.settle("lost", {"MessageId": str(k), "TaskId": "t", "To": "1", "Status": "Sent", "Timestamp": 0}, 1, 0, limit=3)
+    assert [entry["index"] for entry in record.entries(0, None)] == [2, 3, 4]
+    assert [entry["index"] for entry in record.entries(3, 1)] == [3]
+    assert record.entries(5, None) == []

@@ -45,7 +45,7 @@ class _Intake:
 
 
 @dataclass(slots=True)
-class _Record:
+class ReceiptRecord:
     """Counters and the bounded log of settled reports (acknowledged, lost, abandoned)."""
 
     counts: Counter[str] = field(default_factory=Counter)
@@ -83,9 +83,10 @@ class ReceiptPusher:
         self._intake_recipients = 0
         self._batcher = Batcher()
         self._retries: list[tuple[float, int, _Push]] = []  # heap by due
-        self._record = _Record()
+        self._record = ReceiptRecord()
         self._sequence = 0  # recipient messages planned: the MessageId's counter
         self._pushes = 0
+        self._in_flight = 0  # reports of the POST under way
         self._generation = 0  # bumped by reset: results of pushes begun before it are ignored
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -95,7 +96,8 @@ class ReceiptPusher:
         return self._planner.settings
 
     def _pending(self) -> int:
-        return self._intake_recipients + len(self._batcher) + sum(len(push.reports) for _, _, push in self._retries)
+        retrying = sum(len(push.reports) for _, _, push in self._retries)
+        return self._intake_recipients + len(self._batcher) + retrying + self._in_flight
 
     # --- controls ------------------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class ReceiptPusher:
             self._intake_recipients = 0
             self._batcher.clear()
             self._retries.clear()
-            self._record = _Record()
+            self._record = ReceiptRecord()
             self._generation += 1
 
     def submit(self, params: Mapping[str, str], to: list[str], accepted_at: float) -> None:
@@ -180,12 +182,14 @@ class ReceiptPusher:
                             self._wake.wait(self._idle_wait(time.time()))
                         continue
                     job.attempts += 1
+                    self._in_flight = len(job.reports)
                     self._record.counts["posts"] += 1
                     self._record.counts["reports_pushed"] += len(job.reports)
                     self._record.counts["retried"] += job.attempts > 1
                     generation = self._generation
                 ok = _post(client, url, job.body, timeout)
                 with self._lock:
+                    self._in_flight = 0
                     if generation == self._generation:
                         self._settle(job, ok, time.time())
 
