@@ -234,3 +234,14 @@ def test_bad_receipt_options_stop_the_endpoint_with_a_message() -> None:
     args = [sys.executable, "-m", "chatapp_devkit.local_cams", "--receipts-url", "nowhere"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=30, env=child_env())
     assert result.returncode == 2 and "callback_url" in result.stderr
+
+
+def test_concurrent_pushes_to_a_slow_receiver(start_cams: StartCams, receipt_receiver: ReceiptReceiver) -> None:
+    receipt_receiver.delay_s = 0.3
+    cams = start_cams(delays_ms={"Sent": 0, "Delivered": 0}, read_rate=0, max_per_post=10, push_concurrency=4)
+    accept(cams, 40)
+    assert wait_for(settled(cams, 80), WAIT_S), cams.receipts(limit=0)["stats"]
+    assert receipt_receiver.most_at_once >= 2, "more than one POST under way at once"
+    received = Counter((report["MessageId"], report["Status"]) for report in receipt_receiver.accepted_reports())
+    assert len(received) == 80 and set(received.values()) == {1}
+    assert cams.receipts(limit=0)["stats"]["posts"] == 8

@@ -1,9 +1,10 @@
-"""``ReceiptPusher``: the endpoint's delivery receipts pushed to the callback URL from a thread of
-its own, as CAMS's HTTP batch push does, with the record the admin API shows.
+"""``ReceiptPusher``: the endpoint's delivery receipts pushed to the callback URL from threads of
+their own, as CAMS's HTTP batch push does, with the record the admin API shows.
 
-``submit`` (called when a call is accepted) only queues the call; the thread plans its reports
-(``receipt_plan``), POSTs the due ones as JSON arrays, and repeats failed POSTs (the same array)
-after the configured delays. State is guarded by one lock; planning and HTTP run outside it.
+``submit`` (called when a call is accepted) only queues the call; the pushing threads
+(``push_concurrency``, one POST each at a time) plan its reports (``receipt_plan``), POST the due
+ones as JSON arrays, and repeat failed POSTs (the same array) after the configured delays. State
+is guarded by one lock; planning and HTTP run outside it.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class ReceiptRecord:
 
 
 class ReceiptPusher:
-    """Thread-safe; ``start``/``stop`` run the pushing thread, ``submit`` queues an accepted call."""
+    """Thread-safe; ``start``/``stop`` run the pushing threads, ``submit`` queues an accepted call."""
 
     def __init__(self, settings: ReceiptSettings) -> None:
         self._initial = settings
@@ -86,10 +87,11 @@ class ReceiptPusher:
         self._record = ReceiptRecord()
         self._sequence = 0  # recipient messages planned: the MessageId's counter
         self._pushes = 0
-        self._in_flight = 0  # reports of the POST under way
+        self._in_flight = 0  # reports of the POSTs under way
         self._generation = 0  # bumped by reset: results of pushes begun before it are ignored
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._planning = threading.Lock()  # one planning thread at a time
+        self._running = False
+        self._threads: list[threading.Thread] = []
 
     @property
     def settings(self) -> ReceiptSettings:
@@ -106,7 +108,8 @@ class ReceiptPusher:
         draws restart from the seed."""
         with self._lock:
             self._planner = Planner(self._planner.settings.updated(changes))
-            self._wake.notify()
+            self._spawn()
+            self._wake.notify_all()
             return self._planner.settings
 
     def reset(self) -> None:
@@ -149,49 +152,70 @@ class ReceiptPusher:
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is None:
-                self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="local-cams-receipts", daemon=True)
-                self._thread.start()
+            self._running = True
+            self._spawn()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop pushing (pending reports are dropped with the process); idempotent."""
         with self._lock:
-            thread, self._thread = self._thread, None
-            self._stopping = True
-            self._wake.notify()
-        if thread is not None:
-            thread.join(timeout)
+            threads, self._threads = self._threads, []
+            self._running = False
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
-    def _run(self) -> None:
+    def _spawn(self) -> None:
+        """Pushing threads up to ``push_concurrency`` (lock held); above a lowered figure they idle."""
+        while self._running and len(self._threads) < self.settings.push_concurrency:
+            index = len(self._threads)
+            thread = threading.Thread(target=self._run, args=(index,), name=f"local-cams-receipts-{index}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, index: int) -> None:
         with httpx.Client(headers={"Content-Type": "application/json;charset=utf-8"}) as client:
-            while True:
+            while self._plan_intake():
                 with self._lock:
-                    if self._stopping:
+                    if not self._running:
                         return
-                    intake = list(self._intake)
-                    self._intake.clear()
-                    generation = self._generation
-                plans = [(item, item.planner.plan(item.params, item.to, item.accepted_at, item.first_sequence)) for item in intake]
-                with self._lock:
-                    if generation == self._generation:
-                        self._queue(plans)
+                    if index >= self.settings.push_concurrency:  # lowered at run time: idle
+                        self._wake.wait(IDLE_WAIT_S)
+                        continue
                     job, url, timeout = self._next_push(time.time())
                     if job is None:
                         if not self._intake:
                             self._wake.wait(self._idle_wait(time.time()))
                         continue
                     job.attempts += 1
-                    self._in_flight = len(job.reports)
+                    self._in_flight += len(job.reports)
                     self._record.counts["posts"] += 1
                     self._record.counts["reports_pushed"] += len(job.reports)
                     self._record.counts["retried"] += job.attempts > 1
                     generation = self._generation
                 ok = _post(client, url, job.body, timeout)
                 with self._lock:
-                    self._in_flight = 0
+                    self._in_flight -= len(job.reports)
                     if generation == self._generation:
                         self._settle(job, ok, time.time())
+
+    def _plan_intake(self) -> bool:
+        """Plan the calls queued so far (one thread at a time, so the draws follow the calls'
+        order); False once stopped."""
+        with self._planning:
+            with self._lock:
+                if not self._running:
+                    return False
+                intake = list(self._intake)
+                self._intake.clear()
+                generation = self._generation
+            if intake:
+                plans = [(item, item.planner.plan(item.params, item.to, item.accepted_at, item.first_sequence)) for item in intake]
+                with self._lock:
+                    if generation == self._generation:
+                        self._queue(plans)
+                    self._wake.notify_all()
+        return True
 
     def _queue(self, plans: list[tuple[_Intake, Plan]]) -> None:
         settings, record = self.settings, self._record

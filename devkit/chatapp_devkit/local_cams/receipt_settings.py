@@ -54,7 +54,8 @@ class ReceiptSettings:
     ``duplicate_after_ms`` later), ``reorder_rate`` of recipients get their statuses pushed in
     reverse order (Timestamps keep the true order). A push answered other than 2xx, refused or
     unanswered within ``push_timeout_s`` is repeated after each of ``retry_delays_s`` in turn,
-    then abandoned. At most ``max_pending`` reports wait (more are dropped and counted); the
+    then abandoned; ``push_concurrency`` POSTs may be under way at once (more than one lets a
+    recipient's statuses overtake each other). At most ``max_pending`` reports wait (more are dropped and counted); the
     admin log keeps the latest ``log_limit`` settled reports. ``seed`` seeds the draws.
     """
 
@@ -71,6 +72,7 @@ class ReceiptSettings:
     reorder_rate: float = 0.0
     retry_delays_s: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0])
     push_timeout_s: float = 3.0
+    push_concurrency: int = 1
     conversation_type: str = "marketing"
     max_pending: int = 1_000_000
     log_limit: int = 100_000
@@ -142,6 +144,12 @@ def _retry_delays(value: Any) -> list[float]:
     return [number(0)(delay) for delay in value]
 
 
+def _concurrency(value: Any) -> int:
+    if not 1 <= count(value) <= 32:
+        raise ValueError(f"expected an integer in 1..32, got {value!r}")
+    return int(value)
+
+
 def _conversation_type(value: Any) -> str:
     if value not in ("service", "utility", "marketing", "authentication"):
         raise ValueError(f"expected service, utility, marketing or authentication, got {value!r}")
@@ -162,6 +170,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "reorder_rate": number(0, 1),
     "retry_delays_s": _retry_delays,
     "push_timeout_s": number(0.001),
+    "push_concurrency": _concurrency,
     "conversation_type": _conversation_type,
     "max_pending": _positive,
     "log_limit": count,
