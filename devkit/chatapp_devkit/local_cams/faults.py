@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chatapp_devkit.local_cams.checks import count, number, regex
+from chatapp_devkit.local_cams.checks import apply_changes, count, number, regex
 from chatapp_devkit.local_cams.errors import ApiError
 
 
@@ -56,16 +56,7 @@ class Faults:
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with ``changes`` applied; ValueError names the first bad field."""
-        unknown = sorted(set(changes) - set(_VALIDATORS))
-        if unknown:
-            raise ValueError(f"unknown fault settings: {unknown}")
-        clean = {}
-        for name, value in changes.items():
-            try:
-                clean[name] = _VALIDATORS[name](value)
-            except (TypeError, ValueError, re.error) as exc:
-                raise ValueError(f"{name}: {exc}") from None
-        return replace(self, **clean)
+        return apply_changes(self, changes, _VALIDATORS, "fault settings")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from chatapp_devkit.local_cams.checks import count, number
+from chatapp_devkit.local_cams.checks import apply_changes, count, number
 
 STATUSES = ("Sent", "Delivered", "Read", "Failed")
 
@@ -80,16 +80,7 @@ class ReceiptSettings:
 
     def updated(self, changes: Mapping[str, Any]) -> ReceiptSettings:
         """A copy with ``changes`` applied; ValueError names the first bad field."""
-        unknown = sorted(set(changes) - set(_VALIDATORS))
-        if unknown:
-            raise ValueError(f"unknown receipt settings: {unknown}")
-        clean = {}
-        for name, value in changes.items():
-            try:
-                clean[name] = _VALIDATORS[name](value)
-            except (TypeError, ValueError, re.error) as exc:
-                raise ValueError(f"{name}: {exc}") from None
-        return replace(self, **clean)
+        return apply_changes(self, changes, _VALIDATORS, "receipt settings")
 
     def to_json(self) -> dict[str, Any]:
         settings = asdict(self)
