@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from chatapp_devkit.local_cams import LocalCams
+from chatapp_devkit.local_cams import LocalCams, LocalCamsServer
 from chatapp_devkit.processes import child_env
 
 from tests.fixtures.cams import FROM, TEST_KEY_ID, TEST_SECRET, call, number, send_query
-from tests.fixtures.receipt_receiver import TOKEN, ReceiptReceiver
+from tests.fixtures.receipt_receiver import DROP, TOKEN, ReceiptReceiver
 from tests.fixtures.service import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -163,13 +163,14 @@ def test_losses_duplicates_and_reordering_at_their_shares(start_cams: StartCams,
     assert all(stamps[mid]["Sent"] < stamps[mid]["Delivered"] for mid in both), "Timestamps keep the true order"
 
 
-def test_a_push_answered_500_is_repeated_whole_after_the_retry_delays(start_cams: StartCams, receipt_receiver: ReceiptReceiver) -> None:
-    receipt_receiver.fail_next(2)
+@pytest.mark.parametrize("failure", [500, 503, DROP], ids=["500", "503", "closed-without-answer"])
+def test_a_failed_push_is_repeated_whole_after_the_retry_delays(start_cams: StartCams, receipt_receiver: ReceiptReceiver, failure: int) -> None:
+    receipt_receiver.fail_next(2, failure)
     cams = start_cams(delays_ms={"Sent": 0, "Delivered": 0}, flush_interval_ms=300, read_rate=0, retry_delays_s=[0.2, 0.4, 5])
     accept(cams, 5)
     assert wait_for(settled(cams, 10), WAIT_S)
     posts = receipt_receiver.posts
-    assert [post.status for post in posts] == [500, 500, 200]
+    assert [post.status for post in posts] == [failure, failure, 200]
     assert posts[0].body == posts[1].body == posts[2].body and len(posts[0].body) == 10
     assert posts[1].at - posts[0].at >= 0.2 and posts[2].at - posts[1].at >= 0.4
     record = cams.receipts()
@@ -224,7 +225,7 @@ def test_stops_promptly_with_reports_pending(start_cams: StartCams) -> None:
     assert wait_for(lambda: cams.receipts(limit=0)["stats"]["planned"] > 0, WAIT_S)
     began = time.monotonic()
     assert cams.stop(timeout=10.0) == 0
-    assert time.monotonic() - began < 5.0
+    assert time.monotonic() - began < 8.0, "the pushing thread does not hold the process"
 
 
 def test_bad_receipt_options_stop_the_endpoint_with_a_message() -> None:
@@ -245,3 +246,25 @@ def test_concurrent_pushes_to_a_slow_receiver(start_cams: StartCams, receipt_rec
     received = Counter((report["MessageId"], report["Status"]) for report in receipt_receiver.accepted_reports())
     assert len(received) == 80 and set(received.values()) == {1}
     assert cams.receipts(limit=0)["stats"]["posts"] == 8
+
+
+def test_a_push_unanswered_within_the_timeout_counts_as_failed(start_cams: StartCams, receipt_receiver: ReceiptReceiver) -> None:
+    """The receiver answers 200, but after the push timeout: each attempt fails, so the same array
+    reaches it once per attempt (what CAMS's repeats look like), then the reports are abandoned."""
+    receipt_receiver.delay_s = 0.8
+    cams = start_cams(delays_ms={"Sent": 0, "Delivered": 0}, read_rate=0, push_timeout_s=0.2, retry_delays_s=[0.1, 0.1])
+    accept(cams, 2)
+    assert wait_for(lambda: cams.receipts(limit=0)["stats"]["abandoned"] == 4, WAIT_S), cams.receipts(limit=0)["stats"]
+    assert wait_for(lambda: len(receipt_receiver.posts) == 3, WAIT_S)
+    posts = receipt_receiver.posts
+    assert [post.status for post in posts] == [200] * 3 and posts[0].body == posts[1].body == posts[2].body
+    assert cams.receipts(limit=0)["stats"]["posts_failed"] == 3
+
+
+def test_the_in_process_endpoint_pushes_too(receipt_receiver: ReceiptReceiver) -> None:
+    with LocalCamsServer({TEST_KEY_ID: TEST_SECRET}, rate_limit=0, receipts={"callback_url": receipt_receiver.url, **FAST, "read_rate": 0}) as cams:
+        response = call(cams.url, send_query(recipients=5, TaskId="in-process"))
+        assert response.json()["Code"] == "OK"
+        assert wait_for(lambda: cams.receipts(limit=0)["stats"]["reports_acknowledged"] == 10, WAIT_S)
+        assert {(r["TaskId"], r["Status"]) for r in receipt_receiver.accepted_reports()} == {("in-process", "Sent"), ("in-process", "Delivered")}
+        assert cams.set_receipts(read_rate=1.0)["read_rate"] == 1.0
