@@ -104,8 +104,9 @@ class ReceiptPusher:
     # --- controls ------------------------------------------------------------------------------
 
     def set(self, **changes: Any) -> ReceiptSettings:
-        """Apply a partial update (ValueError when invalid) to calls accepted from now on; the
-        draws restart from the seed."""
+        """Apply a partial update (ValueError when invalid): what reports say and when (rates,
+        delays, failures) for calls accepted from now on, the draws restarting from the seed; how
+        they are pushed (URL, batching, retries, timeout, concurrency) at once."""
         with self._lock:
             self._planner = Planner(self._planner.settings.updated(changes))
             self._spawn()
