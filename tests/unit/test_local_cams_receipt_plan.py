@@ -77,6 +77,9 @@ def test_message_ids_are_unique_across_calls_and_24_digits() -> None:
     planner = Planner(settings(read_rate=0))
     ids = {planned.report["MessageId"] for start in (0, 1000) for planned in planner.plan(PARAMS, numbers(1000), T0, start).planned}
     assert len(ids) == 2000 and all(len(mid) == 24 and mid.isdigit() for mid in ids)
+    sents = [p.report for p in planner.plan(PARAMS, numbers(3), T0, 500).planned if p.report["Status"] == "Sent"]
+    assert [report["MessageId"] for report in sents] == [message_id(T0, 500 + k) for k in range(3)]
+    assert message_id(T0, 500) == f"{int(T0 * 1000)}00000000500"
 
 
 def test_numbers_matching_a_rule_get_one_failed_report_with_the_code() -> None:
@@ -102,23 +105,27 @@ def test_losses_and_duplicates_at_their_shares() -> None:
     assert len(copies) + len(plan.lost) == reports
     assert within(sum(count == 2 for count in copies.values()), len(copies), 0.2)
     firsts = {(p.report["MessageId"], p.report["Status"]): p.due for p in plan.planned if p.copy == 1}
-    for planned in plan.planned:
-        if planned.copy == 2:
-            assert planned.due == pytest.approx(firsts[(planned.report["MessageId"], planned.report["Status"])] + 0.5)
+    seconds = [p for p in plan.planned if p.copy == 2]
+    assert len(firsts) == len(copies) and len(seconds) == sum(count == 2 for count in copies.values())
+    for planned in seconds:
+        assert planned.due == pytest.approx(firsts[(planned.report["MessageId"], planned.report["Status"])] + 0.5, abs=1e-6)
 
 
 def test_reordered_recipients_get_later_statuses_pushed_first_with_true_timestamps() -> None:
-    plan = Planner(settings(read_rate=1.0, reorder_rate=0.25)).plan(PARAMS, numbers(2000), T0, 0)
+    plan = Planner(settings(read_rate=0.5, reorder_rate=0.25)).plan(PARAMS, numbers(2000), T0, 0)
     by_message: dict[str, list[Planned]] = {}
     for planned in plan.planned:
         by_message.setdefault(planned.report["MessageId"], []).append(planned)
-    reversed_count = 0
+    reversed_count = two_reversed = 0
     for reports in by_message.values():
+        assert [p.report["Status"] for p in reports] in (["Sent", "Delivered"], ["Sent", "Delivered", "Read"]), "reordering drops nothing"
         assert [p.report["Timestamp"] for p in reports] == sorted(p.report["Timestamp"] for p in reports)
         dues = [p.due for p in reports]
         assert dues in (sorted(dues), sorted(dues, reverse=True))
         reversed_count += dues == sorted(dues, reverse=True)
+        two_reversed += len(dues) == 2 and dues[0] > dues[1]
     assert within(reversed_count, 2000, 0.25), reversed_count
+    assert two_reversed > 100, "recipients without Read are reordered too"
 
 
 def test_jitter_never_makes_a_later_status_happen_earlier() -> None:
@@ -127,6 +134,7 @@ def test_jitter_never_makes_a_later_status_happen_earlier() -> None:
     for planned in plan.planned:
         by_message.setdefault(planned.report["MessageId"], []).append(planned.report["Timestamp"])
     assert all(stamps == sorted(stamps) for stamps in by_message.values())
+    assert all(int(T0 * 1000) <= stamp <= int(T0 * 1000) + 2 + 5000 for stamps in by_message.values() for stamp in stamps), "jitter adds 0..jitter_ms"
     assert any(len(set(stamps)) == 3 for stamps in by_message.values())
 
 
@@ -156,10 +164,23 @@ def test_a_full_post_goes_at_once_and_a_partial_one_after_the_flush_interval() -
 
 def test_reports_leave_in_due_order_whatever_order_they_were_added() -> None:
     batcher = Batcher()
-    for due in (3.0, 1.0, 2.0, 1.0):
-        batcher.add(planned(due, str(due)))
-    taken = batcher.take(5.0, 10, 0.0)
-    assert [p.due for p in taken] == [1.0, 1.0, 2.0, 3.0]
+    for label, due in (("a", 3.0), ("b", 1.0), ("c", 2.0), ("d", 1.0), ("e", 1.0)):
+        batcher.add(planned(due, label))
+    assert len(batcher) == 5
+    assert [p.report["To"] for p in batcher.take(5.0, 10, 0.0)] == ["b", "d", "e", "c", "a"], "ties in the order added"
+
+
+def test_the_edges_are_inclusive() -> None:
+    """Due at ``now`` counts as due; exactly ``max_per_post`` due fills a POST; a partial one goes
+    exactly ``flush_s`` after its oldest report was due."""
+    batcher = Batcher()
+    for label, due in (("a", 10.0), ("b", 10.0), ("c", 10.5), ("d", 12.0)):
+        batcher.add(planned(due, label))
+    assert [p.report["To"] for p in batcher.take(10.0, 2, 5.0)] == ["a", "b"]
+    assert batcher.take(10.5, 2, 0.25) == [] and len(batcher) == 2, "c is due, alone, not yet flushed; d waits"
+    assert batcher.next_time(0.25) == 10.75, "the sooner of c's flush and d's due"
+    assert batcher.next_time(5.0) == 12.0
+    assert [p.report["To"] for p in batcher.take(10.75, 2, 0.25)] == ["c"]
 
 
 def test_retries_follow_the_delays_then_stop() -> None:

@@ -72,7 +72,7 @@ class Planner:
             jitter = self._rng.uniform(0, settings.jitter_ms) if settings.jitter_ms else 0.0
             moment = accepted_at + (settings.delays_ms[status] + jitter) / 1000
             occurred.append(max([moment, *occurred[-1:]]))  # a later status never happens earlier
-        dues = occurred[::-1] if len(statuses) > 1 and self._chance(settings.reorder_rate) else occurred
+        dues = occurred[::-1] if self._chance(settings.reorder_rate) else occurred
         conversation_id = f"{self._rng.getrandbits(64):016x}"
         for status, moment, due in zip(statuses, occurred, dues):
             report = _report(params, to, msg_id, status, moment)
