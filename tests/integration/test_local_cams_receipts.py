@@ -18,6 +18,8 @@ import pytest
 from chatapp_devkit.local_cams import LocalCams, LocalCamsServer
 from chatapp_devkit.processes import child_env
 
+from consumer.cams.client import CamsClient, StaticCredentials, build_http_client
+from tests.fixtures.builders import avro_recipient, make_key
 from tests.fixtures.cams import FROM, TEST_KEY_ID, TEST_SECRET, call, number, send_query
 from tests.fixtures.receipt_receiver import DROP, TOKEN, ReceiptReceiver
 from tests.fixtures.service import wait_for
@@ -268,3 +270,18 @@ def test_the_in_process_endpoint_pushes_too(receipt_receiver: ReceiptReceiver) -
         assert wait_for(lambda: cams.receipts(limit=0)["stats"]["reports_acknowledged"] == 10, WAIT_S)
         assert {(r["TaskId"], r["Status"]) for r in receipt_receiver.accepted_reports()} == {("in-process", "Sent"), ("in-process", "Delivered")}
         assert cams.set_receipts(read_rate=1.0)["read_rate"] == 1.0
+
+
+def test_receipts_of_a_call_made_by_the_services_cams_client(start_cams: StartCams, receipt_receiver: ReceiptReceiver) -> None:
+    """The service's own client (what the sender puts on the wire): the receipts carry its TaskId,
+    From and TemplateCode, and one report per status for each of its recipients."""
+    cams = start_cams(**FAST, read_rate=0)
+    key = make_key(task_id="svc-task-1")
+    numbers = [number(k) for k in range(30)]
+    with build_http_client() as http:
+        result = CamsClient(cams.url, http).send(StaticCredentials(TEST_KEY_ID, TEST_SECRET), key, [avro_recipient(to) for to in numbers])
+    assert result.code == "OK", result
+    assert wait_for(settled(cams, 60), WAIT_S)
+    reports = receipt_receiver.accepted_reports()
+    assert sorted((r["To"], r["Status"]) for r in reports) == sorted((to, status) for to in numbers for status in ("Sent", "Delivered"))
+    assert {(r["TaskId"], r["From"], r["TemplateCode"]) for r in reports} == {("svc-task-1", key.from_number, key.template_code)}
