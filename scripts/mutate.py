@@ -41,6 +41,7 @@ CORES: dict[str, tuple[list[str], list[str]]] = {
     "consumer/inflight.py": ([U + "test_inflight.py"], WIDE),
     "consumer/admission.py": ([U + "test_admission.py"], WIDE),
     "consumer/bisection.py": ([U + "test_bisection.py"], WIDE),
+    "devkit/chatapp_devkit/local_cams/receipt_plan.py": ([U + "test_local_cams_receipt_plan.py"], []),
     "consumer/limiter/gcra.py": ([U + "test_limiter_gcra.py"], [U + "test_limiter_hosted.py", U + "test_limiter_lateness.py", U + "test_sender.py"]),
 }
 OPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==", "+": "-", "-": "+", "*": "/", "/": "*", "//": "/", "%": "//", "+=": "-=", "-=": "+="}

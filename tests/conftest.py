@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.cams",
+    "tests.fixtures.receipt_receiver",
     "tests.fixtures.service",
     "tests.fixtures.redis",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,74 +22,11 @@ from alibabacloud_cams20200606 import models as cams_models
 from alibabacloud_cams20200606.client import Client as SdkClient
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.models import Config
-from chatapp_devkit.local_cams import ACTION, VERSION, LocalCams, LocalCamsServer
+from chatapp_devkit.local_cams import LocalCams, LocalCamsServer
 
-from consumer.cams.signing import sign_headers
-from tests.fixtures.cams import TEST_KEY_ID, TEST_SECRET
+from tests.fixtures.cams import FROM, HTTP_TIMEOUT, TEST_KEY_ID, TEST_SECRET, call, iso_date, number, post, send_query, signed
 
 pytestmark = pytest.mark.timeout(120)
-
-HTTP_TIMEOUT = httpx.Timeout(10.0)
-FROM = "8613877770000"
-
-
-def number(i: int) -> str:
-    return f"86138{i:08d}"
-
-
-def send_query(recipients: int = 1, template: str = "T_OK", first: int = 0, **overrides: Any) -> dict[str, str]:
-    """SendChatappMassMessage parameters; an override of None removes the parameter."""
-    senders = [{"To": number(first + i), "TemplateParams": {"name": f"User {i}", "note": "a+b = c & d%"}} for i in range(recipients)]
-    query = {
-        "ChannelType": "whatsapp",
-        "TemplateCode": template,
-        "Language": "en",
-        "From": FROM,
-        "SenderList": json.dumps(senders, separators=(",", ":"), ensure_ascii=False),
-    }
-    query.update({key: str(value) for key, value in overrides.items() if value is not None})
-    return {key: value for key, value in query.items() if overrides.get(key, "") is not None}
-
-
-def iso_date(at: datetime | None = None) -> str:
-    return (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def signed(
-    url: str,
-    query: Mapping[str, str],
-    key: str = TEST_KEY_ID,
-    secret: str = TEST_SECRET,
-    **headers: str,
-) -> dict[str, str]:
-    """Headers as the SDK sends them, signed; keyword headers use ``_`` for ``-`` and override defaults."""
-    base = {
-        "host": url.split("//", 1)[1],
-        "x-acs-action": ACTION,
-        "x-acs-version": VERSION,
-        "x-acs-date": iso_date(),
-        "x-acs-signature-nonce": uuid.uuid4().hex,
-    }
-    base.update({name.replace("_", "-"): value for name, value in headers.items()})
-    return sign_headers("POST", "/", query, base, b"", key, secret)
-
-
-def post(url: str, query: Mapping[str, str], headers: Mapping[str, str], client: httpx.Client | None = None,
-         timeout: httpx.Timeout | float = HTTP_TIMEOUT) -> httpx.Response:  # fmt: skip
-    """POST / with the parameters form-encoded in the query string, as the SDK does.
-
-    The query goes in httpcore's ``target`` extension: httpx refuses URLs over 64 KiB.
-    """
-    target = f"/?{urlencode(query)}".encode("ascii")
-    if client is not None:
-        return client.post(url + "/", headers=headers, timeout=timeout, extensions={"target": target})
-    with httpx.Client() as one_off:
-        return one_off.post(url + "/", headers=headers, timeout=timeout, extensions={"target": target})
-
-
-def call(url: str, query: Mapping[str, str] | None = None, **kw: Any) -> httpx.Response:
-    query = send_query() if query is None else query
-    return post(url, query, signed(url, query, **kw))
 
 
 def code_of(response: httpx.Response) -> str:

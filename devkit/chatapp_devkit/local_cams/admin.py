@@ -6,6 +6,8 @@ GET  /_admin/faults                 -> the current fault settings
 POST /_admin/faults    {...}        -> partial update, answers the new settings
 POST /_admin/reset                  -> forget calls, nonces, rate windows; restore starting faults
 POST /_admin/accounts  {"access_key_id", "secret", "security_token"?} -> add or replace a key
+GET  /_admin/receipts?since=N&limit=M -> receipt push: settings, counts, log of settled reports
+POST /_admin/receipts  {...}        -> partial update of the receipt settings, answers them
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from chatapp_devkit.local_cams.backend import Backend
 AdminRoute = Callable[[Backend, Mapping[str, str], Any], Any]
 
 
-def _calls(backend: Backend, query: Mapping[str, str], _body: Any) -> Any:
+def _since_limit(query: Mapping[str, str]) -> tuple[int, int | None]:
     limit = query.get("limit")
-    return backend.ledger.calls_json(int(query.get("since", 0)), None if limit is None else int(limit))
+    return int(query.get("since", 0)), None if limit is None else int(limit)
+
+
+def _calls(backend: Backend, query: Mapping[str, str], _body: Any) -> Any:
+    return backend.ledger.calls_json(*_since_limit(query))
 
 
 def _set_faults(backend: Backend, _query: Mapping[str, str], body: Any) -> Any:
@@ -41,6 +47,16 @@ def _add_account(backend: Backend, _query: Mapping[str, str], body: Any) -> Any:
     return {"access_key_id": body["access_key_id"]}
 
 
+def _receipts(backend: Backend, query: Mapping[str, str], _body: Any) -> Any:
+    return backend.receipts.snapshot(*_since_limit(query))
+
+
+def _set_receipts(backend: Backend, _query: Mapping[str, str], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise TypeError("expected a JSON object of receipt settings")
+    return backend.receipts.set(**body).to_json()
+
+
 ROUTES: dict[tuple[str, str], AdminRoute] = {
     ("GET", "/_admin/calls"): _calls,
     ("GET", "/_admin/stats"): lambda backend, _query, _body: backend.ledger.stats(),
@@ -48,4 +64,6 @@ ROUTES: dict[tuple[str, str], AdminRoute] = {
     ("POST", "/_admin/faults"): _set_faults,
     ("POST", "/_admin/reset"): _reset,
     ("POST", "/_admin/accounts"): _add_account,
+    ("GET", "/_admin/receipts"): _receipts,
+    ("POST", "/_admin/receipts"): _set_receipts,
 }

@@ -22,6 +22,8 @@ from chatapp_devkit.local_cams.errors import ApiError
 from chatapp_devkit.local_cams.faults import FAULT_KINDS, FaultDecider, Faults
 from chatapp_devkit.local_cams.ledger import WINDOW_S, CallRecord, Ledger
 from chatapp_devkit.local_cams.params import SendCall, parse_send_call
+from chatapp_devkit.local_cams.receipt_pusher import ReceiptPusher
+from chatapp_devkit.local_cams.receipt_settings import ReceiptSettings
 
 DROPPED = "Dropped"  # the code recorded for a call whose connection was closed without an answer
 
@@ -54,9 +56,10 @@ def _as_account(value: Account | str) -> Account:
 
 
 class Backend:
-    """Thread-safe state of one endpoint: accounts, nonces, rate windows, fault settings, ledger."""
+    """Thread-safe state of one endpoint: accounts, nonces, rate windows, fault settings, ledger,
+    and the receipt pusher that accepted calls are handed to (its thread is the server's to run)."""
 
-    def __init__(self, accounts: Mapping[str, Account | str], faults: Faults) -> None:
+    def __init__(self, accounts: Mapping[str, Account | str], faults: Faults, receipts: ReceiptSettings | None = None) -> None:
         self._lock = threading.Lock()
         self._accounts = {key: _as_account(value) for key, value in accounts.items()}
         self._initial_faults = faults
@@ -64,6 +67,7 @@ class Backend:
         self._nonces = NonceCache()
         self._arrivals: defaultdict[str, list[float]] = defaultdict(list)  # per key: accepted calls' arrival times, ascending
         self.ledger = Ledger()
+        self.receipts = ReceiptPusher(receipts or ReceiptSettings())
 
     @property
     def faults(self) -> Faults:
@@ -81,12 +85,14 @@ class Backend:
             return self._decider.faults
 
     def reset(self) -> None:
-        """Forget calls, nonces and rate windows, and restore the starting fault settings (accounts stay)."""
+        """Forget calls, nonces, rate windows and pending receipts, and restore the starting fault
+        and receipt settings (accounts stay)."""
         with self._lock:
             self._decider = FaultDecider(self._initial_faults)
             self._nonces = NonceCache()
             self._arrivals.clear()
             self.ledger.reset()
+            self.receipts.reset()
 
     def handle(self, request: SignedRequest, received_at: float) -> Outcome:
         """Decide and record one call: gateway checks, nonce, parameters, rate window, injected
@@ -144,6 +150,7 @@ class Backend:
             call, access_key_id, received_at, accepted_at=now, code="OK", http_status=200,
             request_id=request_id, group_message_id=group_message_id, fault=None,
         )  # fmt: skip
+        self.receipts.submit(call.params, call.to, now)
         body = {
             "RequestId": request_id,
             "Code": "OK",

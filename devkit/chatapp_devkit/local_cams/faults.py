@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chatapp_devkit.local_cams.checks import apply_changes, count, number, regex
 from chatapp_devkit.local_cams.errors import ApiError
 
 
@@ -55,34 +56,10 @@ class Faults:
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with ``changes`` applied; ValueError names the first bad field."""
-        unknown = sorted(set(changes) - set(_VALIDATORS))
-        if unknown:
-            raise ValueError(f"unknown fault settings: {unknown}")
-        clean = {}
-        for name, value in changes.items():
-            try:
-                clean[name] = _VALIDATORS[name](value)
-            except (TypeError, ValueError, re.error) as exc:
-                raise ValueError(f"{name}: {exc}") from None
-        return replace(self, **clean)
+        return apply_changes(self, changes, _VALIDATORS, "fault settings")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _number(low: float, high: float = float("inf")) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            raise ValueError(f"expected a number in {low}..{high}, got {value!r}")
-        return float(value)
-
-    return check
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected an integer >= 0, got {value!r}")
-    return value
 
 
 def _str_map(value: Any) -> dict[str, str]:
@@ -94,43 +71,37 @@ def _str_map(value: Any) -> dict[str, str]:
 def _error_mix(value: Any) -> dict[str, float]:
     if not isinstance(value, dict) or not value or not set(value) <= set(FAULT_KINDS):
         raise ValueError(f"expected an object with keys from {sorted(FAULT_KINDS)}")
-    mix = {kind: _number(0)(weight) for kind, weight in value.items()}
+    mix = {kind: number(0)(weight) for kind, weight in value.items()}
     if sum(mix.values()) <= 0:
         raise ValueError("weights sum to 0")
     return mix
 
 
 def _numbers(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(number, str) for number in value):
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
         raise ValueError("expected a list of strings")
     return list(value)
-
-
-def _regex(value: Any) -> str | None:
-    if value is not None:
-        re.compile(value)
-    return value
 
 
 def _rate_limits(value: Any) -> dict[str, int]:
     if not isinstance(value, dict):
         raise TypeError("expected an object of AccessKeyId -> calls per second")
-    return {str(key): _count(limit) for key, limit in value.items()}
+    return {str(key): count(limit) for key, limit in value.items()}
 
 
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "latency_ms": _number(0),
-    "jitter_ms": _number(0),
-    "error_rate": _number(0, 1),
+    "latency_ms": number(0),
+    "jitter_ms": number(0),
+    "error_rate": number(0, 1),
     "error_mix": _error_mix,
-    "timeout_sleep_s": _number(0),
+    "timeout_sleep_s": number(0),
     "permanent_codes": _str_map,
     "http200_codes": _str_map,
     "invalid_numbers": _numbers,
-    "invalid_number_regex": _regex,
-    "rate_limit": _count,
+    "invalid_number_regex": regex,
+    "rate_limit": count,
     "rate_limits": _rate_limits,
-    "seed": _count,
+    "seed": count,
 }
 
 
@@ -168,7 +139,7 @@ class FaultDecider:
             return "permanent", ApiError(400, self.faults.permanent_codes[template])
         if template in self.faults.http200_codes:
             return "http200", ApiError(200, self.faults.http200_codes[template])
-        regex = self._invalid_regex
-        if not self._invalid.isdisjoint(to) or (regex is not None and any(regex.fullmatch(n) for n in to)):
+        pattern = self._invalid_regex
+        if not self._invalid.isdisjoint(to) or (pattern is not None and any(pattern.fullmatch(n) for n in to)):
             return "invalid_number", ApiError(400, "InvalidParameter", "Specified parameter SenderList is not valid.")
         return None

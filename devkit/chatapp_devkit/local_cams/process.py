@@ -39,10 +39,14 @@ class LocalCams:
         *,
         host: str = "127.0.0.1",
         seed: int = 0,
+        receipts: Mapping[str, Any] | None = None,
     ) -> LocalCams:
-        """Spawn the endpoint on a free port and wait up to ``timeout`` s for its URL."""
+        """Spawn the endpoint on a free port and wait up to ``timeout`` s for its URL; ``receipts``:
+        receipt settings (``{"callback_url": ...}`` turns the push on)."""
         args = [sys.executable, "-m", "chatapp_devkit.local_cams", "--host", host, "--port", "0",
                 "--rate-limit", str(rate_limit), "--latency-ms", str(latency_ms), "--seed", str(seed)]  # fmt: skip
+        if receipts:
+            args += ["--receipts", json.dumps(dict(receipts))]
         for access_key_id, account in (accounts or {}).items():
             args += ["--account", _account_arg(access_key_id, account)]
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env())
@@ -75,6 +79,17 @@ class LocalCams:
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/_admin/stats")
+        return result
+
+    def set_receipts(self, **changes: Any) -> dict[str, Any]:
+        """Partial update of the receipt settings (ValueError when invalid); answers the new settings."""
+        result: dict[str, Any] = self._call("POST", "/_admin/receipts", json=changes)
+        return result
+
+    def receipts(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The receipt push's settings, ``stats`` (counts) and ``log`` of settled reports from ``since``."""
+        params = {"since": since} if limit is None else {"since": since, "limit": limit}
+        result: dict[str, Any] = self._call("GET", "/_admin/receipts", params=params)
         return result
 
     def reset(self) -> None:

@@ -25,6 +25,7 @@ from chatapp_devkit.local_cams.auth import Account, SignedRequest
 from chatapp_devkit.local_cams.backend import Backend
 from chatapp_devkit.local_cams.faults import Faults
 from chatapp_devkit.local_cams.params import parse_query
+from chatapp_devkit.local_cams.receipt_settings import ReceiptSettings
 
 MAX_REQUEST_LINE = 4 * 1024 * 1024
 MAX_BODY = 1024 * 1024
@@ -217,7 +218,7 @@ class LocalCamsServer:
     """The local CAMS endpoint served from a thread of this process (unit tests, the embedded demo).
 
     Control methods match ``LocalCams`` (the subprocess variant): ``set_faults``, ``calls``,
-    ``stats``, ``reset``, ``add_account``.
+    ``stats``, ``reset``, ``add_account``, ``set_receipts``, ``receipts``.
     """
 
     def __init__(
@@ -229,9 +230,11 @@ class LocalCamsServer:
         rate_limit: int = 10,
         latency_ms: float = 0.0,
         seed: int = 0,
+        receipts: Mapping[str, Any] | None = None,
     ) -> None:
+        """``receipts``: ``ReceiptSettings`` changes (e.g. ``{"callback_url": ...}``; ValueError when invalid)."""
         faults = Faults().updated({"rate_limit": rate_limit, "latency_ms": latency_ms, "seed": seed})
-        self.backend = Backend(accounts or {}, faults)
+        self.backend = Backend(accounts or {}, faults, ReceiptSettings().updated(receipts or {}))
         self._address = (host, port)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -249,6 +252,7 @@ class LocalCamsServer:
             self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                             name="local-cams", daemon=True)  # fmt: skip
             self._thread.start()
+            self.backend.receipts.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -257,6 +261,7 @@ class LocalCamsServer:
         if httpd is None or thread is None:
             return
         httpd.stopping.set()
+        self.backend.receipts.stop(timeout)
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
@@ -270,6 +275,12 @@ class LocalCamsServer:
 
     def stats(self) -> dict[str, Any]:
         return self.backend.ledger.stats()
+
+    def set_receipts(self, **changes: Any) -> dict[str, Any]:
+        return self.backend.receipts.set(**changes).to_json()
+
+    def receipts(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        return self.backend.receipts.snapshot(since, limit)
 
     def reset(self) -> None:
         self.backend.reset()
