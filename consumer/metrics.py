@@ -167,6 +167,12 @@ class Metrics:
             registry=r,
         )
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
+        self.join_recipients = Counter(
+            "chatapp_receipt_join_recipients",
+            "Recipients of accepted calls recorded for the delivery receipts' join (CHATAPP_RECEIPTS_JOIN=on), or lost to a storage error.",
+            ["outcome"],
+            registry=r,
+        )
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
         self.loop_cpu = Counter("chatapp_main_loop_cpu_seconds", "CPU time of the main thread by phase (consume incl. rebalances, intake, results, other); "
                                 "an instance whose total rate nears 1 has a saturated pipeline.", ["phase"], registry=r)  # fmt: skip
@@ -179,6 +185,8 @@ class Metrics:
             self.duplicates.labels(kind)
         for phase in LOOP_PHASES:
             self.loop_cpu.labels(phase)
+        for outcome in ("recorded", "lost"):
+            self.join_recipients.labels(outcome)
 
     def account_configured(self, account: str, rate: float) -> None:
         """Create an account's series at start-up, its effective rate at the configured one."""

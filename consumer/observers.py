@@ -84,6 +84,8 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
     events.on("batch.sent", sent)
     events.on("batch.retried", lambda account, reason, **_: metrics.retries.labels(account, reason).inc())
     events.on("bisection.deferred", lambda account: metrics.bisection_deferred.labels(account).inc())
+    events.on("receipts.joined", lambda recipients: metrics.join_recipients.labels("recorded").inc(recipients))
+    events.on("receipts.join_failed", lambda recipients, error: metrics.join_recipients.labels("lost").inc(recipients))
 
 
 def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) -> None:
@@ -125,3 +127,4 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     events.on("batch.retried", retried)
     events.on("batch.failed", failed)
     events.on("credentials.unavailable", lambda account, error: log.warning("no credentials for account %s: %s", account, error))
+    events.on("receipts.join_failed", lambda recipients, error: log.warning("receipts join not recorded for %d recipients: %s", recipients, error))

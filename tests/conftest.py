@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.cams",
     "tests.fixtures.service",
     "tests.fixtures.redis",
+    "tests.fixtures.receipts",
 ]
