@@ -32,6 +32,15 @@ def new_task_id() -> str:
     return f"{secrets.randbelow(10**24):024d}"
 
 
+def task_key(batch: Batch) -> BatchKey:
+    """The batch's key with the TaskId its call carries (the producers' own, else the batch's)."""
+    if batch.key.task_id is not None:
+        return batch.key
+    if batch.task_id is None:
+        batch.task_id = new_task_id()
+    return batch.key._replace(task_id=batch.task_id)
+
+
 def call_join(batch: Batch, task_id: str, group_message_id: str | None, sent_at_ms: int) -> CallJoin:
     """The recipients of an accepted batch as the join keeps them."""
     entries: dict[str, bytes] = {}
@@ -63,12 +72,7 @@ class JoinRecorder(NoJoin):
         self._thread.start()
 
     def key_for(self, batch: Batch) -> BatchKey:
-        """The batch's key with the TaskId its call carries."""
-        if batch.key.task_id is not None:
-            return batch.key
-        if batch.task_id is None:
-            batch.task_id = new_task_id()
-        return batch.key._replace(task_id=batch.task_id)
+        return task_key(batch)
 
     def accepted(self, batch: Batch, group_message_id: str | None) -> None:
         task_id = batch.key.task_id or batch.task_id
