@@ -24,9 +24,22 @@ from chatapp_devkit.mockcluster import MockCluster
 from chatapp_devkit.samples import sample_records
 from redis import Redis
 
-from tests.fixtures.receipts import CAMS_STATUS, cams_report, decode_status, post, post_until_taken, receipts_env
+from tests.fixtures.receipts import CAMS_STATUS, STATUS, TOKEN, cams_report, decode_status, post, post_until_taken, receipts_env
 from tests.fixtures.redis import PrivateRedis
-from tests.fixtures.service import DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, ServiceProcess, TopicReader, encode_samples, produce, service_env, wait_for
+from tests.fixtures.service import (
+    DLQ,
+    REQUESTS,
+    RESULTS,
+    TEST_KEY_ID,
+    TEST_SECRET,
+    ServiceProcess,
+    TopicReader,
+    encode_samples,
+    free_port,
+    produce,
+    service_env,
+    wait_for,
+)
 
 N = int(os.environ.get("RECEIPTS_N", "2000"))
 CORRELATION = b"corr-receipts"
@@ -198,3 +211,24 @@ def test_malformed_and_unmatched_receipts_are_counted_and_kept_without_dropping_
     assert receiver.metric("chatapp_receipts_published_total", join="unmatched") == 2
     assert receiver.metric("chatapp_receipts_pushes_total", code="401") == 2
     assert receiver.alive()
+
+
+def test_without_redis_the_service_hosts_the_receiver_on_its_own_join(service_cluster, local_cams, start_service, topic_reader) -> None:
+    """One process, no Redis (the demo): ``run`` with a token serves the callback URL itself."""
+    count = 300
+    bootstrap = service_cluster.bootstrap_servers
+    service_cluster.create_topic(STATUS, 4)
+    port = free_port()
+    service = start_service(service_env(bootstrap, local_cams.url, receipts_join="on", receipts_token=TOKEN, receipts_port=port, receipts_host="127.0.0.1"))
+    results = topic_reader(bootstrap, RESULTS)
+    produce(bootstrap, encode_samples(count), headers=[("correlation-id", CORRELATION)])
+    service.wait_ready(timeout=60)
+    assert results.read_until(lambda r: len(r.messages) >= count, timeout=60), service.log_tail()
+    request_of = {record["recipients"][0]["to"]: record["request_id"] for record in sample_records(count)}
+    expected = {(call["params"]["TaskId"], to): request_of[to] for call in local_cams.calls() if call["accepted_at"] for to in call["to"]}
+    reports = receipts_for(expected, "local", int(time.time() * 1000))
+    url = f"http://127.0.0.1:{port}/chatapp/status/{TOKEN}"
+    for start in range(0, len(reports), PUSH_SIZE):  # the join is written just after each call: a push may come first
+        post_until_taken([url], reports[start : start + PUSH_SIZE])
+    check_once_each(statuses_on(bootstrap, STATUS, len(reports)), reports, expected)
+    assert service.stop() == 0, service.log_tail()
