@@ -26,6 +26,8 @@ from .join import CallJoin, JoinStore, encode_entry
 ATTEMPTS = 3
 BACKOFF_S = 0.2
 MAX_CALLS_PER_WRITE = 64
+Accepted = tuple[Batch, str, str | None, int]
+"""(batch, its TaskId, the call's GroupMessageId, when it was accepted in ms): what a worker hands over."""
 
 
 def new_task_id() -> str:
@@ -67,7 +69,7 @@ class JoinRecorder(NoJoin):
     def __init__(self, store: JoinStore, events: Events):
         self._store = store
         self._events = events
-        self._queue: queue.SimpleQueue[CallJoin | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Accepted | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="receipts-join", daemon=True)
         self._thread.start()
 
@@ -77,7 +79,7 @@ class JoinRecorder(NoJoin):
     def accepted(self, batch: Batch, group_message_id: str | None) -> None:
         task_id = batch.key.task_id or batch.task_id
         if task_id is not None:  # a key_for batch always has one
-            self._queue.put(call_join(batch, task_id, group_message_id, int(time.time() * 1000)))
+            self._queue.put((batch, task_id, group_message_id, int(time.time() * 1000)))  # made a CallJoin by the thread
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is waiting (up to ``timeout_s``), then stop the thread."""
@@ -100,7 +102,7 @@ class JoinRecorder(NoJoin):
                     break
                 calls.append(more)
             if calls:
-                self._write(calls)
+                self._write([call_join(*accepted) for accepted in calls])
 
     def _write(self, calls: list[CallJoin]) -> None:
         recipients = sum(len(call.entries) for call in calls)
