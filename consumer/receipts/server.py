@@ -12,9 +12,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+from ..metrics import ServerThread
 from .metrics import ReceiptMetrics
 from .receiver import Receiver
 
@@ -25,7 +25,7 @@ REASONS = {200: "success", 400: "malformed receipts", 401: "unauthorized", 404: 
            411: "length required", 413: "too large", 503: "not taken, push again"}  # fmt: skip
 
 
-class ReceiptsServer:
+class ReceiptsServer(ServerThread):
     def __init__(self, host: str, port: int, token: str, receiver: Receiver, metrics: ReceiptMetrics, max_body_bytes: int):
         expected = token.encode()
 
@@ -72,15 +72,4 @@ class ReceiptsServer:
             def log_message(self, format: str, *args: object) -> None:  # no line per request (and no token in a log)
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="receipts-http", daemon=True)
-        self.port: int = self._server.server_address[1]
-
-    def start(self) -> ReceiptsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, port, Handler, "receipts-http")

@@ -10,10 +10,16 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis import Redis
 
+from consumer.events import Events
+from consumer.limiter import connect
+from consumer.models import Batch, Slice
 from consumer.receipts.dedupe import MemorySeen, RedisSeen, Seen, SeenStore
 from consumer.receipts.join import CallJoin, JoinStore, MemoryJoin, RedisJoin, encode_entry
 from consumer.receipts.parse import Match
+from consumer.receipts.recorder import JoinRecorder
+from tests.fixtures.builders import req
 from tests.fixtures.redis import PrivateRedis
+from tests.fixtures.service import wait_for
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -78,3 +84,26 @@ def test_the_claims_of_a_receiver_that_died_run_out(stores) -> None:
     while (answer := other.claim(["k"], "retry")) != [Seen.NEW] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert answer == [Seen.NEW]
+
+
+def test_the_recorder_writes_each_accepted_call_and_counts_what_it_could_not(private_redis) -> None:
+    """The sender's side against a real Redis, then a dead one: recorded, then counted lost."""
+    events = Events()
+    counted: dict[str, int] = {"recorded": 0, "lost": 0}
+    events.on("receipts.joined", lambda recipients: counted.__setitem__("recorded", counted["recorded"] + recipients))
+    events.on("receipts.join_failed", lambda recipients, error: counted.__setitem__("lost", counted["lost"] + recipients))
+    store = RedisJoin(connect(private_redis.url), 3600)
+    recorder = JoinRecorder(store, events)
+    request = req("r1", numbers=("+8613900000001", "8613900000002"))
+    batch = Batch("b-1", request.key, [Slice(request, request.recipients)])
+    task = recorder.key_for(batch).task_id
+    recorder.accepted(batch, "gm-1")
+    assert wait_for(lambda: counted["recorded"] == 2, 10), counted
+    found = store.lookup([(task, "8613900000001"), (task, "8613900000002")])
+    assert [(m.request_id, m.group_message_id) for m in found if m] == [("r1", "gm-1"), ("r1", "gm-1")]
+    private_redis.kill()
+    later = Batch("b-2", request.key, [Slice(request, request.recipients)])
+    recorder.key_for(later)
+    recorder.accepted(later, "gm-2")  # returns at once: the tries happen on the recorder's thread
+    recorder.close(timeout_s=20)
+    assert counted == {"recorded": 2, "lost": 2}
