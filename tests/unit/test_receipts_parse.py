@@ -4,14 +4,16 @@ records, the TaskId and join entries the sender makes."""
 from __future__ import annotations
 
 import io
+import random
 
 import orjson
 import pytest
-from fastavro import schemaless_reader
+from fastavro import schemaless_reader, schemaless_writer
 
 from consumer.models import Batch, Slice
-from consumer.receipts.encode import STATUS_SCHEMA, StatusEncoder
+from consumer.receipts.encode import STATUS_SCHEMA, StatusEncoder, encode_status
 from consumer.receipts.join import decode_entry, encode_entry
+from consumer.receipts.metrics import STATUSES as STATUS_SYMBOLS
 from consumer.receipts.parse import MAX_FIELD_CHARS, Malformed, Match, parse_push, receipt, seconds_since_send, status_record
 from consumer.receipts.recorder import call_join, new_task_id, task_key
 from tests.fixtures.builders import req
@@ -107,3 +109,16 @@ def test_a_batch_without_task_id_gets_a_taskid_of_its_own_kept_by_retries_and_ha
     join = call_join(batch, first.task_id, "gm-1", 5)
     assert join.entries == {"8613900000001": b"r1", "8613900000002": b"r1"} and join.group_message_id == "gm-1"
     assert len({new_task_id() for _ in range(1000)}) == 1000
+
+
+def test_the_hand_written_encoder_writes_fastavros_bytes() -> None:
+    rng = random.Random(7)
+    texts = [None, "", "x", "é✓ 权限", "z" * 300]
+    for _ in range(500):
+        record = {name: rng.choice(texts) for name in ("request_id", "error_code", "error_description", "message_id", "task_id", "group_message_id",
+                                                        "template_code", "conversation_type", "conversation_id")}  # fmt: skip
+        record.update(to=rng.choice(texts[1:]), status=rng.choice(STATUS_SYMBOLS), occurred_at=rng.choice([None, 0, 1, 1_700_000_000_123, 1 << 60]),
+                      received_at=rng.choice([0, 63, 64, 1_700_000_000_999]))  # fmt: skip
+        expected = io.BytesIO()
+        schemaless_writer(expected, STATUS_SCHEMA, record)
+        assert encode_status(record) == expected.getvalue(), record
