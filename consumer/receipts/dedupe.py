@@ -12,7 +12,7 @@ for the retention (``done``) once the broker acknowledged their statuses, or let
 
 Claims make a receiver killed between publishing and answering safe: its claims run out, and the
 push CAMS repeats finds the reports done (published) or free (not published). ``RedisSeen`` shares
-them between receivers (one script call per push, one pipeline to mark done); ``MemorySeen`` is
+them between receivers (one script call per push to claim, one to mark done); ``MemorySeen`` is
 the same in one process, bounded by ``MEMORY_KEYS`` (oldest first).
 """
 
@@ -27,7 +27,6 @@ from typing import Protocol
 from redis import Redis
 
 MEMORY_KEYS = 2_000_000
-_DONE = b"d"
 
 
 class Seen(enum.Enum):
@@ -47,6 +46,11 @@ for i, key in ipairs(KEYS) do
   end
 end
 return out
+"""
+
+_DONE_SCRIPT = """
+for _, key in ipairs(KEYS) do redis.call('SET', key, 'd', 'PX', ARGV[1]) end
+return 0
 """
 
 _RELEASE = """
@@ -73,6 +77,7 @@ class RedisSeen:
         self._claim_ms = max(1, int(claim_s * 1000))
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._done = client.register_script(_DONE_SCRIPT)
 
     def claim(self, keys: list[str], token: str) -> list[Seen]:
         if not keys:
@@ -81,10 +86,8 @@ class RedisSeen:
         return [Seen(int(a)) for a in answers]
 
     def done(self, keys: list[str]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(self._prefix + key, _DONE, px=self._retention_ms)
-        pipe.execute()
+        if keys:
+            self._done(keys=[self._prefix + k for k in keys], args=[self._retention_ms])
 
     def release(self, keys: list[str], token: str) -> None:
         if keys:

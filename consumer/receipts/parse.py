@@ -75,6 +75,8 @@ class Match(NamedTuple):
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:  # the usual case first
+        return value[:MAX_FIELD_CHARS] or None
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
@@ -26,6 +27,8 @@ from .parse import Malformed, Match, Receipt, parse_push, seconds_since_send, st
 log = logging.getLogger("consumer.receipts")
 
 OK, BAD_REQUEST, UNAVAILABLE = 200, 400, 503
+TIMED = frozenset({"DELIVERED", "READ", "FAILED"})
+"""Statuses whose time since the send is observed."""
 
 
 class Publisher(Protocol):
@@ -66,8 +69,8 @@ class Receiver:
         if problems:
             metrics.malformed.labels("report").inc(len(problems))
             log.warning("receipts push: %d reports skipped (first: %s)", len(problems), problems[0])
-        for item in receipts:
-            metrics.received.labels(item.status).inc()
+        for status, count in Counter(item.status for item in receipts).items():
+            metrics.received.labels(status).inc(count)
         if not receipts:
             return OK
         token = uuid.uuid4().hex
@@ -106,12 +109,15 @@ class Receiver:
 
     def _count(self, taken: list[Receipt], matches: list[Match | None], acked: list[bool]) -> None:
         metrics = self._metrics
+        published: Counter[tuple[str, str]] = Counter()
         for item, match, ok in zip(taken, matches, acked):
             if not ok:
                 continue
-            metrics.published.labels(item.status, "unmatched" if match is None else "matched").inc()
-            if item.status in ("DELIVERED", "READ", "FAILED") and (seconds := seconds_since_send(item, match)) is not None:
+            published[item.status, "unmatched" if match is None else "matched"] += 1
+            if item.status in TIMED and (seconds := seconds_since_send(item, match)) is not None:
                 metrics.since_send.labels(item.status).observe(seconds)
+        for labels, count in published.items():
+            metrics.published.labels(*labels).inc(count)
 
     def _let_go(self, keys: list[str], token: str) -> None:
         try:
