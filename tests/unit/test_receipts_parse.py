@@ -10,6 +10,7 @@ import orjson
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
+from consumer import config as settings
 from consumer.models import Batch, Slice
 from consumer.receipts.encode import STATUS_SCHEMA, StatusEncoder, encode_status
 from consumer.receipts.join import decode_entry, encode_entry
@@ -122,3 +123,17 @@ def test_the_hand_written_encoder_writes_fastavros_bytes() -> None:
         expected = io.BytesIO()
         schemaless_writer(expected, STATUS_SCHEMA, record)
         assert encode_status(record) == expected.getvalue(), record
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 257, "has/slash-0123456789", "has space 0123456789", "quest?ion-0123456789", "ünïcode-0123456789"])
+def test_a_token_that_cannot_be_a_url_segment_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load({"CHATAPP_RECEIPTS_TOKEN": token})
+    (problem,) = caught.value.problems
+    assert problem.startswith("CHATAPP_RECEIPTS_TOKEN: must be 16 to 256") and token not in problem
+
+
+def test_the_receipts_settings_default_as_the_contract_says() -> None:
+    config = settings.load({"CHATAPP_RECEIPTS_TOKEN": "a-good_token.0123456789"})
+    assert (config.receipts_port, config.status_topic, config.receipts_join, config.receipts_retention_s) == (9402, "chatapp.send-status", "off", 7 * 86400)
+    assert "a-good_token" not in repr(config) and "a-good_token" not in str(config.redacted())
