@@ -68,7 +68,7 @@ def test_receiver_manifests_agree_with_its_settings_and_validate() -> None:
     objs = objects()
     assert {"Deployment", "Service", "ServiceMonitor", "Secret", "Kustomization"} <= set(objs)
     deploy, svc, secret = objs["Deployment"], objs["Service"], objs["Secret"]
-    defaults = settings.load(env={"CHATAPP_RECEIPTS_TOKEN": "x"})
+    defaults = settings.load(env={"CHATAPP_RECEIPTS_TOKEN": "a-token-of-24-characters"})
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["receipts"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
