@@ -14,11 +14,14 @@ from typing import Any
 import httpx
 import jsonschema
 import kubernetes_validate
+import orjson
 import pytest
 import yaml
 
 from consumer import config as settings
-from tests.fixtures.receipts import receipts_env
+from tests.fixtures.kafka import consume_all
+from tests.fixtures.receipts import STATUS, cams_report, decode_status, post, post_until_taken, receipts_env
+from tests.fixtures.service import wait_for
 from tests.integration.test_ops_artifacts import DASHBOARD, RECEIVER_PREFIX, alert_rules, dashboard_exprs, exported_sample_names, promql_metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,3 +90,33 @@ def test_receiver_manifests_agree_with_its_settings_and_validate() -> None:
             kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
         except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
             raise AssertionError(f"{kind}: {exc.message} at {list(exc.path)}") from None
+
+
+def test_with_redis_down_pushes_are_answered_503_and_counted_then_taken_once_it_is_back(mock_cluster, private_redis, start_receiver) -> None:
+    receiver = start_receiver(receipts_env(mock_cluster.bootstrap_servers, private_redis.url))
+    receiver.wait_ready()
+    reports = [cams_report(f"down-{i}", f"86139{i:08d}", "Delivered", "t-down", 1_700_000_000_000) for i in range(50)]
+    private_redis.kill()
+    assert post(receiver.url, reports) == 503
+    assert receiver.metric("chatapp_receipts_errors_total", kind="redis") == 1
+    assert wait_for(lambda: httpx.get(receiver.metrics_url + "/readyz", timeout=5).status_code == 503, 10), "not ready without Redis"
+    private_redis.start()
+    post_until_taken([receiver.url], reports, timeout=30)
+    records = [decode_status(m.value()) for m in consume_all(mock_cluster.bootstrap_servers, STATUS, 50, timeout=30)]
+    assert sorted(r["message_id"] for r in records) == sorted(r["MessageId"] for r in reports)
+    assert all(r["request_id"] is None for r in records), "no sender recorded t-down: unmatched, kept"
+    assert receiver.alive()
+
+
+def test_the_largest_push_allowed_is_taken_whole(mock_cluster, private_redis, start_receiver) -> None:
+    receiver = start_receiver(receipts_env(mock_cluster.bootstrap_servers, private_redis.url))
+    receiver.wait_ready()
+    limit = settings.load(env={"CHATAPP_RECEIPTS_TOKEN": "a-token-of-24-characters"}).receipts_max_body_bytes
+    reports: list[dict[str, Any]] = []
+    while len(orjson.dumps(reports)) < limit - 1000:
+        reports.append(cams_report(f"big-{len(reports)}", f"86139{len(reports):08d}", "Read", "t-big", 1_700_000_000_000))
+    assert post(receiver.url, reports, timeout=120) == 200
+    assert len(consume_all(mock_cluster.bootstrap_servers, STATUS, len(reports), timeout=60)) == len(reports)
+    assert post(receiver.url, reports + reports[:10], timeout=120) == 413, "one report more than the limit"
+    assert post(receiver.url, reports, timeout=120) == 200, "all repeats: dropped, answered 200"
+    assert receiver.metric("chatapp_receipts_duplicates_total") == len(reports)
