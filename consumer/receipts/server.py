@@ -33,20 +33,11 @@ class ReceiptsServer(ServerThread):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                if not self.path.startswith(PATH_PREFIX):
-                    return self._answer(404)
-                given = self.path[len(PATH_PREFIX) :].split("?", 1)[0].encode()
-                if not hmac.compare_digest(given, expected):
-                    return self._answer(401)
-                length = self.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    metrics.malformed.labels("no-length").inc()
-                    return self._answer(411)
-                if int(length) > max_body_bytes:
-                    metrics.malformed.labels("too-large").inc()
-                    self.close_connection = True  # the body is not read
-                    return self._answer(413)
-                body = self.rfile.read(int(length))
+                status = self._refusal()
+                if status is not None:  # the body is not read: the connection cannot carry another request
+                    self.close_connection = True
+                    return self._answer(status)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
                 try:
                     status = receiver.push(body)
                 except Exception:
@@ -54,6 +45,22 @@ class ReceiptsServer(ServerThread):
                     metrics.errors.labels("internal").inc()
                     status = 503
                 self._answer(status)
+
+            def _refusal(self) -> int | None:
+                """The answer to a push refused before its body is read, or None."""
+                if not self.path.startswith(PATH_PREFIX):
+                    return 404
+                given = self.path[len(PATH_PREFIX) :].split("?", 1)[0].encode()
+                if not hmac.compare_digest(given, expected):
+                    return 401
+                length = self.headers.get("Content-Length")
+                if length is None or not length.isdigit():
+                    metrics.malformed.labels("no-length").inc()
+                    return 411
+                if int(length) > max_body_bytes:
+                    metrics.malformed.labels("too-large").inc()
+                    return 413
+                return None
 
             def do_GET(self) -> None:  # noqa: N802
                 self._answer(405 if self.path.startswith(PATH_PREFIX) else 404)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
@@ -198,6 +200,11 @@ def test_malformed_and_unmatched_receipts_are_counted_and_kept_without_dropping_
     assert post(receiver.url, [good] * 200) == 413  # over the 4,096 bytes allowed
     assert post(receiver.url.replace("test-receipts", "wrong"), [good]) == 401
     assert post(receiver.url.rsplit("/", 1)[0] + "/", [good]) == 401
+    with httpx.Client(timeout=30) as client:  # one kept-alive connection, as CAMS may use: a refused body is never read as a request
+        body = orjson.dumps([good])
+        assert client.post(receiver.url.replace("test-receipts", "wrong"), content=body).status_code == 401
+        assert client.post(receiver.url, content=body + b" " * 5000).status_code == 413
+        assert client.post(receiver.url, content=body).status_code == 200
     records = [decode_status(m.value()) for m in statuses_on(sent["bootstrap"], topic, 4, timeout=30)]
     by_id = {r["message_id"]: r for r in records}
     assert sorted(by_id) == ["odd-1", "odd-2", "odd-3", "odd-4"] and len(records) == 4
@@ -207,9 +214,9 @@ def test_malformed_and_unmatched_receipts_are_counted_and_kept_without_dropping_
     assert receiver.metric("chatapp_receipts_malformed_total", reason="report") == 2
     assert receiver.metric("chatapp_receipts_malformed_total", reason="not-json") == 1
     assert receiver.metric("chatapp_receipts_malformed_total", reason="not-an-array") == 1
-    assert receiver.metric("chatapp_receipts_malformed_total", reason="too-large") == 1
+    assert receiver.metric("chatapp_receipts_malformed_total", reason="too-large") == 2
     assert receiver.metric("chatapp_receipts_published_total", join="unmatched") == 2
-    assert receiver.metric("chatapp_receipts_pushes_total", code="401") == 2
+    assert receiver.metric("chatapp_receipts_pushes_total", code="401") == 3
     assert receiver.alive()
 
 
