@@ -25,15 +25,26 @@ Outgoing = tuple[bytes | None, bytes, Headers | None]
 """(key, value, headers) of a record to write."""
 
 
-class AckedProducer:
-    def __init__(self, config: Config, topic: str):
-        self._producer = cast(_Producer, Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka")))
-        self._topic = topic
+GRACE_S = 1.0
+"""How long past librdkafka's own message timeout a call waits for the last delivery reports."""
 
-    def publish(self, records: list[Outgoing], timeout_s: float) -> list[bool]:
-        """Write ``records`` in their order; True for each the broker acknowledged within
-        ``timeout_s`` (False: refused, or not acknowledged yet: its fate is unknown)."""
-        acked = [False] * len(records)
+
+class AckedProducer:
+    """``timeout_s``: librdkafka's ``message.timeout.ms``, so that every record's fate is known
+    (acknowledged or failed) soon after it: a record given up by the caller and delivered later
+    would be published while its receipt is pushed and published again."""
+
+    def __init__(self, config: Config, topic: str, timeout_s: float):
+        options = {**producer_config(config), "message.timeout.ms": max(1, int(timeout_s * 1000))}
+        self._producer = cast(_Producer, Producer(options, logger=logging.getLogger("consumer.librdkafka")))
+        self._topic = topic
+        self._timeout_s = timeout_s
+
+    def publish(self, records: list[Outgoing]) -> list[bool | None]:
+        """Write ``records`` in their order and wait for their delivery reports: True for each
+        the broker acknowledged, False for one it refused or librdkafka gave up on, None for one
+        whose report did not come in ``timeout_s`` and ``GRACE_S`` (its fate unknown)."""
+        acked: list[bool | None] = [None] * len(records)
         left = len(records)
         finished = threading.Event()
         lock = threading.Lock()
@@ -59,7 +70,7 @@ class AckedProducer:
             except (KafkaException, TypeError, ValueError) as exc:
                 log.warning("status record refused: %s", exc)
                 report(index)(exc, None)
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self._timeout_s + GRACE_S
         while not finished.is_set() and (remaining := deadline - time.monotonic()) > 0:
             self._producer.poll(min(0.05, remaining))
         return acked

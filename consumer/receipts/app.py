@@ -68,8 +68,8 @@ class ReceiptsApp:
         self.metrics = ReceiptMetrics(registry)
         self.health = Health()
         self.health.checks = {"seen_store": stores.seen.healthy}
-        self._producer = AckedProducer(config, config.status_topic)
-        receiver = Receiver(stores.join, stores.seen, self._producer, build_encoder(config), self.metrics, config.receipts_publish_timeout_s)
+        self._producer = AckedProducer(config, config.status_topic, config.receipts_publish_timeout_s)
+        receiver = Receiver(stores.join, stores.seen, self._producer, build_encoder(config), self.metrics)
         self.server = ReceiptsServer(config.receipts_host, config.receipts_port, config.receipts_token, receiver, self.metrics, config.receipts_max_body_bytes)
         self._stop = threading.Event()
 

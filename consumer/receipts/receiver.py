@@ -32,7 +32,8 @@ TIMED = frozenset({"DELIVERED", "READ", "FAILED"})
 
 
 class Publisher(Protocol):
-    def publish(self, records: list[Outgoing], timeout_s: float) -> list[bool]: ...
+    def publish(self, records: list[Outgoing]) -> list[bool | None]:
+        """True: acknowledged; False: not written; None: not known in time."""
 
 
 def outgoing(item: Receipt, match: Match | None, received_at_ms: int, encoder: StatusEncoder) -> Outgoing:
@@ -47,13 +48,12 @@ def outgoing(item: Receipt, match: Match | None, received_at_ms: int, encoder: S
 
 class Receiver:
     def __init__(self, join: JoinStore, seen: SeenStore, publisher: Publisher, encoder: StatusEncoder, metrics: ReceiptMetrics,
-                 publish_timeout_s: float, clock: Callable[[], float] = time.time):  # fmt: skip
+                 clock: Callable[[], float] = time.time):  # fmt: skip
         self._join = join
         self._seen = seen
         self._publisher = publisher
         self._encoder = encoder
         self._metrics = metrics
-        self._timeout_s = publish_timeout_s
         self._clock = clock
 
     def push(self, body: bytes) -> int:
@@ -93,9 +93,10 @@ class Receiver:
         except Exception as exc:
             self._let_go(taken_keys, token)
             return self._failed("redis", exc)
-        acked = self._publisher.publish(records, self._timeout_s)
+        acked = self._publisher.publish(records)
         published = [key for key, ok in zip(taken_keys, acked) if ok]
-        self._let_go([key for key, ok in zip(taken_keys, acked) if not ok], token)
+        # not written: free to be taken again at once; not known: held until the claim runs out
+        self._let_go([key for key, ok in zip(taken_keys, acked) if ok is False], token)
         try:
             self._seen.done(published)
         except Exception as exc:  # published all the same: answered 200, so CAMS does not push them again
@@ -107,7 +108,7 @@ class Receiver:
             return UNAVAILABLE
         return UNAVAILABLE if busy else OK
 
-    def _count(self, taken: list[Receipt], matches: list[Match | None], acked: list[bool]) -> None:
+    def _count(self, taken: list[Receipt], matches: list[Match | None], acked: list[bool | None]) -> None:
         metrics = self._metrics
         published: Counter[tuple[str, str]] = Counter()
         for item, match, ok in zip(taken, matches, acked):

@@ -137,3 +137,10 @@ def test_the_receipts_settings_default_as_the_contract_says() -> None:
     config = settings.load({"CHATAPP_RECEIPTS_TOKEN": "a-good_token.0123456789"})
     assert (config.receipts_port, config.status_topic, config.receipts_join, config.receipts_retention_s) == (9402, "chatapp.send-status", "off", 7 * 86400)
     assert "a-good_token" not in repr(config) and "a-good_token" not in str(config.redacted())
+
+
+def test_a_claim_shorter_than_the_publish_timeout_is_refused() -> None:
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load({"CHATAPP_RECEIPTS_CLAIM_S": "5", "CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S": "4.5"})
+    assert caught.value.problems == ["CHATAPP_RECEIPTS_CLAIM_S: must be at least CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S + 1"]
+    assert settings.load({"CHATAPP_RECEIPTS_CLAIM_S": "5", "CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S": "4"}).receipts_claim_s == 5
