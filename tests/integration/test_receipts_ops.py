@@ -120,3 +120,21 @@ def test_the_largest_push_allowed_is_taken_whole(mock_cluster, private_redis, st
     assert post(receiver.url, reports + reports[:10], timeout=120) == 413, "one report more than the limit"
     assert post(receiver.url, reports, timeout=120) == 200, "all repeats: dropped, answered 200"
     assert receiver.metric("chatapp_receipts_duplicates_total") == len(reports)
+
+
+def test_with_the_broker_down_pushes_are_answered_503_and_published_once_when_it_is_back(mock_cluster, private_redis, start_receiver) -> None:
+    mock_cluster.create_topic(STATUS, 1)
+    receiver = start_receiver(receipts_env(mock_cluster.bootstrap_servers, private_redis.url, receipts_publish_timeout_s=1, receipts_claim_s=2))
+    receiver.wait_ready()
+    reports = [cams_report(f"kdown-{i}", f"86139{i:08d}", "Sent", "t-kdown", 1_700_000_000_000) for i in range(100)]
+    assert post(receiver.url, reports[:10]) == 200  # the producer knows the cluster
+    mock_cluster.broker_down()
+    try:
+        assert post(receiver.url, reports) == 503
+        assert receiver.metric("chatapp_receipts_errors_total", kind="publish") == 1
+    finally:
+        mock_cluster.broker_up()
+    post_until_taken([receiver.url], reports, timeout=60)  # CAMS pushes again
+    # one more than expected is waited for (10 s): a status written late by the first push would be it
+    records = [decode_status(m.value()) for m in consume_all(mock_cluster.bootstrap_servers, STATUS, 101, timeout=10)]
+    assert sorted(r["message_id"] for r in records) == sorted(r["MessageId"] for r in reports), "each once: none written late, none lost"
