@@ -21,6 +21,8 @@ from .receiver import Receiver
 log = logging.getLogger("consumer.receipts")
 
 PATH_PREFIX = "/chatapp/status/"
+READ_TIMEOUT_S = 60.0
+"""The socket timeout of a connection: a push (or an idle kept-alive connection) silent this long is closed."""
 REASONS = {200: "success", 400: "malformed receipts", 401: "unauthorized", 404: "not found", 405: "method not allowed",
            411: "length required", 413: "too large", 503: "not taken, push again"}  # fmt: skip
 
@@ -31,6 +33,7 @@ class ReceiptsServer(ServerThread):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = READ_TIMEOUT_S  # a client that stops sending mid-body does not hold its thread for ever
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 status = self._refusal()
