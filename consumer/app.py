@@ -42,6 +42,9 @@ from .observers import subscribe_group_wait, subscribe_logs, subscribe_metrics
 from .offsets import OffsetTracker
 from .pipeline import Pipeline
 from .rebalance import Handover
+from .receipts.app import ReceiptsApp, build_stores, redis_join
+from .receipts.join import JoinStore, MemoryJoin
+from .receipts.recorder import JoinRecorder, NoJoin
 from .redis_watch import RedisWatch
 from .reply import Replies
 from .runtime import lower_thread_priority, tune_interpreter
@@ -58,6 +61,17 @@ def build_ledger(config: Config, owner: str, watch: RedisWatch) -> Ledger:
         return RedisLedger(connect(config.redis_url), config.ledger_retention_s, key_prefix=config.redis_key_prefix + "ledger:",
                            stale_s=config.inflight_stale_s, owner=owner, watch=watch)  # fmt: skip
     return InMemoryLedger(config.ledger_retention_s, max_entries=config.ledger_memory_entries)
+
+
+def build_join(config: Config, events: Events) -> tuple[NoJoin, JoinStore | None]:
+    """The sender's join recorder (``CHATAPP_RECEIPTS_JOIN``) and, without Redis, the in-process
+    store it writes (for a receiver hosted in this process)."""
+    if config.receipts_join != "on":
+        return NoJoin(), None
+    if config.redis_url:
+        return JoinRecorder(redis_join(config), events), None
+    store = MemoryJoin(config.receipts_retention_s)
+    return JoinRecorder(store, events), store
 
 
 def build_credentials(config: Config) -> dict[str, CredentialsProvider]:
@@ -99,8 +113,12 @@ class Service:
         replies = Replies(kafka, codec, config.reply_topic, config.dlq_topic, self.events, tracker.finish,
                           int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))  # fmt: skip
         finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()  # the sender's finished requests, to the main loop
+        self.join, local_join = build_join(config, self.events)
+        # no Redis, one process: the receipts receiver runs here, on the sender's in-process join
+        hosted = bool(config.receipts_token) and not config.redis_url and worker is None
+        self.receipts = ReceiptsApp(config, build_stores(config, local_join), self.metrics.registry) if hosted else None
         sender = Sender(CamsClient(config.cams_endpoint, self._http), credentials, self.limiter, self.ledger, policy, self.events, finished.put,
-                        config.send_concurrency, owner, config.batch_max_recipients, config.batch_max_bytes)  # fmt: skip
+                        config.send_concurrency, owner, config.batch_max_recipients, config.batch_max_bytes, join=self.join)  # fmt: skip
         self.pipeline = Pipeline(kafka, intake, book, batcher, sender, replies, tracker, self.ledger, Policy(owner, config.inflight_policy, config.inflight_stale_s),
                                  self.events, config.commit_interval_ms / 1000, finished, beat=self.health.beat)  # fmt: skip
         self.handover = Handover(self.pipeline, config.drain_timeout_s, owner, log)
@@ -147,6 +165,8 @@ class Service:
         pipeline = self.pipeline
         tune_interpreter()
         pipeline.sender.start()
+        if self.receipts is not None:
+            self.receipts.start()
         lower_thread_priority(self.config.intake_nice)
         pipeline.kafka.subscribe()
         log.info("consuming %s as group %s", self.config.request_topic, self.config.group_id)
@@ -164,6 +184,9 @@ class Service:
                 if on_tick is not None:
                     on_tick()
             committed = self.handover.shutdown()
+            self.join.close()
+            if self.receipts is not None:
+                self.receipts.stop()
             self.limiter.close()
             self.ledger.close()
             self._http.close()

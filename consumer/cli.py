@@ -1,6 +1,7 @@
 """``chatapp-consumer``: run the service and the operators' tools.
 
     run           consume, batch, send, reply: the service
+    receipts      receive CAMS's delivery receipts and publish them joined to their requests
     produce       send requests from a JSON-lines file to the topic
     check-config  print the effective configuration (secrets redacted) and test connectivity
     replay-dlq    re-inject dead-lettered messages into the request topic after a fix
@@ -83,6 +84,29 @@ def _leave(code: int, close_abandoned: bool) -> int:
     return code
 
 
+def cmd_receipts(args: argparse.Namespace) -> int:
+    config = _load()
+    if config is None:
+        return 2
+    missing = [
+        f"{name}: not set ({why})"
+        for name, value, why in (
+            ("CHATAPP_KAFKA_BOOTSTRAP_SERVERS", config.kafka_bootstrap_servers, "the statuses are published to Kafka"),
+            ("CHATAPP_RECEIPTS_TOKEN", config.receipts_token, "the secret segment of the callback URL"),
+            ("CHATAPP_REDIS_URL", config.redis_url, "the join and the receipts seen are shared through Redis; without Redis, `run` hosts the receiver"),
+        )
+        if not value
+    ]
+    for problem in missing:
+        print(f"config error: {problem}", file=sys.stderr)
+    if missing:
+        return 2
+    from .receipts.app import ReceiptsApp, build_stores
+
+    logs.setup(config.log_level, config.log_format)
+    return ReceiptsApp(config, build_stores(config)).run()
+
+
 DEMO_MOVED = "the demo is the devkit's: pip install -e ./devkit (from a checkout), then chatapp-devkit demo"
 
 
@@ -159,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the service (configuration from the environment and CHATAPP_CONFIG)")
     run.set_defaults(func=cmd_run)
+    receipts = sub.add_parser("receipts", help="receive CAMS's delivery receipts at /chatapp/status/<token> and publish them to the status topic")
+    receipts.set_defaults(func=cmd_receipts)
     demo = sub.add_parser("demo", help="moved: chatapp-devkit demo (prints where to find it)")
     demo.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)

@@ -41,6 +41,7 @@ INFLIGHT_POLICIES = ("resend", "fail")
 GROUP_PROTOCOLS = ("classic", "consumer")
 LOG_FORMATS = ("auto", "json", "text")
 URL_SETTINGS = ("cams_endpoint", "schema_registry_url", "redis_url")
+RECEIPTS_JOIN = ("off", "on")
 CREDENTIAL_SOURCES = ("static", "default-chain")  # as consumer.credentials.CREDENTIAL_SOURCES
 
 
@@ -242,6 +243,48 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
         maximum=86_400,
     ),
+    _s(
+        "receipts_join",
+        str,
+        "off",
+        "on: the sender records, for each recipient of an accepted call, its TaskId and number → request id (in Redis, else in process), and gives a call of requests without task_id a TaskId of its own, so that delivery receipts can be joined to requests (docs/receipts.md).",
+        choices=RECEIPTS_JOIN,
+    ),
+    _s(
+        "receipts_retention_s",
+        int,
+        7 * 86400,
+        "How long the join (and the receipts seen, for de-duplication) is kept: the latest a Read receipt can still find its request.",
+        minimum=60,
+        maximum=90 * 86400,
+    ),
+    _s(
+        "receipts_token",
+        str,
+        None,
+        "The secret last segment of the receipts callback URL (/chatapp/status/<token>): 16 to 256 letters, digits, -, _ or .; required by `receipts`.",
+        secret=True,
+    ),
+    _s("receipts_host", str, "0.0.0.0", "Address the receipts receiver listens on."),
+    _s("receipts_port", int, 9402, "Port of the receipts receiver (0 = any free port).", minimum=0, maximum=65535),
+    _s("receipts_max_body_bytes", int, 4 << 20, "Largest receipts push taken; a larger one is answered 413.", minimum=1024, maximum=1 << 28),
+    _s(
+        "receipts_claim_s",
+        float,
+        30.0,
+        "How long a receiver holds a receipt it took before its status is published (at least the publish timeout + 1 s); a crashed receiver's receipts are taken again after it.",
+        minimum=1,
+        maximum=3600,
+    ),
+    _s(
+        "receipts_publish_timeout_s",
+        float,
+        10.0,
+        "How long a push waits for the broker to acknowledge its statuses before it is answered 503 (CAMS pushes it again).",
+        minimum=0.5,
+        maximum=600,
+    ),
+    _s("status_topic", str, "chatapp.send-status", "Topic of SendStatus records (delivery receipts joined to requests), key = request_id."),
     _s("metrics_host", str, "0.0.0.0", "Address of the metrics and health HTTP server."),
     _s("metrics_port", int, 9400, "Port of /metrics, /healthz, /readyz (0 = any free port).", minimum=0, maximum=65535),
     _s("log_format", str, "auto", "json, text, or auto (text on a terminal, JSON otherwise).", choices=LOG_FORMATS),
@@ -308,6 +351,15 @@ class Config:
     group_protocol: str
     session_timeout_ms: int
     summary_interval_s: float
+    receipts_join: str
+    receipts_retention_s: int
+    receipts_token: str | None = field(repr=False)
+    receipts_host: str
+    receipts_port: int
+    receipts_max_body_bytes: int
+    receipts_claim_s: float
+    receipts_publish_timeout_s: float
+    status_topic: str
     metrics_host: str
     metrics_port: int
     log_format: str
@@ -483,6 +535,9 @@ def _validated(values: dict[str, Any]) -> Config:
     problems += reserved_kafka_options(values)
     if values["retry_backoff_max_ms"] < values["retry_backoff_ms"]:
         problems.append("CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS")
+    if values["receipts_claim_s"] < values["receipts_publish_timeout_s"] + 1:
+        # a claim that ran out while its statuses may still be written would let another push publish them again
+        problems.append("CHATAPP_RECEIPTS_CLAIM_S: must be at least CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S + 1")
     problems += address_problems(values)
     if values.get("reply_to_pattern"):
         try:

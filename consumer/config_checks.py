@@ -99,9 +99,13 @@ def bootstrap_problem(servers: str | None) -> str | None:
     return None
 
 
+RECEIPTS_TOKEN = re.compile(r"[A-Za-z0-9._-]{16,256}")
+
+
 def address_problems(values: Mapping[str, Any]) -> list[str]:
-    """What is wrong with the Kafka bootstrap servers, the CAMS endpoint, the Schema Registry and Redis URLs and the metrics
-    host, one line each naming the setting and its right form (URLs redacted)."""
+    """What is wrong with the Kafka bootstrap servers, the CAMS endpoint, the Schema Registry and
+    Redis URLs, the metrics and receipts hosts and the receipts token, one line each naming the
+    setting and its right form (URLs redacted, the token never shown)."""
     problems = []
     if values.get("kafka_bootstrap_servers") and (why := bootstrap_problem(values["kafka_bootstrap_servers"])):
         problems.append(why)
@@ -115,11 +119,14 @@ def address_problems(values: Mapping[str, Any]) -> list[str]:
     redis_url = values.get("redis_url")
     if redis_url and (why := _redis_url_problem(redis_url)):
         problems.append(f"CHATAPP_REDIS_URL: {why} (got {redact_url(redis_url)!r})")
-    host = values["metrics_host"]
-    try:
-        socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as exc:
-        problems.append(f"CHATAPP_METRICS_HOST: cannot resolve {host!r} ({exc}): give {METRICS_HOST_FORM}")
+    for env, host in (("CHATAPP_METRICS_HOST", values["metrics_host"]), ("CHATAPP_RECEIPTS_HOST", values["receipts_host"])):
+        try:
+            socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as exc:
+            problems.append(f"{env}: cannot resolve {host!r} ({exc}): give {METRICS_HOST_FORM}")
+    token = values.get("receipts_token")
+    if token is not None and not RECEIPTS_TOKEN.fullmatch(token):
+        problems.append("CHATAPP_RECEIPTS_TOKEN: must be 16 to 256 letters, digits, '-', '_' or '.' (it is a segment of the callback URL)")
     return problems
 
 

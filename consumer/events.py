@@ -35,6 +35,8 @@ loop turn or per occurrence, never once per request on the hot path.
 | ``bisection.deferred`` | ``account``                                         | sender              |
 | ``batch.failed``       | ``account``, ``batch_id``, ``code``, ``message``    | sender              |
 | ``credentials.unavailable`` | ``account``, ``error``                         | sender              |
+| ``receipts.joined``   | ``recipients`` (of accepted calls, recorded for the receipts' join) | receipts.recorder |
+| ``receipts.join_failed`` | ``recipients``, ``error`` (not recorded: their receipts will be unmatched) | receipts.recorder |
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ NAMES = frozenset({
     "offsets.committed", "group.waiting", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
     "requests.abandoned", "record.dead_lettered", "results.acknowledged", "delivery.failed",
     "calls.in_flight", "slot.waited", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",
-    "credentials.unavailable",
+    "credentials.unavailable", "receipts.joined", "receipts.join_failed",
 })  # fmt: skip
 
 Handler = Callable[..., None]

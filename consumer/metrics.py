@@ -14,7 +14,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Protocol, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import HistogramMetricFamily
@@ -167,6 +167,12 @@ class Metrics:
             registry=r,
         )
         self.reply_errors = Counter("chatapp_reply_delivery_errors", "Results or DLQ records the broker failed to take (retried).", registry=r)
+        self.join_recipients = Counter(
+            "chatapp_receipt_join_recipients",
+            "Recipients of accepted calls recorded for the delivery receipts' join (CHATAPP_RECEIPTS_JOIN=on), or lost to a storage error.",
+            ["outcome"],
+            registry=r,
+        )
         self.up = Gauge("chatapp_up", "1 while the service runs.", registry=r)
         self.loop_cpu = Counter("chatapp_main_loop_cpu_seconds", "CPU time of the main thread by phase (consume incl. rebalances, intake, results, other); "
                                 "an instance whose total rate nears 1 has a saturated pipeline.", ["phase"], registry=r)  # fmt: skip
@@ -179,6 +185,8 @@ class Metrics:
             self.duplicates.labels(kind)
         for phase in LOOP_PHASES:
             self.loop_cpu.labels(phase)
+        for outcome in ("recorded", "lost"):
+            self.join_recipients.labels(outcome)
 
     def account_configured(self, account: str, rate: float) -> None:
         """Create an account's series at start-up, its effective rate at the configured one."""
@@ -256,7 +264,25 @@ class HealthPages(Protocol):
     def ready(self) -> tuple[bool, dict]: ...
 
 
-class StatusServer:
+class ServerThread:
+    """A threaded HTTP server on ``(host, port)`` serving ``handler`` from a daemon thread."""
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str):
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        self.port: int = self._server.server_address[1]
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class StatusServer(ServerThread):
     """``/metrics``, ``/healthz`` and ``/readyz`` on one port, in a daemon thread."""
 
     def __init__(self, host: str, port: int, metrics: MetricsPage, health: HealthPages):
@@ -281,15 +307,4 @@ class StatusServer:
             def log_message(self, format: str, *args) -> None:  # silence per-request logs
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="status-http", daemon=True)
-        self.port: int = self._server.server_address[1]
-
-    def start(self) -> StatusServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, port, Handler, "status-http")

@@ -185,6 +185,8 @@ class Batch:
     what bounds the call's size (``batch_max_bytes``)."""
     bisected: bool = False
     """A half of a batch CAMS refused for its content (its calls count against ``bisection.BisectionBudget``)."""
+    task_id: str | None = None
+    """The TaskId the service gave its calls when its key has none (``receipts.recorder``)."""
 
     @property
     def earliest_expiry_ms(self) -> int | None:

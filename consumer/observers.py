@@ -85,6 +85,8 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
     events.on("batch.sent", sent)
     events.on("batch.retried", lambda account, reason, **_: metrics.retries.labels(account, reason).inc())
     events.on("bisection.deferred", lambda account: metrics.bisection_deferred.labels(account).inc())
+    events.on("receipts.joined", lambda recipients: metrics.join_recipients.labels("recorded").inc(recipients))
+    events.on("receipts.join_failed", lambda recipients, error: metrics.join_recipients.labels("lost").inc(recipients))
 
 
 def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) -> None:
@@ -131,3 +133,4 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
 def subscribe_group_wait(events: Events, log: logging.Logger, topic: str, group: str, session_timeout_ms: int | None) -> None:
     """Why an instance holds no partition (``group_wait.py``), at the intervals the pipeline emits."""
     events.on("group.waiting", lambda waited_s: log.log(*waiting_line(waited_s, topic, group, session_timeout_ms)))
+    events.on("receipts.join_failed", lambda recipients, error: log.warning("receipts join not recorded for %d recipients: %s", recipients, error))

@@ -41,6 +41,7 @@ from .ledger import Ledger
 from .limiter import RateLimiter
 from .limiter.lateness import LatenessGauge
 from .models import Batch, Settled, Slice, SliceOutcome, Status
+from .receipts.recorder import NoJoin
 from .retry import backoff_s
 from .routing import Budget, Route, route
 from .scheduler import FairScheduler
@@ -94,8 +95,10 @@ class Sender:
         max_recipients: int = 1000,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        join: NoJoin | None = None,
     ):
         self._cams = cams
+        self._join = join or NoJoin()  # records who each accepted call carried, for the receipts
         self._credentials = credentials
         self._limiter = limiter
         self._ledger = ledger
@@ -291,7 +294,7 @@ class Sender:
         grant = f"{self._owner}/{ticket}"  # names this call's grant in the limiter's window (unique across instances)
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
         try:
-            prepared = self._cams.prepare(self._credentials[account].get(), batch.key, recipients)
+            prepared = self._cams.prepare(self._credentials[account].get(), self._join.key_for(batch), recipients)
         except CredentialsError as exc:  # STS or the metadata service down: retried like a timeout
             self._events.emit("credentials.unavailable", account=account, error=str(exc))
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
@@ -332,6 +335,7 @@ class Sender:
         emit = self._events.emit
         if way is Route.SENT:
             emit("batch.sent", account=account, recipients=batch.recipient_count)
+            self._join.accepted(batch, call.group_message_id)
             return self._finish(batch, batch.slices, self._outcome(Status.SENT, batch, call))
         if way is Route.THROTTLED:
             batch.throttles += 1
@@ -359,6 +363,7 @@ class Sender:
             for half in split(batch):
                 half.attempts = batch.attempts
                 half.bisected = True
+                half.task_id = batch.task_id
                 self.submit(half, not_before)
         else:
             emit("batch.failed", account=account, batch_id=batch.batch_id, code=call.code, message=call.message)

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.receipt_receiver",
     "tests.fixtures.service",
     "tests.fixtures.redis",
+    "tests.fixtures.receipts",
 ]
