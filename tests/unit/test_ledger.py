@@ -3,14 +3,19 @@ is tested in tests/integration/test_ledger_redis.py), and RedisLedger with no se
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 import socket
 import time
 
 import pytest
 
+from consumer.codec import PlainAvroCodec
 from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry, RedisLedger, fingerprint
 from consumer.limiter import connect
-from tests.fixtures.builders import req, result, settled
+from consumer.models import SendRequest
+from tests.fixtures.builders import RICH, avro_recipient, random_record, req, result, settled
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.ledger_contract import (  # noqa: F401 (collected here, with this module's ledger)
     test_a_request_twice_in_one_claim_is_claimed_once,
@@ -46,6 +51,26 @@ def test_fingerprint_tells_content_apart_and_ignores_key_order() -> None:
     same = req("x")
     same.recipients = [{"template_params": {"b": "2", "a": "1"}, "to": "1"}]
     assert fingerprint(swapped) == fingerprint(same)
+
+
+def earlier_fingerprint(request: SendRequest) -> str:
+    """The fingerprint as it was worked out before it was made faster (issue 19): marks left in a
+    shared Redis ledger by earlier versions must still match the requests they were written for."""
+    content = json.dumps([list(request.key), request.recipients], sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
+
+
+def test_fingerprint_is_the_one_earlier_versions_stored() -> None:
+    codec, rng = PlainAvroCodec(), random.Random(19)
+    requests = [codec.decode_request(codec.encode_request(random_record(rng, i))) for i in range(300)]
+    escapes = avro_recipient('+86 "139"\\\n\u2028\x00', recipient_type="ü✓🚀", template_params={"z": "1", "a": '"', "é": "\t"}, payload=["", "\x7f"])
+    for recipients in ([RICH], [escapes, RICH], [avro_recipient("1"), avro_recipient("1")]):
+        requests.append(req("rich"))
+        requests[-1].recipients = recipients
+    assert len({fingerprint(r) for r in requests}) == len(requests)
+    for request in requests:
+        request.fingerprint = None
+        assert fingerprint(request) == earlier_fingerprint(request)
 
 
 # -- the contract both ledgers keep (tests/fixtures/ledger_contract.py), on the in-memory one --------
