@@ -24,6 +24,7 @@ Entries expire after the retention.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
-from .models import SendRequest, SendResult, Settled
+from .models import BatchKey, Recipient, SendRequest, SendResult, Settled
 from .redis_watch import RedisWatch
 
 log = logging.getLogger("consumer.ledger")
@@ -63,6 +64,37 @@ encoder on every call, twice the time of the encoding itself (the output is the 
 byte: fingerprints stored by earlier versions still match)."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _key_content(key: BatchKey) -> str:
+    """The JSON of a batch key's fields (requests of one key share it: made once)."""
+    return "".join(_CONTENT(key, 0))
+
+
+def _recipients_content(recipients: list[Recipient]) -> str:
+    """The JSON of the recipients. A recipient as decoded with an address and at most one
+    template parameter, nothing else (the usual one), is written here, in the encoder's sorted
+    key order with its own string escaping; any other goes through the encoder."""
+    parts = []
+    for recipient in recipients:
+        get = recipient.get
+        params, to = get("template_params"), get("to")
+        if (len(recipient) == 6 and type(to) is str and type(params) is dict and len(params) <= 1 and get("recipient_type", parts) is None
+                and get("payload") == [] and get("product_action", parts) is None and get("flow_action", parts) is None):  # fmt: skip
+            if not params:
+                parts.append(_USUAL_RECIPIENT + '{},"to":' + _STRING(to) + "}")
+                continue
+            ((name, value),) = params.items()
+            if type(name) is str and type(value) is str:
+                parts.append(_USUAL_RECIPIENT + "{" + _STRING(name) + ":" + _STRING(value) + '},"to":' + _STRING(to) + "}")
+                continue
+        parts.append("".join(_CONTENT(recipient, 0)))
+    return "[" + ",".join(parts) + "]"
+
+
+_STRING = json.encoder.encode_basestring  # the C function the encoder escapes strings with (ensure_ascii=False)
+_USUAL_RECIPIENT = '{"flow_action":null,"payload":[],"product_action":null,"recipient_type":null,"template_params":'
+
+
 def fingerprint(request: SendRequest) -> str:
     """A hash of what the request asks for: its account, batch key fields and recipients
     (worked out once a request: its claim, in-flight and done marks all carry it). The content
@@ -70,7 +102,7 @@ def fingerprint(request: SendRequest) -> str:
     order of a map's entries (template parameters, flow data) does not count, the order of a
     list's items (recipients, payload, products) does."""
     if request.fingerprint is None:
-        content = "".join(_CONTENT([request.key, request.recipients], 0))
+        content = "[" + _key_content(request.key) + "," + _recipients_content(request.recipients) + "]"
         request.fingerprint = hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
     return request.fingerprint
 

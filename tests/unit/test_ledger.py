@@ -64,7 +64,14 @@ def test_fingerprint_is_the_one_earlier_versions_stored() -> None:
     codec, rng = PlainAvroCodec(), random.Random(19)
     requests = [codec.decode_request(codec.encode_request(random_record(rng, i))) for i in range(300)]
     escapes = avro_recipient('+86 "139"\\\n\u2028\x00', recipient_type="ü✓🚀", template_params={"z": "1", "a": '"', "é": "\t"}, payload=["", "\x7f"])
-    for recipients in ([RICH], [escapes, RICH], [avro_recipient("1"), avro_recipient("1")]):
+    usual = avro_recipient('"\\é\n', template_params={'\u2028"': "\\\x1f✓"})  # the shape fingerprint() writes itself, escapes in it
+    odd = [
+        {"to": "1", "template_params": {"a": "1"}},
+        avro_recipient("1", template_params={"n": 1}),
+        avro_recipient("1", payload=("p",)),
+        avro_recipient("1", tag=None),
+    ]
+    for recipients in ([RICH], [escapes, RICH], [avro_recipient("1"), avro_recipient("1")], [usual], [usual, escapes, avro_recipient("2")], odd):
         requests.append(req("rich"))
         requests[-1].recipients = recipients
     assert len({fingerprint(r) for r in requests}) == len(requests)
