@@ -74,12 +74,12 @@ def _recipients_content(recipients: list[Recipient]) -> str:
     """The JSON of the recipients. A recipient as decoded with an address and at most one
     template parameter, nothing else (the usual one), is written here, in the encoder's sorted
     key order with its own string escaping; any other goes through the encoder."""
-    parts = []
+    parts: list[str] = []
     for recipient in recipients:
         get = recipient.get
         params, to = get("template_params"), get("to")
-        if (len(recipient) == 6 and type(to) is str and type(params) is dict and len(params) <= 1 and get("recipient_type", parts) is None
-                and get("payload") == [] and get("product_action", parts) is None and get("flow_action", parts) is None):  # fmt: skip
+        if (len(recipient) == 6 and type(to) is str and type(params) is dict and len(params) <= 1 and get("recipient_type", _ABSENT) is None
+                and get("payload") == [] and get("product_action", _ABSENT) is None and get("flow_action", _ABSENT) is None):  # fmt: skip
             if not params:
                 parts.append(_USUAL_RECIPIENT + '{},"to":' + _STRING(to) + "}")
                 continue
@@ -92,6 +92,7 @@ def _recipients_content(recipients: list[Recipient]) -> str:
 
 
 _STRING = json.encoder.encode_basestring  # the C function the encoder escapes strings with (ensure_ascii=False)
+_ABSENT = object()
 _USUAL_RECIPIENT = '{"flow_action":null,"payload":[],"product_action":null,"recipient_type":null,"template_params":'
 
 
