@@ -130,3 +130,14 @@ def test_redis_down_with_the_service_client_never_raises() -> None:
     assert not ledger.healthy()
     assert time.monotonic() - started < 5
     down.close()
+
+
+def test_redis_marks_are_written_as_one_value_each_would_be(monkeypatch) -> None:
+    """The marks of a claim (one JSON head for them all) are byte for byte what ``_value`` writes,
+    whatever the owner's name holds."""
+    monkeypatch.setattr(time, "time", lambda: 1_767_225_600.125)
+    requests = [req("a"), req("b", numbers=("8613900000002", "8613900000003"))]
+    for owner in ("host:1:abc", 'ü "quoted" \\ name'):
+        marks = RedisLedger._marks(requests, CLAIMED, owner)
+        assert marks == [RedisLedger._value(r, CLAIMED, owner) for r in requests]
+        assert [json.loads(m)["f"] for m in marks] == [fingerprint(r) for r in requests]
