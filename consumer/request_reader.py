@@ -98,19 +98,9 @@ def _string_map(data: bytes, pos: int) -> tuple[dict[str, str], int]:
     out: dict[str, str] = {}
     count, pos = _block_count(data, pos)
     while count:
-        for _ in range(count):  # strings under 64 bytes (a one-byte length) inlined: the usual ones
-            byte = data[pos]
-            if byte < 0x80 and not byte & 1:
-                end = pos + 1 + (byte >> 1)
-                key = data[pos + 1 : end].decode()
-            else:
-                key, end = _string(data, pos)
-            byte = data[end]
-            if byte < 0x80 and not byte & 1:
-                pos = end + 1 + (byte >> 1)
-                out[key] = data[end + 1 : pos].decode()
-            else:
-                out[key], pos = _string(data, end)
+        for _ in range(count):
+            key, pos = _string(data, pos)
+            out[key], pos = _string(data, pos)
         if data[pos]:
             count, pos = _block_count(data, pos)
         else:  # the usual end: one block
@@ -134,13 +124,7 @@ def _recipients(data: bytes, pos: int) -> tuple[list[Recipient], int]:
     count, pos = _block_count(data, pos)
     while count:
         for _ in range(count):  # a zero byte is null, an empty map or array: the usual values, inlined
-            byte = data[pos]
-            if byte < 0x80 and not byte & 1:  # as _string does, inlined: an address is short
-                end = pos + 1 + (byte >> 1)
-                to = data[pos + 1 : end].decode()
-                pos = end
-            else:
-                to, pos = _string(data, pos)
+            to, pos = _string(data, pos)
             if data[pos]:
                 recipient_type, pos = _optional(data, pos, _string)
             else:
