@@ -36,7 +36,8 @@ from consumer.events import Events
 from consumer.inflight import InFlightBook
 from consumer.intake import Intake
 from consumer.kafka import TP, DeliveryCallback, Headers, Record
-from consumer.ledger import InMemoryLedger, Ledger, RedisLedger
+from consumer.ledger import InMemoryLedger, Ledger
+from consumer.ledger_redis import RedisLedger
 from consumer.metrics import Metrics
 from consumer.models import Batch, Settled, SliceOutcome, Status
 from consumer.observers import subscribe_logs, subscribe_metrics

@@ -1,4 +1,4 @@
-"""consumer.ledger: the in-memory ledger with an injected clock (no Redis: RedisLedger on a live server
+"""consumer.fingerprint, and consumer.ledger: the in-memory ledger with an injected clock (no Redis: RedisLedger on a live server
 is tested in tests/integration/test_ledger_redis.py), and RedisLedger with no server to reach."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import time
 import pytest
 
 from consumer.codec import PlainAvroCodec
-from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry, RedisLedger, fingerprint
+from consumer.fingerprint import fingerprint
+from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry
+from consumer.ledger_redis import RedisLedger
 from consumer.limiter import connect
 from consumer.models import SendRequest
 from tests.fixtures.builders import RICH, avro_recipient, random_record, req, result, settled
