@@ -127,9 +127,6 @@ def _timed(work: Callable[[], object]) -> float:
 
 def measure(count: int, rounds: int, ledger: Ledger) -> dict[str, float]:
     """µs per request of each phase: the lowest over ``rounds`` rounds of ``count`` requests."""
-    gc.collect()
-    gc.freeze()
-    gcpacing.install()  # as the service does (runtime.tune_interpreter): the pipeline paces the collector
     codec = PlainAvroCodec()
     events = Events()
     subscribe_metrics(events, Metrics())
@@ -185,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         ledger: Ledger = RedisLedger(redis.Redis.from_url("redis://127.0.0.1:6379/15"), 600, key_prefix="bench-hotpath:ledger:")
     else:
         ledger = InMemoryLedger(3600, max_entries=10 * args.requests * args.rounds)
+    gc.collect()
+    gc.freeze()
+    gcpacing.install()  # as the service does (runtime.tune_interpreter): the pipeline paces the collector
     figures = measure(args.requests, args.rounds, ledger)
     print(f"{args.requests:,} requests × {args.rounds} rounds, thread CPU µs per request (lowest round):")
     for phase, us in figures.items():
