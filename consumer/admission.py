@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .ledger import CLAIMED, DONE, LedgerEntry, fingerprint
+from .fingerprint import fingerprint
+from .ledger import CLAIMED, DONE, LedgerEntry
 from .models import SendRequest, Source
 
 REUSED_CODE = "Chatapp.RequestIdReused"

@@ -33,7 +33,8 @@ from .events import Events
 from .inflight import InFlightBook
 from .intake import Intake
 from .kafka import DEFAULT_MESSAGE_MAX_BYTES, KafkaIO
-from .ledger import InMemoryLedger, Ledger, RedisLedger
+from .ledger import InMemoryLedger, Ledger
+from .ledger_redis import RedisLedger
 from .limiter import connect
 from .limiter.setup import build_limiter
 from .metrics import Health, Metrics, PhaseClock, StatusServer

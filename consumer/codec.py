@@ -172,7 +172,9 @@ class ResultEncoder:
             suffix = suffixes.get(count)
             if suffix is None:
                 suffix = suffixes[count] = middle + _long(count) + tail
-            out.append(header + _string(request.request_id) + suffix)
+            request_id = request.request_id.encode()
+            size = len(request_id)  # as _string writes it, inlined: one result a request
+            out.append(header + (_SMALL[size << 1] if size < 64 else _long(size)) + request_id + suffix)
         return out
 
 

@@ -18,31 +18,24 @@ has not beaten for ``stale_s`` is stale: its instance died (see ``admission.py``
 becomes of it).
 
 ``InMemoryLedger`` serves a single instance (it protects against retries and rebalances inside
-the process, not against a crash); ``RedisLedger`` is shared by every instance and survives them.
-Entries expire after the retention.
+the process, not against a crash); ``RedisLedger`` (``ledger_redis.py``) is shared by every
+instance and survives them. Entries expire after the retention.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
+from .fingerprint import fingerprint
 from .models import SendRequest, SendResult, Settled
-from .redis_watch import RedisWatch
-
-log = logging.getLogger("consumer.ledger")
 
 CLAIMED = "claimed"
 IN_FLIGHT = "in_flight"
 DONE = "done"
-MAX_UNSAVED = 10_000
-"""Marks a Redis outage kept from being written, held to be written on its first success."""
 
 
 class LedgerEntry(NamedTuple):
@@ -54,15 +47,6 @@ class LedgerEntry(NamedTuple):
     fingerprint: str | None = None
     token: Any = None
     """The entry as stored: ``take_over`` replaces it only if it is still the same."""
-
-
-def fingerprint(request: SendRequest) -> str:
-    """A hash of what the request asks for: its account, batch key fields and recipients
-    (worked out once a request: its claim, in-flight and done marks all carry it)."""
-    if request.fingerprint is None:
-        content = json.dumps([list(request.key), request.recipients], sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-        request.fingerprint = hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
-    return request.fingerprint
 
 
 class Ledger(Protocol):
@@ -88,7 +72,7 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def _released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Literal[False]:
+def released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Literal[False]:
     """What ``release`` leaves of ``entry``: False to keep it as is, None to drop it, or the
     orphaned mark (no owner, written at 0: stale at once)."""
     if entry is None or entry.owner != owner or entry.state == DONE:
@@ -101,10 +85,10 @@ def _released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Lit
 class InMemoryLedger:
     """Thread-safe ordered dict with expiry, oldest entries first, keyed by (account, request id).
 
-    An item is ``(expires, entry)`` for a mark, or ``(expires, since, outcome, completed_at_ms,
-    recipients, fingerprint)`` for a request marked DONE: its entry and result are made when it
-    is looked up (a redelivery), not for every request sent (and it keeps no reference to the
-    request). A DONE mark moves the id to the newest end; other marks of an id already held keep
+    An item is ``(expires, state, owner, since, fingerprint)`` for a mark, or ``(expires, since,
+    outcome, completed_at_ms, recipients, fingerprint)`` for a request marked DONE: its entry (and
+    result) is made when it is looked up (a copy of the request), not for every request claimed
+    or sent (and it keeps no reference to the request). A DONE mark moves the id to the newest end; other marks of an id already held keep
     its place. Expired items are dropped from the oldest end as far as they go, and a lookup
     finds none."""
 
@@ -134,26 +118,34 @@ class InMemoryLedger:
         """Set a mark, keeping the fingerprint of the request's claim (else computing it)."""
         key = (request.key.account, request.request_id)
         item = self._entries.get(key)
-        known = item[1].fingerprint if item is not None and len(item) == 2 else None
-        self._entries[key] = (now + self.retention_s, LedgerEntry(state, owner, now, None, known or fingerprint(request)))
+        known = item[4] if item is not None and len(item) == _MARK else None
+        self._entries[key] = (now + self.retention_s, state, owner, now, known or fingerprint(request))
 
     def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
         now = self._clock()
+        expires = now + self.retention_s
         found: list[LedgerEntry | None] = []
+        append = found.append
         with self._lock:
             self._expire(now)
+            entries = self._entries
+            get = entries.get
             for request in requests:
-                entry = self._get(request, now)
-                if entry is None:
-                    self._mark(request, CLAIMED, owner, now)
-                found.append(entry)
+                request_id = request.request_id
+                key = (request.key.account, request_id)
+                item = get(key)
+                if item is not None and item[0] > now:
+                    append(_entry(request_id, item))
+                else:  # the usual case: a new id, claimed with its fingerprint
+                    entries[key] = (expires, CLAIMED, owner, now, request.fingerprint or fingerprint(request))
+                    append(None)
         return found
 
     def take_over(self, request: SendRequest, entry: LedgerEntry, owner: str) -> bool:
         now = self._clock()
         with self._lock:
             item = self._entries.get((request.key.account, request.request_id))
-            if item is not None and item[0] > now and not (len(item) == 2 and item[1] is entry.token):
+            if item is not None and item[0] > now and not (len(item) == _MARK and item is entry.token):
                 return False
             self._mark(request, CLAIMED, owner, now)
             return True
@@ -175,7 +167,7 @@ class InMemoryLedger:
                 for request in group.requests:
                     key = (request.key.account, request.request_id)
                     item = entries.get(key)
-                    known = item[1].fingerprint if item is not None and len(item) == 2 else None
+                    known = item[4] if item is not None and len(item) == _MARK else None
                     entries[key] = (expires, now, outcome, completed_at_ms, len(request.recipients), known or fingerprint(request))
                     move_to_end(key)
 
@@ -184,11 +176,11 @@ class InMemoryLedger:
         with self._lock:
             for request in requests:
                 key = (request.key.account, request.request_id)
-                left = _released(self._get(request, now), owner)
+                left = released(self._get(request, now), owner)
                 if left is None:
                     del self._entries[key]
                 elif left is not False:
-                    self._entries[key] = (self._entries[key][0], left)
+                    self._entries[key] = (self._entries[key][0], left.state, left.owner, left.since, left.fingerprint)
 
     def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]:
         now = self._clock()
@@ -206,201 +198,13 @@ class InMemoryLedger:
         pass
 
 
+_MARK = 5
+"""The length of an ``InMemoryLedger`` item holding a mark (not a result)."""
+
+
 def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:
-    if len(item) == 2:
-        return item[1]._replace(token=item[1])
+    if len(item) == _MARK:
+        _, state, owner, since, fingerprint_ = item
+        return LedgerEntry(state, owner, since, None, fingerprint_, item)
     _, since, outcome, completed_at_ms, recipients, fingerprint_ = item
     return LedgerEntry(DONE, None, since, outcome.result(request_id, recipients, completed_at_ms), fingerprint_)
-
-
-_CLAIM = """
--- KEYS the entries of one account's requests; ARGV their CLAIMED values, then the retention seconds.
--- Each entry absent is set (claimed: false in the reply); each present is returned as it is ('' if
--- it vanished between the two calls). One call for a batch instead of a SET NX and a GET each.
-local ttl = ARGV[#KEYS + 1]
-local out = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('SET', key, ARGV[i], 'NX', 'EX', ttl) then
-    out[i] = false
-  else
-    out[i] = redis.call('GET', key) or ''
-  end
-end
-return out
-"""
-
-_SWAP = """
--- KEYS[1] an entry; ARGV expected value, new value ('' = delete), retention seconds
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
-return 1
-"""
-
-
-class RedisLedger:
-    """One Redis string per request: ``<prefix>{<account>}:<request id>`` holding
-    ``{"s": state, "o": owner, "t": since, "f": fingerprint, "r": result}``, and one per owner,
-    ``<prefix>owner:<owner>``, holding its last beat (it expires ``stale_s`` after it).
-
-    Never raises for Redis trouble (unreachable, timeouts, error replies such as READONLY, OOM,
-    NOPERM, MISCONF): a failed claim claims nothing and finds nothing, so the request is sent
-    without de-duplication; marks that failed are kept (up to ``MAX_UNSAVED``) and written with
-    the next call that succeeds. The ledger reports unhealthy and logs once per outage; the next
-    successful call recovers it. With ``owner``, a daemon thread beats for it.
-    """
-
-    def __init__(
-        self,
-        redis_client,
-        retention_s: int,
-        key_prefix: str = "chatapp:ledger:",
-        *,
-        stale_s: float = 60.0,
-        owner: str | None = None,
-        watch: RedisWatch | None = None,
-    ):
-        self._redis = redis_client
-        self.retention_s = int(retention_s)
-        self._prefix = key_prefix
-        self._stale_s = stale_s
-        self._watch = watch or RedisWatch()
-        self._swap = redis_client.register_script(_SWAP)
-        self._claim = redis_client.register_script(_CLAIM)
-        self._healthy = True
-        self._lock = threading.Lock()
-        self._unsaved: OrderedDict[str, str] = OrderedDict()
-        self._closed = threading.Event()
-        if owner is not None:
-            threading.Thread(target=self._beat_forever, args=(owner,), name="ledger-heartbeat", daemon=True).start()
-
-    def _key(self, request: SendRequest) -> str:
-        return f"{self._prefix}{{{request.key.account}}}:{request.request_id}"
-
-    def _outcome(self, error: Exception | None) -> None:
-        if error is not None and self._healthy:
-            log.warning("de-duplication ledger unavailable, sending without it: %s: %s", type(error).__name__, error)
-        elif error is None and not self._healthy:
-            log.info("de-duplication ledger reachable again")
-        self._healthy = error is None
-
-    def _run(self, op: str, commands) -> list | None:
-        """Fill a pipeline (with the marks still unsaved first) and execute it; None on any error."""
-        with self._lock:
-            unsaved, self._unsaved = self._unsaved, OrderedDict()
-        pipe = self._redis.pipeline(transaction=False)
-        for key, value in unsaved.items():
-            pipe.set(key, value, ex=self.retention_s)
-        commands(pipe)
-        try:
-            with self._watch.timed("ledger", op):
-                replies = pipe.execute()
-        except Exception as exc:  # redis-py raises ConnectionError, TimeoutError, ResponseError...
-            self._keep(unsaved.items())
-            self._outcome(exc)
-            return None
-        self._outcome(None)
-        return replies[len(unsaved) :]
-
-    def _keep(self, marks: Iterable[tuple[str, str]]) -> None:
-        with self._lock:
-            for key, value in marks:
-                self._unsaved[key] = value
-                self._unsaved.move_to_end(key)
-            while len(self._unsaved) > MAX_UNSAVED:
-                self._unsaved.popitem(last=False)
-
-    def _parse(self, raw: bytes | None) -> LedgerEntry | None:
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        result = SendResult.from_record(data["r"]) if data.get("r") else None
-        return LedgerEntry(data["s"], data.get("o"), data.get("t", 0.0), result, data.get("f"), raw)
-
-    def _with_beats(self, entries: list[LedgerEntry | None]) -> list[LedgerEntry | None]:
-        """The marks of ``entries`` dated by their owners' last beats, where later."""
-        owners = sorted({e.owner for e in entries if e is not None and e.state != DONE and e.owner})
-        if not owners:
-            return entries
-        beats = self._run("beats", lambda pipe: pipe.mget([self._prefix + "owner:" + o for o in owners]))
-        last = {o: float(b) for o, b in zip(owners, beats[0]) if b is not None} if beats else {}
-        return [e._replace(since=max(e.since, last.get(e.owner, 0.0))) if e is not None and e.owner in last else e for e in entries]
-
-    @staticmethod
-    def _value(request: SendRequest, state: str, owner: str | None, result: dict | None = None) -> str:
-        return json.dumps({"s": state, "o": owner, "t": time.time(), "f": fingerprint(request), "r": result})
-
-    def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
-        if not requests:
-            return []
-        by_account: dict[str, list[int]] = {}  # one script call per account: its keys share a hash slot
-        for index, request in enumerate(requests):
-            by_account.setdefault(request.key.account, []).append(index)
-        groups = list(by_account.values())
-
-        def commands(pipe) -> None:
-            for indexes in groups:
-                keys = [self._key(requests[i]) for i in indexes]
-                self._claim(keys=keys, args=[*(self._value(requests[i], CLAIMED, owner) for i in indexes), self.retention_s], client=pipe)
-
-        replies = self._run("claim", commands)
-        if replies is None:
-            return [None] * len(requests)
-        found: list[LedgerEntry | None] = [None] * len(requests)
-        for indexes, reply in zip(groups, replies):
-            for i, raw in zip(indexes, reply):
-                # a mark gone between the SET and the GET (it expired) is someone's fresh claim: looked at again later
-                found[i] = None if raw is None else self._parse(raw or None) or LedgerEntry(CLAIMED, "", time.time())
-        return self._with_beats(found)
-
-    def take_over(self, request: SendRequest, entry: LedgerEntry, owner: str) -> bool:
-        value = self._value(request, CLAIMED, owner)
-        replies = self._run("take_over", lambda pipe: self._swap(keys=[self._key(request)], args=[entry.token, value, self.retention_s], client=pipe))
-        return replies is None or bool(replies[0])  # unreachable: sent without de-duplication
-
-    def _set_all(self, op: str, marks: list[tuple[str, str]]) -> None:
-        if not marks:
-            return
-        if self._run(op, lambda pipe: [pipe.set(key, value, ex=self.retention_s) for key, value in marks]) is None:
-            self._keep(marks)
-
-    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None:
-        self._set_all("mark_in_flight", [(self._key(r), self._value(r, IN_FLIGHT, owner)) for r in requests])
-
-    def mark_done(self, settled: Iterable[Settled]) -> None:
-        self._set_all("mark_done", [(self._key(r), self._value(r, DONE, None, group.result(r).to_record()))
-                                    for group in settled for r in group.requests])  # fmt: skip
-
-    def release(self, requests: Iterable[SendRequest], owner: str) -> None:
-        requests = list(requests)
-        if not requests:
-            return
-        replies = self._run("release", lambda pipe: [pipe.get(self._key(r)) for r in requests])
-        changes = []
-        for request, raw in zip(requests, replies or []):
-            left = _released(self._parse(raw), owner)
-            if left is not False:
-                value = "" if left is None else json.dumps({"s": left.state, "o": "", "t": 0.0, "f": left.fingerprint, "r": None})
-                changes.append((self._key(request), raw, value))
-        if changes:
-            self._run("release", lambda pipe: [self._swap(keys=[key], args=[raw, value, self.retention_s], client=pipe) for key, raw, value in changes])
-
-    def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]:
-        if not requests:
-            return []
-        replies = self._run("lookup", lambda pipe: pipe.mget([self._key(r) for r in requests]))
-        return self._with_beats([self._parse(raw) for raw in replies[0]]) if replies else [None] * len(requests)
-
-    def beat(self, owner: str) -> None:
-        self._run("beat", lambda pipe: pipe.set(self._prefix + "owner:" + owner, repr(time.time()), ex=max(1, round(self._stale_s))))
-
-    def _beat_forever(self, owner: str) -> None:
-        while not self._closed.is_set():
-            self.beat(owner)
-            self._closed.wait(self._stale_s / 4)
-
-    def close(self) -> None:
-        """Stop beating (the owner's marks go stale ``stale_s`` later)."""
-        self._closed.set()
-
-    def healthy(self) -> bool:
-        return self._healthy

@@ -7,9 +7,10 @@ the schema's layout and does two things fastavro cannot:
 - **The request-level fields are read once per batch key.** After ``request_id`` come the 15
   fields that make the ``BatchKey`` (``account`` … ``ttl_s``), in ``BatchKey``'s order. Requests of
   one key carry the same bytes there, so the reader keeps the bytes of every header it has read
-  with the ``BatchKey`` they make, and recognises a known header by looking its bytes up (one
-  slice and one dict lookup per distinct header length). Avro's binary encoding is
-  self-delimiting, so bytes equal to a known header are that header.
+  with the ``BatchKey`` they make, filed under their first ``PREFIX_BYTES`` bytes, and recognises
+  a known header by looking its first bytes up and comparing the few headers filed there (no
+  copy of the value). Avro's binary encoding is self-delimiting, so bytes equal to a known
+  header are that header.
 - **Recipients are read straight into the dicts fastavro would build** (same keys, same values).
 
 Everything else is left to fastavro: ``read`` returns None for a recipient with a product or
@@ -28,8 +29,11 @@ from .models import NO_SOURCE, BatchKey, Recipient, SendRequest
 MAX_HEADERS = 1024
 """Distinct headers remembered; when full, the cache starts again (a workload of unique keys
 only pays the header's parse, about what fastavro costs)."""
-PROBED_LENGTHS = 8
-"""Header lengths tried before parsing the header: the most used first."""
+PREFIX_BYTES = 15
+"""Headers are filed under this many first bytes: none is shorter (15 fields of a byte at least)."""
+MAX_FILED = 8
+"""Headers filed under one prefix; past it the oldest one makes room (a producer sending many
+keys that begin alike cannot make a lookup compare more than this many)."""
 MAX_HEADER_BYTES = 16_384
 """Longer headers are not remembered (no valid one is: ``validate`` bounds every field), so the
 cache holds at most ``MAX_HEADERS`` × this many bytes whatever producers send."""
@@ -172,8 +176,9 @@ def _header_readers(schema: dict[str, Any]) -> list[Any]:
 class RequestReader:
     def __init__(self, schema: dict[str, Any]):
         self._header_fields = _header_readers(schema)
-        self._headers: dict[bytes, BatchKey] = {}
-        self._lengths: list[int] = []
+        self._headers: dict[bytes, list[tuple[bytes, BatchKey]]] = {}
+        """Known headers with their keys, by their first ``PREFIX_BYTES`` bytes."""
+        self._known = 0
 
     def read(self, data: bytes, start: int = 0) -> SendRequest | None:
         """The request in ``data[start:]`` (its size: all of ``data``), or None to leave it to fastavro."""
@@ -197,14 +202,11 @@ class RequestReader:
         return SendRequest(request_id, key, recipients, expires_at_ms, NO_SOURCE, len(data))
 
     def _header(self, data: bytes, pos: int) -> tuple[BatchKey, int]:
-        headers = self._headers
-        lengths = self._lengths
-        for i, length in enumerate(lengths):
-            key = headers.get(data[pos : pos + length])
-            if key is not None:
-                if i:  # move the length one place forward: the most used ones end up first
-                    lengths[i - 1], lengths[i] = length, lengths[i - 1]
-                return key, pos + length
+        filed = self._headers.get(data[pos : pos + PREFIX_BYTES])
+        if filed is not None:
+            for header, key in filed:
+                if data.startswith(header, pos):
+                    return key, pos + len(header)
         start = pos
         values = []
         for read in self._header_fields:
@@ -213,18 +215,18 @@ class RequestReader:
         if not values[0]:  # no account: the default one
             values[0] = "default"
         key = BatchKey(*values)
-        length = pos - start
-        if length > MAX_HEADER_BYTES:
+        if pos - start > MAX_HEADER_BYTES:
             return key, pos
-        if len(headers) >= MAX_HEADERS:
-            headers.clear()
-            lengths.clear()
-        headers[data[start:pos]] = key
-        if length not in lengths:
-            if len(lengths) < PROBED_LENGTHS:
-                lengths.append(length)
-            else:  # the least used length makes room
-                lengths[-1] = length
+        if self._known >= MAX_HEADERS:
+            self._headers.clear()
+            self._known = 0
+        header = data[start:pos]
+        filed = self._headers.setdefault(header[:PREFIX_BYTES], [])
+        if len(filed) >= MAX_FILED:
+            del filed[0]
+        else:
+            self._known += 1
+        filed.append((header, key))
         return key, pos
 
 

@@ -124,9 +124,11 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
         elapsed = time.monotonic() - started
         results = _read_back(cluster.bootstrap_servers, config.reply_topic, expected_results)
         dlq = _read_back(cluster.bootstrap_servers, config.dlq_topic, 2)
-        statuses = collections.Counter()
+        statuses: collections.Counter[str] = collections.Counter()
         for message in results:
-            statuses[schemaless_reader(io.BytesIO(message.value()), RESULT_SCHEMA, None)["status"]] += 1
+            record = schemaless_reader(io.BytesIO(message.value()), RESULT_SCHEMA, None)
+            assert isinstance(record, dict), "a SendResult is a record"
+            statuses[record["status"]] += 1
         stats = cams.stats()
         calls_ok = _total(service, "chatapp_api_calls_total", code="OK")
         sent_recipients = _total(service, "chatapp_api_recipients_total")

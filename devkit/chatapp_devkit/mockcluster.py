@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m chatapp_devki
     if args.exit_on_stdin_eof:
         threading.Thread(target=_stop_on_stdin_eof, name="mock-stdin", daemon=True).start()
     host, port = server.server_address[:2]
+    assert isinstance(host, str), "an AF_INET server's address is (host, port)"
     print(json.dumps({"bootstrap_servers": cluster.bootstrap_servers, "control_url": f"http://{host}:{port}"}), flush=True)
     signal.sigwait(_SIGNALS)
     cluster.destroy()

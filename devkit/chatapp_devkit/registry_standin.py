@@ -242,7 +242,7 @@ class RegistryStandIn:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> RegistryStandIn:
+    def start(self) -> Self:
         self._server = _Server(self._address, self.state)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="registry-standin", daemon=True)
         self._thread.start()
@@ -253,6 +253,7 @@ class RegistryStandIn:
         if self._server is None:
             raise RuntimeError("the registry stand-in is not started")
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str), "an AF_INET server's address is (host, port)"
         return f"http://{host}:{port}"
 
     @property

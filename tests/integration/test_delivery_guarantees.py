@@ -378,7 +378,7 @@ def test_replay_dlq_reinjects_dead_letters(service_cluster, local_cams, start_se
 @pytest.mark.parametrize("policy", ["resend", "fail"])
 def test_requests_left_in_flight_by_a_dead_instance_follow_the_policy(policy, service_cluster, local_cams, shared_redis, start_service, topic_reader):
     """What a SIGKILLed instance leaves behind, set up exactly: IN_FLIGHT marks in the shared ledger."""
-    from consumer.ledger import RedisLedger
+    from consumer.ledger_redis import RedisLedger
     from consumer.limiter import connect
 
     values = encode_samples(50)

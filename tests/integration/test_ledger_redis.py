@@ -1,4 +1,4 @@
-"""consumer.ledger: RedisLedger on real Redis (the machine's db 15, and a private redis-server made
+"""consumer.ledger_redis: RedisLedger on real Redis (the machine's db 15, and a private redis-server made
 read-only): the contract both ledgers keep, and what only Redis has (keys, TTLs, beats, scripts)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from consumer.ledger import RedisLedger
+from consumer.ledger_redis import RedisLedger
 from consumer.limiter import connect
 from tests.fixtures.builders import req, result, settled
 from tests.fixtures.ledger_contract import (  # noqa: F401 (collected here, with this module's ledger)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from consumer.admission import Action, Policy, WaitingRoom, decide
-from consumer.ledger import CLAIMED, DONE, IN_FLIGHT, LedgerEntry, fingerprint
+from consumer.fingerprint import fingerprint
+from consumer.ledger import CLAIMED, DONE, IN_FLIGHT, LedgerEntry
 from consumer.models import Source
 from tests.fixtures.builders import req, result
 from tests.fixtures.clock import FakeClock

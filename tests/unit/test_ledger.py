@@ -1,16 +1,23 @@
-"""consumer.ledger: the in-memory ledger with an injected clock (no Redis: RedisLedger on a live server
+"""consumer.fingerprint, and consumer.ledger: the in-memory ledger with an injected clock (no Redis: RedisLedger on a live server
 is tested in tests/integration/test_ledger_redis.py), and RedisLedger with no server to reach."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 import socket
 import time
 
 import pytest
 
-from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry, RedisLedger, fingerprint
+from consumer.codec import PlainAvroCodec
+from consumer.fingerprint import fingerprint
+from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry
+from consumer.ledger_redis import RedisLedger
 from consumer.limiter import connect
-from tests.fixtures.builders import req, result, settled
+from consumer.models import SendRequest
+from tests.fixtures.builders import RICH, avro_recipient, random_record, req, result, settled
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.ledger_contract import (  # noqa: F401 (collected here, with this module's ledger)
     test_a_request_twice_in_one_claim_is_claimed_once,
@@ -46,6 +53,33 @@ def test_fingerprint_tells_content_apart_and_ignores_key_order() -> None:
     same = req("x")
     same.recipients = [{"template_params": {"b": "2", "a": "1"}, "to": "1"}]
     assert fingerprint(swapped) == fingerprint(same)
+
+
+def earlier_fingerprint(request: SendRequest) -> str:
+    """The fingerprint as it was worked out before it was made faster (issue 19): marks left in a
+    shared Redis ledger by earlier versions must still match the requests they were written for."""
+    content = json.dumps([list(request.key), request.recipients], sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
+
+
+def test_fingerprint_is_the_one_earlier_versions_stored() -> None:
+    codec, rng = PlainAvroCodec(), random.Random(19)
+    requests = [codec.decode_request(codec.encode_request(random_record(rng, i))) for i in range(300)]
+    escapes = avro_recipient('+86 "139"\\\n\u2028\x00', recipient_type="ü✓🚀", template_params={"z": "1", "a": '"', "é": "\t"}, payload=["", "\x7f"])
+    usual = avro_recipient('"\\é\n', template_params={'\u2028"': "\\\x1f✓"})  # the shape fingerprint() writes itself, escapes in it
+    odd = [
+        {"to": "1", "template_params": {"a": "1"}},
+        avro_recipient("1", template_params={"n": 1}),
+        avro_recipient("1", payload=("p",)),
+        avro_recipient("1", tag=None),
+    ]
+    for recipients in ([RICH], [escapes, RICH], [avro_recipient("1"), avro_recipient("1")], [usual], [usual, escapes, avro_recipient("2")], odd):
+        requests.append(req("rich"))
+        requests[-1].recipients = recipients
+    assert len({fingerprint(r) for r in requests}) == len(requests)
+    for request in requests:
+        request.fingerprint = None
+        assert fingerprint(request) == earlier_fingerprint(request)
 
 
 # -- the contract both ledgers keep (tests/fixtures/ledger_contract.py), on the in-memory one --------
@@ -98,3 +132,14 @@ def test_redis_down_with_the_service_client_never_raises() -> None:
     assert not ledger.healthy()
     assert time.monotonic() - started < 5
     down.close()
+
+
+def test_redis_marks_are_written_as_one_value_each_would_be(monkeypatch) -> None:
+    """The marks of a claim (one JSON head for them all) are byte for byte what ``_value`` writes,
+    whatever the owner's name holds."""
+    monkeypatch.setattr(time, "time", lambda: 1_767_225_600.125)
+    requests = [req("a"), req("b", numbers=("8613900000002", "8613900000003"))]
+    for owner in ("host:1:abc", 'ü "quoted" \\ name'):
+        marks = RedisLedger._marks(requests, CLAIMED, owner)
+        assert marks == [RedisLedger._value(r, CLAIMED, owner) for r in requests]
+        assert [json.loads(m)["f"] for m in marks] == [fingerprint(r) for r in requests]

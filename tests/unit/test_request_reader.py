@@ -44,14 +44,27 @@ def test_random_requests_read_as_fastavro_reads_them() -> None:
 def test_known_headers_are_found_again_and_the_cache_stays_bounded(monkeypatch) -> None:
     monkeypatch.setattr(request_reader, "MAX_HEADERS", 5)
     reader = RequestReader(REQUEST_SCHEMA_JSON)
-    templates = [f"t{'x' * n}" for n in range(12)]  # twelve header lengths, more than are probed
+    templates = [f"t{'x' * n}" for n in range(12)]  # twelve headers of twelve lengths
     values = [CODEC.encode_request(request_record(f"r{i}", templates[i % 12], "en", ["8613900000001"])) for i in range(48)]
     for value in values:
         read = reader.read(value)
         assert read == fastavro_view(value)
         assert read.key.template_code in templates
-    assert len(reader._headers) <= 5
-    assert len(reader._lengths) <= request_reader.PROBED_LENGTHS
+    assert sum(len(filed) for filed in reader._headers.values()) <= 5
+
+
+def test_headers_alike_in_their_first_bytes_are_told_apart_and_few_are_filed_together(monkeypatch) -> None:
+    monkeypatch.setattr(request_reader, "MAX_FILED", 3)
+    reader = RequestReader(REQUEST_SCHEMA_JSON)
+    templates = [f"{'same-start-' * 3}{n}" for n in range(7)] + [f"{'same-start-' * 3}{n}x" for n in range(7)]  # of two lengths
+    values = [CODEC.encode_request(request_record(f"r{i}", templates[i % 14], "en", ["8613900000001"])) for i in range(56)]
+    for value in values:
+        read = reader.read(value)
+        assert read == fastavro_view(value)
+    assert [len(filed) for filed in reader._headers.values()] == [3, 3]  # one prefix per template length, each full
+    filed_keys = {id(key) for filed in reader._headers.values() for _, key in filed}
+    for value in values[-3:]:  # the headers filed last are found again: their key objects
+        assert id(reader.read(value).key) in filed_keys
 
 
 def test_requests_of_one_key_share_one_batch_key_object() -> None:
@@ -207,4 +220,4 @@ def test_headers_too_long_to_be_valid_are_read_but_not_remembered() -> None:
     reader = RequestReader(REQUEST_SCHEMA_JSON)
     value = CODEC.encode_request(request_record("r", "t", "en", ["8613900000001"], fallback_content="x" * 20_000))
     assert reader.read(value) == fastavro_view(value)
-    assert reader._headers == {} and reader._lengths == []
+    assert reader._headers == {}

@@ -117,12 +117,12 @@ class Backend:
             if fault is not None:
                 kind = FAULT_KINDS[fault]
                 delay_s += self._decider.faults.timeout_sleep_s if kind.sleeps else 0.0
-                error = None if kind.answer is None else ApiError(*kind.answer)
-                return self._answer(call, credentials.access_key_id, received_at, error, fault, delay_s)
+                injected = None if kind.answer is None else ApiError(*kind.answer)
+                return self._answer(call, credentials.access_key_id, received_at, injected, fault, delay_s)
             content = self._decider.content_error(call.template, call.to)
             if content is not None:
-                fault, error = content
-                return self._answer(call, credentials.access_key_id, received_at, error, fault, delay_s)
+                fault, refused = content
+                return self._answer(call, credentials.access_key_id, received_at, refused, fault, delay_s)
             bisect.insort(arrivals, received_at)
             return self._accept(call, credentials.access_key_id, received_at, now, delay_s)
 

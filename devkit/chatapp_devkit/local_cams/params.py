@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
@@ -71,7 +72,7 @@ def _recipients(sender_list: str) -> list[str]:
         raise _invalid("SenderList", "not JSON") from None
     if type(senders) is not list:
         raise _invalid("SenderList", "not a JSON array")
-    to = [entry.get("To") if type(entry) is dict else None for entry in senders]
+    to: list[Any] = [entry.get("To") if type(entry) is dict else None for entry in senders]
     try:
         lines = "\n".join(to)  # TypeError unless every To is a string
     except TypeError:

@@ -97,7 +97,7 @@ class _ArrivalStampingReader(io.RawIOBase):
         super().__init__()
         self._connection = connection
         self._stamped = _SO_TIMESTAMPNS is not None
-        if self._stamped:
+        if _SO_TIMESTAMPNS is not None:
             try:
                 connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             except OSError:
@@ -246,7 +246,7 @@ class LocalCamsServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> LocalCamsServer:
+    def start(self) -> Self:
         if self._httpd is None:
             self._httpd = _HTTPServer(self._address, self.backend)
             self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
