@@ -12,10 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-RESERVE_AHEAD_S = 1.0
-"""The furthest ahead a slot is ever reserved: one window. An instance cannot take more of the
-budget in advance (the rest stays for the others), and a caller that stops before its slot gives
-back at most that much (it refunds the slot as well)."""
+RESERVE_AHEAD_S = 0.5
+"""The furthest ahead a slot is ever reserved: half a window. A slot that the window holds back
+comes ``span`` (1 s and the margin) after the grant it shares its window with; decided no more
+than this ahead, it is decided more than half a second after that grant's own slot: time for the
+call to go out and for its lateness to be told (``arrived_late``, as it goes on the wire) before
+the slot that must wait for it is given. A slot reserved a whole window ahead was decided before
+the call it shares its window with had even gone out, and a late call's successor went early
+(issue 23). It also bounds how much of the budget an instance takes in advance (the rest stays
+for the others), and how much a caller that stops before its slot gives back (it refunds it)."""
 
 
 @dataclass(frozen=True, slots=True)

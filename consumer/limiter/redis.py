@@ -14,7 +14,7 @@ Every instance runs the same Lua script (loaded once, then EVALSHA) with the tim
 server (``TIME``), so instance clocks never matter and one acquire is one round trip.
 
 Reservations: ``reserve`` runs the same decision as ``acquire`` but takes the account's next free
-slot up to ``ahead_s`` (at most ``RESERVE_AHEAD_S``, one second) ahead and answers with how far
+slot up to ``ahead_s`` (at most ``RESERVE_AHEAD_S``, half a second) ahead and answers with how far
 ahead it is: the caller sleeps until then and sends, one round trip per call even when the slot is
 not free yet (``acquire`` would have it ask twice). The slot is in the window at its own time (a
 score in the future), so every instance's later decisions see it; a slot further ahead than the

@@ -349,16 +349,20 @@ def test_a_reserved_slot_can_be_refunded_and_arrive_late() -> None:
     clock = FakeClock(0.0)
     burst = InProcessLimiter({}, AccountLimit(10.0, burst=10), safety_margin=0.01, clock=clock)
     assert [burst.reserve("acct", f"t{k}").wait_s for k in range(10)] == [0.0] * 10
-    assert burst.reserve("acct", "t10") == (False, pytest.approx(0.01), 10.0, 0.0), "the window's slot (1.01 s) is past the horizon"
+    assert burst.reserve("acct", "t10") == (False, pytest.approx(1.01 - RESERVE_AHEAD_S), 10.0, 0.0), "the window's slot (1.01 s) is past the horizon"
     burst.refund("acct", "t0")  # a slot whose call will not be made (or that CAMS did not count)
     assert burst.reserve("acct", "t10") == (True, pytest.approx(0.101), 10.0, 0.0), "its place in the window is free: GCRA's slot"
 
     clock = FakeClock(0.0)
     even = InProcessLimiter({}, TEN, safety_margin=0.01, clock=clock)
-    assert [even.reserve("acct", f"t{k}").wait_s for k in range(10)] == pytest.approx([k * 0.101 for k in range(10)])
-    assert even.reserve("acct", "x").wait_s == pytest.approx(1.01 - RESERVE_AHEAD_S)
+    slots = []
+    for k in range(10):  # each slot reserved as far ahead as the horizon lets it
+        clock.now = max(0.0, k * 0.101 - RESERVE_AHEAD_S)
+        slots.append(clock.now + even.reserve("acct", f"t{k}").wait_s)
+    assert slots == pytest.approx([k * 0.101 for k in range(10)])
+    assert even.reserve("acct", "x").wait_s == pytest.approx(1.01 - clock.now - RESERVE_AHEAD_S)
     even.arrived_late("acct", "t0", 0.3)  # the first call reached CAMS 0.3 s after its slot
-    assert even.reserve("acct", "t10").wait_s == pytest.approx(1.111 - RESERVE_AHEAD_S), "the window waits for the oldest that counts"
+    assert even.reserve("acct", "t10").wait_s == pytest.approx(1.111 - clock.now - RESERVE_AHEAD_S), "the window waits for the oldest that counts"
 
 
 # --- boundaries ------------------------------------------------------------------------------

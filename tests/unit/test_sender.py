@@ -51,12 +51,16 @@ class FakeCams:
         self.started: queue.Queue[int] = queue.Queue()
         self.gate: threading.Event | None = None
         self.written_at_once = True  # False: the request never reaches the wire before the answer
+        self.write_delay_s: dict[int, float] = {}  # per call (its index): held this long before it is written
         self.events = events if events is not None else []
 
     def prepare(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> tuple:
         return credentials, key, recipients
 
     def execute(self, prepared: tuple, on_written: Callable[[], None] | None = None) -> CallResult:
+        with self._lock:
+            delay = self.write_delay_s.get(len(self.calls), 0.0)
+        time.sleep(delay)
         if on_written is not None and self.written_at_once:
             on_written()
         return self.send(*prepared)
@@ -314,21 +318,24 @@ def test_throttled_without_retry_after_is_retried_at_once(start) -> None:
     assert len(set(h.limiter.tickets)) == 2 and all(t.startswith(OWNER + "/") for t in h.limiter.tickets)
 
 
-def test_a_call_slower_than_usual_is_reported_late_under_its_grant(start) -> None:
+def test_a_call_slower_than_usual_is_reported_late_under_its_grant_before_its_answer(start) -> None:
+    """Told as the request goes out: the slot sharing its window may be decided before CAMS answers."""
     from consumer.limiter.lateness import WARM_UP
 
     slow_call = WARM_UP + 2
-
-    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
-        time.sleep(0.08 if n == slow_call else 0.0)
-        return ok()
-
-    h = start(script, concurrency=1)
-    for _ in range(slow_call + 1):
+    h = start([ok()], concurrency=1)
+    h.cams.write_delay_s[slow_call] = 0.08
+    for _ in range(slow_call):
         h.sender.submit(make_batch(1))
         h.collect(1)
+    h.cams.gate = threading.Event()  # the slow call's answer is held back
+    h.sender.submit(make_batch(1))
+    while h.cams.started.get(timeout=WAIT) != slow_call:
+        pass
     late = [entry for entry in h.limiter.late if entry[1] == h.limiter.tickets[slow_call]]
     assert len(late) == 1 and 0.06 < late[0][2] < 0.2, h.limiter.late
+    h.cams.gate.set()
+    h.collect(1)
     assert all(entry[2] < 0.05 for entry in h.limiter.late if entry not in late), "only the slow call is late"
     assert h.metric("chatapp_limiter_late_arrival_seconds_count", account="default") == len(h.limiter.late)
 
