@@ -29,6 +29,7 @@ from .scenarios import (
     REDIS_URL,
     Context,
     _clean_redis,
+    _metrics_digest,
     _row,
     _service_notes,
     _stop_all,
@@ -116,9 +117,7 @@ def over_limit(calls: list[dict[str, Any]], first: float) -> list[tuple[float, f
 
 
 def _window_figures(calls: list[dict[str, Any]], drain_tail: int, since: float) -> dict[str, Any]:
-    window = measure.call_window(calls, MAX_RECIPIENTS, drain_tail=drain_tail, since=since)
-    window.pop("timeline", None)
-    return window
+    return measure.call_window(calls, MAX_RECIPIENTS, drain_tail=drain_tail, since=since)
 
 
 def run_once(ctx: Context, plan: Plan, index: int) -> tuple[dict[str, Any], list[str]]:
@@ -157,6 +156,7 @@ def run_once(ctx: Context, plan: Plan, index: int) -> tuple[dict[str, Any], list
         backlog_ready = time.time()
         held, waited = wm.wait_for(count, ctx.timeout(per_account / (0.5 * BUDGET) + 60), lambda: [s.check_alive() for s in services])
         details["drain_wait_s"] = waited
+        details["service_metrics"] = [_metrics_digest(s.metrics()) for s in services]
         if held < count:
             problems.append(f"{name}: only {held:,} of {count:,} results after {waited:.0f} s")
     finally:
@@ -186,6 +186,7 @@ def run_once(ctx: Context, plan: Plan, index: int) -> tuple[dict[str, Any], list
         if account_stats.get("recipients_accepted", 0) != per_account:
             problems.append(f"{name}: {n}: the endpoint accepted {account_stats.get('recipients_accepted', 0):,} recipients, expected {per_account:,}")
     box = _window_figures(calls, plan.accounts * drain_tail, backlog_ready)
+    box.pop("timeline", None)  # each account's is in its own window
     details["accounts"] = accounts
     details["box"] = {"figure": box.get("steady", {}).get("recipients_per_s", 0.0) / (plan.accounts * BUDGET), "window": box}
     details["max_calls_1s"] = max((a["max_calls_1s"] for a in accounts.values()), default=0)

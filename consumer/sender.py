@@ -37,7 +37,7 @@ from .events import Events
 from .gates import Gates
 from .ledger import Ledger
 from .limiter import RateLimiter
-from .limiter.lateness import LatenessGauge
+from .limiter.lateness import lateness
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .retry import backoff_s
 from .routing import Budget, Route, route
@@ -59,10 +59,9 @@ class SendPolicy:
     ``throttle_tolerance``: System.LimitControl answers an account may get lately before the
     limiter slows it down (see throttles.py); one within it is just retried.
 
-    ``arrival_tolerance_s``: how much longer than the fastest recent call a call may take from
-    its grant to being on the wire before the limiter is told it may have reached CAMS late (see
-    ``limiter/lateness.py``); half the limiter's safety margin (of a 1-second window), which
-    absorbs it.
+    ``arrival_tolerance_s``: how long a call may take from its slot to being on the wire before
+    the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
+    limiter's safety margin (of a 1-second window), which absorbs it.
     """
 
     max_attempts: int
@@ -115,8 +114,6 @@ class Sender:
         self.calls = 0
         """Batches through ``_run``: calls made, and batches that made none (expired before the
         call, no credentials, sent back to the queue on stop). The collector's pacing counts them."""
-        # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
-        self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._bisection = BisectionBudget(clock=clock)
         self._stopped = False
         # ``concurrency`` threads per account: one account's backlog or slow calls never hold another's
@@ -309,17 +306,16 @@ class Sender:
                 self.submit(batch)
                 return finished
             self._events.emit("slot.waited", account=account, wait_s=granted_at - batch.ready_at)
-            size = batch.recipient_count.bit_length()
             told: list[bool] = []
 
             def on_the_wire() -> None:  # as the request is written: its lateness is told before CAMS answers
                 self._on_the_wire(ticket)
-                self._tell_lateness(account, grant, size, self._clock() - granted_at)
+                self._tell_lateness(account, grant, self._clock() - granted_at)
                 told.append(True)
 
             call = self._cams.execute(prepared, on_the_wire)
             if not told:  # never known to be written: grant -> answer, the most it can be
-                self._tell_lateness(account, grant, size, self._clock() - granted_at)
+                self._tell_lateness(account, grant, self._clock() - granted_at)
         batch.attempts += 1
         outcome = call.outcome
         self._events.emit(
@@ -386,13 +382,12 @@ class Sender:
         with self._cond:
             return self._bisection.within_share(account) or not self._scheduler.has_waiting(account)
 
-    def _tell_lateness(self, account: str, grant: str, size: int, held_s: float) -> None:
-        """A call of ``size`` (recipients' bit length) took ``held_s`` from its grant to the wire:
-        tell the limiter how late it may have arrived (``limiter/lateness.py``). Told as the request
-        is written, not after the answer: the slot sharing its window is decided half a second
-        after this one's at the soonest (``RESERVE_AHEAD_S``), and must see it."""
-        with self._cond:  # workers of one account finish concurrently; a gauge is not thread-safe
-            late_s = self._lateness[account, size].lateness(held_s)
+    def _tell_lateness(self, account: str, grant: str, held_s: float) -> None:
+        """A call took ``held_s`` from its slot to the wire: tell the limiter how late it may have
+        arrived (``limiter/lateness.py``). Told as the request is written, not after the answer:
+        the slot sharing its window is decided half a second after this one's at the soonest
+        (``RESERVE_AHEAD_S``), and must see it."""
+        late_s = lateness(held_s, self._policy.arrival_tolerance_s)
         if late_s > 0.0:
             self._events.emit("call.late", account=account, late_s=late_s)
             self._limiter.arrived_late(account, grant, late_s)

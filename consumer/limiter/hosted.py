@@ -53,7 +53,7 @@ class _Grants:
         """The reservation, and when it was decided (``time.monotonic``: one clock for every
         process of the machine on Linux) so the worker can tell how long the answer took."""
         reserved, wait_s, rate, late_s = self._limiter.reserve(account, ticket, ahead_s)
-        return (reserved, wait_s, rate, late_s), time.monotonic()
+        return (reserved, wait_s, rate, late_s), time.monotonic() - late_s  # late_s: the decision to its return
 
     def throttled(self, account: str, retry_after_s: float | None) -> float:
         self._limiter.throttled(account, retry_after_s)

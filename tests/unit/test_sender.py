@@ -320,9 +320,7 @@ def test_throttled_without_retry_after_is_retried_at_once(start) -> None:
 
 def test_a_call_slower_than_usual_is_reported_late_under_its_grant_before_its_answer(start) -> None:
     """Told as the request goes out: the slot sharing its window may be decided before CAMS answers."""
-    from consumer.limiter.lateness import WARM_UP
-
-    slow_call = WARM_UP + 2
+    slow_call = 12
     h = start([ok()], concurrency=1)
     h.cams.write_delay_s[slow_call] = 0.08
     for _ in range(slow_call):
@@ -343,9 +341,7 @@ def test_a_call_slower_than_usual_is_reported_late_under_its_grant_before_its_an
 def test_a_slow_answer_to_a_request_written_on_time_is_not_late(start) -> None:
     """What counts is when the request went out (CAMS counts a call when it arrives), not when
     the answer came back: a slow answer must not cost the budget."""
-    from consumer.limiter.lateness import WARM_UP
-
-    slow_call = WARM_UP + 2
+    slow_call = 12
 
     def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
         time.sleep(0.08 if n == slow_call else 0.0)
