@@ -220,7 +220,8 @@ class Sender:
             asked_at = self._clock()
             reservation = self._limiter.reserve(account, grant, ahead_s)
             replied_at = self._clock()
-            due = replied_at + reservation.wait_s  # the limiter decided before it answered: never early
+            answered_at = reservation.answered_at if reservation.answered_at is not None else replied_at
+            due = answered_at + reservation.wait_s  # the limiter decided before it answered: never early
             with self._cond:
                 gates.answered(account, ticket, prepared_at, asked_at, replied_at, reservation, due)
                 if reservation.reserved:

@@ -53,12 +53,18 @@ class Reservation(NamedTuple):
     network, a pause of the process), as far as the limiter can tell: a caller that goes
     ``wait_s`` after the answer goes that much later after its slot than usual (the sender counts
     it in the call's lateness, see lateness.py). Not the way there: an ask held up before the
-    decision (a new connection's handshake, a busy Redis) only gets a later slot."""
+    decision (a new connection's handshake, a busy Redis) only gets a later slot.
+    ``answered_at``: the instant (``time.monotonic``) from which ``wait_s`` and ``late_s`` count,
+    taken as the answer came in (the decision's own for a limiter on this machine, whose answer
+    is never late); None: when the caller got it. The slot is ``answered_at + wait_s`` at the
+    soonest, and the call is late from ``answered_at + wait_s - late_s``: whatever the caller's
+    thread does after that (the interpreter busy elsewhere before it reads its clock) counts."""
 
     reserved: bool
     wait_s: float
     rate: float
     late_s: float = 0.0
+    answered_at: float | None = None
 
 
 class RateLimiter(Protocol):

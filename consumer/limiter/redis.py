@@ -56,6 +56,8 @@ PROBE_INTERVAL_S = 1.0
 """While in fallback, Redis is tried again at most this often."""
 ANSWER_HISTORY = 32
 """Recent answers to reservations whose quickest way back is the usual one (see ``_answer_late``)."""
+ANSWER_WARM_UP = 8
+"""Answers seen before the quickest of them is trusted."""
 
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
@@ -266,12 +268,12 @@ class RedisLimiter:
         reply = self._shared("acquire", account, ticket=ticket, ahead_s=ahead_s)
         if reply is None:
             return self._fallback.reserve(account, ticket, ahead_s)
-        granted, wait_s, factor, late_s = reply
+        granted, wait_s, factor, late_s, answered_at = reply
         if granted:
             self._observer.granted(account)
         else:
             self._observer.denied(account, wait_s)
-        return Reservation(granted, wait_s, self._limits.get(account, self._default).rate_per_second * factor, late_s)
+        return Reservation(granted, wait_s, self._limits.get(account, self._default).rate_per_second * factor, late_s, answered_at)
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         if self._shared("late", account, ticket=ticket, late_s=late_s) is None:
@@ -308,9 +310,9 @@ class RedisLimiter:
 
     def _shared(
         self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0, ahead_s: float = 0.0
-    ) -> tuple[bool, float, float, float] | None:
-        """Run the script for ``account``: (granted, wait_s, factor, how late the answer came back);
-        None means "use the fallback" (Redis down, no probe due)."""
+    ) -> tuple[bool, float, float, float, float] | None:
+        """Run the script for ``account``: (granted, wait_s, factor, how late the answer came back,
+        when it came back: ``time.monotonic``); None means "use the fallback" (Redis down, no probe due)."""
         if self._in_fallback and not self._probe_due():
             return None
         limit = self._limits.get(account, self._default)
@@ -344,7 +346,8 @@ class RedisLimiter:
             return None
         answered, answered_wall = time.monotonic(), time.time()
         self._recovered()
-        reply = bool(granted), float(wait_s), float(factor), self._answer_late(float(decided[0]), answered_wall, answered - asked) if decided else 0.0
+        late_s = self._answer_late(float(decided[0]), answered_wall, answered - asked) if decided else 0.0
+        reply = bool(granted), float(wait_s), float(factor), late_s, answered
         self._note_rate(account, limit.rate_per_second * reply[2])
         return reply
 
@@ -352,11 +355,13 @@ class RedisLimiter:
         """How much longer than the quickest of the last ``ANSWER_HISTORY`` answers this one took
         from the script's decision (``decided``, Redis's clock) to this process (``answered``, the
         wall clock): the two clocks' offset cancels out. No more than the round trip: a clock
-        stepped by NTP must not pass for a late answer."""
+        stepped by NTP must not pass for a late answer. Until ``ANSWER_WARM_UP`` answers have come
+        back there is no quickest yet: the whole round trip counts (the first answers of a drain,
+        on a busy machine, were late and nothing told)."""
         leg = answered - decided
         with self._lock:
             self._answer_legs.append(leg)
-            quickest = min(self._answer_legs)
+            quickest = min(self._answer_legs) if len(self._answer_legs) >= ANSWER_WARM_UP else leg - round_trip_s
         return max(0.0, min(leg - quickest, round_trip_s))
 
     def _probe_due(self) -> bool:

@@ -153,12 +153,13 @@ def test_reservations_follow_the_in_process_rules_across_instances(make_limiter:
     scores = [score for _, score in client.zrange(f"{prefix}{{acct}}:recent", 0, -1, withscores=True)]
     ttl = client.pttl(f"{prefix}{{acct}}:recent")
     client.close()
-    assert len(scores) == 10 and scores[-1] - scores[0] == pytest.approx(9 * interval, abs=0.002), "the latest ten slots"
-    assert 1000 + 9 * interval * 1000 < ttl <= 2000 + 10 * interval * 1000, "one window after the last slot, plus a second"
+    held = len(reserved)  # fewer than the window's ten: half a window ahead at most
+    assert len(scores) == held and scores[-1] - scores[0] == pytest.approx((held - 1) * interval, abs=0.002), "every slot taken, at its time"
+    assert 1000 + 10 * interval * 1000 < ttl <= 2000 + (held + 9) * interval * 1000, "one window after the last slot, plus a second"
     assert a.acquire("acct") > 0.0 and b.reserve("acct", ahead_s=0.0).reserved is False, "the slots held ahead are taken"
     a.refund("acct", f"t{len(reserved) - 1}")  # the latest slot's call will not be made: its place in the window is free
     client = Redis.from_url(SHARED_URL)
-    assert client.zcard(f"{prefix}{{acct}}:recent") == 9
+    assert client.zcard(f"{prefix}{{acct}}:recent") == held - 1
     client.close()
 
 

@@ -351,9 +351,9 @@ def test_a_reserved_slot_can_be_refunded_and_arrive_late() -> None:
     clock = FakeClock(0.0)
     burst = InProcessLimiter({}, AccountLimit(10.0, burst=10), safety_margin=0.01, clock=clock)
     assert [burst.reserve("acct", f"t{k}").wait_s for k in range(10)] == [0.0] * 10
-    assert burst.reserve("acct", "t10") == (False, pytest.approx(1.01 - RESERVE_AHEAD_S), 10.0, 0.0), "the window's slot (1.01 s) is past the horizon"
+    assert burst.reserve("acct", "t10") == (False, pytest.approx(1.01 - RESERVE_AHEAD_S), 10.0, 0.0, 0.0), "the window's slot (1.01 s) is past the horizon"
     burst.refund("acct", "t0")  # a slot whose call will not be made (or that CAMS did not count)
-    assert burst.reserve("acct", "t10") == (True, pytest.approx(0.101), 10.0, 0.0), "its place in the window is free: GCRA's slot"
+    assert burst.reserve("acct", "t10") == (True, pytest.approx(0.101), 10.0, 0.0, 0.0), "its place in the window is free: GCRA's slot"
 
     clock = FakeClock(0.0)
     even = InProcessLimiter({}, TEN, safety_margin=0.01, clock=clock)
