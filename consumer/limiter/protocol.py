@@ -49,10 +49,10 @@ class Reservation(NamedTuple):
     caller will not use is given back with :meth:`RateLimiter.refund`). Not reserved: the next free
     slot lies beyond the horizon; ask again in ``wait_s``. ``rate``: the account's calls/s as
     :meth:`RateLimiter.effective_rate` gives it, at no extra cost (the sender sizes its gate by it).
-    ``late_s``: how much longer than usual the answer took to come back after the decision (the
-    network, a pause of the process), as far as the limiter can tell: a caller that goes
-    ``wait_s`` after the answer goes that much later after its slot than usual (the sender counts
-    it in the call's lateness, see lateness.py). Not the way there: an ask held up before the
+    ``late_s``: how long the answer took to come back after the decision (the network, a pause
+    of the process), as far as the limiter can tell: a caller that goes ``wait_s`` after the
+    answer goes that much later after its slot (the sender counts it in the call's lateness, see
+    lateness.py). Not the way there: an ask held up before the
     decision (a new connection's handshake, a busy Redis) only gets a later slot.
     ``answered_at``: the instant (``time.monotonic``) from which ``wait_s`` and ``late_s`` count,
     taken as the answer came in (the decision's own for a limiter on this machine, whose answer

@@ -22,7 +22,7 @@ horizon is not taken (the caller asks again when it would be). Asks in flight to
 sender lets as many of an account's asks overlap as the round trip needs, see sender.py) get one
 slot each, in the order Redis runs them: against a Redis 300 ms away an account keeps its rate
 instead of one call per round trip. The script also answers with its server time, so the caller
-learns how much longer than the quickest recent answer this one took to come back (``late_s``):
+learns how long this answer took to come back (``late_s``, see ``_answer_late``):
 an answer held up on its way back makes the call late, an ask held up on its way there (a new
 connection's handshake) only got a later slot.
 """
@@ -55,9 +55,9 @@ log = logging.getLogger("consumer.limiter")
 PROBE_INTERVAL_S = 1.0
 """While in fallback, Redis is tried again at most this often."""
 ANSWER_HISTORY = 32
-"""Recent answers to reservations whose quickest way back is the usual one (see ``_answer_late``)."""
+"""Recent answers to reservations, whose quickest way back tells whether Redis's clock is behind (``_answer_late``)."""
 ANSWER_WARM_UP = 8
-"""Answers seen before the quickest of them is trusted."""
+"""Answers seen before the clocks' standing is trusted (until then the whole round trip counts)."""
 
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
@@ -352,17 +352,20 @@ class RedisLimiter:
         return reply
 
     def _answer_late(self, decided: float, answered: float, round_trip_s: float) -> float:
-        """How much longer than the quickest of the last ``ANSWER_HISTORY`` answers this one took
-        from the script's decision (``decided``, Redis's clock) to this process (``answered``, the
-        wall clock): the two clocks' offset cancels out. No more than the round trip: a clock
-        stepped by NTP must not pass for a late answer. Until ``ANSWER_WARM_UP`` answers have come
-        back there is no quickest yet: the whole round trip counts (the first answers of a drain,
-        on a busy machine, were late and nothing told)."""
+        """How long this answer took from the script's decision (``decided``, Redis's clock) to this
+        process (``answered``, the wall clock), all of it: the quickest way back is no less real
+        than a slow one (taking it off left the entries of a busy process's calls early, issue 23).
+        Redis's clock behind this one's shows as answers quicker than possible, at worst
+        negative: the most negative of the last ``ANSWER_HISTORY`` is taken off then. No more than
+        the round trip (a clock stepped by NTP must not pass for a late answer), and the whole
+        round trip until ``ANSWER_WARM_UP`` answers have shown how the clocks stand."""
         leg = answered - decided
         with self._lock:
             self._answer_legs.append(leg)
-            quickest = min(self._answer_legs) if len(self._answer_legs) >= ANSWER_WARM_UP else leg - round_trip_s
-        return max(0.0, min(leg - quickest, round_trip_s))
+            if len(self._answer_legs) < ANSWER_WARM_UP:
+                return round_trip_s
+            behind = min(min(self._answer_legs), 0.0)
+        return max(0.0, min(leg - behind, round_trip_s))
 
     def _probe_due(self) -> bool:
         """In fallback and a second has passed since the last try: claim this probe (one thread wins)."""
