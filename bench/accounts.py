@@ -180,6 +180,7 @@ def run_once(ctx: Context, plan: Plan, index: int) -> tuple[dict[str, Any], list
             "max_calls_1s": account_stats.get("max_calls_1s", 0),
             "by_code": account_stats.get("by_code", {}),
             "over_limit": over_limit(own, first),
+            "arrivals": [(c["received_at"], c["code"]) for c in sorted(own, key=lambda c: c["received_at"])],
             "recipients_accepted": account_stats.get("recipients_accepted", 0),
             "window": window,
         }
