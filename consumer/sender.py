@@ -200,11 +200,11 @@ class Sender:
         """Reserve the account's next free slot for this worker's call, under the name ``grant``,
         and wait for it. The tickets at the account's gate ask in turn, overlapping as much as the
         limiter's round trip needs (``Gates.may_ask``), and the limiter answers with the slot it
-        took (``Gates.ahead_s``; past that, when to ask again). The worker goes that long after the answer:
-        never before the slot, and as long after it as the answer took to come back, like a grant
-        made on the spot. Returns when the call was due had the answer come back as quickly as
-        usual: the reference from which its lateness counts (an answer held up on its way back, a
-        worker woken late; not an ask held up on its way there, which only got a later slot).
+        took (``Gates.ahead_s``; past that, when to ask again). The worker goes at the slot, on this
+        process's clock (``Reservation.answered_at``, less the answer's way back), or at once when
+        the answer came after it. Returns the slot: the reference from which its lateness counts
+        (an answer held up on its way back, a worker woken late; not an ask held up on its way
+        there, which only got a later slot).
         None when the sender is stopping (a slot already taken is refunded: no call will use it)."""
         gates = self._gates
         prepared_at = self._clock()
@@ -221,7 +221,9 @@ class Sender:
             reservation = self._limiter.reserve(account, grant, ahead_s)
             replied_at = self._clock()
             answered_at = reservation.answered_at if reservation.answered_at is not None else replied_at
-            due = answered_at + reservation.wait_s  # the limiter decided before it answered: never early
+            # the slot on this clock: the decision (the answer, less its way back) and the wait;
+            # never before the ask and the wait (the decision came after the ask)
+            due = max(answered_at - reservation.late_s, asked_at) + reservation.wait_s
             with self._cond:
                 gates.answered(account, ticket, prepared_at, asked_at, replied_at, reservation, due)
                 if reservation.reserved:
@@ -235,7 +237,7 @@ class Sender:
                     gates.leave(account, ticket)  # the next batch may take its place while this call is on the wire
                     turn.notify_all()
                     self._cond.notify_all()
-                    return due - reservation.late_s
+                    return due
             if stopped:
                 if reservation.reserved:
                     self._limiter.refund(account, grant)

@@ -54,11 +54,11 @@ class Reservation(NamedTuple):
     answer goes that much later after its slot (the sender counts it in the call's lateness, see
     lateness.py). Not the way there: an ask held up before the
     decision (a new connection's handshake, a busy Redis) only gets a later slot.
-    ``answered_at``: the instant (``time.monotonic``) from which ``wait_s`` and ``late_s`` count,
-    taken as the answer came in (the decision's own for a limiter on this machine, whose answer
-    is never late); None: when the caller got it. The slot is ``answered_at + wait_s`` at the
-    soonest, and the call is late from ``answered_at + wait_s - late_s``: whatever the caller's
-    thread does after that (the interpreter busy elsewhere before it reads its clock) counts."""
+    ``answered_at``: the instant (``time.monotonic``) the answer came in, taken at once (the
+    decision's own for a limiter on this machine, whose answer is never late); None: when the
+    caller got it. The slot is ``answered_at - late_s + wait_s`` on the caller's clock (no sooner
+    than its ask plus ``wait_s``): the caller sends then, and whatever holds it up after that
+    (the interpreter busy elsewhere, a thread woken late) is lateness."""
 
     reserved: bool
     wait_s: float

@@ -56,15 +56,13 @@ PROBE_INTERVAL_S = 1.0
 """While in fallback, Redis is tried again at most this often."""
 ANSWER_HISTORY = 32
 """Recent answers to reservations, whose quickest way back tells whether Redis's clock is behind (``_answer_late``)."""
-ANSWER_WARM_UP = 8
-"""Answers seen before the clocks' standing is trusted (until then the whole round trip counts)."""
 
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
 -- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}   KEYS[3] latest grants {ticket: time}
 -- ARGV op ('acquire' | 'throttle' | 'late' | 'refund' | 'peek'), rate, burst, safety_margin,
 --      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, capacity, catch_up_intervals,
---      ticket, late_s, ahead_s
+--      ticket, late_s, ahead_s, lead_s
 -- returns {granted (1/0), wait_s, factor}, and for acquire the server time of the decision:
 -- granted, the slot is wait_s from now (reserved); else ask again in wait_s.
 -- Numbers as strings (Lua numbers would be truncated)
@@ -116,14 +114,16 @@ if op == 'throttle' then
 end
 
 -- acquire / reserve: the next free slot at t >= now (gcra.next_slot: at most three decisions of
--- gcra.decide at t), taken if it is at most ARGV[14] (ahead_s; 0 for acquire) away
+-- gcra.decide at t), taken if it is at most ARGV[14] (ahead_s; 0 for acquire) away; no sooner
+-- than ARGV[15] (lead_s: the answer's usual way back, within ahead_s) from now
 local ahead = math.max(0, tonumber(ARGV[14]))
+local lead = math.min(ahead, math.max(0, tonumber(ARGV[15])))
 local span = capacity * interval
 local oldest = nil
 if redis.call('ZCARD', KEYS[3]) >= capacity then
   oldest = tonumber(redis.call('ZREVRANGE', KEYS[3], capacity - 1, capacity - 1, 'WITHSCORES')[2])
 end
-local t, next_tat = now, nil
+local t, next_tat = now + lead, nil
 for _ = 1, 4 do
   local current = t
   if stored and stored > t - catch_up_intervals * interval then current = stored end
@@ -338,6 +338,7 @@ class RedisLimiter:
                         ticket,
                         late_s,
                         ahead_s,
+                        self._lead(ahead_s),
                     ],
                 )
         except RedisError as exc:
@@ -351,19 +352,23 @@ class RedisLimiter:
         self._note_rate(account, limit.rate_per_second * reply[2])
         return reply
 
+    def _lead(self, ahead_s: float) -> float:
+        """How soon a reserved slot may be: no sooner than the quickest recent answer takes to come
+        back (within ``ahead_s``), so that a caller far from Redis learns of its slot before it
+        comes and sends on time instead of late (0 before the first answer)."""
+        with self._lock:
+            return max(0.0, min(min(self._answer_legs, default=0.0), ahead_s))
+
     def _answer_late(self, decided: float, answered: float, round_trip_s: float) -> float:
         """How long this answer took from the script's decision (``decided``, Redis's clock) to this
         process (``answered``, the wall clock), all of it: the quickest way back is no less real
         than a slow one (taking it off left the entries of a busy process's calls early, issue 23).
         Redis's clock behind this one's shows as answers quicker than possible, at worst
         negative: the most negative of the last ``ANSWER_HISTORY`` is taken off then. No more than
-        the round trip (a clock stepped by NTP must not pass for a late answer), and the whole
-        round trip until ``ANSWER_WARM_UP`` answers have shown how the clocks stand."""
+        the round trip: a clock stepped by NTP must not pass for a late answer."""
         leg = answered - decided
         with self._lock:
             self._answer_legs.append(leg)
-            if len(self._answer_legs) < ANSWER_WARM_UP:
-                return round_trip_s
             behind = min(min(self._answer_legs), 0.0)
         return max(0.0, min(leg - behind, round_trip_s))
 
