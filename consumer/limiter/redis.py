@@ -10,21 +10,18 @@ live on one slot):
 - ``<prefix>{<account>}:rate`` — hash ``f`` (adaptive factor after the last decrease), ``t`` (when);
   expires once the factor is back to 1.0 and the hold-off is over.
 
-Every instance runs the same Lua script (loaded once, then EVALSHA) with the time taken from the Redis
-server (``TIME``), so instance clocks never matter and one acquire is one round trip.
+Every instance runs the same Lua script (loaded once, then EVALSHA) with the time taken from the
+Redis server (``TIME``): the budget runs on one clock, and one acquire is one round trip.
 
-Reservations: ``reserve`` runs the same decision as ``acquire`` but takes the account's next free
-slot up to ``ahead_s`` (at most ``RESERVE_AHEAD_S``, half a second) ahead and answers with how far
-ahead it is: the caller sleeps until then and sends, one round trip per call even when the slot is
-not free yet (``acquire`` would have it ask twice). The slot is in the window at its own time (a
-score in the future), so every instance's later decisions see it; a slot further ahead than the
-horizon is not taken (the caller asks again when it would be). Asks in flight together (the
-sender lets as many of an account's asks overlap as the round trip needs, see sender.py) get one
-slot each, in the order Redis runs them: against a Redis 300 ms away an account keeps its rate
-instead of one call per round trip. The script also answers with its server time, so the caller
-learns how long this answer took to come back (``late_s``, see ``_answer_late``):
-an answer held up on its way back makes the call late, an ask held up on its way there (a new
-connection's handshake) only got a later slot.
+Reservations: ``reserve`` takes the account's next free slot up to ``ahead_s`` (at most
+``RESERVE_AHEAD_S``) ahead and no sooner than the quickest recent answer takes to come back, in
+the same script; the slot is in the window at its own time, so every instance's later decisions
+see it. Asks in flight together (as many as the round trip needs, see gates.py) get one slot
+each: against a Redis 300 ms away an account keeps its rate. The script answers with its server
+time: the caller places the slot on its own clock (the answer, less its way back: clocks apart by
+δ move it by up to δ, never before the ask) and an answer that came after the slot makes the call
+late by as much; an ask held up on its way there (a new connection's handshake) only gets a
+later slot.
 """
 
 from __future__ import annotations
@@ -353,19 +350,16 @@ class RedisLimiter:
         return reply
 
     def _lead(self, ahead_s: float) -> float:
-        """How soon a reserved slot may be: no sooner than the quickest recent answer takes to come
-        back (within ``ahead_s``), so that a caller far from Redis learns of its slot before it
-        comes and sends on time instead of late (0 before the first answer)."""
+        """No slot sooner than the quickest recent answer takes to come back (within ``ahead_s``):
+        a caller far from Redis learns of its slot before it comes, and sends on time."""
         with self._lock:
             return max(0.0, min(min(self._answer_legs, default=0.0), ahead_s))
 
     def _answer_late(self, decided: float, answered: float, round_trip_s: float) -> float:
-        """How long this answer took from the script's decision (``decided``, Redis's clock) to this
-        process (``answered``, the wall clock), all of it: the quickest way back is no less real
-        than a slow one (taking it off left the entries of a busy process's calls early, issue 23).
-        Redis's clock behind this one's shows as answers quicker than possible, at worst
-        negative: the most negative of the last ``ANSWER_HISTORY`` is taken off then. No more than
-        the round trip: a clock stepped by NTP must not pass for a late answer."""
+        """All the time this answer took from the script's decision (``decided``, Redis's clock) to
+        this process (``answered``, the wall clock); Redis's clock ahead shows as answers quicker
+        than possible: the most negative of the last ``ANSWER_HISTORY`` is taken off then. No more
+        than the round trip: a clock stepped by NTP must not pass for a late answer."""
         leg = answered - decided
         with self._lock:
             self._answer_legs.append(leg)
