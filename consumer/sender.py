@@ -312,9 +312,12 @@ class Sender:
             told: list[bool] = []
 
             def on_the_wire() -> None:  # as the request is written: its lateness is told before CAMS answers
-                self._on_the_wire(ticket)
-                self._tell_lateness(account, grant, self._clock() - granted_at)
                 told.append(True)
+                try:
+                    self._on_the_wire(ticket)
+                    self._tell_lateness(account, grant, self._clock() - granted_at)
+                except Exception:  # noqa: BLE001 (the request is out: a failure here must not fail the call and send it again)
+                    log.exception("could not tell the limiter how late call %s went out", grant, extra={"account": account})
 
             call = self._cams.execute(prepared, on_the_wire)
             if not told:  # never known to be written: grant -> answer, the most it can be

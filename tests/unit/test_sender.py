@@ -338,6 +338,21 @@ def test_a_call_slower_than_usual_is_reported_late_under_its_grant_before_its_an
     assert h.metric("chatapp_limiter_late_arrival_seconds_count", account="default") == len(h.limiter.late)
 
 
+def test_a_limiter_failing_to_hear_of_a_late_call_does_not_send_it_again(start) -> None:
+    """The request is out when its lateness is told: whatever goes wrong there, the call stands."""
+
+    class Failing(SpyLimiter):
+        def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
+            raise RuntimeError("limiter bug")
+
+    h = start([ok()], concurrency=1, limiter=Failing())
+    h.cams.write_delay_s[0] = 0.05  # late enough to be told
+    h.sender.submit(make_batch(1))
+    assert [r.status for r in h.collect(1).values()] == [Status.SENT]
+    h.wait_idle()
+    assert len(h.cams.calls) == 1, "sent once"
+
+
 def test_a_slow_answer_to_a_request_written_on_time_is_not_late(start) -> None:
     """What counts is when the request went out (CAMS counts a call when it arrives), not when
     the answer came back: a slow answer must not cost the budget."""
