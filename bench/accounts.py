@@ -11,6 +11,7 @@ from the first call to the last, throttled calls included (what CAMS's window wo
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass
@@ -81,21 +82,22 @@ def per_account_recipients(quick: bool) -> int:
     return (2 if quick else 6) * BUDGET
 
 
-def _names(count: int) -> list[str]:
-    return [f"acct{i:02d}" for i in range(count)]
+def _names(count: int) -> tuple[str, ...]:
+    return tuple(f"acct{i:02d}" for i in range(count))
 
 
 def _key_id(name: str) -> str:
     return f"LTAI_BENCH_{name.upper()}"
 
 
-def _config_file(directory: Path, names: list[str]) -> Path:
+def _config_file(directory: Path, names: tuple[str, ...]) -> Path:
     path = directory / "accounts.toml"
     path.write_text("".join(f'[accounts.{n}]\naccess_key_id = "{_key_id(n)}"\naccess_key_secret = "{SECRET}"\n\n' for n in names))
     return path
 
 
-def _backlog(prefix: str, names: list[str], recipients: int, per_account: int) -> list[bytes]:
+@functools.lru_cache(maxsize=1)  # encoded once for the runs that follow each other on it
+def _backlog(prefix: str, names: tuple[str, ...], recipients: int, per_account: int) -> list[bytes]:
     """``per_account`` recipients for each account, interleaved (the accounts' requests arrive
     together), on ``BATCH_KEYS`` templates each; numbers distinct within an account."""
     codec = PlainAvroCodec()
@@ -122,11 +124,12 @@ def _window_figures(calls: list[dict[str, Any]], drain_tail: int, since: float) 
 
 def run_once(ctx: Context, plan: Plan, index: int) -> tuple[dict[str, Any], list[str]]:
     """One run of ``plan``: its details (per account, the box, windows) and the problems seen."""
+    backlog = f"accounts-{plan.accounts}a{plan.recipients}r"  # the runs of one plan, and plans of one backlog, share it
     name = f"accounts-{plan.accounts}a{plan.instances}i{plan.workers}w{plan.recipients}r{'-redis' if plan.redis else ''}-{index}"
     names = _names(plan.accounts)
     per_account = per_account_recipients(ctx.quick)
     problems: list[str] = []
-    prefix = f"{ctx.prefix}{name}"
+    prefix = f"{ctx.prefix}{backlog}"
     values = _backlog(prefix, names, plan.recipients, per_account)
     count = len(values)
     topics = ctx.infra.topics(f"{ctx.run_id}.{name}", PARTITIONS)
