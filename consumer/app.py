@@ -105,7 +105,8 @@ class Service:
         for name, account in config.accounts.items():
             self.metrics.account_configured(name, account.rate_limit_per_second)
         self.ledger = build_ledger(config, owner, redis_watch)
-        self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=config.send_concurrency * 2)
+        connections = config.send_concurrency * 2 * max(1, len(config.accounts))  # as many threads per account (sender.py)
+        self._http = build_http_client(config.http_connect_timeout_s, config.http_read_timeout_s, max_connections=connections)
         policy = SendPolicy(config.retry_max_attempts, config.retry_backoff_ms, config.retry_backoff_max_ms, config.throttle_max_retries,
                             config.rate_limit_throttle_tolerance, arrival_tolerance_s=config.rate_limit_safety_margin / 2)  # fmt: skip
         book = InFlightBook(BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, config.batch_max_recipients), config.max_buffered_bytes)

@@ -169,7 +169,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         maximum=64,
     ),
-    _s("send_concurrency", int, 8, "API calls in flight at once per service process (per worker).", minimum=1, maximum=256),
+    _s(
+        "send_concurrency",
+        int,
+        8,
+        "API calls in flight at once per account, per service process (per worker): the sender has this many threads for each configured account, so one account never takes another's.",
+        minimum=1,
+        maximum=256,
+    ),
     _s(
         "intake_nice",
         int,

@@ -116,7 +116,7 @@ class Metrics:
         )
         self.late_arrivals = Histogram(
             "chatapp_limiter_late_arrival_seconds",
-            "How much later than the fastest recent call a call may have reached CAMS (only calls past the tolerance).",
+            "How long after its slot a call may have reached CAMS, less the tolerance (only calls past it).",
             ["account"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -3,14 +3,12 @@
 The dispatcher takes batches from the fair scheduler in its order and hands them to workers. A
 worker builds and signs the call first, then takes a place at the account's gate and, in its
 turn, reserves the account's next free slot from the rate limiter in one request
-(``RateLimiter.reserve``), sleeps until that slot and sends at once: the time between a slot and
-the call reaching CAMS holds no CPU work, so calls stay evenly spaced on the wire. With a limiter
-that answers at once, the gate's tickets ask one after the other (the next once the one before
-holds its slot); with a slow one (Redis 300 ms away), as many ask at once as one round trip
-needs, and the gate is as deep as that takes: the account's calls still follow each other at its
-rate instead of one per round trip.
-The worker then carries out the batch's route, a pure decision from the call's outcome
-(``routing.py``: sent, throttled, retried, offenders named, halved, failed), and emits what
+(``RateLimiter.reserve``), sleeps until that slot and sends at once: no CPU work lies between a
+slot and the call reaching CAMS. The gate's tickets ask one after the other, or as many at once
+as a slow limiter's round trip needs (``gates.py``). Each account has ``concurrency`` workers of
+its own and waits on a condition of its own: another account's backlog, retries or slow calls
+never hold its threads or wake them. The worker then carries out the batch's route
+(``routing.py``: sent, throttled, retried, offenders named, halved, failed) and emits what
 happened as events (``events.py``).
 
 Requests whose ``expires_at`` has passed are taken out just before the call (EXPIRED). Finished
@@ -24,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,12 +37,13 @@ from .events import Events
 from .gates import Gates
 from .ledger import Ledger
 from .limiter import RateLimiter
-from .limiter.lateness import LatenessGauge
+from .limiter.lateness import lateness
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .receipts.recorder import NoJoin
 from .retry import backoff_s
 from .routing import Budget, Route, route
 from .scheduler import FairScheduler
+from .throttles import ThrottleCount
 
 log = logging.getLogger("consumer.sender")
 
@@ -58,15 +57,12 @@ ResultsSink = Callable[[list[Settled]], None]
 class SendPolicy:
     """Retry budget and backoff of the sender (from Config).
 
-    ``throttle_tolerance``: System.LimitControl answers an account may get within
-    ``THROTTLE_WINDOW_S`` before the limiter slows it down. A lone throttle is network jitter
-    bunching two calls at the edge of CAMS's window, not a smaller budget: it is retried
-    without giving up a slice of the rate for seconds.
+    ``throttle_tolerance``: System.LimitControl answers an account may get lately before the
+    limiter slows it down (see throttles.py); one within it is just retried.
 
-    ``arrival_tolerance_s``: how much longer than the fastest recent call a call may take from
-    its grant to being on the wire before the limiter is told it may have reached CAMS late (see
-    ``limiter/lateness.py``); half the limiter's safety margin (of a 1-second window), which
-    absorbs it.
+    ``arrival_tolerance_s``: how long a call may take from its slot to being on the wire before
+    the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
+    limiter's safety margin (of a 1-second window), which absorbs it.
     """
 
     max_attempts: int
@@ -75,9 +71,6 @@ class SendPolicy:
     throttle_max_retries: int
     throttle_tolerance: int = 2
     arrival_tolerance_s: float = 0.005
-
-
-THROTTLE_WINDOW_S = 2.0
 
 
 class Sender:
@@ -112,20 +105,22 @@ class Sender:
         self._rng = random.Random()
         self._scheduler = FairScheduler(max_recipients, max_bytes)
         self._completion = Completion()
-        self._cond = threading.Condition()
-        self._inflight = 0
+        lock = threading.RLock()  # guards all the state below
+        self._cond = threading.Condition(lock)  # the dispatcher's waits
+        self._turns: defaultdict[str, threading.Condition] = defaultdict(lambda: threading.Condition(lock))  # per account: its workers' waits
+        self._inflight: Counter[str] = Counter()  # per account: batches handed to workers and not done
         self._running: dict[int, Batch] = {}
         self._tickets = itertools.count()
         self._gates = Gates(concurrency)
-        self._throttled_at: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._order = itertools.count()  # turns the accounts' order of service at each pass of the dispatcher
+        self._throttles = ThrottleCount(policy.throttle_tolerance)
         self.calls = 0
         """Batches through ``_run``: calls made, and batches that made none (expired before the
         call, no credentials, sent back to the queue on stop). The collector's pacing counts them."""
-        # per account and size class (recipients' bit length): a call of 1,000 takes longer than one of 10
-        self._lateness: defaultdict[tuple[str, int], LatenessGauge] = defaultdict(lambda: LatenessGauge(policy.arrival_tolerance_s))
         self._bisection = BisectionBudget(clock=clock)
         self._stopped = False
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sender")
+        # ``concurrency`` threads per account: one account's backlog or slow calls never hold another's
+        self._pool = ThreadPoolExecutor(concurrency * max(1, len(credentials)), thread_name_prefix="sender")
         self._thread = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
 
     # -- called from the main loop ---------------------------------------------------------
@@ -164,29 +159,35 @@ class Sender:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+            for turn in self._turns.values():
+                turn.notify_all()
         self._thread.join(timeout)
         self._pool.shutdown(wait=True)
 
     # -- dispatcher thread -----------------------------------------------------------------
     def _dispatch_loop(self) -> None:
         """Hand batches to workers in the scheduler's order, keeping at most the gate's depth per
-        account waiting for a slot (the rest stay in the scheduler, where they keep filling)."""
+        account waiting for a slot (the rest stay in the scheduler, where they keep filling) and at
+        most ``concurrency`` of an account's batches in the workers' hands: each account has its
+        share of the threads, and the accounts take turns at being served first."""
         while True:
             with self._cond:
                 if self._stopped:
                     return
                 now = self._clock()
                 handed: list[tuple[Batch, int]] = []
-                for account in self._scheduler.ready_accounts(now):
+                ready = self._scheduler.ready_accounts(now)
+                first = next(self._order) % len(ready) if ready else 0
+                for account in ready[first:] + ready[:first]:
                     gates = self._gates
                     depth = gates.depth(account)
-                    while self._inflight < self._concurrency and gates.waiting(account) < depth:
+                    while self._inflight[account] < self._concurrency and gates.waiting(account) < depth:
                         batch = self._scheduler.pop(account, now, contended=gates.contended(account, now))
                         if batch is None:
                             break
                         ticket = next(self._tickets)
                         gates.enter(account, ticket, now)
-                        self._inflight += 1
+                        self._inflight[account] += 1
                         self._running[id(batch)] = batch
                         handed.append((batch, ticket))
                 if not handed:
@@ -202,18 +203,19 @@ class Sender:
         """Reserve the account's next free slot for this worker's call, under the name ``grant``,
         and wait for it. The tickets at the account's gate ask in turn, overlapping as much as the
         limiter's round trip needs (``Gates.may_ask``), and the limiter answers with the slot it
-        took (``Gates.ahead_s``; past that, when to ask again). The worker goes that long after the answer:
-        never before the slot, and as long after it as the answer took to come back, like a grant
-        made on the spot. Returns when the call was due had the answer come back as quickly as
-        usual: the reference from which its lateness counts (an answer held up on its way back, a
-        worker woken late; not an ask held up on its way there, which only got a later slot).
+        took (``Gates.ahead_s``; past that, when to ask again). The worker goes at the slot, on this
+        process's clock (``Reservation.answered_at``, less the answer's way back), or at once when
+        the answer came after it. Returns the slot: the reference from which its lateness counts
+        (an answer held up on its way back, a worker woken late; not an ask held up on its way
+        there, which only got a later slot).
         None when the sender is stopping (a slot already taken is refunded: no call will use it)."""
         gates = self._gates
         prepared_at = self._clock()
         while True:
             with self._cond:
+                turn = self._turns[account]
                 while not self._stopped and not gates.may_ask(account, ticket):
-                    self._cond.wait(0.5)
+                    turn.wait(0.5)
                 if self._stopped:
                     return None
                 depth = gates.depth(account)
@@ -221,20 +223,24 @@ class Sender:
             asked_at = self._clock()
             reservation = self._limiter.reserve(account, grant, ahead_s)
             replied_at = self._clock()
-            due = replied_at + reservation.wait_s  # the limiter decided before it answered: never early
+            answered_at = reservation.answered_at if reservation.answered_at is not None else replied_at
+            # the slot on this clock: the decision (the answer, less its way back) and the wait;
+            # never before the ask and the wait (the decision came after the ask)
+            due = max(answered_at - reservation.late_s, asked_at) + reservation.wait_s
             with self._cond:
                 gates.answered(account, ticket, prepared_at, asked_at, replied_at, reservation, due)
                 if reservation.reserved:
-                    self._cond.notify_all()  # the next ticket's turn to ask
+                    turn.notify_all()  # the next ticket's turn to ask
                 elif gates.depth(account) > depth:
                     self._cond.notify_all()  # the dispatcher may let more of the account's batches ask
                 while not self._stopped and (left := due - self._clock()) > 0:
-                    self._cond.wait(left)
+                    turn.wait(left)
                 stopped = self._stopped
                 if reservation.reserved and not stopped:
                     gates.leave(account, ticket)  # the next batch may take its place while this call is on the wire
+                    turn.notify_all()
                     self._cond.notify_all()
-                    return due - reservation.late_s
+                    return due
             if stopped:
                 if reservation.reserved:
                     self._limiter.refund(account, grant)
@@ -247,12 +253,14 @@ class Sender:
             log.exception("sender crashed on batch %s", batch.batch_id, extra={"batch_id": batch.batch_id, "account": batch.key.account})
             finished = self._after_crash(batch)
         finally:
+            account = batch.key.account
             with self._cond:
-                self._gates.done(batch.key.account, ticket)
-                self._inflight -= 1
+                self._gates.done(account, ticket)
+                self._inflight[account] -= 1
                 self.calls += 1
                 self._running.pop(id(batch), None)
                 self._cond.notify_all()
+                self._turns[account].notify_all()
             self._events.emit("calls.in_flight", change=-1)
         if finished:
             self._on_results(finished)
@@ -304,15 +312,19 @@ class Sender:
                 self.submit(batch)
                 return finished
             self._events.emit("slot.waited", account=account, wait_s=granted_at - batch.ready_at)
-            executed_at = self._clock()
-            call = self._cams.execute(prepared, lambda: self._on_the_wire(ticket))
-            # grant -> request on the wire; when unknown, grant -> answer (the most it can be)
-            held_s = executed_at - granted_at + (call.written_after_s if call.written_after_s is not None else self._clock() - executed_at)
-            with self._cond:  # workers of one account finish concurrently; a gauge is not thread-safe
-                late_s = self._lateness[account, batch.recipient_count.bit_length()].lateness(held_s)
-            if late_s > 0.0:
-                self._events.emit("call.late", account=account, late_s=late_s)
-                self._limiter.arrived_late(account, grant, late_s)
+            told: list[bool] = []
+
+            def on_the_wire() -> None:  # as the request is written: its lateness is told before CAMS answers
+                told.append(True)
+                try:
+                    self._on_the_wire(ticket)
+                    self._tell_lateness(account, grant, self._clock() - granted_at)
+                except Exception:  # noqa: BLE001 (the request is out: a failure here must not fail the call and send it again)
+                    log.exception("could not tell the limiter how late call %s went out", grant, extra={"account": account})
+
+            call = self._cams.execute(prepared, on_the_wire)
+            if not told:  # never known to be written: grant -> answer, the most it can be
+                self._tell_lateness(account, grant, self._clock() - granted_at)
         batch.attempts += 1
         outcome = call.outcome
         self._events.emit(
@@ -339,7 +351,9 @@ class Sender:
             return self._finish(batch, batch.slices, self._outcome(Status.SENT, batch, call))
         if way is Route.THROTTLED:
             batch.throttles += 1
-            if self._persistent_throttling(account):
+            with self._cond:
+                persistent = self._throttles.persistent(account, self._clock())
+            if persistent:
                 self._limiter.throttled(account, call.retry_after_s)
             emit("batch.retried", account=account, reason="throttled", batch_id=batch.batch_id, code=call.code, delay_s=call.retry_after_s or 0.0)
             self.submit(batch, self._clock() + (call.retry_after_s or 0.0))
@@ -379,19 +393,19 @@ class Sender:
         with self._cond:
             return self._bisection.within_share(account) or not self._scheduler.has_waiting(account)
 
+    def _tell_lateness(self, account: str, grant: str, held_s: float) -> None:
+        """A call took ``held_s`` from its slot to the wire: tell the limiter how late it may have
+        arrived (``limiter/lateness.py``). Told as the request is written, not after the answer:
+        the slot sharing its window is decided half a second after this one's at the soonest
+        (``RESERVE_AHEAD_S``), and must see it."""
+        late_s = lateness(held_s, self._policy.arrival_tolerance_s)
+        if late_s > 0.0:
+            self._events.emit("call.late", account=account, late_s=late_s)
+            self._limiter.arrived_late(account, grant, late_s)
+
     def _on_the_wire(self, ticket: int) -> None:
         with self._cond:
             self._gates.on_the_wire(ticket)
-
-    def _persistent_throttling(self, account: str) -> bool:
-        """Record a throttle; True when the account had more than the tolerance lately."""
-        now = self._clock()
-        with self._cond:
-            recent = self._throttled_at[account]
-            recent.append(now)
-            while recent and recent[0] < now - THROTTLE_WINDOW_S:
-                recent.popleft()
-            return len(recent) > self._policy.throttle_tolerance
 
     def _record(self, finished: list[Settled]) -> None:
         if finished:

@@ -27,8 +27,9 @@ Decisions are made to the microsecond (the Redis clock's resolution): a grant du
 Late arrivals: the window counts a call from its grant, but CAMS counts it when it arrives. A call
 held up after its grant (a new connection, a pause of the process) arrives late, and the call
 ``capacity`` grants later, sent on time, could then reach CAMS less than a second after it. The
-sender measures how much longer than usual a call took (``LatenessGauge``) and the limiter moves
-that call's entry in the window later by as much, so the call that shares its window waits too.
+sender measures how long after its slot a call went out (less a tolerance, ``lateness.py``) and
+the limiter moves that call's entry in the window later by as much, so the call that shares its
+window waits too.
 
 Reservations: instead of "now or ask again later", a caller may take the next free slot ahead
 of time (:func:`reserve`): the slot is the earliest instant at which :func:`decide` would grant if

@@ -52,8 +52,9 @@ class _Grants:
     def reserve(self, account: str, ticket: str | None, ahead_s: float) -> tuple[tuple[bool, float, float, float], float]:
         """The reservation, and when it was decided (``time.monotonic``: one clock for every
         process of the machine on Linux) so the worker can tell how long the answer took."""
-        reserved, wait_s, rate, late_s = self._limiter.reserve(account, ticket, ahead_s)
-        return (reserved, wait_s, rate, late_s), time.monotonic()
+        reservation = self._limiter.reserve(account, ticket, ahead_s)
+        decided = reservation.answered_at if reservation.answered_at is not None else time.monotonic()
+        return (reservation.reserved, reservation.wait_s, reservation.rate, reservation.late_s), decided
 
     def throttled(self, account: str, retry_after_s: float | None) -> float:
         self._limiter.throttled(account, retry_after_s)
@@ -159,7 +160,7 @@ class HostedLimiter:
         fields: tuple[bool, float, float, float]
         decided: float
         fields, decided = answer
-        reservation = Reservation(*fields)._replace(late_s=max(0.0, time.monotonic() - decided))
+        reservation = Reservation(*fields, answered_at=decided)  # one clock on the machine: the slot from the decision itself
         self._note_rate(account, reservation.rate)
         if reservation.reserved:
             self._observer.granted(account)

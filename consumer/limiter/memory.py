@@ -85,7 +85,7 @@ class InProcessLimiter:
             self._observer.granted(account)
         else:
             self._observer.denied(account, slot.wait_s)
-        return Reservation(slot.reserved, slot.wait_s, rate)
+        return Reservation(slot.reserved, slot.wait_s, rate, 0.0, now)  # from the decision: nothing after it is early
 
     def throttled(self, account: str, retry_after_s: float | None = None) -> None:
         limit = self._limits.get(account, self._default)

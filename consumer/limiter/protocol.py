@@ -12,10 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-RESERVE_AHEAD_S = 1.0
-"""The furthest ahead a slot is ever reserved: one window. An instance cannot take more of the
-budget in advance (the rest stays for the others), and a caller that stops before its slot gives
-back at most that much (it refunds the slot as well)."""
+RESERVE_AHEAD_S = 0.5
+"""The furthest ahead a slot is ever reserved: half a window. A slot that the window holds back
+comes ``span`` (1 s and the margin) after the grant it shares its window with; decided no more
+than this ahead, it is decided more than half a second after that grant's own slot: time for the
+call to go out and for its lateness to be told (``arrived_late``, as it goes on the wire) before
+the slot that must wait for it is given. A slot reserved a whole window ahead was decided before
+the call it shares its window with had even gone out, and a late call's successor went early
+(issue 23). It also bounds how much of the budget an instance takes in advance (the rest stays
+for the others), and how much a caller that stops before its slot gives back (it refunds it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +49,22 @@ class Reservation(NamedTuple):
     caller will not use is given back with :meth:`RateLimiter.refund`). Not reserved: the next free
     slot lies beyond the horizon; ask again in ``wait_s``. ``rate``: the account's calls/s as
     :meth:`RateLimiter.effective_rate` gives it, at no extra cost (the sender sizes its gate by it).
-    ``late_s``: how much longer than usual the answer took to come back after the decision (the
-    network, a pause of the process), as far as the limiter can tell: a caller that goes
-    ``wait_s`` after the answer goes that much later after its slot than usual (the sender counts
-    it in the call's lateness, see lateness.py). Not the way there: an ask held up before the
-    decision (a new connection's handshake, a busy Redis) only gets a later slot."""
+    ``late_s``: how long the answer took to come back after the decision (the network, a pause
+    of the process), as far as the limiter can tell: a caller that goes ``wait_s`` after the
+    answer goes that much later after its slot (the sender counts it in the call's lateness, see
+    lateness.py). Not the way there: an ask held up before the
+    decision (a new connection's handshake, a busy Redis) only gets a later slot.
+    ``answered_at``: the instant (``time.monotonic``) the answer came in, taken at once (the
+    decision's own for a limiter on this machine, whose answer is never late); None: when the
+    caller got it. The slot is ``answered_at - late_s + wait_s`` on the caller's clock (no sooner
+    than its ask plus ``wait_s``): the caller sends then, and whatever holds it up after that
+    (the interpreter busy elsewhere, a thread woken late) is lateness."""
 
     reserved: bool
     wait_s: float
     rate: float
     late_s: float = 0.0
+    answered_at: float | None = None
 
 
 class RateLimiter(Protocol):

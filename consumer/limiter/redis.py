@@ -10,21 +10,18 @@ live on one slot):
 - ``<prefix>{<account>}:rate`` — hash ``f`` (adaptive factor after the last decrease), ``t`` (when);
   expires once the factor is back to 1.0 and the hold-off is over.
 
-Every instance runs the same Lua script (loaded once, then EVALSHA) with the time taken from the Redis
-server (``TIME``), so instance clocks never matter and one acquire is one round trip.
+Every instance runs the same Lua script (loaded once, then EVALSHA) with the time taken from the
+Redis server (``TIME``): the budget runs on one clock, and one acquire is one round trip.
 
-Reservations: ``reserve`` runs the same decision as ``acquire`` but takes the account's next free
-slot up to ``ahead_s`` (at most ``RESERVE_AHEAD_S``, one second) ahead and answers with how far
-ahead it is: the caller sleeps until then and sends, one round trip per call even when the slot is
-not free yet (``acquire`` would have it ask twice). The slot is in the window at its own time (a
-score in the future), so every instance's later decisions see it; a slot further ahead than the
-horizon is not taken (the caller asks again when it would be). Asks in flight together (the
-sender lets as many of an account's asks overlap as the round trip needs, see sender.py) get one
-slot each, in the order Redis runs them: against a Redis 300 ms away an account keeps its rate
-instead of one call per round trip. The script also answers with its server time, so the caller
-learns how much longer than the quickest recent answer this one took to come back (``late_s``):
-an answer held up on its way back makes the call late, an ask held up on its way there (a new
-connection's handshake) only got a later slot.
+Reservations: ``reserve`` takes the account's next free slot up to ``ahead_s`` (at most
+``RESERVE_AHEAD_S``) ahead and no sooner than the quickest recent answer takes to come back, in
+the same script; the slot is in the window at its own time, so every instance's later decisions
+see it. Asks in flight together (as many as the round trip needs, see gates.py) get one slot
+each: against a Redis 300 ms away an account keeps its rate. The script answers with its server
+time: the caller places the slot on its own clock (the answer, less its way back: clocks apart by
+δ move it by up to δ, never before the ask) and an answer that came after the slot makes the call
+late by as much; an ask held up on its way there (a new connection's handshake) only gets a
+later slot.
 """
 
 from __future__ import annotations
@@ -55,14 +52,14 @@ log = logging.getLogger("consumer.limiter")
 PROBE_INTERVAL_S = 1.0
 """While in fallback, Redis is tried again at most this often."""
 ANSWER_HISTORY = 32
-"""Recent answers to reservations whose quickest way back is the usual one (see ``_answer_late``)."""
+"""Recent answers to reservations, whose quickest way back tells whether Redis's clock is behind (``_answer_late``)."""
 
 _SCRIPT = """
 -- Same rules as consumer/limiter/gcra.py and adaptive.py.
 -- KEYS[1] GCRA TAT   KEYS[2] adaptive factor hash {f, t}   KEYS[3] latest grants {ticket: time}
 -- ARGV op ('acquire' | 'throttle' | 'late' | 'refund' | 'peek'), rate, burst, safety_margin,
 --      decrease, floor, recovery_per_s, holdoff_s, retry_after_s, capacity, catch_up_intervals,
---      ticket, late_s, ahead_s
+--      ticket, late_s, ahead_s, lead_s
 -- returns {granted (1/0), wait_s, factor}, and for acquire the server time of the decision:
 -- granted, the slot is wait_s from now (reserved); else ask again in wait_s.
 -- Numbers as strings (Lua numbers would be truncated)
@@ -114,14 +111,16 @@ if op == 'throttle' then
 end
 
 -- acquire / reserve: the next free slot at t >= now (gcra.next_slot: at most three decisions of
--- gcra.decide at t), taken if it is at most ARGV[14] (ahead_s; 0 for acquire) away
+-- gcra.decide at t), taken if it is at most ARGV[14] (ahead_s; 0 for acquire) away; no sooner
+-- than ARGV[15] (lead_s: the answer's usual way back, within ahead_s) from now
 local ahead = math.max(0, tonumber(ARGV[14]))
+local lead = math.min(ahead, math.max(0, tonumber(ARGV[15])))
 local span = capacity * interval
 local oldest = nil
 if redis.call('ZCARD', KEYS[3]) >= capacity then
   oldest = tonumber(redis.call('ZREVRANGE', KEYS[3], capacity - 1, capacity - 1, 'WITHSCORES')[2])
 end
-local t, next_tat = now, nil
+local t, next_tat = now + lead, nil
 for _ = 1, 4 do
   local current = t
   if stored and stored > t - catch_up_intervals * interval then current = stored end
@@ -266,12 +265,12 @@ class RedisLimiter:
         reply = self._shared("acquire", account, ticket=ticket, ahead_s=ahead_s)
         if reply is None:
             return self._fallback.reserve(account, ticket, ahead_s)
-        granted, wait_s, factor, late_s = reply
+        granted, wait_s, factor, late_s, answered_at = reply
         if granted:
             self._observer.granted(account)
         else:
             self._observer.denied(account, wait_s)
-        return Reservation(granted, wait_s, self._limits.get(account, self._default).rate_per_second * factor, late_s)
+        return Reservation(granted, wait_s, self._limits.get(account, self._default).rate_per_second * factor, late_s, answered_at)
 
     def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
         if self._shared("late", account, ticket=ticket, late_s=late_s) is None:
@@ -308,9 +307,9 @@ class RedisLimiter:
 
     def _shared(
         self, op: str, account: str, retry_after_s: float = 0.0, ticket: str = "", late_s: float = 0.0, ahead_s: float = 0.0
-    ) -> tuple[bool, float, float, float] | None:
-        """Run the script for ``account``: (granted, wait_s, factor, how late the answer came back);
-        None means "use the fallback" (Redis down, no probe due)."""
+    ) -> tuple[bool, float, float, float, float] | None:
+        """Run the script for ``account``: (granted, wait_s, factor, how late the answer came back,
+        when it came back: ``time.monotonic``); None means "use the fallback" (Redis down, no probe due)."""
         if self._in_fallback and not self._probe_due():
             return None
         limit = self._limits.get(account, self._default)
@@ -336,6 +335,7 @@ class RedisLimiter:
                         ticket,
                         late_s,
                         ahead_s,
+                        self._lead(ahead_s),
                     ],
                 )
         except RedisError as exc:
@@ -344,20 +344,27 @@ class RedisLimiter:
             return None
         answered, answered_wall = time.monotonic(), time.time()
         self._recovered()
-        reply = bool(granted), float(wait_s), float(factor), self._answer_late(float(decided[0]), answered_wall, answered - asked) if decided else 0.0
+        late_s = self._answer_late(float(decided[0]), answered_wall, answered - asked) if decided else 0.0
+        reply = bool(granted), float(wait_s), float(factor), late_s, answered
         self._note_rate(account, limit.rate_per_second * reply[2])
         return reply
 
+    def _lead(self, ahead_s: float) -> float:
+        """No slot sooner than the quickest recent answer takes to come back (within ``ahead_s``):
+        a caller far from Redis learns of its slot before it comes, and sends on time."""
+        with self._lock:
+            return max(0.0, min(min(self._answer_legs, default=0.0), ahead_s))
+
     def _answer_late(self, decided: float, answered: float, round_trip_s: float) -> float:
-        """How much longer than the quickest of the last ``ANSWER_HISTORY`` answers this one took
-        from the script's decision (``decided``, Redis's clock) to this process (``answered``, the
-        wall clock): the two clocks' offset cancels out. No more than the round trip: a clock
-        stepped by NTP must not pass for a late answer."""
+        """All the time this answer took from the script's decision (``decided``, Redis's clock) to
+        this process (``answered``, the wall clock); Redis's clock ahead shows as answers quicker
+        than possible: the most negative of the last ``ANSWER_HISTORY`` is taken off then. No more
+        than the round trip: a clock stepped by NTP must not pass for a late answer."""
         leg = answered - decided
         with self._lock:
             self._answer_legs.append(leg)
-            quickest = min(self._answer_legs)
-        return max(0.0, min(leg - quickest, round_trip_s))
+            behind = min(min(self._answer_legs), 0.0)
+        return max(0.0, min(leg - behind, round_trip_s))
 
     def _probe_due(self) -> bool:
         """In fallback and a second has passed since the last try: claim this probe (one thread wins)."""

@@ -58,7 +58,7 @@ def make_limiter(prefix: str) -> Iterator[Callable[..., RedisLimiter]]:
 
 def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float, reserve: bool = False) -> tuple[bool, list[float]]:
     """One instance's dispatcher (runs in a spawned process): ask, sleep what the limiter says, repeat;
-    with ``reserve``, take a slot up to a second ahead and go at it (no second ask).
+    with ``reserve``, take a slot up to half a second ahead and go at it (no second ask).
 
     Returns whether it was ready before ``start_at`` and the wall-clock times of its grants (of
     its slots).
@@ -71,7 +71,8 @@ def dispatch_loop(url: str, prefix: str, start_at: float, duration_s: float, res
     while (now := time.time()) < start_at + duration_s:
         if reserve:  # the slot's time as this process sees it (a late wake-up is the caller's to report)
             answer = limiter.reserve("acct")
-            due = time.time() + answer.wait_s
+            assert answer.answered_at is not None
+            due = time.time() - (time.monotonic() - answer.answered_at) - answer.late_s + answer.wait_s  # the answer, less its way back
             if answer.reserved and due < start_at + duration_s:
                 grants.append(due)
             time.sleep(max(0.0, due - time.time()))
@@ -143,7 +144,7 @@ def test_reservations_follow_the_in_process_rules_across_instances(make_limiter:
     answers = [(a if k % 2 else b).reserve("acct", f"t{k}") for k in range(12)]
     elapsed = time.monotonic() - started
     reserved = [r.wait_s for r in answers if r.reserved]
-    assert len(reserved) == 1 + int(RESERVE_AHEAD_S / interval)
+    assert 1 + int(RESERVE_AHEAD_S / interval) <= len(reserved) <= 1 + int((RESERVE_AHEAD_S + elapsed) / interval)
     for k, wait in enumerate(reserved):  # each was decided up to `elapsed` after the first
         assert k * interval - elapsed - 0.002 <= wait <= k * interval + 0.002
     refused = [r for r in answers if not r.reserved]
@@ -153,12 +154,13 @@ def test_reservations_follow_the_in_process_rules_across_instances(make_limiter:
     scores = [score for _, score in client.zrange(f"{prefix}{{acct}}:recent", 0, -1, withscores=True)]
     ttl = client.pttl(f"{prefix}{{acct}}:recent")
     client.close()
-    assert len(scores) == 10 and scores[-1] - scores[0] == pytest.approx(9 * interval, abs=0.002), "the latest ten slots"
-    assert 1000 + 9 * interval * 1000 < ttl <= 2000 + 10 * interval * 1000, "one window after the last slot, plus a second"
+    held = len(reserved)  # fewer than the window's ten: half a window ahead at most
+    assert len(scores) == held and scores[-1] - scores[0] == pytest.approx((held - 1) * interval, abs=0.002), "every slot taken, at its time"
+    assert 1000 + 10 * interval * 1000 < ttl <= 2000 + (held + 9) * interval * 1000, "one window after the last slot, plus a second"
     assert a.acquire("acct") > 0.0 and b.reserve("acct", ahead_s=0.0).reserved is False, "the slots held ahead are taken"
     a.refund("acct", f"t{len(reserved) - 1}")  # the latest slot's call will not be made: its place in the window is free
     client = Redis.from_url(SHARED_URL)
-    assert client.zcard(f"{prefix}{{acct}}:recent") == 9
+    assert client.zcard(f"{prefix}{{acct}}:recent") == held - 1
     client.close()
 
 

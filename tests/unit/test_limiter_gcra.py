@@ -182,13 +182,14 @@ def test_observer_sees_grants_and_denials() -> None:
 
 
 def test_threads_hammering_never_put_more_than_the_rate_into_a_window() -> None:
-    # the clock is read once per decision, under the limiter's lock: record the reading each
-    # thread's grant was decided on
+    # the clock is read first for the decision, under the limiter's lock: record the reading
+    # each thread's grant was decided on
     seen = threading.local()
 
     def clock() -> float:
-        seen.now = time.monotonic()
-        return seen.now
+        now = time.monotonic()
+        seen.readings.append(now)
+        return now
 
     limiter = InProcessLimiter({}, AccountLimit(200.0), clock=clock)
     span = 200 * emission_interval(200.0, 0.02)  # 1.02 s
@@ -198,9 +199,10 @@ def test_threads_hammering_never_put_more_than_the_rate_into_a_window() -> None:
 
     def hammer() -> None:
         while time.monotonic() < stop:
+            seen.readings = []
             if limiter.acquire("acct") == 0.0:
                 with lock:
-                    grants.append(seen.now)
+                    grants.append(seen.readings[0])  # the decision's (a later one times the answer's way back)
 
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
@@ -350,16 +352,20 @@ def test_a_reserved_slot_can_be_refunded_and_arrive_late() -> None:
     clock = FakeClock(0.0)
     burst = InProcessLimiter({}, AccountLimit(10.0, burst=10), safety_margin=0.01, clock=clock)
     assert [burst.reserve("acct", f"t{k}").wait_s for k in range(10)] == [0.0] * 10
-    assert burst.reserve("acct", "t10") == (False, pytest.approx(0.01), 10.0, 0.0), "the window's slot (1.01 s) is past the horizon"
+    assert burst.reserve("acct", "t10") == (False, pytest.approx(1.01 - RESERVE_AHEAD_S), 10.0, 0.0, 0.0), "the window's slot (1.01 s) is past the horizon"
     burst.refund("acct", "t0")  # a slot whose call will not be made (or that CAMS did not count)
-    assert burst.reserve("acct", "t10") == (True, pytest.approx(0.101), 10.0, 0.0), "its place in the window is free: GCRA's slot"
+    assert burst.reserve("acct", "t10") == (True, pytest.approx(0.101), 10.0, 0.0, 0.0), "its place in the window is free: GCRA's slot"
 
     clock = FakeClock(0.0)
     even = InProcessLimiter({}, TEN, safety_margin=0.01, clock=clock)
-    assert [even.reserve("acct", f"t{k}").wait_s for k in range(10)] == pytest.approx([k * 0.101 for k in range(10)])
-    assert even.reserve("acct", "x").wait_s == pytest.approx(1.01 - RESERVE_AHEAD_S)
+    slots = []
+    for k in range(10):  # each slot reserved as far ahead as the horizon lets it
+        clock.now = max(0.0, k * 0.101 - RESERVE_AHEAD_S)
+        slots.append(clock.now + even.reserve("acct", f"t{k}").wait_s)
+    assert slots == pytest.approx([k * 0.101 for k in range(10)])
+    assert even.reserve("acct", "x").wait_s == pytest.approx(1.01 - clock.now - RESERVE_AHEAD_S)
     even.arrived_late("acct", "t0", 0.3)  # the first call reached CAMS 0.3 s after its slot
-    assert even.reserve("acct", "t10").wait_s == pytest.approx(1.111 - RESERVE_AHEAD_S), "the window waits for the oldest that counts"
+    assert even.reserve("acct", "t10").wait_s == pytest.approx(1.111 - clock.now - RESERVE_AHEAD_S), "the window waits for the oldest that counts"
 
 
 # --- boundaries ------------------------------------------------------------------------------

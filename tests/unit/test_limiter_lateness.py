@@ -1,31 +1,21 @@
-"""LatenessGauge: how much later than usual a call may have reached CAMS."""
+"""lateness: how late after its slot a call may have reached CAMS."""
 
 from __future__ import annotations
 
 import pytest
 
 from consumer.limiter import AccountLimit, InProcessLimiter
-from consumer.limiter.lateness import WARM_UP, LatenessGauge
+from consumer.limiter.lateness import lateness
 from tests.fixtures.clock import FakeClock
 
 
-def test_the_first_calls_count_whole_then_only_what_exceeds_the_fastest_and_the_tolerance() -> None:
-    gauge = LatenessGauge(tolerance_s=0.005)
-    assert gauge.lateness(0.030) == pytest.approx(0.025), "no usual time yet: the call's whole time (less the tolerance)"
-    assert gauge.lateness(0.031) == pytest.approx(0.026), "a slow first call is no usual time"
-    for _ in range(WARM_UP - 3):
-        assert gauge.lateness(0.012) == pytest.approx(0.007)
-    assert gauge.lateness(0.014) == pytest.approx(0.009)
-    assert gauge.lateness(0.012) == 0.0  # enough calls seen: the fastest is the usual time
-    assert gauge.lateness(0.016) == 0.0  # 4 ms over the fastest: jitter the margin absorbs
-    assert gauge.lateness(0.072) == pytest.approx(0.055), "60 ms over the fastest, less the tolerance"
-
-
-def test_the_usual_time_is_the_fastest_of_the_recent_calls_only() -> None:
-    gauge = LatenessGauge(tolerance_s=0.0, history=WARM_UP)
-    for took in (0.001, *[0.050] * WARM_UP):  # the 1 ms call leaves the history
-        gauge.lateness(took)
-    assert gauge.lateness(0.060) == pytest.approx(0.010)
+def test_all_of_a_calls_time_from_its_slot_to_the_wire_counts_beyond_the_tolerance() -> None:
+    assert lateness(0.030, 0.005) == pytest.approx(0.025)
+    assert lateness(0.005, 0.005) == 0.0, "within the tolerance: jitter the margin absorbs"
+    assert lateness(0.0, 0.005) == 0.0
+    for _ in range(50):  # however many calls took as long before: nothing is usual
+        lateness(0.020, 0.0025)
+    assert lateness(0.020, 0.0025) == pytest.approx(0.0175)
 
 
 def test_a_late_arrival_moves_the_call_sharing_its_window() -> None:

@@ -51,12 +51,16 @@ class FakeCams:
         self.started: queue.Queue[int] = queue.Queue()
         self.gate: threading.Event | None = None
         self.written_at_once = True  # False: the request never reaches the wire before the answer
+        self.write_delay_s: dict[int, float] = {}  # per call (its index): held this long before it is written
         self.events = events if events is not None else []
 
     def prepare(self, credentials, key: BatchKey, recipients: list[dict[str, Any]]) -> tuple:
         return credentials, key, recipients
 
     def execute(self, prepared: tuple, on_written: Callable[[], None] | None = None) -> CallResult:
+        with self._lock:
+            delay = self.write_delay_s.get(len(self.calls), 0.0)
+        time.sleep(delay)
         if on_written is not None and self.written_at_once:
             on_written()
         return self.send(*prepared)
@@ -314,31 +318,45 @@ def test_throttled_without_retry_after_is_retried_at_once(start) -> None:
     assert len(set(h.limiter.tickets)) == 2 and all(t.startswith(OWNER + "/") for t in h.limiter.tickets)
 
 
-def test_a_call_slower_than_usual_is_reported_late_under_its_grant(start) -> None:
-    from consumer.limiter.lateness import WARM_UP
-
-    slow_call = WARM_UP + 2
-
-    def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
-        time.sleep(0.08 if n == slow_call else 0.0)
-        return ok()
-
-    h = start(script, concurrency=1)
-    for _ in range(slow_call + 1):
+def test_a_call_slower_than_usual_is_reported_late_under_its_grant_before_its_answer(start) -> None:
+    """Told as the request goes out: the slot sharing its window may be decided before CAMS answers."""
+    slow_call = 12
+    h = start([ok()], concurrency=1)
+    h.cams.write_delay_s[slow_call] = 0.08
+    for _ in range(slow_call):
         h.sender.submit(make_batch(1))
         h.collect(1)
+    h.cams.gate = threading.Event()  # the slow call's answer is held back
+    h.sender.submit(make_batch(1))
+    while h.cams.started.get(timeout=WAIT) != slow_call:
+        pass
     late = [entry for entry in h.limiter.late if entry[1] == h.limiter.tickets[slow_call]]
     assert len(late) == 1 and 0.06 < late[0][2] < 0.2, h.limiter.late
+    h.cams.gate.set()
+    h.collect(1)
     assert all(entry[2] < 0.05 for entry in h.limiter.late if entry not in late), "only the slow call is late"
     assert h.metric("chatapp_limiter_late_arrival_seconds_count", account="default") == len(h.limiter.late)
+
+
+def test_a_limiter_failing_to_hear_of_a_late_call_does_not_send_it_again(start) -> None:
+    """The request is out when its lateness is told: whatever goes wrong there, the call stands."""
+
+    class Failing(SpyLimiter):
+        def arrived_late(self, account: str, ticket: str, late_s: float) -> None:
+            raise RuntimeError("limiter bug")
+
+    h = start([ok()], concurrency=1, limiter=Failing())
+    h.cams.write_delay_s[0] = 0.05  # late enough to be told
+    h.sender.submit(make_batch(1))
+    assert [r.status for r in h.collect(1).values()] == [Status.SENT]
+    h.wait_idle()
+    assert len(h.cams.calls) == 1, "sent once"
 
 
 def test_a_slow_answer_to_a_request_written_on_time_is_not_late(start) -> None:
     """What counts is when the request went out (CAMS counts a call when it arrives), not when
     the answer came back: a slow answer must not cost the budget."""
-    from consumer.limiter.lateness import WARM_UP
-
-    slow_call = WARM_UP + 2
+    slow_call = 12
 
     def script(n: int, key: BatchKey, recipients: list[dict[str, Any]]) -> CallResult:
         time.sleep(0.08 if n == slow_call else 0.0)
