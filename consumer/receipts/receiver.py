@@ -101,7 +101,8 @@ class Receiver:
             try:
                 before = self._recovery.published(stale)
                 self._seen.done(list(before))
-            except Exception as exc:  # the claims are this push's now: they go stale again, and the next push looks again
+            except Exception as exc:  # the stale claims stay this push's: they go stale again, and the next push looks again
+                self._let_go([keys[i] for i in fresh], token)  # the new ones were never published
                 return self._failed("recover", exc)
             metrics.recovered.inc(len(before))
             fresh = sorted(fresh + [i for i, verdict in enumerate(verdicts) if isinstance(verdict, Stale) and keys[i] not in before])
