@@ -13,14 +13,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import accounts, report, scenarios
+from . import accounts, receipts, report, scenarios
 from .launch import CpuAccount, Infra, wait_quiet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 """A full run's figures replace the table in it (``report.write_figures``)."""
 BUDGET_S = {True: 115.0, False: 570.0}  # under the 2 / 10 minute limits, start-up and teardown included
-SCENARIOS = ("saturation", "saturation3", "pipeline", "latency", "memory", "baseline", "accounts")
+SCENARIOS = ("saturation", "saturation3", "pipeline", "latency", "memory", "baseline", "accounts", "receipts")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             run("baseline", scenarios.baseline, sat, min_left=sizes.baseline / 10 + 10)
         if wanted("accounts"):
             run("accounts", accounts.accounts, min_left=60)
+        if wanted("receipts"):
+            run("receipts", receipts.receipts, min_left=30)
         if args.profile:
             run("pipeline_profiled", scenarios.pipeline, True, min_left=20)
     except KeyboardInterrupt:

@@ -143,7 +143,7 @@ def service_env(bootstrap: str, cams_url: str, topics: tuple[str, str, str], **s
 
 
 class Service:
-    """One ``python -m consumer run`` process; output to ``log_path``.
+    """One ``python -m consumer run`` (or another ``command``) process; output to ``log_path``.
 
     It runs in a process group of its own (``kill`` takes a supervisor's workers with it) but in
     the benchmark's session: with autogroup scheduling (Linux's default on desktops and this
@@ -152,11 +152,11 @@ class Service:
     of them whatever their threads' priorities, and one instance's sender thread, granted a slot,
     waited behind the other instances' decoding loops (see ``CHATAPP_INTAKE_NICE``)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path):
+    def __init__(self, env: Mapping[str, str], log_path: Path, command: str = "run"):
         self.env = dict(env)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 (open while the process runs; closed by stop/kill)
-        self.process = subprocess.Popen([sys.executable, "-m", "consumer", "run"], env=self.env, cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, "-m", "consumer", command], env=self.env, cwd=ROOT,
                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                         preexec_fn=_die_with_parent, process_group=0)  # noqa: PLW1509  # fmt: skip
         self.started = time.monotonic()

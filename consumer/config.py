@@ -279,7 +279,7 @@ SETTINGS: tuple[Setting, ...] = (
         "receipts_claim_s",
         float,
         30.0,
-        "How long a receiver holds a receipt it took before its status is published (at least the publish timeout + 1 s); a crashed receiver's receipts are taken again after it.",
+        "How long a receiver holds a receipt it took before its status is published (at least the publish timeout + 2 s); a crashed receiver's receipts are taken again after it, once its statuses are looked for on the status topic.",
         minimum=1,
         maximum=3600,
     ),
@@ -542,9 +542,9 @@ def _validated(values: dict[str, Any]) -> Config:
     problems += reserved_kafka_options(values)
     if values["retry_backoff_max_ms"] < values["retry_backoff_ms"]:
         problems.append("CHATAPP_RETRY_BACKOFF_MAX_MS: must be at least CHATAPP_RETRY_BACKOFF_MS")
-    if values["receipts_claim_s"] < values["receipts_publish_timeout_s"] + 1:
-        # a claim that ran out while its statuses may still be written would let another push publish them again
-        problems.append("CHATAPP_RECEIPTS_CLAIM_S: must be at least CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S + 1")
+    if values["receipts_claim_s"] < values["receipts_publish_timeout_s"] + 2:
+        # a push publishes only within claim - publish timeout - 1 s of claiming (a claim gone stale while its statuses may still be written would let another push publish them again)
+        problems.append("CHATAPP_RECEIPTS_CLAIM_S: must be at least CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S + 2")
     problems += address_problems(values)
     if values.get("reply_to_pattern"):
         try:

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.service",
     "tests.fixtures.redis",
     "tests.fixtures.receipts",
+    "tests.fixtures.round_robin",
 ]

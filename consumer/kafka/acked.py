@@ -3,7 +3,8 @@ caller that answers someone only once what it wrote is durable (the receipts rec
 
 Idempotent and ordered like the service's producer (``client.producer_config``). Safe to call
 from several threads at once: each call waits for its own records' delivery reports, whichever
-thread serves them.
+thread serves them. ``log_ends`` tells, per partition, an offset every record produced from now
+on will be at or past (the last acknowledged offset + 1, or the end ``seed_ends`` was given).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import cast
+from collections.abc import Mapping
+from typing import Protocol, cast
 
 from confluent_kafka import KafkaException, Producer
 
@@ -23,6 +25,13 @@ log = logging.getLogger("consumer.kafka")
 
 Outgoing = tuple[bytes | None, bytes, Headers | None]
 """(key, value, headers) of a record to write."""
+
+
+class _Placed(Protocol):
+    """A delivery report's record where it landed."""
+
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
 
 
 GRACE_S = 1.0
@@ -39,6 +48,24 @@ class AckedProducer:
         self._producer = cast(_Producer, Producer(options, logger=logging.getLogger("consumer.librdkafka")))
         self._topic = topic
         self._timeout_s = timeout_s
+        self._ends: dict[int, int] = {}
+        self._ends_lock = threading.Lock()
+
+    def seed_ends(self, ends: Mapping[int, int]) -> None:
+        """The partitions' ends as read from the cluster (before anything is produced)."""
+        with self._ends_lock:
+            for partition, end in ends.items():
+                self._ends[partition] = max(end, self._ends.get(partition, 0))
+
+    def log_ends(self) -> dict[int, int]:
+        with self._ends_lock:
+            return dict(self._ends)
+
+    def _advance(self, record: _Placed) -> None:
+        partition, end = record.partition(), record.offset() + 1
+        with self._ends_lock:
+            if end > self._ends.get(partition, 0):
+                self._ends[partition] = end
 
     def publish(self, records: list[Outgoing]) -> list[bool | None]:
         """Write ``records`` in their order and wait for their delivery reports: True for each
@@ -50,8 +77,10 @@ class AckedProducer:
         lock = threading.Lock()
 
         def report(index: int):
-            def delivered(err: object | None, _record: DeliveredRecord) -> None:
+            def delivered(err: object | None, record: DeliveredRecord) -> None:
                 nonlocal left
+                if err is None:
+                    self._advance(cast(_Placed, record))
                 with lock:
                     acked[index] = err is None
                     left -= 1

@@ -18,7 +18,8 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry
 
 from ..config import Config
-from ..kafka.acked import AckedProducer
+from ..kafka.acked import GRACE_S, AckedProducer
+from ..kafka.scan import ScanTimeout, TopicScan
 from ..limiter import connect
 from ..metrics import Health, StatusServer
 from .dedupe import MemorySeen, RedisSeen, SeenStore
@@ -26,6 +27,7 @@ from .encode import StatusEncoder
 from .join import JoinStore, MemoryJoin, RedisJoin
 from .metrics import ReceiptMetrics
 from .receiver import Receiver
+from .recover import Recovery
 from .server import ReceiptsServer
 
 log = logging.getLogger("consumer.receipts")
@@ -69,11 +71,21 @@ class ReceiptsApp:
         self.health = Health()
         self.health.checks = {"seen_store": stores.seen.healthy}
         self._producer = AckedProducer(config, config.status_topic, config.receipts_publish_timeout_s)
-        receiver = Receiver(stores.join, stores.seen, self._producer, build_encoder(config), self.metrics)
+        self._scan = TopicScan(config, config.status_topic)
+        encoder = build_encoder(config)
+        recovery = Recovery(self._scan, encoder.header_bytes, config.receipts_claim_s / 2)
+        # a record's fate is known publish timeout + grace after it is produced: before the claim can go stale
+        within_s = config.receipts_claim_s - config.receipts_publish_timeout_s - GRACE_S
+        receiver = Receiver(stores.join, stores.seen, self._producer, encoder, self.metrics, recovery, within_s)
         self.server = ReceiptsServer(config.receipts_host, config.receipts_port, config.receipts_token, receiver, self.metrics, config.receipts_max_body_bytes)
         self._stop = threading.Event()
 
     def start(self) -> ReceiptsApp:
+        # where the status topic ends now: every claim's mark is at or before where its statuses land
+        try:
+            self._producer.seed_ends(self._scan.ends(self.config.receipts_publish_timeout_s))
+        except ScanTimeout as exc:  # safe all the same: a partition no mark names is read from its beginning
+            log.warning("status topic's ends not read (%s): a dead receiver's claims will be looked for from the topic's beginning", exc)
         self.server.start()
         self.metrics.up.set(1)
         log.info("receipts receiver on port %d (POST /chatapp/status/<token>), statuses to %s", self.server.port, self.config.status_topic)

@@ -17,6 +17,9 @@ from typing import Any
 from fastavro import parse_schema
 
 from ..codec import _long, _optional_string, _string, load_schema  # the Avro primitives results are written with
+from ..request_reader import _long as _read_long
+from ..request_reader import _optional
+from ..request_reader import _string as _read_string
 
 STATUS_SCHEMA_JSON = load_schema("send_status")
 STATUS_SCHEMA = parse_schema(STATUS_SCHEMA_JSON)
@@ -43,6 +46,23 @@ def encode_status(record: dict[str, Any]) -> bytes:
     )
 
 
+_SYMBOLS = STATUS_SCHEMA_JSON["fields"][2]["type"]["symbols"]
+
+
+def status_identity(value: bytes, offset: int = 0) -> tuple[str | None, str, str]:
+    """(message_id, to, status) of a ``SendStatus`` value written by ``encode_status`` (its Avro
+    binary from ``offset``: 5 past a wire-format header); what a receipt's ``seen_key`` is made of.
+    Reads only the fields up to ``message_id``."""
+    pos = offset
+    _, pos = _optional(value, pos, _read_string)  # request_id
+    to, pos = _read_string(value, pos)
+    status, pos = _read_long(value, pos)
+    _, pos = _optional(value, pos, _read_string)  # error_code
+    _, pos = _optional(value, pos, _read_string)  # error_description
+    message_id, _ = _optional(value, pos, _read_string)
+    return message_id, to, _SYMBOLS[status]
+
+
 class StatusEncoder:
     """``register(subject, schema JSON) -> id`` when values use the wire format, else None."""
 
@@ -50,6 +70,11 @@ class StatusEncoder:
         self._subject = subject
         self._register = register
         self._header: bytes | None = None if register else b""
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes before the Avro binary in a value: 5 with a registry, else 0."""
+        return 0 if self._register is None else _HEADER.size
 
     def encode(self, record: dict[str, Any]) -> bytes:
         if self._header is None:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 STATUSES = ("SENT", "DELIVERED", "READ", "FAILED", "DELETED", "SUBSCRIBED", "UNSUBSCRIBED", "UNKNOWN")
 MALFORMED = ("not-json", "not-an-array", "report", "too-large", "no-length")
 ANSWERS = ("200", "400", "401", "404", "405", "411", "413", "503")
-ERRORS = ("redis", "publish", "mark-done", "internal")
+ERRORS = ("redis", "publish", "mark-done", "recover", "late", "internal")
 SINCE_SEND_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400)
 
 
@@ -24,11 +24,21 @@ class ReceiptMetrics:
             registry=r,
         )
         self.duplicates = Counter("chatapp_receipts_duplicates", "Reports dropped as repeats of one already published.", registry=r)
+        self.recovered = Counter(
+            "chatapp_receipts_recovered",
+            "Reports a dead receiver's claim held that were found already published on the status topic (not published again).",
+            registry=r,
+        )
         self.busy = Counter("chatapp_receipts_busy", "Reports another push held unpublished (answered 503: CAMS pushes them again).", registry=r)
         self.malformed = Counter(
             "chatapp_receipts_malformed", "Malformed pushes (answered 400/411/413) and reports (skipped), by reason.", ["reason"], registry=r
         )
-        self.errors = Counter("chatapp_receipts_errors", "Receiver errors (Redis, publishing, marking done, internal), by kind.", ["kind"], registry=r)
+        self.errors = Counter(
+            "chatapp_receipts_errors",
+            "Receiver errors (Redis, publishing, marking done, reading back a dead receiver's statuses, claims too old to publish, internal), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.since_send = Histogram(
             "chatapp_receipts_since_send_seconds",
             "From the call's acceptance to a matched receipt's Timestamp, by status (DELIVERED, READ, FAILED).",

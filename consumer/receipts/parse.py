@@ -62,7 +62,12 @@ class Receipt(NamedTuple):
     def seen_key(self) -> str:
         """What a repeat of this report has in common with it: the message, its recipient and
         the status (a message's Delivered and its Read are two statuses, both published)."""
-        return f"{self.message_id}\x1f{self.number}\x1f{self.status}"
+        return seen_key(self.message_id, self.to, self.status)
+
+
+def seen_key(message_id: str, to: str, status: str) -> str:
+    """``Receipt.seen_key`` of its parts (``to`` as the report wrote it)."""
+    return f"{message_id}\x1f{canonical(to, phone=True)}\x1f{status}"
 
 
 class Match(NamedTuple):

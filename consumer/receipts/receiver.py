@@ -6,11 +6,17 @@ statuses in the push's order and wait for the broker's acknowledgement, then mar
 answer is 200 only when every report of the push is published (now or before): anything else is
 503, and CAMS's retry finds what was published done and publishes the rest. A body that is no
 receipts array is 400; a bad report inside a good array is counted and skipped, never the others.
+
+A claim taken over from a push that held it past ``claim_s`` (its receiver died) is first looked
+for on the topic (``recover``): found, it is marked done and not published again. A push that
+could not start publishing within ``publish_within_s`` of its claims lets them go (503): its
+records' fate must be known before the claims can go stale.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -18,11 +24,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..kafka.acked import Outgoing
-from .dedupe import Seen, SeenStore
+from .dedupe import Seen, SeenStore, Stale
 from .encode import StatusEncoder
 from .join import JoinStore
 from .metrics import ReceiptMetrics
 from .parse import Malformed, Match, Receipt, parse_push, seconds_since_send, status_record
+from .recover import Recovery, log_mark
 
 log = logging.getLogger("consumer.receipts")
 
@@ -34,6 +41,9 @@ TIMED = frozenset({"DELIVERED", "READ", "FAILED"})
 class Publisher(Protocol):
     def publish(self, records: list[Outgoing]) -> list[bool | None]:
         """True: acknowledged; False: not written; None: not known in time."""
+
+    def log_ends(self) -> dict[int, int]:
+        """Per partition, an offset every record published from now on lands at or past."""
 
 
 def outgoing(item: Receipt, match: Match | None, received_at_ms: int, encoder: StatusEncoder) -> Outgoing:
@@ -48,8 +58,10 @@ def outgoing(item: Receipt, match: Match | None, received_at_ms: int, encoder: S
 
 class Receiver:
     def __init__(self, join: JoinStore, seen: SeenStore, publisher: Publisher, encoder: StatusEncoder, metrics: ReceiptMetrics,
-                 clock: Callable[[], float] = time.time):  # fmt: skip
+                 recovery: Recovery, publish_within_s: float = math.inf, clock: Callable[[], float] = time.time):  # fmt: skip
         self._join = join
+        self._recovery = recovery
+        self._publish_within_s = publish_within_s
         self._seen = seen
         self._publisher = publisher
         self._encoder = encoder
@@ -75,14 +87,25 @@ class Receiver:
             return OK
         token = uuid.uuid4().hex
         keys = [item.seen_key for item in receipts]
+        claimed_at = time.monotonic()
         try:
-            verdicts = self._seen.claim(keys, token)
+            verdicts = self._seen.claim(keys, token, log_mark(self._publisher.log_ends()))
         except Exception as exc:
             return self._failed("redis", exc)
         fresh = [i for i, verdict in enumerate(verdicts) if verdict is Seen.NEW]
         metrics.duplicates.inc(sum(verdict is Seen.SEEN for verdict in verdicts))
         busy = sum(verdict is Seen.BUSY for verdict in verdicts)
         metrics.busy.inc(busy)
+        stale = {keys[i]: verdict.mark for i, verdict in enumerate(verdicts) if isinstance(verdict, Stale)}
+        if stale:
+            try:
+                before = self._recovery.published(stale)
+                self._seen.done(list(before))
+            except Exception as exc:  # the stale claims stay this push's: they go stale again, and the next push looks again
+                self._let_go([keys[i] for i in fresh], token)  # the new ones were never published
+                return self._failed("recover", exc)
+            metrics.recovered.inc(len(before))
+            fresh = sorted(fresh + [i for i, verdict in enumerate(verdicts) if isinstance(verdict, Stale) and keys[i] not in before])
         if not fresh:
             return UNAVAILABLE if busy else OK
         taken = [receipts[i] for i in fresh]
@@ -93,6 +116,9 @@ class Receiver:
         except Exception as exc:
             self._let_go(taken_keys, token)
             return self._failed("redis", exc)
+        if time.monotonic() - claimed_at > self._publish_within_s:  # the claims could go stale while it publishes
+            self._let_go(taken_keys, token)
+            return self._failed("late", TimeoutError(f"not ready to publish {self._publish_within_s:.1f}s after claiming"))
         acked = self._publisher.publish(records)
         published = [key for key, ok in zip(taken_keys, acked) if ok]
         # not written: free to be taken again at once; not known: held until the claim runs out

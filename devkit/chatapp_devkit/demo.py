@@ -4,6 +4,11 @@ Starts librdkafka's mock cluster and the local CAMS endpoint in their own proces
 sample traffic (several templates and languages, plus a few bad messages to show the DLQ and
 REJECTED paths), runs the service against them with a progress line each second, then reads the
 reply and dead-letter topics back and prints the results and a metrics summary.
+
+Delivery receipts too: the endpoint pushes them (Sent, Delivered, Read for half, Failed for
+numbers its rules name) to the receiver the service hosts in its own process (no Redis: the join
+is in its memory, decision 0032); once every receipt is pushed, the status topic is read back and
+printed as the delivery funnel.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import collections
 import io
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -30,8 +36,20 @@ from .samples import request_record, sample_records
 
 DEMO_KEY_ID = "LTAI_DEMO_LOCAL_ONLY"
 DEMO_SECRET = "demo-secret-local-only"
+DEMO_TOKEN = "demo-receipts-token-local-only"
 PARTITIONS = 8
 FAST = {"fetch.wait.max.ms": "10"}
+RECEIPTS = {
+    "delays_ms": {"Sent": 50, "Delivered": 150, "Read": 300, "Failed": 100},
+    "flush_interval_ms": 100,
+    "max_per_post": 500,
+    "push_concurrency": 2,
+    "read_rate": 0.5,
+    "duplicate_rate": 0.05,
+    "failures": [{"regex": r"\d*13", "code": "131050"}, {"regex": r"\d*7", "code": "131026"}],
+}
+"""What the endpoint pushes: Read for half the delivered, Failed for numbers ending in 13 (opted out
+of marketing) or 7 (not on WhatsApp), a twentieth of reports pushed twice."""
 
 
 def _bad_messages(codec: PlainAvroCodec) -> list[bytes]:
@@ -59,6 +77,43 @@ def _read_back(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
     return out
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _funnel(say, topic: str, statuses: list, endpoint: dict, duplicates: float, recipients: int) -> None:
+    """The delivery funnel from the status topic's records, beside the endpoint's own count."""
+    from consumer.receipts.encode import STATUS_SCHEMA
+
+    count: collections.Counter[str] = collections.Counter()
+    failed: collections.Counter[str] = collections.Counter()
+    matched = 0
+    for message in statuses:
+        record = schemaless_reader(io.BytesIO(message.value()), STATUS_SCHEMA, None)
+        assert isinstance(record, dict), "a SendStatus is a record"
+        count[record["status"]] += 1
+        matched += record["request_id"] is not None
+        if record["status"] == "FAILED":
+            failed[record["error_code"]] += 1
+
+    def share(n: int, of: int) -> str:
+        return f"{n:,} ({100 * n / max(of, 1):.0f} %)"
+
+    say(f"delivery funnel read back from {topic} (one SendStatus per receipt status, {share(matched, len(statuses))} joined to their request_id):")
+    say(
+        f"  sent {share(count['SENT'], recipients)} -> delivered {share(count['DELIVERED'], recipients)} -> read {share(count['READ'], recipients)} of {recipients:,} recipients"
+    )
+    say(f"  failed {count['FAILED']:,}: " + ", ".join(f"{code} x{n:,}" for code, n in failed.most_common()))
+    by_status = ", ".join(f"{status} {n:,}" for status, n in sorted(endpoint["acknowledged_by_status"].items()))
+    say(
+        f"receipts by the local endpoint's own record: {endpoint['reports_acknowledged']:,} pushed and acknowledged ({by_status}), {endpoint['duplicates']:,} of them repeats"
+    )
+    say(f"repeats dropped by the receiver (its metrics): {int(duplicates):,}")
+
+
 def _total(service: Service, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include ``labels``."""
     total = 0.0
@@ -83,8 +138,11 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
     env = dict(os.environ if env is None else env)
     base = settings.load(env)
     codec = PlainAvroCodec()
-    topics = {base.request_topic: PARTITIONS, base.reply_topic: PARTITIONS, base.dlq_topic: 1}
-    with MockCluster.start(topics=topics) as cluster, LocalCams.start(accounts={DEMO_KEY_ID: DEMO_SECRET}, rate_limit=int(base.rate_limit_per_second)) as cams:
+    topics = {base.request_topic: PARTITIONS, base.reply_topic: PARTITIONS, base.dlq_topic: 1, base.status_topic: PARTITIONS}
+    receipts_port = _free_port()
+    receipts = {**RECEIPTS, "callback_url": f"http://127.0.0.1:{receipts_port}/chatapp/status/{DEMO_TOKEN}"}
+    rate = int(base.rate_limit_per_second)
+    with MockCluster.start(topics=topics) as cluster, LocalCams.start(accounts={DEMO_KEY_ID: DEMO_SECRET}, rate_limit=rate, receipts=receipts) as cams:
         config = settings.load(
             {
                 **env,
@@ -94,6 +152,11 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
                 "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_SECRET,
                 "CHATAPP_KAFKA_CONSUMER_OPT_FETCH_WAIT_MAX_MS": "10",
                 "CHATAPP_METRICS_PORT": env.get("CHATAPP_METRICS_PORT", "0"),
+                # receipts: the join in memory, the receiver hosted by this process on the endpoint's callback URL
+                "CHATAPP_RECEIPTS_JOIN": "on",
+                "CHATAPP_RECEIPTS_TOKEN": DEMO_TOKEN,
+                "CHATAPP_RECEIPTS_HOST": "127.0.0.1",
+                "CHATAPP_RECEIPTS_PORT": str(receipts_port),
             }
         )
         bad = _bad_messages(codec)
@@ -104,6 +167,16 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
         service = Service(config)
         started = time.monotonic()
         last = [started]
+        asked = [started]
+        sent_at: list[float] = []  # when every result was in (the receipts' last pushes come after)
+
+        def receipts_pushed(now: float) -> bool:
+            """Every receipt of the accepted calls pushed and acknowledged (asked twice a second)."""
+            if now - asked[0] < 0.5:
+                return False
+            asked[0] = now
+            stats = cams.receipts(limit=0)["stats"]
+            return bool(stats["pending"] == 0 and stats["planned"] > 0)
 
         def tick() -> None:
             now = time.monotonic()
@@ -112,16 +185,19 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
                 last[0] = now
                 say(
                     f"  {now - started:5.1f}s  results {int(published):>6,}/{expected_results:,}  "
-                    f"API calls {int(_total(service, 'chatapp_api_calls_total'))}  buffered {int(_total(service, 'chatapp_buffered_recipients')):,}"
+                    f"API calls {int(_total(service, 'chatapp_api_calls_total'))}  buffered {int(_total(service, 'chatapp_buffered_recipients')):,}  "
+                    f"receipts {int(_total(service, 'chatapp_receipts_published_total')):,}"
                 )
             if published >= expected_results and _total(service, "chatapp_dlq_records_total") >= 2:
-                service.request_stop()
+                sent_at[:] = sent_at or [now]
+                if receipts_pushed(now):
+                    service.request_stop()
             elif now - started > 300:
                 say("demo: giving up after 300 s")
                 service.request_stop()
 
         service.run(install_signals=True, on_tick=tick)
-        elapsed = time.monotonic() - started
+        elapsed = (sent_at[0] if sent_at else time.monotonic()) - started
         results = _read_back(cluster.bootstrap_servers, config.reply_topic, expected_results)
         dlq = _read_back(cluster.bootstrap_servers, config.dlq_topic, 2)
         statuses: collections.Counter[str] = collections.Counter()
@@ -147,4 +223,9 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
         )
         say(f"wall time {elapsed:.1f}s: {stats['recipients_accepted'] / elapsed:,.0f} recipients/s accepted by the endpoint")
         say("(the broker and the endpoint are processes on this machine: nothing left it)")
+        say()
+        record = cams.receipts()
+        expected_statuses = len({(e["MessageId"], e["Status"]) for e in record["log"] if e["fate"] == "acknowledged"})
+        statuses_read = _read_back(cluster.bootstrap_servers, config.status_topic, expected_statuses)
+        _funnel(say, config.status_topic, statuses_read, record["stats"], _total(service, "chatapp_receipts_duplicates_total"), stats["recipients_accepted"])
         return DemoOutcome(0 if statuses.get("SENT", 0) == requests else 1, service.close_abandoned)

@@ -17,6 +17,7 @@ from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
 from confluent_kafka import Consumer, TopicPartition
 
+from tests.fixtures.receipts import STATUS
 from tests.fixtures.service import DLQ, REQUESTS, RESULTS, TEST_KEY_ID, TEST_SECRET, encode_samples, produce, service_env, wait_for
 from tests.integration.test_cli_tools import cli
 
@@ -162,7 +163,9 @@ def test_the_demo_says_where_each_number_comes_from():
 
     done = devkit_cli("demo", "--requests", "200", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    tail = done.stdout.splitlines()[-6:]
+    lines = done.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("results read back"))
+    tail, funnel = lines[first : first + 6], lines[first + 7 :]
     assert tail[0] == f"results read back from {RESULTS}: {{'SENT': 200, 'REJECTED': 2}}  (202 records)"
     assert tail[1].startswith(f"dead letters read back from {DLQ}: 2 (")
     metrics = re.fullmatch(r"API calls by the service's metrics: (\d+) accepted carrying 200 recipients \(mean \d+ per call, cap 1,000\)", tail[2])
@@ -172,3 +175,10 @@ def test_the_demo_says_where_each_number_comes_from():
     assert metrics and endpoint and metrics.group(1) == endpoint.group(1) and int(endpoint.group(2)) <= 10, tail
     assert tail[4].endswith("recipients/s accepted by the endpoint")
     assert tail[5] == "(the broker and the endpoint are processes on this machine: nothing left it)"
+    # the delivery funnel, from the status topic, beside the endpoint's own count of what it pushed
+    assert funnel[0].startswith(f"delivery funnel read back from {STATUS}") and "100 %) joined to their request_id" in funnel[0], funnel
+    # numbers end in 13 (131050) or 7 (131026): 200 numbers, 22 failed, the rest sent and delivered
+    assert re.fullmatch(r"  sent 178 \(89 %\) -> delivered 178 \(89 %\) -> read \d+ \(\d+ %\) of 200 recipients", funnel[1]), funnel
+    assert funnel[2] == "  failed 22: 131026 x20, 131050 x2", funnel
+    pushed = re.fullmatch(r"receipts by the local endpoint's own record: ([\d,]+) pushed and acknowledged \(.*\), ([\d,]+) of them repeats", funnel[3])
+    assert pushed and funnel[4] == f"repeats dropped by the receiver (its metrics): {pushed.group(2)}", funnel

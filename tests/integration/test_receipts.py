@@ -150,7 +150,7 @@ def test_every_status_reaches_the_topic_once_through_two_receivers_despite_repea
 def test_a_receiver_killed_mid_push_loses_and_doubles_nothing_when_the_pushes_are_retried(sent, start_receiver) -> None:
     topic = "status-killed"
     sent["cluster"].create_topic(topic, 4)
-    env = receipts_env(sent["bootstrap"], sent["redis"], status_topic=topic, receipts_claim_s=3, receipts_publish_timeout_s=2)
+    env = receipts_env(sent["bootstrap"], sent["redis"], status_topic=topic, receipts_claim_s=5, receipts_publish_timeout_s=2)
     first = start_receiver(env)
     first.wait_ready()
     reports = receipts_for(sent["expected"], "kill", int(time.time() * 1000))
@@ -174,7 +174,8 @@ def test_a_receiver_killed_mid_push_loses_and_doubles_nothing_when_the_pushes_ar
         post_until_taken([second.url], pushes[index])
     messages = statuses_on(sent["bootstrap"], topic, len(reports))
     check_once_each(messages, reports, sent["expected"])
-    print(f"\n{len(unanswered)} of {len(pushes)} pushes unanswered at the kill and pushed again")
+    recovered = second.metric("chatapp_receipts_recovered_total")
+    print(f"\n{len(unanswered)} of {len(pushes)} pushes unanswered at the kill and pushed again; {recovered:.0f} statuses found published by the dead receiver")
 
 
 def _post_or_error(url: str, reports: list[Any]) -> Any:

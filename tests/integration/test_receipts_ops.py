@@ -124,7 +124,7 @@ def test_the_largest_push_allowed_is_taken_whole(mock_cluster, private_redis, st
 
 def test_with_the_broker_down_pushes_are_answered_503_and_published_once_when_it_is_back(mock_cluster, private_redis, start_receiver) -> None:
     mock_cluster.create_topic(STATUS, 1)
-    receiver = start_receiver(receipts_env(mock_cluster.bootstrap_servers, private_redis.url, receipts_publish_timeout_s=1, receipts_claim_s=2))
+    receiver = start_receiver(receipts_env(mock_cluster.bootstrap_servers, private_redis.url, receipts_publish_timeout_s=1, receipts_claim_s=3))
     receiver.wait_ready()
     reports = [cams_report(f"kdown-{i}", f"86139{i:08d}", "Sent", "t-kdown", 1_700_000_000_000) for i in range(100)]
     assert post(receiver.url, reports[:10]) == 200  # the producer knows the cluster

@@ -13,7 +13,7 @@ from redis import Redis
 from consumer.events import Events
 from consumer.limiter import connect
 from consumer.models import Batch, Slice
-from consumer.receipts.dedupe import MemorySeen, RedisSeen, Seen, SeenStore
+from consumer.receipts.dedupe import MemorySeen, RedisSeen, Seen, SeenStore, Stale
 from consumer.receipts.join import CallJoin, JoinStore, MemoryJoin, RedisJoin, encode_entry
 from consumer.receipts.parse import Match
 from consumer.receipts.recorder import JoinRecorder
@@ -76,14 +76,19 @@ def test_a_report_is_claimed_once_repeats_are_seen_and_a_second_receiver_waits(s
     assert seen.claim([], "push-4") == [] and seen.healthy()
 
 
-def test_the_claims_of_a_receiver_that_died_run_out(stores) -> None:
+def test_the_claims_of_a_receiver_that_died_are_taken_over_with_the_first_holders_mark(stores) -> None:
     _, seen, other = stores(0.3)
-    assert seen.claim(["k"], "dead") == [Seen.NEW]
-    assert other.claim(["k"], "retry") == [Seen.BUSY]
+    assert seen.claim(["k", "j"], "dead", "0:5,1:7") == [Seen.NEW, Seen.NEW]
+    seen.done(["j"])
+    assert other.claim(["k"], "retry", "0:9,1:9") == [Seen.BUSY]
     deadline = time.monotonic() + 10
-    while (answer := other.claim(["k"], "retry")) != [Seen.NEW] and time.monotonic() < deadline:
+    while (answer := other.claim(["k", "j"], "retry", "0:9,1:9")) == [Seen.BUSY, Seen.SEEN] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert answer == [Seen.NEW]
+    assert answer == [Stale("0:5,1:7"), Seen.SEEN], "taken over, with where the topic ended when it was first claimed"
+    assert other.claim(["k"], "retry", "") == [Seen.SEEN], "this push holds it now"
+    assert seen.claim(["k"], "third", "0:11") == [Seen.BUSY], "held afresh"
+    other.release(["k"], "retry")
+    assert seen.claim(["k"], "third", "0:11") == [Seen.NEW]
 
 
 def test_the_recorder_writes_each_accepted_call_and_counts_what_it_could_not(private_redis) -> None:
