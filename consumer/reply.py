@@ -148,6 +148,7 @@ class Replies:
         """Records to produce again as they are, each with the time it may go again."""
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
+        self._discarding = False
         self.intake_bytes = 0
         """Bytes of the records answering requests at intake (rejected, expired, duplicates, dead
         letters) until the broker acknowledges them: they hold no buffer space, and back-pressure
@@ -207,6 +208,8 @@ class Replies:
 
     def _refused(self, answers: _Answers, topic: str, value: bytes, key: bytes | None, err: Any, failures: int) -> None:
         """A record the producer or the broker did not take: replaced, or produced again later (see the module's table)."""
+        if self._discarding:  # a record of an aborted transaction: its source is read again
+            return
         source = answers.sources[key]
         size = too_large(err)
         headers: Headers | None
@@ -255,6 +258,18 @@ class Replies:
         """Wait up to ``timeout_s`` for every record produced to be acknowledged, and book them."""
         self._kafka.flush(timeout_s)
         self._book()
+
+    def discard(self) -> None:
+        """Exactly-once mode, after an aborted transaction: forget its records (their reports
+        served, none produced again; their sources are read again)."""
+        self._discarding = True
+        try:
+            self._kafka.serve_deliveries(0)
+        finally:
+            self._discarding = False
+        self._acked.clear()
+        self._failed.clear()
+        self.intake_bytes = 0
 
     def _book(self) -> None:
         acked, self._acked = self._acked, []

@@ -4,7 +4,9 @@ The consumer is a group member with cooperative-sticky assignment, no auto-commi
 auto offset store: the service commits positions it computed itself. It hands out ``Record``s:
 error events are logged here and never reach the pipeline. The producer is idempotent
 (acks=all, ordered, no duplicates on its own retries) and never raises: every record's fate
-comes to its delivery callback.
+comes to its delivery callback. In exactly-once mode it is transactional as well: a transaction
+is always open, and ``commit_transaction`` adds the source offsets to it, commits it and begins
+the next (``Fenced`` when the producer can no longer write).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Protocol, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ..config import Config
-from .records import TP, DeliveryCallback, Headers, ReceivedHeaders, Record, Unsent, parsed_headers
+from .records import TP, DeliveryCallback, Fenced, Headers, ReceivedHeaders, Record, Unsent, parsed_headers
 
 log = logging.getLogger("consumer.kafka")
 
@@ -29,6 +31,8 @@ closes (seen here, rarely; cf. librdkafka #4527), which ``leave_group`` avoids; 
 still hang, the service exits without waiting, its offsets already committed, and the group
 drops the member after ``session.timeout.ms``."""
 HEARTBEAT_MAX_MS = 1000
+TRANSACTION_CALL_S = 30.0
+"""How long one transactional call (init, send offsets, commit, abort) may take."""
 Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 
@@ -64,6 +68,11 @@ class _Producer(Protocol):
                 headers: Headers | None = None) -> None: ...  # fmt: skip
     def poll(self, timeout: float = -1) -> int: ...
     def flush(self, timeout: float = -1) -> int: ...
+    def init_transactions(self, timeout: float = -1) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any, timeout: float = -1) -> None: ...
+    def commit_transaction(self, timeout: float = -1) -> None: ...
+    def abort_transaction(self, timeout: float = -1) -> None: ...
 
 
 def too_large(err: object) -> bool:
@@ -106,6 +115,7 @@ def consumer_config(config: Config) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",  # requests of aborted transactions are never read
         **_group_protocol(config),
         "max.poll.interval.ms": max(300_000, int(config.drain_timeout_s * 2000) + 60_000),
         # the service buffers what it sends itself (back-pressure bounds); librdkafka's prefetch
@@ -116,7 +126,19 @@ def consumer_config(config: Config) -> dict[str, Any]:
     }
 
 
-def producer_config(config: Config) -> dict[str, Any]:
+def transactional_id(config: Config, worker_index: int | None = None) -> str | None:
+    """Exactly-once mode: ``<group id>.<instance id>``, ``.w<n>`` for worker n (None otherwise).
+    The same after a restart, so a restarted process fences its predecessor's open transaction."""
+    if config.processing_guarantee != "exactly-once":
+        return None
+    base = f"{config.group_id}.{config.instance_id}"
+    return base if worker_index is None else f"{base}.w{worker_index}"
+
+
+def producer_config(config: Config, transactional: str | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if transactional is not None:
+        extra = {"transactional.id": transactional, "transaction.timeout.ms": config.transaction_timeout_ms}
     return {
         "enable.idempotence": True,
         "acks": "all",
@@ -124,22 +146,29 @@ def producer_config(config: Config) -> dict[str, Any]:
         "compression.type": "lz4",
         **_common(config),
         **config.producer_options,
+        **extra,
     }
 
 
 class KafkaIO:
-    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed):
+    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed,
+                 transactional: str | None = None):  # fmt: skip
         self._on_committed = on_committed
         self._consumer = Consumer({**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka"))
         # the stub's Producer with the types the library really passes and takes (see _Producer)
-        self._producer = cast(_Producer, Producer(producer_config(config), logger=logging.getLogger("consumer.librdkafka")))
+        self._producer = cast(_Producer, Producer(producer_config(config, transactional), logger=logging.getLogger("consumer.librdkafka")))
+        self.transactional = transactional is not None
         self._topic = config.request_topic
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
 
     def subscribe(self) -> None:
-        """Join the group; the rebalance callbacks run inside ``consume``."""
+        """Join the group (exactly-once mode: first fence any predecessor with this transactional
+        id, aborting its open transaction, and begin one); the rebalance callbacks run inside ``consume``."""
+        if self.transactional:
+            self._transactional(self._producer.init_transactions, TRANSACTION_CALL_S)
+            self._transactional(self._producer.begin_transaction)
         self._consumer.subscribe(
             [self._topic],
             on_assign=lambda c, ps: self._on_assign(_tps(ps)),
@@ -213,6 +242,53 @@ class KafkaIO:
         accepted = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
         if accepted:
             self._on_committed(accepted)
+
+    def commit_transaction(self, positions: Mapping[TP, tuple[int, str | None]]) -> bool:
+        """Add the positions (with their metadata) to the open transaction, commit it, begin the
+        next; False when it had to be aborted (its records are discarded). A commit that times out
+        is tried again while the transaction may still commit (librdkafka's rule)."""
+        try:
+            if positions:
+                offsets = [TopicPartition(t, p, o, metadata=metadata) if metadata else TopicPartition(t, p, o) for (t, p), (o, metadata) in positions.items()]
+                self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), TRANSACTION_CALL_S)
+            for attempt in range(3):
+                try:
+                    self._producer.commit_transaction(TRANSACTION_CALL_S)
+                    break
+                except KafkaException as exc:
+                    if attempt == 2 or not exc.args[0].retriable() or exc.args[0].txn_requires_abort():
+                        raise
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise Fenced(str(err)) from exc
+            log.warning("transaction aborted (%s): its sources are read again", err)
+            self.abort_transaction()
+            return False
+        self._transactional(self._producer.begin_transaction)
+        if positions:
+            self._on_committed({tp: position for tp, (position, _) in positions.items()})
+        return True
+
+    def abort_transaction(self) -> None:
+        self._transactional(self._producer.abort_transaction, TRANSACTION_CALL_S)
+        self._transactional(self._producer.begin_transaction)
+
+    def _transactional(self, call: Callable[..., None], *args: float) -> None:
+        """A transactional call; a fatal error (another process took the transactional id over,
+        or the producer broke) or any error of init/begin/abort becomes ``Fenced``."""
+        try:
+            call(*args)
+        except KafkaException as exc:
+            raise Fenced(str(exc.args[0])) from exc
+
+    def rewind(self, positions: Mapping[TP, int]) -> None:
+        """Read each partition again from its position (messages fetched past it are dropped)."""
+        for (topic, partition), offset in positions.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                log.warning("could not rewind %s[%d] to %d (%s)", topic, partition, offset, exc.args[0])
 
     def committed(self, partitions: Iterable[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str | None]]:
         """The group's committed (position, metadata) of each partition that has one ({} when the
