@@ -92,7 +92,7 @@ class _Answers:
     gets them again from its source, a refused dead letter from ``letter_headers``; a result
     replacing a refused one is made from ``answer`` (the group, or the one result)."""
 
-    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement", "size")
+    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement", "size", "generation")
 
     def __init__(self, replies: Replies, sources: dict[bytes | None, Source], status: str | None, answer: Settled | SendResult | None = None,
                  letter_headers: Headers | None = None, replacement: bool = False):  # fmt: skip
@@ -108,10 +108,13 @@ class _Answers:
         """These records already replace refused ones: they are only ever produced again as they are."""
         self.size = 0
         """Bytes of the one record of a request answered at intake (counted in ``Replies.intake_bytes`` until it is done)."""
+        self.generation = replies.generation
 
     def __call__(self, err: object | None, msg: DeliveredRecord) -> None:
         """A delivery report (from inside poll/flush, or from ``produce`` itself): only noted here."""
         replies = self._replies
+        if self.generation != replies.generation:  # a record of an aborted transaction: forgotten
+            return
         replies.outstanding -= 1
         key = msg.key()
         if err is None:
@@ -148,7 +151,8 @@ class Replies:
         """Records to produce again as they are, each with the time it may go again."""
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
-        self._discarding = False
+        self.generation = 0
+        """Records produced before the last ``discard`` (another generation) are forgotten."""
         self.intake_bytes = 0
         """Bytes of the records answering requests at intake (rejected, expired, duplicates, dead
         letters) until the broker acknowledges them: they hold no buffer space, and back-pressure
@@ -208,8 +212,6 @@ class Replies:
 
     def _refused(self, answers: _Answers, topic: str, value: bytes, key: bytes | None, err: Any, failures: int) -> None:
         """A record the producer or the broker did not take: replaced, or produced again later (see the module's table)."""
-        if self._discarding:  # a record of an aborted transaction: its source is read again
-            return
         source = answers.sources[key]
         size = too_large(err)
         headers: Headers | None
@@ -260,16 +262,12 @@ class Replies:
         self._book()
 
     def discard(self) -> None:
-        """Exactly-once mode, after an aborted transaction: forget its records (their reports
-        served, none produced again; their sources are read again)."""
-        self._discarding = True
-        try:
-            self._kafka.serve_deliveries(0)
-        finally:
-            self._discarding = False
+        """Exactly-once mode, after an aborted transaction: forget its records (their delivery
+        reports, now or later, are ignored; none is produced again; their sources are read again)."""
+        self.generation += 1
+        self.outstanding = self.intake_bytes = 0
         self._acked.clear()
         self._failed.clear()
-        self.intake_bytes = 0
 
     def _book(self) -> None:
         acked, self._acked = self._acked, []

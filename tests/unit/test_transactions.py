@@ -156,3 +156,20 @@ def test_at_least_once_needs_no_instance_id_and_commits_without_transactions() -
     loop.turn()
     loop.turn()
     assert loop.kafka.transactions == [] and loop.kafka.positions_committed() == {P0: 1}
+
+
+def test_delivery_reports_of_an_aborted_transaction_coming_late_are_forgotten() -> None:
+    loop = _loop(commit_interval_s=3600)
+    loop.request("r0", 0, partition=0)
+    loop.request("r1", 1, partition=1)
+    loop.turn()
+    loop.sender.finish()
+    loop.pipeline.publish_finished()  # produced, not yet acknowledged
+    assert loop.pipeline.replies.outstanding == 2
+    loop.kafka.lose([P1])  # aborts; the reports come after
+    loop.turn()  # the late reports are ignored: r0 does not count as finished from them
+    assert loop.pipeline.replies.outstanding == 0
+    loop.turn()
+    loop.pipeline.commit(asynchronous=False)
+    assert _visible_ids(loop) == ["r0"] and loop.kafka.positions_committed() == {P0: 1}
+    assert loop.pipeline.replies.outstanding == 0 and loop.sender.sent == ["r0", "r1"]
