@@ -23,9 +23,7 @@ FAST = {"fetch.wait.max.ms": 10, "enable.auto.commit": False}
 def test_exactly_once_mode_answers_every_request_once_and_sends_no_recipient_twice(service_cluster, local_cams, start_service, topic_reader):
     total = 3_000
     produce(service_cluster.bootstrap_servers, encode_samples(total))
-    env = service_env(service_cluster.bootstrap_servers, local_cams.url, processing_guarantee="exactly-once", instance_id="eos-test-0",
-                      batch_max_recipients=100)  # fmt: skip
-    service = start_service(env)
+    service = start_service(_exactly_once_env(service_cluster, local_cams))
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)  # read_committed, librdkafka's default
     wanted = {f"req-{i}" for i in range(total)}
     assert results.read_until(lambda r: {x["request_id"] for x in r.results()} >= wanted, timeout=120), service.log_tail()
@@ -35,6 +33,50 @@ def test_exactly_once_mode_answers_every_request_once_and_sends_no_recipient_twi
     assert local_cams.stats()["duplicate_recipients_accepted"] == 0
     assert service.stop(signal.SIGTERM, timeout=60) == 0, service.log_tail()
     assert "transactional.id chatapp-consumer.eos-test-0" in service.log_path.read_text()
+
+
+END_TXN, TXN_OFFSET_COMMIT = 26, 28
+PRODUCER_FENCED, ILLEGAL_GENERATION = 90, 22
+
+
+def _exactly_once_env(cluster, cams, **settings) -> dict[str, str]:
+    return service_env(cluster.bootstrap_servers, cams.url, processing_guarantee="exactly-once", instance_id="eos-test-0", batch_max_recipients=100,
+                       **settings)  # fmt: skip
+
+
+def test_an_aborted_transaction_is_read_again_and_answered_from_the_ledger_without_a_second_send(service_cluster, local_cams, start_service, topic_reader):
+    """The broker refuses a transaction's offsets (an abortable error): its records are
+    discarded, every partition is read again, and what was sent is answered from the ledger."""
+    total = 2_000
+    service = start_service(_exactly_once_env(service_cluster, local_cams))
+    service.wait_ready(60)
+    service_cluster.push_request_errors(TXN_OFFSET_COMMIT, [ILLEGAL_GENERATION, ILLEGAL_GENERATION])
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    wanted = {f"req-{i}" for i in range(total)}
+    assert results.read_until(lambda r: {x["request_id"] for x in r.results()} >= wanted, timeout=120), service.log_tail()
+    assert local_cams.stats()["duplicate_recipients_accepted"] == 0  # read again, not sent again
+    assert local_cams.stats()["recipients_accepted"] == total
+    assert service.stop(signal.SIGTERM, timeout=60) == 0, service.log_tail()
+
+
+def test_a_fenced_instance_exits_3_and_its_restart_answers_everything(service_cluster, local_cams, shared_redis, start_service, topic_reader):
+    """Fenced (PRODUCER_FENCED on its commit): it commits nothing more and exits 3; restarted
+    under its instance id, it reads everything again and answers what was sent from the shared
+    ledger (the mock applies no transactional offset, so nothing was committed)."""
+    total = 2_000
+    env = _exactly_once_env(service_cluster, local_cams, redis_url=shared_redis)
+    first = start_service(env)
+    first.wait_ready(60)
+    service_cluster.push_request_errors(END_TXN, [PRODUCER_FENCED])
+    produce(service_cluster.bootstrap_servers, encode_samples(total))
+    assert first.process.wait(60) == 3, first.log_tail()
+    second = start_service(env)  # the same instance id: the orchestrator's restart
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    wanted = {f"req-{i}" for i in range(total)}
+    assert results.read_until(lambda r: {x["request_id"] for x in r.results()} >= wanted, timeout=120), second.log_tail()
+    assert local_cams.stats()["duplicate_recipients_accepted"] == 0
+    assert second.stop(signal.SIGTERM, timeout=60) == 0, second.log_tail()
 
 
 def _read(bootstrap: str, topic: str, partitions: int, isolation: str, expected: int, timeout: float = 10.0) -> list[bytes]:
