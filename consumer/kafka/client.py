@@ -156,7 +156,10 @@ class KafkaIO:
         self._on_committed = on_committed
         self._consumer = Consumer({**consumer_config(config), "on_commit": self._commit_done}, logger=logging.getLogger("consumer.librdkafka"))
         # the stub's Producer with the types the library really passes and takes (see _Producer)
-        self._producer = cast(_Producer, Producer(producer_config(config, transactional), logger=logging.getLogger("consumer.librdkafka")))
+        self._fatal: KafkaError | None = None
+        """A fatal producer error (error_cb): the producer can write nothing more."""
+        self._producer = cast(_Producer, Producer({**producer_config(config, transactional), "error_cb": self._producer_error},
+                                                  logger=logging.getLogger("consumer.librdkafka")))  # fmt: skip
         self.transactional = transactional is not None
         self._topic = config.request_topic
         self._on_assign = on_assign
@@ -209,14 +212,43 @@ class KafkaIO:
                 produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
         except (KafkaException, TypeError, ValueError) as exc:
             err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._INVALID_ARG, str(exc))
+            _raise_fatal(err)
             on_delivery(err, Unsent(topic, value, key.encode() if isinstance(key, str) else key))
 
     def serve_deliveries(self, timeout: float = 0.0) -> int:
-        return self._producer.poll(timeout)
+        return self._served(self._producer.poll, timeout)
 
     def flush(self, timeout: float) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
-        return self._producer.flush(timeout)
+        return self._served(self._producer.flush, timeout)
+
+    def _served(self, call: Callable[[float], int], timeout: float) -> int:
+        """poll or flush; ``Fenced`` once the producer had a fatal error (a fenced transactional
+        producer: confluent-kafka was seen to fail such a flush with a bare SystemError)."""
+        try:
+            served = call(timeout)
+        except (KafkaException, SystemError) as exc:
+            # a fatal error is raised from poll/flush before error_cb hears of it, or, when a
+            # delivery callback runs while it is pending, as a SystemError caused by it
+            cause: BaseException | None = exc
+            while cause is not None:
+                if isinstance(cause, KafkaException):
+                    _raise_fatal(cause.args[0])
+                cause = cause.__cause__ or cause.__context__
+            if self._fatal is None:
+                raise
+            served = 0
+        if self._fatal is not None:
+            raise Fenced(str(self._fatal))
+        return served
+
+    def _producer_error(self, err: KafkaError) -> None:
+        """librdkafka's error events of the producer (from poll/flush): a fatal one is kept for
+        ``_served``; the others are transient (librdkafka retries) and only logged."""
+        if err.fatal():
+            self._fatal = err
+        else:
+            log.info("producer: %s", err)
 
     def commit(self, positions: Mapping[TP, tuple[int, str | None]], asynchronous: bool) -> None:
         """Commit (position, metadata) of each partition; ``on_committed`` hears of the positions
@@ -260,8 +292,7 @@ class KafkaIO:
                         raise
         except KafkaException as exc:
             err = exc.args[0]
-            if err.fatal():
-                raise Fenced(str(err)) from exc
+            _raise_fatal(err)
             log.warning("transaction aborted (%s): its sources are read again", err)
             self.abort_transaction()
             return False
@@ -352,6 +383,13 @@ class KafkaIO:
         closing.start()
         closing.join(timeout_s)
         return not closing.is_alive()
+
+
+def _raise_fatal(err: object) -> None:
+    """``Fenced`` for a fatal producer error: the producer can write nothing more (in exactly-once
+    mode, another process took its transactional id over)."""
+    if isinstance(err, KafkaError) and err.fatal():
+        raise Fenced(str(err))
 
 
 def _tps(partitions: Iterable[TopicPartition]) -> list[TP]:

@@ -12,6 +12,7 @@ import signal
 import time
 import uuid
 
+import pytest
 from chatapp_devkit.mockcluster import MockCluster
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -35,8 +36,8 @@ def test_exactly_once_mode_answers_every_request_once_and_sends_no_recipient_twi
     assert "transactional.id chatapp-consumer.eos-test-0" in service.log_path.read_text()
 
 
-END_TXN, TXN_OFFSET_COMMIT = 26, 28
-PRODUCER_FENCED, ILLEGAL_GENERATION = 90, 22
+PRODUCE, END_TXN, TXN_OFFSET_COMMIT = 0, 26, 28
+PRODUCER_FENCED, ILLEGAL_GENERATION, INVALID_PRODUCER_EPOCH = 90, 22, 47
 
 
 def _exactly_once_env(cluster, cams, **settings) -> dict[str, str]:
@@ -60,21 +61,23 @@ def test_an_aborted_transaction_is_read_again_and_answered_from_the_ledger_witho
     assert service.stop(signal.SIGTERM, timeout=60) == 0, service.log_tail()
 
 
-def test_a_fenced_instance_exits_3_and_its_restart_answers_everything(service_cluster, local_cams, shared_redis, start_service, topic_reader):
-    """Fenced (PRODUCER_FENCED on its commit): it commits nothing more and exits 3; restarted
-    under its instance id, it reads everything again and answers what was sent from the shared
-    ledger (the mock applies no transactional offset, so nothing was committed)."""
+@pytest.mark.parametrize(("api", "error"), [(END_TXN, PRODUCER_FENCED), (PRODUCE, INVALID_PRODUCER_EPOCH)], ids=["on-commit", "on-produce"])
+def test_a_fenced_instance_exits_3_and_its_restart_answers_everything(service_cluster, local_cams, shared_redis, start_service, topic_reader, api, error):
+    """Fenced (at its commit, or as a real broker answers a fenced producer's records: librdkafka
+    raises that from the producer's poll): it commits nothing more and exits 3; restarted under
+    its instance id, it reads everything again and answers what was sent from the shared ledger
+    (the mock applies no transactional offset, so nothing was committed)."""
     total = 2_000
     env = _exactly_once_env(service_cluster, local_cams, redis_url=shared_redis)
     first = start_service(env)
     first.wait_ready(60)
-    service_cluster.push_request_errors(END_TXN, [PRODUCER_FENCED])
     produce(service_cluster.bootstrap_servers, encode_samples(total))
+    service_cluster.push_request_errors(api, [error])  # after our own producer's requests: the next is the service's
     assert first.process.wait(60) == 3, first.log_tail()
     second = start_service(env)  # the same instance id: the orchestrator's restart
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     wanted = {f"req-{i}" for i in range(total)}
-    assert results.read_until(lambda r: {x["request_id"] for x in r.results()} >= wanted, timeout=120), second.log_tail()
+    assert results.read_until(lambda r: {x["request_id"] for x in r.results()} >= wanted, timeout=180), second.log_tail()
     assert local_cams.stats()["duplicate_recipients_accepted"] == 0
     assert second.stop(signal.SIGTERM, timeout=60) == 0, second.log_tail()
 
