@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--json PATH] [--profile] [--only NAMES] [--service-env K=V]``."""
+"""``python -m bench [--quick] [--json PATH] [--profile] [--only NAMES] [--service-env K=V] [--bootstrap-servers HOST:PORT]``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="extra environment for every service process (e.g. CHATAPP_RATE_LIMIT_SAFETY_MARGIN=0.01)",
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        metavar="HOST:PORT",
+        help="run against this Kafka cluster (topics created there with AdminClient, named bench.<run>.*) instead of the mock broker",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     def wanted(name: str) -> bool:
         return not args.only or name in args.only
 
-    infra = Infra()
+    infra = Infra(args.bootstrap_servers)
     ctx = scenarios.Context(infra, args.quick, run_id, logdir, started + BUDGET_S[args.quick], prefix=f"b{run_id}", say=say,
                             extra_env=dict(item.split("=", 1) for item in args.service_env))  # fmt: skip
     sizes = ctx.sizes
@@ -139,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{name}: done in {outcomes[name]['seconds']:.1f} s (bench {used['bench_cores']:.2f} cores, others {used['other_cores']:.2f})")
 
     try:
-        say(f"run {run_id} ({'quick' if args.quick else 'full'}): starting the mock broker and the local CAMS endpoint")
+        broker = f"the cluster at {args.bootstrap_servers}" if args.bootstrap_servers else "the mock broker"
+        say(f"run {run_id} ({'quick' if args.quick else 'full'}): on {broker}; starting the local CAMS endpoint")
         infra.start()
         need = max([n for name, n in (("saturation", sizes.saturation), ("saturation3", sizes.saturation3), ("pipeline", sizes.pipeline),
                                       ("memory", sizes.memory), ("baseline", sizes.baseline)) if wanted(name) or (name == "pipeline" and args.profile)], default=0)  # fmt: skip
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after; "
           f"consumer/ {tree['sha256']} (newest file {tree['newest_file']})")  # fmt: skip
     report.table(rows, sys.stdout)
-    if not args.quick and not args.only and not interrupted and not args.service_env:
+    if not args.quick and not args.only and not interrupted and not args.service_env and not args.bootstrap_servers:
         report.write_figures(DOCS, rows, f"Run {run_id}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {elapsed:.0f} s, "
                              f"load {load_before[0]:.2f} before; {len(problems)} problems seen (bench/results/latest.json).")  # fmt: skip
         say(f"figures written to {DOCS.relative_to(DOCS.parents[1])}")
@@ -221,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "service_env": ctx.extra_env,
+        "bootstrap_servers": args.bootstrap_servers or "mock",
         "logs": str(logdir),
         "rows": rows,
         "problems": problems,

@@ -11,11 +11,39 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import schemaless_reader
 
 from consumer.codec import REQUEST_SCHEMA, RESULT_SCHEMA
 
 FAST_FETCH = {"fetch.wait.max.ms": 10}  # the mock broker holds every Fetch this long
+
+
+class RealCluster:
+    """A cluster given by its bootstrap servers (``--bootstrap-servers``): topics are created with
+    AdminClient (replication factor min(3, brokers)); nothing is started or stopped."""
+
+    def __init__(self, bootstrap: str, timeout: float = 30.0):
+        self.bootstrap_servers = bootstrap
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
+        self._replication = min(3, len(self._admin.list_topics(timeout=timeout).brokers))
+
+    def create_topic(self, name: str, partitions: int, timeout: float = 60.0) -> None:
+        for future in self._admin.create_topics([NewTopic(name, partitions, self._replication)], operation_timeout=timeout).values():
+            future.result(timeout)
+        deadline = time.monotonic() + timeout  # until every partition has a leader
+        while time.monotonic() < deadline:
+            topic = self._admin.list_topics(name, timeout=5).topics.get(name)
+            if topic is not None and topic.error is None and len(topic.partitions) == partitions and all(p.leader >= 0 for p in topic.partitions.values()):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"topic {name} has no leader for every partition after {timeout} s")
+
+    def set_initial_rebalance_delay(self, delay_ms: int) -> None:
+        """A real broker's ``group.initial.rebalance.delay.ms`` is its own setting: left as it is."""
+
+    def stop(self, timeout: float = 0.0) -> None:
+        """Not ours to stop."""
 
 
 def produce_backlog(bootstrap: str, topic: str, values: Sequence[bytes], partitions: int, timeout: float = 120.0) -> float:

@@ -24,6 +24,8 @@ from chatapp_devkit.mockcluster import MockCluster
 
 from consumer.childproc import read_ready_line
 
+from .kafkaio import RealCluster
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = "LTAI_BENCH_LOCAL_ONLY"
 SECRET = "bench-secret-local-only"
@@ -74,14 +76,20 @@ INITIAL_REBALANCE_DELAY_MS = 3000
 class Infra:
     """The broker and the endpoint, shared by every scenario of one run (topics differ)."""
 
-    def __init__(self) -> None:
-        self.cluster: MockCluster | None = None
+    def __init__(self, bootstrap: str | None = None) -> None:
+        self.cluster: MockCluster | RealCluster | None = None
         self.cams: LocalCams | None = None
+        self._bootstrap = bootstrap
+        """A real cluster's bootstrap servers (None: the mock broker, started here)."""
 
     def start(self) -> Infra:
-        self.cluster = MockCluster.start(brokers=1, timeout=30.0)
+        self.cluster = RealCluster(self._bootstrap) if self._bootstrap else MockCluster.start(brokers=1, timeout=30.0)
         self.cams = start_cams()
         return self
+
+    @property
+    def real(self) -> bool:
+        return self._bootstrap is not None
 
     @property
     def bootstrap(self) -> str:
@@ -311,8 +319,9 @@ class CpuAccount:
         t = os.times()
         mine = t.user + t.system + t.children_user + t.children_system
         for child in (self._infra.cluster, self._infra.cams):
-            if child is not None:
-                mine += process_cpu_s(child.process.pid)
+            process = getattr(child, "process", None)  # a real cluster is not ours: not counted
+            if process is not None:
+                mine += process_cpu_s(process.pid)
         return time.monotonic(), _machine_busy_s(), mine
 
     def since_start(self) -> dict[str, float]:

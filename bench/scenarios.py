@@ -78,6 +78,10 @@ class Context:
         self.values = [codec.encode_request(r) for r in sample_records(count, prefix=self.prefix)]
 
     def start_service(self, name: str, topics: tuple[str, str, str], **settings: Any) -> Service:
+        """``name`` is also its CHATAPP_INSTANCE_ID (exactly-once mode: a restart under the same name fences its predecessor)."""
+        settings.setdefault("instance_id", name)
+        if self.infra.real:  # a real broker refuses the mock's 3 s session (group.min.session.timeout.ms is 6 s)
+            settings.setdefault("session_timeout_ms", 6000)
         env = service_env(self.infra.bootstrap, self.infra.cams.url, topics, **settings)  # type: ignore[union-attr]
         env.update(self.extra_env)
         return Service(env, self.logdir / f"{name}.log")

@@ -32,7 +32,7 @@ from .destinations import ReplyDestinations
 from .events import Events
 from .inflight import InFlightBook
 from .intake import Intake
-from .kafka import DEFAULT_MESSAGE_MAX_BYTES, KafkaIO
+from .kafka import DEFAULT_MESSAGE_MAX_BYTES, Fenced, KafkaIO, transactional_id
 from .ledger import InMemoryLedger, Ledger
 from .ledger_redis import RedisLedger
 from .limiter import connect
@@ -55,6 +55,8 @@ from .validate import Validator
 from .worker_link import WorkerLink
 
 log = logging.getLogger("consumer.app")
+FENCED_EXIT = 3
+"""Exit code of a process whose transactional producer was fenced (exactly-once mode): restart it."""
 
 
 def build_ledger(config: Config, owner: str, watch: RedisWatch) -> Ledger:
@@ -111,7 +113,8 @@ class Service:
                             config.rate_limit_throttle_tolerance, arrival_tolerance_s=config.rate_limit_safety_margin / 2)  # fmt: skip
         book = InFlightBook(BufferBound(config.max_buffered_recipients, config.max_buffered_seconds, config.batch_max_recipients), config.max_buffered_bytes)
         batcher = Batcher(config.batch_max_recipients, config.batch_linger_ms / 1000, max_bytes=config.batch_max_bytes)
-        kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._on_committed)
+        transactional = transactional_id(config, None if worker is None else worker.index)
+        kafka = KafkaIO(config, self._on_assign, self._on_revoke, self._on_lost, self._on_committed, transactional)
         replies = Replies(kafka, codec, config.reply_topic, config.dlq_topic, self.events, tracker.finish,
                           int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))  # fmt: skip
         finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()  # the sender's finished requests, to the main loop
@@ -122,8 +125,13 @@ class Service:
         sender = Sender(CamsClient(config.cams_endpoint, self._http), credentials, self.limiter, self.ledger, policy, self.events, finished.put,
                         config.send_concurrency, owner, config.batch_max_recipients, config.batch_max_bytes, join=self.join)  # fmt: skip
         self.pipeline = Pipeline(kafka, intake, book, batcher, sender, replies, tracker, self.ledger, Policy(owner, config.inflight_policy, config.inflight_stale_s),
-                                 self.events, config.commit_interval_ms / 1000, finished, beat=self.health.beat)  # fmt: skip
+                                 self.events, config.commit_interval_ms / 1000, finished, beat=self.health.beat, exactly_once=transactional is not None)  # fmt: skip
         self.handover = Handover(self.pipeline, config.drain_timeout_s, owner, log)
+        self.pipeline.on_abort = self.handover.rewind
+        if transactional is not None:
+            log.info(
+                "exactly-once: results, dead letters and offsets in one transaction per %d ms, transactional.id %s", config.commit_interval_ms, transactional
+            )
         self.health.checks = {
             "partitions_assigned": lambda: bool(tracker.partitions),
             "limiter_backend": self.limiter.healthy,
@@ -170,31 +178,43 @@ class Service:
         if self.receipts is not None:
             self.receipts.start()
         lower_thread_priority(self.config.intake_nice)
-        pipeline.kafka.subscribe()
-        log.info("consuming %s as group %s", self.config.request_topic, self.config.group_id)
         cpu = PhaseClock(self.metrics.loop_cpu)
         try:
-            while not self.handover.stopping:
-                cpu.charge("other")
-                records = pipeline.consume()
-                cpu.charge("consume")
-                if records:
-                    pipeline.take_in(records)
-                    cpu.charge("intake")
-                pipeline.step()
-                cpu.charge("results")
-                if on_tick is not None:
-                    on_tick()
-            committed = self.handover.shutdown()
-            self.join.close()
-            if self.receipts is not None:
-                self.receipts.stop()
-            self.limiter.close()
-            self.ledger.close()
-            self._http.close()
-            log.info("stopped: %d partitions committed", committed)
+            pipeline.kafka.subscribe()
+            log.info("consuming %s as group %s", self.config.request_topic, self.config.group_id)
+            return self._loop(pipeline, cpu, on_tick)
+        except Fenced as exc:
+            log.error("exactly-once: the producer was fenced (%s): another process has this transactional id, or the producer failed; "
+                      "abandoning the partitions uncommitted and exiting with code %d (restart me)", exc, FENCED_EXIT)  # fmt: skip
+            self.handover.fenced()
+            self._close_clients()
+            return FENCED_EXIT
         finally:
             self.metrics.up.set(0)
             if server is not None:
                 server.stop()
+
+    def _loop(self, pipeline: Pipeline, cpu: PhaseClock, on_tick: Callable[[], None] | None) -> int:
+        while not self.handover.stopping:
+            cpu.charge("other")
+            records = pipeline.consume()
+            cpu.charge("consume")
+            if records:
+                pipeline.take_in(records)
+                cpu.charge("intake")
+            pipeline.step()
+            cpu.charge("results")
+            if on_tick is not None:
+                on_tick()
+        committed = self.handover.shutdown()
+        self._close_clients()
+        log.info("stopped: %d partitions committed", committed)
         return 0
+
+    def _close_clients(self) -> None:
+        self.join.close()
+        if self.receipts is not None:
+            self.receipts.stop()
+        self.limiter.close()
+        self.ledger.close()
+        self._http.close()

@@ -39,6 +39,7 @@ KAFKA_SECTIONS = {"kafka_options": "kafka", "consumer_options": "kafka.consumer"
 """The TOML table of each set of librdkafka options."""
 INFLIGHT_POLICIES = ("resend", "fail")
 GROUP_PROTOCOLS = ("classic", "consumer")
+PROCESSING_GUARANTEES = ("at-least-once", "exactly-once")
 LOG_FORMATS = ("auto", "json", "text")
 URL_SETTINGS = ("cams_endpoint", "schema_registry_url", "redis_url")
 RECEIPTS_JOIN = ("off", "on")
@@ -241,6 +242,27 @@ SETTINGS: tuple[Setting, ...] = (
         "Consumer group protocol: classic (JoinGroup/SyncGroup, cooperative-sticky, the client's session timeout and heartbeats) or consumer (KIP-848, Kafka 4.0+: the broker assigns and sets the session timeout and heartbeat interval; CHATAPP_SESSION_TIMEOUT_MS is not used).",
         choices=GROUP_PROTOCOLS,
     ),
+    _s(
+        "processing_guarantee",
+        str,
+        "at-least-once",
+        "at-least-once: results, dead letters and offsets are written apart (a crash may repeat results). exactly-once: they go in one Kafka transaction per commit interval, so readers with isolation.level=read_committed see one result per request; needs CHATAPP_INSTANCE_ID.",
+        choices=PROCESSING_GUARANTEES,
+    ),
+    _s(
+        "instance_id",
+        str,
+        None,
+        "Stable id of this instance, unique in the group and the same after a restart (a StatefulSet pod name, a host name plus a slot). Exactly-once mode: the transactional.id is <group id>.<instance id> (.w<n> per worker), and a restart fences its predecessor's open transaction at once.",
+    ),
+    _s(
+        "transaction_timeout_ms",
+        int,
+        10_000,
+        "Exactly-once mode: the broker aborts a transaction left open this long (a dead instance holds read_committed readers back at most this long). Above CHATAPP_COMMIT_INTERVAL_MS.",
+        minimum=1000,
+        maximum=900_000,
+    ),
     _s("session_timeout_ms", int, 45_000, "Consumer group session timeout.", minimum=1000, maximum=3_600_000),
     _s(
         "summary_interval_s",
@@ -356,6 +378,9 @@ class Config:
     drain_timeout_s: float
     commit_interval_ms: int
     group_protocol: str
+    processing_guarantee: str
+    instance_id: str | None
+    transaction_timeout_ms: int
     session_timeout_ms: int
     summary_interval_s: float
     receipts_join: str
@@ -545,6 +570,7 @@ def _validated(values: dict[str, Any]) -> Config:
     if values["receipts_claim_s"] < values["receipts_publish_timeout_s"] + 2:
         # a push publishes only within claim - publish timeout - 1 s of claiming (a claim gone stale while its statuses may still be written would let another push publish them again)
         problems.append("CHATAPP_RECEIPTS_CLAIM_S: must be at least CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S + 2")
+    problems += _guarantee_problems(values)
     problems += address_problems(values)
     if values.get("reply_to_pattern"):
         try:
@@ -558,6 +584,19 @@ def _validated(values: dict[str, Any]) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _guarantee_problems(values: dict[str, Any]) -> list[str]:
+    if values.get("processing_guarantee") != "exactly-once":
+        return []
+    problems = []
+    if not values.get("instance_id"):
+        problems.append("CHATAPP_INSTANCE_ID: required with CHATAPP_PROCESSING_GUARANTEE=exactly-once (a stable id per instance, unique in the group)")
+    elif not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", values["instance_id"]):
+        problems.append(f"CHATAPP_INSTANCE_ID: letters, digits, '.', '_' and '-' only, at most 200 (got {redact_text(repr(values['instance_id']))})")
+    if values["transaction_timeout_ms"] <= values["commit_interval_ms"]:
+        problems.append("CHATAPP_TRANSACTION_TIMEOUT_MS: must be above CHATAPP_COMMIT_INTERVAL_MS (a transaction is open for a commit interval)")
+    return problems
 
 
 def _table(value: Any, name: str, problems: list[str]) -> Mapping[str, Any]:

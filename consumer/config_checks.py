@@ -34,6 +34,9 @@ RESERVED_KAFKA_OPTIONS = {
     "enable.idempotence": "results must not be duplicated or reordered by producer retries",
     "acks": "a result counts as published only when every in-sync replica has it",
     "on_commit": "the service tracks commits itself",
+    "transactional.id": "set CHATAPP_PROCESSING_GUARANTEE=exactly-once and CHATAPP_INSTANCE_ID",
+    "transaction.timeout.ms": "set it with CHATAPP_TRANSACTION_TIMEOUT_MS",
+    "isolation.level": "the service reads only committed requests",
 }
 """librdkafka settings the delivery guarantees or the service's own settings depend on: a
 pass-through option may not override them."""
@@ -133,13 +136,13 @@ def address_problems(values: Mapping[str, Any]) -> list[str]:
 def librdkafka_problems(config: Config) -> list[str]:
     """What librdkafka refuses in the consumer's and the producer's configuration, one line each:
     it builds both (without bootstrap servers, so nothing is contacted) and says what is wrong."""
-    from .kafka import consumer_config, producer_config
+    from .kafka import consumer_config, producer_config, transactional_id
     from .kafka.options import refusal
 
     problems: dict[str, None] = {}  # in order, once: an option of both is refused by both
     for role, options, tables in (
         ("consumer", consumer_config(config), ("consumer_options", "kafka_options")),
-        ("producer", producer_config(config), ("producer_options", "kafka_options")),
+        ("producer", producer_config(config, transactional_id(config)), ("producer_options", "kafka_options")),
     ):
         refused = refusal(role, options)
         if refused is not None:

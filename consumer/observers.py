@@ -117,6 +117,7 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     events.on("partitions.revoked", lambda partitions: log.info("revoked %s", names(partitions)))
     events.on("partitions.lost", lambda partitions: log.warning("lost %s: abandoning their work uncommitted", names(partitions)))
     events.on("requests.abandoned", abandoned)
+    events.on("transaction.aborted", lambda partitions: log.warning("transaction aborted: reading %s again from their committed positions", names(partitions)))
 
     def retried(account: str, reason: str, batch_id: str, code: str, delay_s: float, attempt: int | None = None) -> None:
         if attempt is not None:

@@ -33,12 +33,14 @@ CONSUME_BATCH = 1000
 IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
+TRANSACTION_FLUSH_S = 10.0
+"""Exactly-once mode: how long a commit waits for the interval's records to be acknowledged."""
 
 
 class Pipeline:
     def __init__(self, kafka: KafkaPort, intake: Intake, book: InFlightBook, batcher: Batcher, sender: Sender, replies: Replies,
                  tracker: OffsetTracker, ledger: Ledger, policy: Policy, events: Events, commit_interval_s: float,
-                 finished: queue.SimpleQueue[list[Settled]], beat: Callable[[], None] = lambda: None):  # fmt: skip
+                 finished: queue.SimpleQueue[list[Settled]], beat: Callable[[], None] = lambda: None, exactly_once: bool = False):  # fmt: skip
         self.kafka = kafka
         self.intake = intake
         self.book = book
@@ -58,6 +60,12 @@ class Pipeline:
         self._gc_pacer = gcpacing.Pacer()
         self._last_commit = self._last_lag = time.monotonic()
         self._assignment_wait = AssignmentWait(self._last_commit)
+        self.exactly_once = exactly_once
+        """Results, dead letters and offsets go in one transaction per commit interval."""
+        self.on_abort: Callable[[], None] = lambda: None
+        """Exactly-once mode: what to do when a transaction was aborted (``Handover.rewind``)."""
+        self.fenced = False
+        """Exactly-once mode: the producer was fenced; nothing more is committed."""
 
     # -- a turn of the loop: consume, take_in, step -------------------------------------------
     def consume(self) -> list[Record]:
@@ -180,7 +188,9 @@ class Pipeline:
         self.replies.result(request.source, group.result(request))
 
     # -- reply → commit ------------------------------------------------------------------------
-    def publish_finished(self) -> None:
+    def publish_finished(self, publish: bool = True) -> None:
+        """Publish what the sender finished (``publish`` False, after an aborted transaction: only
+        take it off the book; the ledger has it, and its request read again is answered from there)."""
         settled, finished = self.replies.settled, self.book.finished
         while True:
             try:
@@ -189,13 +199,27 @@ class Pipeline:
                 return
             now = time.monotonic()
             for group in groups:
-                settled(group)
-                for copy in finished(group, now):  # later copies of it get the same answer, each on its own
-                    settled(copy)
+                copies = finished(group, now)
+                if publish:
+                    settled(group)
+                    for copy in copies:  # later copies of it get the same answer, each on its own
+                        settled(copy)
 
     def commit(self, asynchronous: bool, partitions: list[TP] | None = None) -> None:
-        """Commit each moved position, with the offsets finished above it (``finished.py``)."""
-        self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
+        """Commit each moved position, with the offsets finished above it (``finished.py``).
+        Exactly-once mode: the open transaction, with every partition's position, once each of
+        its records is acknowledged (their sources are then finished: their offsets go with them);
+        an aborted one is read again (``on_abort``)."""
+        if not self.exactly_once:
+            self.kafka.commit(self.tracker.to_commit(partitions), asynchronous)
+            return
+        if self.fenced:
+            return
+        self.replies.flush(TRANSACTION_FLUSH_S)
+        if self.replies.outstanding:  # not all acknowledged: at the next interval (or the broker aborts it at its timeout)
+            return
+        if not self.kafka.commit_transaction(self.tracker.to_commit()):
+            self.on_abort()
 
     def committed(self, positions: dict[TP, int]) -> None:
         """The broker accepted these positions (the Kafka port's ``on_committed``)."""

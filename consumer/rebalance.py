@@ -7,6 +7,10 @@ that come and go.
 | revoked (cooperative)   | flush the batcher; abandon their queued work (the next owner reads it again: nothing of it was sent), again each round while their calls in flight finish (one may come back as a retry), up to the drain timeout; publish, flush the replies, commit them, forget them |
 | lost (session expired)  | abandon their work uncommitted, forget them                            |
 | shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, publish, flush, commit; leave the group, then close |
+| transaction aborted     | (exactly-once mode; also after a loss) abandon all queued work, let calls in flight finish into the ledger unpublished, forget the records of the transaction, and read every partition again from its committed position: what was finished is answered again from the ledger |
+| fenced                  | (exactly-once mode) abandon everything uncommitted, leave the group, close; the process exits with code 3 |
+
+In exactly-once mode "commit" is the transaction's: every partition's position goes with it.
 
 Abandoning hands a request to a later copy of it read from a partition still ours, when there
 is one, and releases the ledger claims of the others.
@@ -73,9 +77,47 @@ class Handover:
         self._forget(partitions)
 
     def on_lost(self, partitions: list[TP]) -> None:
-        self._pipeline.events.emit("partitions.lost", partitions=partitions)
+        p = self._pipeline
+        p.events.emit("partitions.lost", partitions=partitions)
         self._abandon(partitions)
         self._forget(partitions)
+        if p.exactly_once and not p.fenced:  # the open transaction answers sources of the lost partitions: it must not commit
+            p.kafka.abort_transaction()
+            self.rewind()
+
+    def rewind(self) -> None:
+        """Exactly-once mode, after an aborted transaction (see the module's table)."""
+        p = self._pipeline
+        partitions = p.tracker.partitions
+        deadline = time.monotonic() + self._drain_timeout_s
+        p.flush_batches()
+        while True:
+            self._abandon(partitions)
+            p.publish_finished(publish=False)
+            if not p.sender.busy_with(lambda piece: True) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        p.publish_finished(publish=False)
+        p.replies.discard()
+        p.waiting.drop(lambda source: True)
+        committed = p.kafka.committed(partitions)
+        starts = p.tracker.committed_positions()  # the broker's last accepted position, or the first offset read
+        p.tracker.revoke(partitions)
+        p.tracker.assign(partitions, {tp: decode(position, metadata) for tp, (position, metadata) in committed.items() if metadata})
+        positions = {tp: committed[tp][0] if tp in committed else starts[tp] for tp in partitions if tp in committed or tp in starts}
+        p.kafka.rewind(positions)
+        p.events.emit("transaction.aborted", partitions=partitions)
+
+    def fenced(self) -> None:
+        """Exactly-once mode: the producer can no longer write (see the module's table)."""
+        p = self._pipeline
+        p.fenced = self.stopping = True
+        assigned = p.tracker.partitions
+        self._abandon(assigned)
+        p.sender.stop(timeout=1.0)
+        p.kafka.leave_group(CLOSE_TIMEOUT_S)
+        if not p.kafka.close():
+            self.close_abandoned = True
 
     def _forget(self, partitions: list[TP]) -> None:
         tracker = self._pipeline.tracker

@@ -92,7 +92,7 @@ class _Answers:
     gets them again from its source, a refused dead letter from ``letter_headers``; a result
     replacing a refused one is made from ``answer`` (the group, or the one result)."""
 
-    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement", "size")
+    __slots__ = ("_replies", "sources", "status", "letter_headers", "answer", "failures", "replacement", "size", "generation")
 
     def __init__(self, replies: Replies, sources: dict[bytes | None, Source], status: str | None, answer: Settled | SendResult | None = None,
                  letter_headers: Headers | None = None, replacement: bool = False):  # fmt: skip
@@ -108,10 +108,13 @@ class _Answers:
         """These records already replace refused ones: they are only ever produced again as they are."""
         self.size = 0
         """Bytes of the one record of a request answered at intake (counted in ``Replies.intake_bytes`` until it is done)."""
+        self.generation = replies.generation
 
     def __call__(self, err: object | None, msg: DeliveredRecord) -> None:
         """A delivery report (from inside poll/flush, or from ``produce`` itself): only noted here."""
         replies = self._replies
+        if self.generation != replies.generation:  # a record of an aborted transaction: forgotten
+            return
         replies.outstanding -= 1
         key = msg.key()
         if err is None:
@@ -148,6 +151,8 @@ class Replies:
         """Records to produce again as they are, each with the time it may go again."""
         self.outstanding = 0
         """Records produced and not yet acknowledged (or failed)."""
+        self.generation = 0
+        """Records produced before the last ``discard`` (another generation) are forgotten."""
         self.intake_bytes = 0
         """Bytes of the records answering requests at intake (rejected, expired, duplicates, dead
         letters) until the broker acknowledges them: they hold no buffer space, and back-pressure
@@ -255,6 +260,14 @@ class Replies:
         """Wait up to ``timeout_s`` for every record produced to be acknowledged, and book them."""
         self._kafka.flush(timeout_s)
         self._book()
+
+    def discard(self) -> None:
+        """Exactly-once mode, after an aborted transaction: forget its records (their delivery
+        reports, now or later, are ignored; none is produced again; their sources are read again)."""
+        self.generation += 1
+        self.outstanding = self.intake_bytes = 0
+        self._acked.clear()
+        self._failed.clear()
 
     def _book(self) -> None:
         acked, self._acked = self._acked, []

@@ -5,9 +5,9 @@ pipeline uses; ``tools`` what the operators' commands need; ``options`` and ``re
 configuration check and the Schema Registry client.
 """
 
-from .client import CLOSE_TIMEOUT_S, DEFAULT_MESSAGE_MAX_BYTES, KafkaIO, consumer_config, produce_waiting, producer_config, too_large
+from .client import CLOSE_TIMEOUT_S, DEFAULT_MESSAGE_MAX_BYTES, KafkaIO, consumer_config, produce_waiting, producer_config, too_large, transactional_id
 from .port import KafkaPort
-from .records import TP, DeliveredRecord, DeliveryCallback, Headers, ReceivedHeaders, Record
+from .records import TP, DeliveredRecord, DeliveryCallback, Fenced, Headers, ReceivedHeaders, Record
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -18,6 +18,8 @@ __all__ = [
     "produce_waiting",
     "producer_config",
     "too_large",
+    "transactional_id",
+    "Fenced",
     "TP",
     "DeliveredRecord",
     "DeliveryCallback",

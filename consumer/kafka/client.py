@@ -4,7 +4,9 @@ The consumer is a group member with cooperative-sticky assignment, no auto-commi
 auto offset store: the service commits positions it computed itself. It hands out ``Record``s:
 error events are logged here and never reach the pipeline. The producer is idempotent
 (acks=all, ordered, no duplicates on its own retries) and never raises: every record's fate
-comes to its delivery callback.
+comes to its delivery callback. In exactly-once mode it is transactional as well: a transaction
+is always open, and ``commit_transaction`` adds the source offsets to it, commits it and begins
+the next (``Fenced`` when the producer can no longer write).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from ..config import Config
 from .clientlog import LIBRDKAFKA, logged
-from .records import TP, DeliveryCallback, Headers, ReceivedHeaders, Record, Unsent, parsed_headers
+from .records import TP, DeliveryCallback, Fenced, Headers, ReceivedHeaders, Record, Unsent, parsed_headers
 
 log = logging.getLogger("consumer.kafka")
 
@@ -30,6 +32,8 @@ closes (seen here, rarely; cf. librdkafka #4527), which ``leave_group`` avoids; 
 still hang, the service exits without waiting, its offsets already committed, and the group
 drops the member after ``session.timeout.ms``."""
 HEARTBEAT_MAX_MS = 1000
+TRANSACTION_CALL_S = 30.0
+"""How long one transactional call (init, send offsets, commit, abort) may take."""
 Rebalance = Callable[[list[TP]], None]
 Committed = Callable[[dict[TP, int]], None]
 
@@ -65,6 +69,11 @@ class _Producer(Protocol):
                 headers: Headers | None = None) -> None: ...  # fmt: skip
     def poll(self, timeout: float = -1) -> int: ...
     def flush(self, timeout: float = -1) -> int: ...
+    def init_transactions(self, timeout: float = -1) -> None: ...
+    def begin_transaction(self) -> None: ...
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], group_metadata: Any, timeout: float = -1) -> None: ...
+    def commit_transaction(self, timeout: float = -1) -> None: ...
+    def abort_transaction(self, timeout: float = -1) -> None: ...
 
 
 def too_large(err: object) -> bool:
@@ -107,6 +116,7 @@ def consumer_config(config: Config) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",  # requests of aborted transactions are never read
         **_group_protocol(config),
         "max.poll.interval.ms": max(300_000, int(config.drain_timeout_s * 2000) + 60_000),
         # the service buffers what it sends itself (back-pressure bounds); librdkafka's prefetch
@@ -117,7 +127,19 @@ def consumer_config(config: Config) -> dict[str, Any]:
     }
 
 
-def producer_config(config: Config) -> dict[str, Any]:
+def transactional_id(config: Config, worker_index: int | None = None) -> str | None:
+    """Exactly-once mode: ``<group id>.<instance id>``, ``.w<n>`` for worker n (None otherwise).
+    The same after a restart, so a restarted process fences its predecessor's open transaction."""
+    if config.processing_guarantee != "exactly-once":
+        return None
+    base = f"{config.group_id}.{config.instance_id}"
+    return base if worker_index is None else f"{base}.w{worker_index}"
+
+
+def producer_config(config: Config, transactional: str | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if transactional is not None:
+        extra = {"transactional.id": transactional, "transaction.timeout.ms": config.transaction_timeout_ms}
     return {
         "enable.idempotence": True,
         "acks": "all",
@@ -125,22 +147,31 @@ def producer_config(config: Config) -> dict[str, Any]:
         "compression.type": "lz4",
         **_common(config),
         **config.producer_options,
+        **extra,
     }
 
 
 class KafkaIO:
-    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed):
+    def __init__(self, config: Config, on_assign: Rebalance, on_revoke: Rebalance, on_lost: Rebalance, on_committed: Committed,
+                 transactional: str | None = None):  # fmt: skip
         self._on_committed = on_committed
         self._consumer = Consumer(logged({**consumer_config(config), "on_commit": self._commit_done}))
         # the stub's Producer with the types the library really passes and takes (see _Producer)
-        self._producer = cast(_Producer, Producer(logged(producer_config(config))))
+        self._fatal: KafkaError | None = None
+        """A fatal producer error (error_cb): the producer can write nothing more."""
+        self._producer = cast(_Producer, Producer(logged({**producer_config(config, transactional), "error_cb": self._producer_error})))
+        self.transactional = transactional is not None
         self._topic = config.request_topic
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._on_lost = on_lost
 
     def subscribe(self) -> None:
-        """Join the group; the rebalance callbacks run inside ``consume``."""
+        """Join the group (exactly-once mode: first fence any predecessor with this transactional
+        id, aborting its open transaction, and begin one); the rebalance callbacks run inside ``consume``."""
+        if self.transactional:
+            self._transactional(self._producer.init_transactions, TRANSACTION_CALL_S)
+            self._transactional(self._producer.begin_transaction)
         self._consumer.subscribe(
             [self._topic],
             on_assign=lambda c, ps: self._on_assign(_tps(ps)),
@@ -181,14 +212,43 @@ class KafkaIO:
                 produce_waiting(self._producer, topic, value, key=key, headers=headers, on_delivery=on_delivery)
         except (KafkaException, TypeError, ValueError) as exc:
             err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._INVALID_ARG, str(exc))
+            _raise_fatal(err)
             on_delivery(err, Unsent(topic, value, key.encode() if isinstance(key, str) else key))
 
     def serve_deliveries(self, timeout: float = 0.0) -> int:
-        return self._producer.poll(timeout)
+        return self._served(self._producer.poll, timeout)
 
     def flush(self, timeout: float) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
-        return self._producer.flush(timeout)
+        return self._served(self._producer.flush, timeout)
+
+    def _served(self, call: Callable[[float], int], timeout: float) -> int:
+        """poll or flush; ``Fenced`` once the producer had a fatal error (a fenced transactional
+        producer: confluent-kafka was seen to fail such a flush with a bare SystemError)."""
+        try:
+            served = call(timeout)
+        except (KafkaException, SystemError) as exc:
+            # a fatal error is raised from poll/flush before error_cb hears of it, or, when a
+            # delivery callback runs while it is pending, as a SystemError caused by it
+            cause: BaseException | None = exc
+            while cause is not None:
+                if isinstance(cause, KafkaException):
+                    _raise_fatal(cause.args[0])
+                cause = cause.__cause__ or cause.__context__
+            if self._fatal is None:
+                raise
+            served = 0
+        if self._fatal is not None:
+            raise Fenced(str(self._fatal))
+        return served
+
+    def _producer_error(self, err: KafkaError) -> None:
+        """librdkafka's error events of the producer (from poll/flush): a fatal one is kept for
+        ``_served``; the others are transient (librdkafka retries) and only logged."""
+        if err.fatal():
+            self._fatal = err
+        else:
+            LIBRDKAFKA.warning("producer: %s", err)  # repeats held back, as the consumer's
 
     def commit(self, positions: Mapping[TP, tuple[int, str | None]], asynchronous: bool) -> None:
         """Commit (position, metadata) of each partition; ``on_committed`` hears of the positions
@@ -214,6 +274,52 @@ class KafkaIO:
         accepted = {(p.topic, p.partition): p.offset for p in partitions if p.error is None and p.offset >= 0}
         if accepted:
             self._on_committed(accepted)
+
+    def commit_transaction(self, positions: Mapping[TP, tuple[int, str | None]]) -> bool:
+        """Add the positions (with their metadata) to the open transaction, commit it, begin the
+        next; False when it had to be aborted (its records are discarded). A commit that times out
+        is tried again while the transaction may still commit (librdkafka's rule)."""
+        try:
+            if positions:
+                offsets = [TopicPartition(t, p, o, metadata=metadata) if metadata else TopicPartition(t, p, o) for (t, p), (o, metadata) in positions.items()]
+                self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), TRANSACTION_CALL_S)
+            for attempt in range(3):
+                try:
+                    self._producer.commit_transaction(TRANSACTION_CALL_S)
+                    break
+                except KafkaException as exc:
+                    if attempt == 2 or not exc.args[0].retriable() or exc.args[0].txn_requires_abort():
+                        raise
+        except KafkaException as exc:
+            err = exc.args[0]
+            _raise_fatal(err)
+            log.warning("transaction aborted (%s): its sources are read again", err)
+            self.abort_transaction()
+            return False
+        self._transactional(self._producer.begin_transaction)
+        if positions:
+            self._on_committed({tp: position for tp, (position, _) in positions.items()})
+        return True
+
+    def abort_transaction(self) -> None:
+        self._transactional(self._producer.abort_transaction, TRANSACTION_CALL_S)
+        self._transactional(self._producer.begin_transaction)
+
+    def _transactional(self, call: Callable[..., None], *args: float) -> None:
+        """A transactional call; a fatal error (another process took the transactional id over,
+        or the producer broke) or any error of init/begin/abort becomes ``Fenced``."""
+        try:
+            call(*args)
+        except KafkaException as exc:
+            raise Fenced(str(exc.args[0])) from exc
+
+    def rewind(self, positions: Mapping[TP, int]) -> None:
+        """Read each partition again from its position (messages fetched past it are dropped)."""
+        for (topic, partition), offset in positions.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                log.warning("could not rewind %s[%d] to %d (%s)", topic, partition, offset, exc.args[0])
 
     def committed(self, partitions: Iterable[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str | None]]:
         """The group's committed (position, metadata) of each partition that has one ({} when the
@@ -277,6 +383,13 @@ class KafkaIO:
         closing.start()
         closing.join(timeout_s)
         return not closing.is_alive()
+
+
+def _raise_fatal(err: object) -> None:
+    """``Fenced`` for a fatal producer error: the producer can write nothing more (in exactly-once
+    mode, another process took its transactional id over)."""
+    if isinstance(err, KafkaError) and err.fatal():
+        raise Fenced(str(err))
 
 
 def _tps(partitions: Iterable[TopicPartition]) -> list[TP]:

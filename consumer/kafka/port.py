@@ -30,6 +30,18 @@ class KafkaPort(Protocol):
         """Commit (position, metadata) of each partition; the port's ``on_committed`` hears of the
         positions the broker accepted."""
 
+    def commit_transaction(self, positions: Mapping[TP, tuple[int, str | None]]) -> bool:
+        """Exactly-once mode: add (position, metadata) of each partition to the open transaction,
+        commit it and begin the next; ``on_committed`` hears of the positions. False when it was
+        aborted instead (its records are discarded: the caller reads their sources again).
+        Raises ``Fenced`` when the producer can no longer write."""
+
+    def abort_transaction(self) -> None:
+        """Exactly-once mode: discard the open transaction's records and begin the next (raises ``Fenced``)."""
+
+    def rewind(self, positions: Mapping[TP, int]) -> None:
+        """Read each partition again from its position."""
+
     def committed(self, partitions: Iterable[TP], timeout_s: float = ...) -> dict[TP, tuple[int, str | None]]:
         """The group's committed (position, metadata) of each partition that has one."""
 

@@ -65,6 +65,11 @@ class Unsent(NamedTuple):
         return self.key_bytes
 
 
+class Fenced(Exception):
+    """Exactly-once mode: the producer can no longer write (another process took over its
+    transactional id, or a fatal error): nothing more may be committed; the process must stop."""
+
+
 def parsed_headers(headers: ReceivedHeaders | None) -> tuple[bytes | None, str | None]:
     """(correlation id, reply-to) of a message's headers, each cut to its bound."""
     correlation = reply_to = None

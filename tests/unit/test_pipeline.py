@@ -38,14 +38,15 @@ CODEC = PlainAvroCodec()
 class Loop:
     """A pipeline and its hand-over, wired as app.py wires them, over the fakes."""
 
-    def __init__(self, max_buffered: int = 50_000, max_bytes: int = 1 << 26, linger_s: float = 0.0, reply_to_pattern: str | None = None):
+    def __init__(self, max_buffered: int = 50_000, max_bytes: int = 1 << 26, linger_s: float = 0.0, reply_to_pattern: str | None = None,
+                 exactly_once: bool = False, commit_interval_s: float = 0.0):  # fmt: skip
         self.metrics = Metrics()
         events = Events()
         subscribe_metrics(events, self.metrics)
         subscribe_logs(events, logging.getLogger("test.pipeline"))
         tracker = OffsetTracker()
         self.kafka = FakeKafka(lambda ps: self.handover.on_assign(ps), lambda ps: self.handover.on_revoke(ps), lambda ps: self.handover.on_lost(ps),
-                               lambda positions: self.pipeline.committed(positions))  # fmt: skip
+                               lambda positions: self.pipeline.committed(positions), transactional=exactly_once)  # fmt: skip
         finished: queue.SimpleQueue = queue.SimpleQueue()
         self.ledger = InMemoryLedger(3600)
         self.sender = FakeSender(finished.put, self.ledger)
@@ -54,8 +55,9 @@ class Loop:
         replies = Replies(self.kafka, CODEC, RESULTS, DLQ, events, tracker.finish)
         book = InFlightBook(BufferBound(max_buffered, 0, 1000), max_bytes)
         self.pipeline = Pipeline(self.kafka, intake, book, Batcher(1000, linger_s), self.sender, replies, tracker, self.ledger,  # type: ignore[arg-type]
-                                 Policy("me", "resend", 60), events, 0.0, finished)  # fmt: skip
+                                 Policy("me", "resend", 60), events, commit_interval_s, finished, exactly_once=exactly_once)  # fmt: skip
         self.handover = Handover(self.pipeline, 1.0, "me", logging.getLogger("test.pipeline"))
+        self.pipeline.on_abort = self.handover.rewind
 
     def turn(self) -> None:
         records = self.pipeline.consume()
@@ -68,8 +70,10 @@ class Loop:
         record.update(fields)
         self.kafka.add(REQUESTS, partition, CODEC.encode_request(record))
 
-    def results(self) -> list[dict[str, Any]]:
-        return [schemaless_reader(io.BytesIO(p.value), RESULT_SCHEMA, None) for p in self.kafka.on(RESULTS)]  # type: ignore[misc]
+    def results(self, visible: bool = False) -> list[dict[str, Any]]:
+        """Every result produced, or (``visible``) those a read_committed reader sees."""
+        produced = [p for p in self.kafka.visible if p.topic == RESULTS] if visible else self.kafka.on(RESULTS)
+        return [schemaless_reader(io.BytesIO(p.value), RESULT_SCHEMA, None) for p in produced]  # type: ignore[misc]
 
 
 @pytest.fixture
