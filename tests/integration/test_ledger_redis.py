@@ -136,3 +136,21 @@ def test_redis_a_revocations_release_of_thousands_in_chunks(client) -> None:
     assert all((e.state, e.owner, e.since, e.fingerprint) == (IN_FLIGHT, "", 0.0, fingerprint(r)) for e, r in zip(orphans, sent))
     assert {(e.state, e.owner) for e in ledger.lookup(others)} == {(CLAIMED, "someone")}
     assert [e.result for e in ledger.lookup(done)] == [result(r.request_id) for r in done]
+
+
+def test_redis_a_revocation_releases_thousands_in_a_few_script_calls(private_redis) -> None:
+    """The group waits for the revocation, and the main loop with it (decision 0040): releasing
+    the claims of 10,000 requests given up takes one script call a thousand, by the Redis
+    server's own count of commands (it was a GET and a compare-and-swap call each)."""
+    client = redis.Redis.from_url(private_redis.url, socket_timeout=10.0)
+    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
+    given_up = [req(f"r{i}") for i in range(10 * RELEASE_CHUNK)]
+    ledger.claim(given_up, "me")
+    client.config_resetstat()
+    ledger.release(given_up, "me")
+    stats = client.info("commandstats")
+    scripts = sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+    assert 0 < scripts <= 10, f"{scripts} script calls to release {len(given_up)} claims"
+    assert stats.get("cmdstat_del", {}).get("calls", 0) == len(given_up), "every claim dropped"
+    assert not client.keys("t:*")
+    client.close()
