@@ -74,7 +74,8 @@ class Ledger(Protocol):
 
 def released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Literal[False]:
     """What ``release`` leaves of ``entry``: False to keep it as is, None to drop it, or the
-    orphaned mark (no owner, written at 0: stale at once)."""
+    orphaned mark (no owner, written at 0: stale at once). RedisLedger decides the same in its
+    release script (``ledger_redis._RELEASE``); the ledger contract tests hold both to it."""
     if entry is None or entry.owner != owner or entry.state == DONE:
         return False
     if entry.state == CLAIMED:

@@ -11,7 +11,9 @@ import time
 import pytest
 import redis
 
-from consumer.ledger_redis import RedisLedger
+from consumer.fingerprint import fingerprint
+from consumer.ledger import CLAIMED, IN_FLIGHT
+from consumer.ledger_redis import RELEASE_CHUNK, RedisLedger
 from consumer.limiter import connect
 from tests.fixtures.builders import req, result, settled
 from tests.fixtures.ledger_contract import (  # noqa: F401 (collected here, with this module's ledger)
@@ -114,3 +116,41 @@ def test_redis_noscript_after_a_flush_loads_the_script_again(client) -> None:
     [stale] = ledger.claim([a], "me")
     client.script_flush()
     assert ledger.take_over(a, stale, "me") and ledger.healthy()
+
+
+def test_redis_a_revocations_release_of_thousands_in_chunks(client) -> None:
+    """A revocation gives up thousands of requests at once (``RELEASE_CHUNK`` a script call):
+    every one of the owner's claims goes, its marks in flight are orphaned with their
+    fingerprints, other owners' marks and results stay, whatever chunk or account they are in."""
+    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
+    mine = [req(f"m{i}", account=("one", "two")[i % 2]) for i in range(4 * RELEASE_CHUNK + 500)]
+    sent, others, done = mine[::7], [req(f"o{i}") for i in range(300)], [req(f"d{i}") for i in range(300)]
+    claimed_only = [r for i, r in enumerate(mine) if i % 7]
+    ledger.claim(mine + done, "me")
+    ledger.claim(others, "someone")
+    ledger.mark_in_flight(sent, "me")
+    ledger.mark_done([group for r in done for group in settled(r, result(r.request_id))])
+    ledger.release(mine + others + done, "me")
+    assert not client.exists(*[f"t:{{{r.key.account}}}:{r.request_id}" for r in claimed_only]), "a claim survived"
+    orphans = ledger.lookup(sent)
+    assert all((e.state, e.owner, e.since, e.fingerprint) == (IN_FLIGHT, "", 0.0, fingerprint(r)) for e, r in zip(orphans, sent))
+    assert {(e.state, e.owner) for e in ledger.lookup(others)} == {(CLAIMED, "someone")}
+    assert [e.result for e in ledger.lookup(done)] == [result(r.request_id) for r in done]
+
+
+def test_redis_a_revocation_releases_thousands_in_a_few_script_calls(private_redis) -> None:
+    """The group waits for the revocation, and the main loop with it (decision 0040): releasing
+    the claims of 10,000 requests given up takes one script call a thousand, by the Redis
+    server's own count of commands (it was a GET and a compare-and-swap call each)."""
+    client = redis.Redis.from_url(private_redis.url, socket_timeout=10.0)
+    ledger = RedisLedger(client, RETENTION, key_prefix="t:")
+    given_up = [req(f"r{i}") for i in range(10 * RELEASE_CHUNK)]
+    ledger.claim(given_up, "me")
+    client.config_resetstat()
+    ledger.release(given_up, "me")
+    stats = client.info("commandstats")
+    scripts = sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+    assert 0 < scripts <= 10, f"{scripts} script calls to release {len(given_up)} claims"
+    assert stats.get("cmdstat_del", {}).get("calls", 0) == len(given_up), "every claim dropped"
+    assert not client.keys("t:*")
+    client.close()
