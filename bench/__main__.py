@@ -67,7 +67,7 @@ def service_margin(extra_env: dict[str, str]) -> float | None:
     if "CHATAPP_RATE_LIMIT_SAFETY_MARGIN" in extra_env:
         return float(extra_env["CHATAPP_RATE_LIMIT_SAFETY_MARGIN"])
     try:
-        from consumer.config import SETTINGS
+        from consumer.settings import SETTINGS
 
         return float(next(s.default for s in SETTINGS if s.name == "rate_limit_safety_margin"))
     except (ImportError, StopIteration, TypeError, ValueError):

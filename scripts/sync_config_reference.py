@@ -1,9 +1,9 @@
-"""Rewrite docs/configuration.md's configuration table from consumer.config.reference_markdown()."""
+"""Rewrite docs/configuration.md's configuration table from consumer.settings.reference_markdown()."""
 
 import re
 from pathlib import Path
 
-from consumer.config import reference_markdown
+from consumer.settings import reference_markdown
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 text = TABLE.read_text()

@@ -41,6 +41,7 @@ from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.mockcluster import MockCluster
 
 from consumer import config as settings
+from consumer.settings import SETTINGS
 from tests.fixtures.service import (
     DLQ,
     REQUESTS,
@@ -405,7 +406,7 @@ def k8s_objects() -> dict[str, dict[str, Any]]:
 
 
 def known_env(name: str) -> bool:
-    return name in {s.env for s in settings.SETTINGS} or (any(name.startswith(p) and len(name) > len(p) for p in settings.KAFKA_OPT_PREFIXES.values()))
+    return name in {s.env for s in SETTINGS} or (any(name.startswith(p) and len(name) > len(p) for p in settings.KAFKA_OPT_PREFIXES.values()))
 
 
 def dockerfile_uid() -> str:
@@ -820,11 +821,11 @@ ACCOUNT_SECRETS = {"CHATAPP_MARKETING_ACCESS_KEY_SECRET": "marketing-secret-valu
 
 def test_example_toml_shows_every_setting_and_loads():
     text = EXAMPLE_TOML.read_text()
-    for spec in settings.SETTINGS:
+    for spec in SETTINGS:
         assert re.search(rf"^(# )?{spec.name} = ", text, re.MULTILINE), f"setting {spec.name} not shown"
         assert spec.env in text, f"environment variable {spec.env} not named"
     data = tomllib.loads(text)
-    for spec in settings.SETTINGS:
+    for spec in SETTINGS:
         assert not (spec.secret and spec.name in data), f"secret {spec.name} set in the example file"
     accounts = data["accounts"]
     assert len(accounts) == 2

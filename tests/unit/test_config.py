@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import SETTINGS, AccountConfig, ConfigError, load
+from consumer.config import AccountConfig, ConfigError, load
+from consumer.settings import SETTINGS
 
 SECRET = "s3cr3t-value-Zq9"
 TOKEN = "sts-token-value-Xy7"

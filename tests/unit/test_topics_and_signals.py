@@ -12,9 +12,10 @@ from consumer import config as settings
 from consumer.codec import DecodeError, PlainAvroCodec, looks_like_json
 from consumer.env_names import suggestions, unknown_variables
 from consumer.group_wait import AssignmentWait, waiting_line
+from consumer.settings import SETTINGS
 from consumer.topics import differences, kafka_topics_commands, plan
 
-KNOWN = [s.env for s in settings.SETTINGS]
+KNOWN = [s.env for s in SETTINGS]
 
 
 @pytest.mark.parametrize(
