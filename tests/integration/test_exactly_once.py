@@ -68,7 +68,8 @@ def test_a_fenced_instance_exits_3_and_its_restart_answers_everything(service_cl
     its instance id, it reads everything again and answers what was sent from the shared ledger
     (the mock applies no transactional offset, so nothing was committed)."""
     total = 2_000
-    env = _exactly_once_env(service_cluster, local_cams, redis_url=shared_redis)
+    # the first instance's in-flight marks are stale (its calls' fate unknown) this long after it died
+    env = _exactly_once_env(service_cluster, local_cams, redis_url=shared_redis, inflight_stale_s=6)
     first = start_service(env)
     first.wait_ready(60)
     produce(service_cluster.bootstrap_servers, encode_samples(total))
