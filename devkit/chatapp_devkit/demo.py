@@ -29,6 +29,7 @@ from consumer import config as settings
 from consumer.app import Service
 from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
 from consumer.kafka import produce_waiting
+from consumer.kafka.clientlog import logged
 
 from .local_cams import LocalCams
 from .mockcluster import MockCluster
@@ -59,7 +60,7 @@ def _bad_messages(codec: PlainAvroCodec) -> list[bytes]:
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    producer = Producer(logged({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}))
     for i, value in enumerate(values):
         produce_waiting(producer, topic, value, key=str(i).encode())
     if producer.flush(30) != 0:
@@ -67,7 +68,7 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 def _read_back(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{time.time_ns()}", "auto.offset.reset": "earliest", **FAST})
+    consumer = Consumer(logged({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{time.time_ns()}", "auto.offset.reset": "earliest", **FAST}))
     consumer.subscribe([topic])
     out: list = []
     deadline = time.monotonic() + timeout
