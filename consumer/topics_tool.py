@@ -19,19 +19,19 @@ def _partitions(count: int) -> str:
     return f"{count} partition" + ("" if count == 1 else "s")
 
 
-def _servers(config: Config, bootstrap: str | None) -> str | None:
+def _connect(config: Config, bootstrap: str | None) -> tuple[TopicAdmin, Cluster] | int:
+    """An admin client and the cluster it sees, or the exit code after one line naming why not
+    (2: no bootstrap servers; 1: the cluster does not answer)."""
     servers = bootstrap or config.kafka_bootstrap_servers
     if not servers:
         print("config error: CHATAPP_KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers): not set", file=sys.stderr)
-    return servers
-
-
-def _look(admin: TopicAdmin) -> Cluster | None:
+        return 2
+    admin = TopicAdmin(config, servers)
     try:
-        return admin.cluster()
+        return admin, admin.cluster()
     except KafkaUnavailable as exc:
         print(f"kafka: not reachable: {exc}", file=sys.stderr)
-        return None
+        return 1
 
 
 def _describe_lines(admin: TopicAdmin, cluster: Cluster, specs: list[TopicSpec]) -> list[str]:
@@ -54,13 +54,10 @@ def _describe_lines(admin: TopicAdmin, cluster: Cluster, specs: list[TopicSpec])
 
 def describe(config: Config, bootstrap: str | None = None) -> int:
     """One line per topic: missing, or its partitions and configs beside the plan's; 1 if any is missing."""
-    servers = _servers(config, bootstrap)
-    if not servers:
-        return 2
-    admin = TopicAdmin(config, servers)
-    cluster = _look(admin)
-    if cluster is None:
-        return 1
+    connected = _connect(config, bootstrap)
+    if isinstance(connected, int):
+        return connected
+    admin, cluster = connected
     specs = plan(config)
     for line in _describe_lines(admin, cluster, specs):
         print(line)
@@ -77,13 +74,10 @@ def create(config: Config, partitions: int, replication: int, dry_run: bool, boo
     if dry_run:
         print("\n".join(kafka_topics_commands(specs, replication, bootstrap or config.kafka_bootstrap_servers or "$B")))
         return 0
-    servers = _servers(config, bootstrap)
-    if not servers:
-        return 2
-    admin = TopicAdmin(config, servers)
-    cluster = _look(admin)
-    if cluster is None:
-        return 1
+    connected = _connect(config, bootstrap)
+    if isinstance(connected, int):
+        return connected
+    admin, cluster = connected
     wanted = [s for s in specs if s.name not in cluster.topics]
     for spec in specs:
         if spec.name in cluster.topics:
