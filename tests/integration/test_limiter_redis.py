@@ -1,6 +1,6 @@
 """RedisLimiter over real Redis: one budget across processes, shared adaptive factor, outage fallback.
 
-The shared tests use db 15 of the Redis at 127.0.0.1:6379 under a unique key prefix (deleted in
+The shared tests use db 15 (or `CHATAPP_TEST_REDIS_DB`) of the Redis at 127.0.0.1:6379 under a unique key prefix (deleted in
 teardown); the outage test runs its own redis-server on a free port, killed and restarted in the test.
 """
 
@@ -20,9 +20,8 @@ from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, RedisLimiter, connec
 from consumer.limiter.gcra import emission_interval
 from tests.fixtures.builders import Recorder, max_in_window
 from tests.fixtures.clock import FakeClock
-from tests.fixtures.redis import PrivateRedis
+from tests.fixtures.redis import SHARED_URL, PrivateRedis
 
-SHARED_URL = "redis://127.0.0.1:6379/15"
 TEN = AccountLimit(10.0)
 
 
