@@ -7,6 +7,9 @@ starts the instances and waits for every result. From the endpoint's call log it
 account, recipients/s over its steady window (``measure.call_window``) ÷ its 10,000/s; the box's
 (all accounts' recipients/s ÷ K × 10,000); and the most calls of any account in any 1 s window
 from the first call to the last, throttled calls included (what CAMS's window would count).
+Where a box cannot keep every account full, the CPU tells why: the services' CPU seconds per
+10,000 recipients is the share of a core one account at its limit needs, so its inverse is how
+many accounts a core carries (the endpoint's own CPU, on the same box here, is shown apart).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from chatapp_devkit.samples import TEMPLATES, phone, request_record
 from consumer.codec import PlainAvroCodec
 
 from . import kafkaio, measure
+from .launch import process_cpu_s
 from .scenarios import (
     API_LIMIT,
     BUDGET,
@@ -157,8 +161,13 @@ def run_once(ctx: Context, plan: Plan, index: int) -> tuple[dict[str, Any], list
         ctx.say(f"{name}: producing {count:,} requests ({per_account:,} recipients for each of {plan.accounts} accounts)")
         details["produce_s"] = kafkaio.produce_backlog(ctx.infra.bootstrap, topics[0], values, PARTITIONS)
         backlog_ready = time.time()
+        cpu_before = [process_cpu_s(s.pid) for s in services], process_cpu_s(cams.process.pid)
         held, waited = wm.wait_for(count, ctx.timeout(per_account / (0.5 * BUDGET) + 60), lambda: [s.check_alive() for s in services])
         details["drain_wait_s"] = waited
+        details["cpu_s"] = {
+            "services": sum(process_cpu_s(s.pid) for s in services) - sum(cpu_before[0]),
+            "endpoint": process_cpu_s(cams.process.pid) - cpu_before[1],
+        }
         details["service_metrics"] = [_metrics_digest(s.metrics()) for s in services]
         if held < count:
             problems.append(f"{name}: only {held:,} of {count:,} results after {waited:.0f} s")
@@ -226,6 +235,9 @@ def _rows(plan: Plan, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     figures = [a["figure"] for run in runs for a in run["accounts"].values()]
     boxes = [run["box"]["figure"] for run in runs]
     peaks = [run["max_calls_1s"] for run in runs]
+    recipients = [run["recipients_per_account"] * len(run["accounts"]) for run in runs]
+    service_cores = [run["cpu_s"]["services"] * BUDGET / n for run, n in zip(runs, recipients, strict=True)]
+    endpoint_cores = [run["cpu_s"]["endpoint"] * BUDGET / n for run, n in zip(runs, recipients, strict=True)]
     low, high = min(figures), max(figures)
     of = f" over {len(runs)} runs" if len(runs) > 1 else ""
     full_ok = low >= 0.99 if plan.target else None
@@ -236,4 +248,6 @@ def _rows(plan: Plan, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         _row("  the box (all accounts' recipients/s ÷ accounts × 10,000/s)", min(boxes), " / ".join(f"{b:.3f}" for b in boxes), "info", None),
         _row("  most calls of one account in any 1 s at the endpoint (throttled included)", max(peaks),
              " / ".join(f"{p} ({p / API_LIMIT:.1f}×)" for p in peaks), f"≤ {API_LIMIT} (1.0×)" if plan.target else "info", peak_ok),
+        _row("  cores one account at its limit takes: services (endpoint); accounts a core carries", max(service_cores),
+             " / ".join(f"{c:.3f} ({e:.3f}); {1 / c:.1f}" for c, e in zip(service_cores, endpoint_cores, strict=True)), "info", None),
     ]  # fmt: skip
