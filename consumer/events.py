@@ -29,6 +29,7 @@ loop turn or per occurrence, never once per request on the hot path.
 | ``delivery.failed``    | ``topic``, ``error``, ``then`` (what is done next)  | reply               |
 | ``calls.in_flight``    | ``change`` (+1 handed to a worker, -1 done)          | sender              |
 | ``slot.waited``        | ``account``, ``wait_s`` (ready to slot)             | sender              |
+| ``slot.missed``        | ``account``, ``late_s`` (too late for its slot: given back, asked again) | sender |
 | ``call.late``          | ``account``, ``late_s`` (slot to the wire, past the usual) | sender       |
 | ``call.answered``      | ``account``, ``code``, ``latency_s``, ``bisection`` (a half's call CAMS counted) | sender |
 | ``batch.sent``         | ``account``, ``recipients``                         | sender              |
@@ -49,7 +50,7 @@ NAMES = frozenset({
     "records.read", "records.skipped", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
     "offsets.committed", "group.waiting", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
     "requests.abandoned", "transaction.aborted", "record.dead_lettered", "results.acknowledged", "delivery.failed",
-    "calls.in_flight", "slot.waited", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",
+    "calls.in_flight", "slot.waited", "slot.missed", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",
     "credentials.unavailable", "receipts.joined", "receipts.join_failed",
 })  # fmt: skip
 

@@ -121,6 +121,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.missed_slots = Counter(
+            "chatapp_limiter_missed_slots",
+            "Slots given back unused because the worker reached them too late to send on them (a starved machine); the call asked again.",
+            ["account"],
+            registry=r,
+        )
         self.limiter_rate = Gauge("chatapp_limiter_effective_rate", "Current calls/s allowed per account (after adaptive slow-downs).", ["account"], registry=r)
         self.limiter_errors = Counter("chatapp_limiter_redis_errors", "Errors talking to the shared limiter's Redis.", registry=r)
         self.limiter_fallback = Gauge("chatapp_limiter_fallback", "1 while the limiter runs on its local fallback (Redis unreachable).", registry=r)

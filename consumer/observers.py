@@ -81,6 +81,7 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
     events.on("calls.in_flight", lambda change: metrics.inflight_calls.inc(change))
     events.on("slot.waited", lambda account, wait_s: metrics.limiter_wait.labels(account).observe(wait_s))
     events.on("call.late", lambda account, late_s: metrics.late_arrivals.labels(account).observe(late_s))
+    events.on("slot.missed", lambda account, late_s: metrics.missed_slots.labels(account).inc())
     events.on("call.answered", answered)
     events.on("batch.sent", sent)
     events.on("batch.retried", lambda account, reason, **_: metrics.retries.labels(account, reason).inc())

@@ -37,7 +37,7 @@ from .events import Events
 from .gates import Gates
 from .ledger import Ledger
 from .limiter import RateLimiter
-from .limiter.lateness import lateness
+from .limiter.lateness import MISSED_SLOT_S, lateness
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .receipts.recorder import NoJoin
 from .retry import backoff_s
@@ -308,6 +308,12 @@ class Sender:
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
         else:
             granted_at = self._take_token(account, ticket, grant)
+            while granted_at is not None and (missed_s := self._clock() - granted_at) > MISSED_SLOT_S:
+                self._limiter.refund(account, grant)  # not sent on it: the slot sharing its window may be decided already
+                self._events.emit("slot.missed", account=account, late_s=missed_s)
+                with self._cond:
+                    self._gates.enter(account, ticket, self._clock())  # at the back of the account's gate
+                granted_at = self._take_token(account, ticket, grant)
             if granted_at is None:  # stopping: back to the queue, unsent
                 self.submit(batch)
                 return finished

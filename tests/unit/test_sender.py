@@ -18,6 +18,7 @@ from consumer.cams.errors import Outcome
 from consumer.credentials import CredentialsError
 from consumer.ledger import DONE, IN_FLIGHT, InMemoryLedger
 from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, InProcessLimiter, Reservation
+from consumer.limiter.lateness import MISSED_SLOT_S
 from consumer.metrics import Metrics
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
 from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
@@ -368,6 +369,29 @@ def test_a_slow_answer_to_a_request_written_on_time_is_not_late(start) -> None:
         h.collect(1)
     assert len(h.limiter.tickets) == slow_call + 1
     assert all(ticket != h.limiter.tickets[slow_call] for _, ticket, _ in h.limiter.late), h.limiter.late
+
+
+def test_a_worker_too_late_for_its_slot_gives_it_back_and_asks_again(start) -> None:
+    """Lateness is told as the request is written; past half the horizon that comes too late for
+    the slot sharing its window, so the call does not go out on the slot it missed."""
+
+    class HeldUp(SpyLimiter):
+        def reserve(self, account: str, ticket: str | None = None, ahead_s: float = RESERVE_AHEAD_S) -> Reservation:
+            reservation = super().reserve(account, ticket, ahead_s)
+            if self.asks == 1:  # the first answer is held up on its way back (a starved machine)
+                decided = time.monotonic()
+                time.sleep(MISSED_SLOT_S + 0.1)
+                return reservation._replace(answered_at=decided)
+            return reservation
+
+    h = start([ok()], concurrency=1, limiter=HeldUp())
+    h.sender.submit(make_batch(1))
+    assert [r.status for r in h.collect(1).values()] == [Status.SENT]
+    h.wait_idle()
+    assert h.limiter.refunds == [("default", h.limiter.tickets[0])], "the missed slot is given back"
+    assert h.limiter.asks == 2 and len(h.cams.calls) == 1, "asked again, sent once"
+    assert all(late < MISSED_SLOT_S for _, _, late in h.limiter.late), h.limiter.late
+    assert h.metric("chatapp_limiter_missed_slots_total", account="default") == 1
 
 
 def test_a_lone_throttle_is_retried_without_slowing_the_limiter(start) -> None:
