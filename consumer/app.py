@@ -48,8 +48,9 @@ from .receipts.join import JoinStore, MemoryJoin
 from .receipts.recorder import JoinRecorder, NoJoin
 from .redis_watch import RedisWatch
 from .reply import Replies
+from .routing import SendPolicy
 from .runtime import lower_thread_priority, tune_interpreter
-from .sender import Sender, SendPolicy
+from .sender import Sender
 from .summary import subscribe_summary
 from .validate import Validator
 from .worker_link import WorkerLink

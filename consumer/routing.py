@@ -14,6 +14,7 @@ batch has been through to the route the sender carries out.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from .cams.errors import Outcome
@@ -26,6 +27,26 @@ class Route(enum.Enum):
     NAMED = "named"
     SPLIT = "split"
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """Retry budget and backoff of the sender (from Config).
+
+    ``throttle_tolerance``: System.LimitControl answers an account may get lately before the
+    limiter slows it down (see throttles.py); one within it is just retried.
+
+    ``arrival_tolerance_s``: how long a call may take from its slot to being on the wire before
+    the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
+    limiter's safety margin (of a 1-second window), which absorbs it.
+    """
+
+    max_attempts: int
+    backoff_ms: int
+    backoff_max_ms: int
+    throttle_max_retries: int
+    throttle_tolerance: int = 2
+    arrival_tolerance_s: float = 0.005
 
 
 class Budget(NamedTuple):

@@ -25,7 +25,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from .batching import DEFAULT_MAX_BYTES, split, without
 from .bisection import DEFER_S, BisectionBudget, named_offenders
@@ -41,7 +40,7 @@ from .limiter.lateness import MISSED_SLOT_S, lateness
 from .models import Batch, Settled, Slice, SliceOutcome, Status
 from .receipts.recorder import NoJoin
 from .retry import backoff_s
-from .routing import Budget, Route, route
+from .routing import Budget, Route, SendPolicy, route
 from .scheduler import FairScheduler
 from .throttles import ThrottleCount
 
@@ -51,26 +50,6 @@ EXPIRED_CODE = "Chatapp.Expired"
 CREDENTIALS_UNAVAILABLE = "Chatapp.CredentialsUnavailable"
 INTERNAL_ERROR = "Chatapp.InternalError"
 ResultsSink = Callable[[list[Settled]], None]
-
-
-@dataclass(frozen=True)
-class SendPolicy:
-    """Retry budget and backoff of the sender (from Config).
-
-    ``throttle_tolerance``: System.LimitControl answers an account may get lately before the
-    limiter slows it down (see throttles.py); one within it is just retried.
-
-    ``arrival_tolerance_s``: how long a call may take from its slot to being on the wire before
-    the limiter is told it may have reached CAMS late (see ``limiter/lateness.py``); half the
-    limiter's safety margin (of a 1-second window), which absorbs it.
-    """
-
-    max_attempts: int
-    backoff_ms: int
-    backoff_max_ms: int
-    throttle_max_retries: int
-    throttle_tolerance: int = 2
-    arrival_tolerance_s: float = 0.005
 
 
 class Sender:

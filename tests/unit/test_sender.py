@@ -21,7 +21,8 @@ from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, InProcessLimiter, Re
 from consumer.limiter.lateness import MISSED_SLOT_S
 from consumer.metrics import Metrics
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
-from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender, SendPolicy
+from consumer.routing import SendPolicy
+from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender
 from tests.fixtures.builders import make_batch, make_key, make_request
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.observed import observed
