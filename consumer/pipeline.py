@@ -10,12 +10,13 @@ Nothing here blocks on the network except ``consume``.
 from __future__ import annotations
 
 import gc
+import itertools
 import queue
 import time
 from collections.abc import Callable
 
 from . import gcpacing
-from .admission import INFLIGHT_UNKNOWN, REUSED_CODE, Action, Policy, WaitingRoom, decide, wants_evidence
+from .admission import INFLIGHT_UNKNOWN, RECEIPTS, REUSED_CODE, Action, Policy, WaitingRoom, decide, wants_evidence
 from .batching import Batcher, addresses
 from .completion import now_ms
 from .events import Events
@@ -142,7 +143,7 @@ class Pipeline:
         """Claim the requests in the ledger and carry out ``admission.decide`` for each."""
         entries = self.ledger.claim(requests, self._policy.owner)
         now = time.time()
-        receipted = self._receipted(requests, entries, now)
+        receipted = self._receipted(requests, entries, now) if self._policy.inflight_policy == RECEIPTS else itertools.repeat(False)
         recipients = 0
         emit, book = self.events.emit, self.book
         for request, entry, proven in zip(requests, entries, receipted):
