@@ -15,7 +15,7 @@ and this process know about its id, and the requests held aside until another on
 | IN_FLIGHT, stale, ``inflight_policy=fail``              | FAIL: FAILED ``Chatapp.InFlightUnknown`` |
 | IN_FLIGHT, stale, ``receipts``, a receipt for its call  | SETTLE: SENT, not sent again       |
 | ... no receipt yet, within ``inflight_receipts_wait_s`` | WAIT: looked at again              |
-| ... no receipt, the wait over (or no TaskId in the mark) | TAKE_OVER and send again (RESENT) |
+| ... none after the wait, or the mark has no TaskId      | TAKE_OVER and send again (RESENT)  |
 
 A mark is stale once ``inflight_stale_s`` passed since it was written or its owner last beat
 (see ``ledger.py``); the receipts wait counts from then. A receipt for the call is one the
