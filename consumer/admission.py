@@ -13,9 +13,15 @@ and this process know about its id, and the requests held aside until another on
 | CLAIMED, stale (or this instance's, given up)           | TAKE_OVER: nothing was sent; claim it and send |
 | IN_FLIGHT, stale, ``inflight_policy=resend``            | TAKE_OVER and send again (RESENT)  |
 | IN_FLIGHT, stale, ``inflight_policy=fail``              | FAIL: FAILED ``Chatapp.InFlightUnknown`` |
+| IN_FLIGHT, stale, ``receipts``, a receipt for its call  | SETTLE: SENT, not sent again       |
+| ... no receipt yet, within ``inflight_receipts_wait_s`` | WAIT: looked at again              |
+| ... none after the wait, or the mark has no TaskId      | TAKE_OVER and send again (RESENT)  |
 
 A mark is stale once ``inflight_stale_s`` passed since it was written or its owner last beat
-(see ``ledger.py``).
+(see ``ledger.py``); the receipts wait counts from then. A receipt for the call is one the
+receipts receiver got for one of the request's numbers under the TaskId kept in the mark (the
+service's own, unique to that call): CAMS took the call. The caller looks that evidence up
+(``wants_evidence`` says for which entries) and passes it in.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from .fingerprint import fingerprint
-from .ledger import CLAIMED, DONE, LedgerEntry
+from .ledger import CLAIMED, DONE, IN_FLIGHT, LedgerEntry
 from .models import SendRequest, Source
 
 REUSED_CODE = "Chatapp.RequestIdReused"
 INFLIGHT_UNKNOWN = "Chatapp.InFlightUnknown"
+RECEIPTS = "receipts"
 
 
 class Action(enum.Enum):
@@ -43,6 +50,7 @@ class Action(enum.Enum):
     TAKE_OVER = "take_over"
     RESEND = "resend"
     FAIL = "fail"
+    SETTLE = "settle"
 
 
 class Policy(NamedTuple):
@@ -51,11 +59,23 @@ class Policy(NamedTuple):
     owner: str
     inflight_policy: str
     stale_s: float
+    receipts_wait_s: float = 30.0
 
 
-def decide(request: SendRequest, entry: LedgerEntry | None, pending: SendRequest | None, policy: Policy, now_s: float) -> Action:
+def _stale(entry: LedgerEntry, policy: Policy, now_s: float) -> bool:
+    return entry.owner == policy.owner or now_s - entry.since > policy.stale_s
+
+
+def wants_evidence(entry: LedgerEntry | None, policy: Policy, now_s: float) -> bool:
+    """Would ``decide`` use a receipt for this entry's call (a stale IN_FLIGHT mark with a TaskId,
+    ``inflight_policy=receipts``)?"""
+    return policy.inflight_policy == RECEIPTS and entry is not None and entry.state == IN_FLIGHT and entry.task_id is not None and _stale(entry, policy, now_s)
+
+
+def decide(request: SendRequest, entry: LedgerEntry | None, pending: SendRequest | None, policy: Policy, now_s: float, receipted: bool = False) -> Action:
     """The decision for ``request``, given its ledger entry (None: just claimed by this
-    instance), the request with the same id on its way in this process, and the wall clock."""
+    instance), the request with the same id on its way in this process, the wall clock, and
+    whether a receipt came for the call of its IN_FLIGHT mark (``wants_evidence``)."""
     if pending is not None:
         if pending.key.account != request.key.account:
             return Action.WAIT
@@ -67,11 +87,16 @@ def decide(request: SendRequest, entry: LedgerEntry | None, pending: SendRequest
         return Action.REUSED
     if entry.state == DONE and entry.result is not None:
         return Action.ANSWER
-    if entry.state != DONE and entry.owner != policy.owner and now_s - entry.since <= policy.stale_s:
+    if entry.state != DONE and not _stale(entry, policy, now_s):
         return Action.WAIT
     if entry.state in (CLAIMED, DONE):  # nothing of it was sent (a DONE without a result: never written so)
         return Action.TAKE_OVER
-    return Action.RESEND if policy.inflight_policy == "resend" else Action.FAIL
+    if policy.inflight_policy == RECEIPTS and entry.task_id is not None:
+        if receipted:
+            return Action.SETTLE
+        if now_s - entry.since <= policy.stale_s + policy.receipts_wait_s:
+            return Action.WAIT
+    return Action.FAIL if policy.inflight_policy == "fail" else Action.RESEND
 
 
 class WaitingRoom:

@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections.abc import Callable
 
-from .admission import Policy
+from .admission import RECEIPTS, Policy
 from .backpressure import BufferBound
 from .batching import Batcher
 from .cams.client import CamsClient, CredentialsProvider, build_http_client
@@ -41,7 +41,7 @@ from .metrics import Health, Metrics, PhaseClock, StatusServer
 from .models import Settled
 from .observers import subscribe_group_wait, subscribe_logs, subscribe_metrics
 from .offsets import OffsetTracker
-from .pipeline import Pipeline
+from .pipeline import Pipeline, no_evidence
 from .rebalance import Handover
 from .receipts.app import ReceiptsApp, build_stores, redis_join
 from .receipts.join import JoinStore, MemoryJoin
@@ -68,13 +68,12 @@ def build_ledger(config: Config, owner: str, watch: RedisWatch) -> Ledger:
 
 
 def build_join(config: Config, events: Events) -> tuple[NoJoin, JoinStore | None]:
-    """The sender's join recorder (``CHATAPP_RECEIPTS_JOIN``) and, without Redis, the in-process
-    store it writes (for a receiver hosted in this process)."""
+    """The sender's join recorder (``CHATAPP_RECEIPTS_JOIN``) and the store it writes: in Redis,
+    else in process (for a receiver hosted in this process); where ``inflight_policy=receipts``
+    looks for the receipts of a dead instance's calls."""
     if config.receipts_join != "on":
         return NoJoin(), None
-    if config.redis_url:
-        return JoinRecorder(redis_join(config), events), None
-    store = MemoryJoin(config.receipts_retention_s)
+    store: JoinStore = redis_join(config) if config.redis_url else MemoryJoin(config.receipts_retention_s)
     return JoinRecorder(store, events), store
 
 
@@ -119,14 +118,16 @@ class Service:
         replies = Replies(kafka, codec, config.reply_topic, config.dlq_topic, self.events, tracker.finish,
                           int(config.producer_options.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))  # fmt: skip
         finished: queue.SimpleQueue[list[Settled]] = queue.SimpleQueue()  # the sender's finished requests, to the main loop
-        self.join, local_join = build_join(config, self.events)
+        self.join, join_store = build_join(config, self.events)
         # no Redis, one process: the receipts receiver runs here, on the sender's in-process join
         hosted = bool(config.receipts_token) and not config.redis_url and worker is None
-        self.receipts = ReceiptsApp(config, build_stores(config, local_join), self.metrics.registry) if hosted else None
+        self.receipts = ReceiptsApp(config, build_stores(config, join_store), self.metrics.registry) if hosted else None
+        evidence = join_store.witnessed if join_store is not None and config.inflight_policy == RECEIPTS else no_evidence
         sender = Sender(CamsClient(config.cams_endpoint, self._http), credentials, self.limiter, self.ledger, policy, self.events, finished.put,
                         config.send_concurrency, owner, config.batch_max_recipients, config.batch_max_bytes, join=self.join)  # fmt: skip
-        self.pipeline = Pipeline(kafka, intake, book, batcher, sender, replies, tracker, self.ledger, Policy(owner, config.inflight_policy, config.inflight_stale_s),
-                                 self.events, config.commit_interval_ms / 1000, finished, beat=self.health.beat, exactly_once=transactional is not None)  # fmt: skip
+        self.pipeline = Pipeline(kafka, intake, book, batcher, sender, replies, tracker, self.ledger, Policy(owner, config.inflight_policy, config.inflight_stale_s, config.inflight_receipts_wait_s),
+                                 self.events, config.commit_interval_ms / 1000, finished, beat=self.health.beat, exactly_once=transactional is not None,
+                                 evidence=evidence)  # fmt: skip
         self.handover = Handover(self.pipeline, config.drain_timeout_s, owner, log)
         self.pipeline.on_abort = self.handover.rewind
         if transactional is not None:

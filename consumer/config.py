@@ -103,6 +103,7 @@ class Config:
     ledger_memory_entries: int
     inflight_policy: str
     inflight_stale_s: int
+    inflight_receipts_wait_s: float
     drain_timeout_s: float
     commit_interval_ms: int
     group_protocol: str
@@ -265,6 +266,8 @@ def _validated(values: dict[str, Any]) -> Config:
     if values["receipts_claim_s"] < values["receipts_publish_timeout_s"] + 2:
         # a push publishes only within claim - publish timeout - 1 s of claiming (a claim gone stale while its statuses may still be written would let another push publish them again)
         problems.append("CHATAPP_RECEIPTS_CLAIM_S: must be at least CHATAPP_RECEIPTS_PUBLISH_TIMEOUT_S + 2")
+    if values["inflight_policy"] == "receipts" and values["receipts_join"] != "on":
+        problems.append("CHATAPP_INFLIGHT_POLICY: receipts needs CHATAPP_RECEIPTS_JOIN=on (it gives each call the TaskId its receipts are looked up by)")
     problems += _guarantee_problems(values)
     problems += address_problems(values)
     if values.get("reply_to_pattern"):

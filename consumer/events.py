@@ -13,6 +13,8 @@ loop turn or per occurrence, never once per request on the hot path.
 | ``requests.admitted``  | ``recipients``                                      | pipeline            |
 | ``request.duplicate``  | ``kind`` (``in_process``, ``done``, ``reused``, ``inflight_failed``) | pipeline |
 | ``request.resent``     | ``request_id``, ``owner`` (the instance it was in flight at) | pipeline   |
+| ``request.settled``    | ``request_id``, ``owner``, ``task_id`` (in flight at ``owner``; a receipt for its call answered it SENT) | pipeline |
+| ``receipts.evidence_failed`` | ``requests``, ``error`` (receipts of their calls not looked up: they wait) | pipeline |
 | ``loop.state``         | ``buffered``, ``waiting``, ``ledger_healthy``       | pipeline            |
 | ``partitions.paused``  | ``paused`` (True: paused; False: resumed)           | pipeline            |
 | ``offsets.committed``  | ``positions``                                       | pipeline            |
@@ -47,7 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 NAMES = frozenset({
-    "records.read", "records.skipped", "requests.admitted", "request.duplicate", "request.resent", "loop.state", "partitions.paused",
+    "records.read", "records.skipped", "requests.admitted", "request.duplicate", "request.resent", "request.settled", "receipts.evidence_failed", "loop.state", "partitions.paused",
     "offsets.committed", "group.waiting", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
     "requests.abandoned", "transaction.aborted", "record.dead_lettered", "results.acknowledged", "delivery.failed",
     "calls.in_flight", "slot.waited", "slot.missed", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",

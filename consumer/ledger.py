@@ -7,7 +7,8 @@ and recipients), so the same id with other content is told apart from a copy of 
 Life of an entry:
 - CLAIMED: ``claim`` made it, atomically (one instance wins, the others are told whose it is)
   when the request was taken in; nothing of it was sent yet;
-- IN_FLIGHT: its API call is about to be made (``mark_in_flight``);
+- IN_FLIGHT: its API call is about to be made (``mark_in_flight``), with the call's TaskId when
+  the service gave it one (the evidence ``inflight_policy=receipts`` looks for, ``admission.py``);
 - DONE: its result is stored (``mark_done``) and every later copy is answered with it;
 - gone again: ``release`` drops a CLAIMED mark of a request given up unsent (its partition went
   to another instance); an IN_FLIGHT mark given up is kept, but orphaned (stale at once).
@@ -47,6 +48,8 @@ class LedgerEntry(NamedTuple):
     fingerprint: str | None = None
     token: Any = None
     """The entry as stored: ``take_over`` replaces it only if it is still the same."""
+    task_id: str | None = None
+    """An IN_FLIGHT mark: the TaskId of the call carrying the whole request, unique to that call."""
 
 
 class Ledger(Protocol):
@@ -59,7 +62,10 @@ class Ledger(Protocol):
         """Claim a request whose ``entry`` was found stale, unless it changed since (then False)."""
         ...
 
-    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None: ...
+    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str, task_id: str | None = None) -> None:
+        """Their call is about to be made (``task_id``: its TaskId, kept in each mark)."""
+        ...
+
     def mark_done(self, settled: Iterable[Settled]) -> None: ...
 
     def release(self, requests: Iterable[SendRequest], owner: str) -> None:
@@ -86,7 +92,7 @@ def released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Lite
 class InMemoryLedger:
     """Thread-safe ordered dict with expiry, oldest entries first, keyed by (account, request id).
 
-    An item is ``(expires, state, owner, since, fingerprint)`` for a mark, or ``(expires, since,
+    An item is ``(expires, state, owner, since, fingerprint, task id)`` for a mark, or ``(expires, since,
     outcome, completed_at_ms, recipients, fingerprint)`` for a request marked DONE: its entry (and
     result) is made when it is looked up (a copy of the request), not for every request claimed
     or sent (and it keeps no reference to the request). A DONE mark moves the id to the newest end; other marks of an id already held keep
@@ -115,12 +121,12 @@ class InMemoryLedger:
         item = self._entries.get((request.key.account, request.request_id))
         return _entry(request.request_id, item) if item is not None and item[0] > now else None
 
-    def _mark(self, request: SendRequest, state: str, owner: str, now: float) -> None:
+    def _mark(self, request: SendRequest, state: str, owner: str, now: float, task_id: str | None = None) -> None:
         """Set a mark, keeping the fingerprint of the request's claim (else computing it)."""
         key = (request.key.account, request.request_id)
         item = self._entries.get(key)
-        known = item[4] if item is not None and len(item) == _MARK else None
-        self._entries[key] = (now + self.retention_s, state, owner, now, known or fingerprint(request))
+        known = item[4] if item is not None and _is_mark(item) else None
+        self._entries[key] = (now + self.retention_s, state, owner, now, known or fingerprint(request), task_id)
 
     def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
         now = self._clock()
@@ -138,7 +144,7 @@ class InMemoryLedger:
                 if item is not None and item[0] > now:
                     append(_entry(request_id, item))
                 else:  # the usual case: a new id, claimed with its fingerprint
-                    entries[key] = (expires, CLAIMED, owner, now, request.fingerprint or fingerprint(request))
+                    entries[key] = (expires, CLAIMED, owner, now, request.fingerprint or fingerprint(request), None)
                     append(None)
         return found
 
@@ -146,16 +152,16 @@ class InMemoryLedger:
         now = self._clock()
         with self._lock:
             item = self._entries.get((request.key.account, request.request_id))
-            if item is not None and item[0] > now and not (len(item) == _MARK and item is entry.token):
+            if item is not None and item[0] > now and not (_is_mark(item) and item is entry.token):
                 return False
             self._mark(request, CLAIMED, owner, now)
             return True
 
-    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None:
+    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str, task_id: str | None = None) -> None:
         now = self._clock()
         with self._lock:
             for request in requests:
-                self._mark(request, IN_FLIGHT, owner, now)
+                self._mark(request, IN_FLIGHT, owner, now, task_id)
 
     def mark_done(self, settled: Iterable[Settled]) -> None:
         now = self._clock()
@@ -168,7 +174,7 @@ class InMemoryLedger:
                 for request in group.requests:
                     key = (request.key.account, request.request_id)
                     item = entries.get(key)
-                    known = item[4] if item is not None and len(item) == _MARK else None
+                    known = item[4] if item is not None and _is_mark(item) else None
                     entries[key] = (expires, now, outcome, completed_at_ms, len(request.recipients), known or fingerprint(request))
                     move_to_end(key)
 
@@ -181,7 +187,7 @@ class InMemoryLedger:
                 if left is None:
                     del self._entries[key]
                 elif left is not False:
-                    self._entries[key] = (self._entries[key][0], left.state, left.owner, left.since, left.fingerprint)
+                    self._entries[key] = (self._entries[key][0], left.state, left.owner, left.since, left.fingerprint, left.task_id)
 
     def lookup(self, requests: Sequence[SendRequest]) -> list[LedgerEntry | None]:
         now = self._clock()
@@ -199,13 +205,14 @@ class InMemoryLedger:
         pass
 
 
-_MARK = 5
-"""The length of an ``InMemoryLedger`` item holding a mark (not a result)."""
+def _is_mark(item: tuple[Any, ...]) -> bool:
+    """Does an ``InMemoryLedger`` item hold a mark (its second field a state), not a result (a time)?"""
+    return item[1].__class__ is str
 
 
 def _entry(request_id: str, item: tuple[Any, ...]) -> LedgerEntry:
-    if len(item) == _MARK:
-        _, state, owner, since, fingerprint_ = item
-        return LedgerEntry(state, owner, since, None, fingerprint_, item)
+    if _is_mark(item):
+        _, state, owner, since, fingerprint_, task_id = item
+        return LedgerEntry(state, owner, since, None, fingerprint_, item, task_id)
     _, since, outcome, completed_at_ms, recipients, fingerprint_ = item
     return LedgerEntry(DONE, None, since, outcome.result(request_id, recipients, completed_at_ms), fingerprint_)

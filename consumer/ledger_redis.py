@@ -69,7 +69,7 @@ for _, key in ipairs(KEYS) do
       if mark.s == claimed then
         redis.call('DEL', key)
       else
-        redis.call('SET', key, cjson.encode({s = in_flight, o = '', t = 0, f = mark.f}), 'EX', ttl)
+        redis.call('SET', key, cjson.encode({s = in_flight, o = '', t = 0, f = mark.f, k = mark.k}), 'EX', ttl)
       end
       changed = changed + 1
     end
@@ -83,7 +83,8 @@ RELEASE_CHUNK = 1000
 
 class RedisLedger:
     """One Redis string per request: ``<prefix>{<account>}:<request id>`` holding
-    ``{"s": state, "o": owner, "t": since, "f": fingerprint, "r": result}``, and one per owner,
+    ``{"s": state, "o": owner, "t": since, "f": fingerprint, "r": result}`` (an IN_FLIGHT mark
+    also ``"k": TaskId`` when its call has one), and one per owner,
     ``<prefix>owner:<owner>``, holding its last beat (it expires ``stale_s`` after it).
 
     Never raises for Redis trouble (unreachable, timeouts, error replies such as READONLY, OOM,
@@ -160,7 +161,7 @@ class RedisLedger:
             return None
         data = json.loads(raw)
         result = SendResult.from_record(data["r"]) if data.get("r") else None
-        return LedgerEntry(data["s"], data.get("o"), data.get("t", 0.0), result, data.get("f"), raw)
+        return LedgerEntry(data["s"], data.get("o"), data.get("t", 0.0), result, data.get("f"), raw, data.get("k"))
 
     def _with_beats(self, entries: list[LedgerEntry | None]) -> list[LedgerEntry | None]:
         """The marks of ``entries`` dated by their owners' last beats, where later."""
@@ -176,11 +177,12 @@ class RedisLedger:
         return json.dumps({"s": state, "o": owner, "t": time.time(), "f": fingerprint(request), "r": result})
 
     @staticmethod
-    def _marks(requests: Iterable[SendRequest], state: str, owner: str) -> list[str]:
-        """``_value`` of each request's mark (no result), byte for byte, written at one time: the
-        JSON around the fingerprint is made once."""
+    def _marks(requests: Iterable[SendRequest], state: str, owner: str, task_id: str | None = None) -> list[str]:
+        """``_value`` of each request's mark (no result), byte for byte, written at one time (with
+        ``"k": task_id`` after it when given): the JSON around the fingerprint is made once."""
         head = '{"s": ' + json.dumps(state) + ', "o": ' + json.dumps(owner) + ', "t": ' + json.dumps(time.time()) + ', "f": "'
-        return [head + fingerprint(request) + '", "r": null}' for request in requests]  # a fingerprint is hex: nothing to escape
+        tail = '", "r": null}' if task_id is None else '", "r": null, "k": ' + json.dumps(task_id) + "}"
+        return [head + fingerprint(request) + tail for request in requests]  # a fingerprint is hex: nothing to escape
 
     def claim(self, requests: Sequence[SendRequest], owner: str) -> list[LedgerEntry | None]:
         if not requests:
@@ -226,9 +228,9 @@ class RedisLedger:
         if self._run(op, commands) is None:
             self._keep(marks)
 
-    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str) -> None:
+    def mark_in_flight(self, requests: Iterable[SendRequest], owner: str, task_id: str | None = None) -> None:
         requests = list(requests)
-        self._set_all("mark_in_flight", requests, self._marks(requests, IN_FLIGHT, owner))
+        self._set_all("mark_in_flight", requests, self._marks(requests, IN_FLIGHT, owner, task_id))
 
     def mark_done(self, settled: Iterable[Settled]) -> None:
         pairs = [(r, group.result(r)) for group in settled for r in group.requests]

@@ -24,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 STATUSES = ("SENT", "FAILED", "REJECTED", "EXPIRED")
 LOOP_PHASES = ("consume", "intake", "results", "other")
 DLQ_REASONS = ("not-avro", "truncated", "trailing-bytes", "not-wire-format", "unknown-schema-id", "not-avro-schema", "schema-registry-unavailable")
-DUPLICATE_KINDS = ("in_process", "done", "inflight_resent", "inflight_failed", "reused")
+DUPLICATE_KINDS = ("in_process", "done", "inflight_resent", "inflight_failed", "inflight_settled", "reused")
 RETRY_REASONS = ("throttled", "transient", "split", "named")
 _CODE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,79}")
 _LONG_DIGITS = re.compile(r"\d{6,}")

@@ -58,6 +58,7 @@ def subscribe_metrics(events: Events, metrics: Metrics) -> None:
     events.on("requests.admitted", lambda recipients: metrics.recipients_consumed.inc(recipients))
     events.on("request.duplicate", lambda kind: metrics.duplicates.labels(kind).inc())
     events.on("request.resent", lambda request_id, owner: metrics.duplicates.labels("inflight_resent").inc())
+    events.on("request.settled", lambda request_id, owner, task_id: metrics.duplicates.labels("inflight_settled").inc())
     events.on("loop.state", state)
     events.on("partitions.paused", lambda paused: metrics.paused.set(1 if paused else 0))
     events.on("offsets.committed", lambda positions: metrics.commits.inc())
@@ -94,7 +95,11 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     failures_logged: dict[tuple[str, str], float] = {}
 
     def resent(request_id: str, owner: str) -> None:
-        log.info("request %s was in flight at %s when it stopped: resending (inflight_policy=resend)", request_id, owner, extra={"request_id": request_id})
+        log.info("request %s was in flight at %s when it stopped: resending it", request_id, owner, extra={"request_id": request_id})
+
+    def settled(request_id: str, owner: str, task_id: str) -> None:
+        log.info("request %s was in flight at %s when it stopped; a receipt for its call (TaskId %s) shows CAMS took it: answered SENT, not resent",
+                 request_id, owner, task_id, extra={"request_id": request_id})  # fmt: skip
 
     def dead_lettered(source: Source, reason: str, detail: str) -> None:
         log.warning("dead-lettered %s[%d]@%d: %s: %s", source.topic, source.partition, source.offset, reason, detail[:200])
@@ -112,6 +117,8 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
         log.warning("abandoned %d unsent requests of %s: the next owner gets them again", count, names(partitions))
 
     events.on("request.resent", resent)
+    events.on("request.settled", settled)
+    events.on("receipts.evidence_failed", lambda requests, error: log.warning("receipts of %d requests' calls not looked up: %s", requests, error))
     events.on("record.dead_lettered", dead_lettered)
     events.on("delivery.failed", delivery_failed)
     events.on("partitions.assigned", lambda partitions, total: log.info("assigned %s", names(partitions)))

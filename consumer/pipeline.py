@@ -10,20 +10,21 @@ Nothing here blocks on the network except ``consume``.
 from __future__ import annotations
 
 import gc
+import itertools
 import queue
 import time
 from collections.abc import Callable
 
 from . import gcpacing
-from .admission import INFLIGHT_UNKNOWN, REUSED_CODE, Action, Policy, WaitingRoom, decide
-from .batching import Batcher
+from .admission import INFLIGHT_UNKNOWN, RECEIPTS, REUSED_CODE, Action, Policy, WaitingRoom, decide, wants_evidence
+from .batching import Batcher, addresses
 from .completion import now_ms
 from .events import Events
 from .group_wait import AssignmentWait
 from .inflight import InFlightBook
 from .intake import Intake
 from .kafka import TP, KafkaPort, Record
-from .ledger import Ledger
+from .ledger import Ledger, LedgerEntry
 from .models import SendRequest, SendResult, Settled, SliceOutcome, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
@@ -35,12 +36,21 @@ BUSY_POLL_S = 0.01
 LAG_EVERY_S = 5.0
 TRANSACTION_FLUSH_S = 10.0
 """Exactly-once mode: how long a commit waits for the interval's records to be acknowledged."""
+SETTLED_CODE = "OK"
+"""The code of a request answered SENT from its call's receipts (``inflight_policy=receipts``): CAMS's for an accepted call."""
+Evidence = Callable[[list[tuple[str, list[str]]]], list[bool]]
+"""For each (TaskId, canonical numbers): did a receipt come for one of them under it (``JoinStore.witnessed``)?"""
+
+
+def no_evidence(calls: list[tuple[str, list[str]]]) -> list[bool]:
+    return [False] * len(calls)
 
 
 class Pipeline:
     def __init__(self, kafka: KafkaPort, intake: Intake, book: InFlightBook, batcher: Batcher, sender: Sender, replies: Replies,
                  tracker: OffsetTracker, ledger: Ledger, policy: Policy, events: Events, commit_interval_s: float,
-                 finished: queue.SimpleQueue[list[Settled]], beat: Callable[[], None] = lambda: None, exactly_once: bool = False):  # fmt: skip
+                 finished: queue.SimpleQueue[list[Settled]], beat: Callable[[], None] = lambda: None, exactly_once: bool = False,
+                 evidence: Evidence = no_evidence):  # fmt: skip
         self.kafka = kafka
         self.intake = intake
         self.book = book
@@ -54,6 +64,8 @@ class Pipeline:
         self.finished = finished
         """What the sender finished, for the main loop to publish (the sender's ``on_results`` puts it there)."""
         self._policy = policy
+        self._evidence = evidence
+        """Receipts seen for the calls of stale IN_FLIGHT marks (``inflight_policy=receipts``)."""
         self.events = events
         self._commit_every_s = commit_interval_s
         self._beat = beat
@@ -131,16 +143,17 @@ class Pipeline:
         """Claim the requests in the ledger and carry out ``admission.decide`` for each."""
         entries = self.ledger.claim(requests, self._policy.owner)
         now = time.time()
+        receipted = self._receipted(requests, entries, now) if self._policy.inflight_policy == RECEIPTS else itertools.repeat(False)
         recipients = 0
         emit, book = self.events.emit, self.book
-        for request, entry in zip(requests, entries):
+        for request, entry, proven in zip(requests, entries, receipted):
             request_id = request.request_id
-            action = decide(request, entry, book.pending(request_id), self._policy, now)
-            if action in (Action.TAKE_OVER, Action.RESEND):
-                assert entry is not None, "decide takes over or resends only a request with an entry"
+            action = decide(request, entry, book.pending(request_id), self._policy, now, proven)
+            if action in (Action.TAKE_OVER, Action.RESEND, Action.SETTLE):
+                assert entry is not None, "decide takes over, resends or settles only a request with an entry"
                 if not self.ledger.take_over(request, entry, self._policy.owner):  # another instance took it over first
                     action = Action.WAIT
-                else:
+                elif action is not Action.SETTLE:
                     if action is Action.RESEND:
                         emit("request.resent", request_id=request_id, owner=entry.owner)
                     action = decide(request, None, None, self._policy, now)
@@ -160,6 +173,11 @@ class Pipeline:
                 emit("request.duplicate", kind="reused")
                 self.replies.result(request.source, SendResult(request_id, Status.REJECTED, REUSED_CODE, "request_id already used for a request with other content",
                                                                len(request.recipients), completed_at_ms=now_ms()))  # fmt: skip
+            elif action is Action.SETTLE:  # its call reached CAMS: answered SENT, not sent again
+                assert entry is not None, "decide settles only a request with an entry"
+                emit("request.settled", request_id=request_id, owner=entry.owner, task_id=entry.task_id)
+                self._end(request, SliceOutcome(Status.SENT, SETTLED_CODE, f"was in flight at {entry.owner} when it stopped; a receipt for its call "
+                                                f"(TaskId {entry.task_id}) shows CAMS took it: not resent (inflight_policy=receipts)"))  # fmt: skip
             elif action is Action.EXPIRE:
                 self._end(request, SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed"))
             else:  # Action.FAIL
@@ -169,6 +187,23 @@ class Pipeline:
                     request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)")
                 )
         emit("requests.admitted", recipients=recipients)
+
+    def _receipted(self, requests: list[SendRequest], entries: list[LedgerEntry | None], now: float) -> list[bool]:
+        """Whether a receipt came for the call of each request's stale IN_FLIGHT mark, looked up
+        only where ``decide`` would use it (none found where the lookup fails: they wait, then are resent)."""
+        wanted = [(i, entry.task_id) for i, entry in enumerate(entries) if entry is not None and entry.task_id and wants_evidence(entry, self._policy, now)]
+        found = [False] * len(requests)
+        if not wanted:
+            return found
+        calls = [(task_id, addresses(requests[i].key, requests[i].recipients)) for i, task_id in wanted]
+        try:
+            answers = self._evidence(calls)
+        except Exception as exc:  # Redis unreachable: no evidence now; looked for again while they wait
+            self.events.emit("receipts.evidence_failed", requests=len(calls), error=str(exc))
+            return found
+        for (i, _), answer in zip(wanted, answers):
+            found[i] = answer
+        return found
 
     def flush_batches(self) -> None:
         """Hand every batch still filling to the sender (rebalance, shutdown)."""

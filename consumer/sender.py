@@ -275,13 +275,14 @@ class Sender:
             if rest is None:
                 return gone
             self._on_results(gone)  # at once: they are out of the batch, and a crash below fails only what is left
+        key = self._join.key_for(batch)  # the call's TaskId first: the in-flight marks keep it
         if batch.attempts == 0:
-            self._ledger.mark_in_flight([s.request for s in batch.slices], self._owner)
+            self._mark_in_flight(batch)
         account = batch.key.account
         grant = f"{self._owner}/{ticket}"  # names this call's grant in the limiter's window (unique across instances)
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
         try:
-            prepared = self._cams.prepare(self._credentials[account].get(), self._join.key_for(batch), recipients)
+            prepared = self._cams.prepare(self._credentials[account].get(), key, recipients)
         except CredentialsError as exc:  # STS or the metadata service down: retried like a timeout
             self._events.emit("credentials.unavailable", account=account, error=str(exc))
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
@@ -325,6 +326,17 @@ class Sender:
         finished += self._follow(way, batch, call, named)
         self._record(finished)
         return finished
+
+    def _mark_in_flight(self, batch: Batch) -> None:
+        """Mark the batch's requests IN_FLIGHT, each carried whole with the TaskId the service gave
+        the call (unique to it: its receipts prove this call); a request split over several calls,
+        or under its producer's own TaskId, without one (no one call's receipts settle it)."""
+        task_id = batch.task_id if batch.key.task_id is None else None
+        whole = [s.request for s in batch.slices if len(s.recipients) == len(s.request.recipients)]
+        if whole:
+            self._ledger.mark_in_flight(whole, self._owner, task_id)
+        if len(whole) < len(batch.slices):
+            self._ledger.mark_in_flight([s.request for s in batch.slices if len(s.recipients) < len(s.request.recipients)], self._owner)
 
     def _follow(self, way: Route, batch: Batch, call: CallResult, named: list[Slice]) -> list[Settled]:
         """Carry out the batch's route (``routing.py``); returns the requests it finished."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from .config_checks import PUBLIC_CAMS_ENDPOINT
 
-INFLIGHT_POLICIES = ("resend", "fail")
+INFLIGHT_POLICIES = ("resend", "fail", "receipts")
 GROUP_PROTOCOLS = ("classic", "consumer")
 PROCESSING_GUARANTEES = ("at-least-once", "exactly-once")
 LOG_FORMATS = ("auto", "json", "text")
@@ -231,10 +231,18 @@ SETTINGS: tuple[Setting, ...] = (
         "inflight_policy",
         str,
         "resend",
-        "A redelivered request that was in flight when an instance died: resend it, or fail it (code Chatapp.InFlightUnknown).",
+        "A redelivered request that was in flight when an instance died: resend it, fail it (code Chatapp.InFlightUnknown), or receipts: answer it SENT if the receipts receiver got a receipt for its call, else resend it once CHATAPP_INFLIGHT_RECEIPTS_WAIT_S passed (needs CHATAPP_RECEIPTS_JOIN=on and a receiver sharing the service's Redis).",
         choices=INFLIGHT_POLICIES,
     ),
     _s("inflight_stale_s", int, 60, "An in-flight mark older than this belongs to a dead instance.", minimum=1, maximum=86400),
+    _s(
+        "inflight_receipts_wait_s",
+        float,
+        30.0,
+        "inflight_policy=receipts: how long after its mark went stale a request waits for a receipt of its call before it is resent.",
+        minimum=0,
+        maximum=3600,
+    ),
     _s("drain_timeout_s", float, 30.0, "On shutdown or revocation: how long to keep sending what is buffered.", minimum=0, maximum=3600),
     _s("commit_interval_ms", int, 1000, "How often finished offsets are committed.", minimum=10, maximum=60_000),
     _s(

@@ -9,6 +9,11 @@ writer puts every call it has waiting in one pipeline; a push's lookups are one 
 ``MemoryJoin`` is the same in process, bounded by ``MEMORY_RECIPIENTS`` (oldest calls forgotten
 first), for one process that sends and receives (no Redis).
 
+The receiver also records which (TaskId, number) pairs it got a receipt for (``witness``): the
+evidence that CAMS took a call, for ``inflight_policy=receipts`` (``witnessed``; the join itself is
+written only once the sender saw the call accepted, never for a call its instance died in). In
+Redis a SET of numbers per TaskId, ``<prefix>receipts:task-seen:<TaskId>``, with the retention.
+
 Where producers set ``task_id`` themselves, several calls can share a TaskId: a number sent
 under the same TaskId twice then maps to the latest request that sent it (an HSET overwrites),
 and ``@t``/``@g`` are the latest call's (docs/decisions/0030-receipts-join.md).
@@ -58,7 +63,22 @@ class JoinStore(Protocol):
     def lookup(self, pairs: Iterable[tuple[str | None, str]]) -> list[Match | None]:
         """The match of each (TaskId, canonical number), None where the join knows none."""
 
+    def witness(self, pairs: Iterable[tuple[str | None, str]]) -> None:
+        """Keep that a receipt came for each (TaskId, canonical number) (raises on a storage error)."""
+
+    def witnessed(self, calls: list[tuple[str, list[str]]]) -> list[bool]:
+        """For each (TaskId, canonical numbers): did a receipt come for one of those numbers under it?"""
+
     def close(self) -> None: ...
+
+
+def by_task(pairs: Iterable[tuple[str | None, str]]) -> dict[str, list[str]]:
+    """The numbers of ``pairs`` per TaskId (pairs without one left out)."""
+    out: dict[str, list[str]] = {}
+    for task_id, number in pairs:
+        if task_id:
+            out.setdefault(task_id, []).append(number)
+    return out
 
 
 class RedisJoin:
@@ -66,6 +86,7 @@ class RedisJoin:
         self._redis = client
         self._retention_ms = retention_s * 1000
         self._prefix = key_prefix + "receipts:task:"
+        self._seen_prefix = key_prefix + "receipts:task-seen:"
 
     def record(self, calls: list[CallJoin]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -97,6 +118,27 @@ class RedisJoin:
                     out[i] = decode_entry(value, sent_at, group)
         return out
 
+    def witness(self, pairs: Iterable[tuple[str | None, str]]) -> None:
+        numbers = by_task(pairs)
+        if not numbers:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id, seen in numbers.items():
+            key = self._seen_prefix + task_id
+            pipe.sadd(key, *seen)
+            pipe.pexpire(key, self._retention_ms)
+        pipe.execute()
+
+    def witnessed(self, calls: list[tuple[str, list[str]]]) -> list[bool]:
+        asked = [(task_id, numbers) for task_id, numbers in calls if numbers]
+        if not asked:
+            return [False] * len(calls)
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id, numbers in asked:
+            pipe.smismember(self._seen_prefix + task_id, numbers)
+        answers = iter(pipe.execute())
+        return [bool(numbers) and any(next(answers)) for _, numbers in calls]
+
     def close(self) -> None:
         self._redis.close()
 
@@ -108,6 +150,8 @@ class MemoryJoin:
         self._clock = clock
         self._calls: OrderedDict[str, tuple[float, bytes, bytes | None, dict[str, bytes]]] = OrderedDict()
         self._count = 0
+        self._seen: OrderedDict[str, tuple[float, set[str]]] = OrderedDict()
+        self._seen_count = 0
         self._lock = threading.Lock()
 
     def record(self, calls: list[CallJoin]) -> None:
@@ -134,6 +178,24 @@ class MemoryJoin:
                 value = call[3].get(number) if call and call[0] >= oldest else None
                 out.append(None if value is None or call is None else decode_entry(value, call[1], call[2]))
         return out
+
+    def witness(self, pairs: Iterable[tuple[str | None, str]]) -> None:
+        now = self._clock()
+        with self._lock:
+            for task_id, numbers in by_task(pairs).items():
+                _, seen = self._seen.pop(task_id, (now, set()))
+                self._seen_count -= len(seen)
+                seen.update(numbers)
+                self._seen[task_id] = (now, seen)
+                self._seen_count += len(seen)
+            while self._seen_count > self._max and self._seen:
+                self._seen_count -= len(self._seen.popitem(last=False)[1][1])
+
+    def witnessed(self, calls: list[tuple[str, list[str]]]) -> list[bool]:
+        oldest = self._clock() - self._retention_s
+        with self._lock:
+            found = [self._seen.get(task_id) for task_id, _ in calls]
+            return [entry is not None and entry[0] >= oldest and not entry[1].isdisjoint(numbers) for entry, (_, numbers) in zip(found, calls)]
 
     def close(self) -> None:
         pass

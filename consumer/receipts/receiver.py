@@ -1,7 +1,8 @@
 """One receipts push, from its body to the HTTP status CAMS is answered.
 
 ``Receiver.push``: read the reports (``parse``), claim them (``dedupe``: repeats dropped, reports
-another push holds left for CAMS to push again), look the new ones up in the join, publish their
+another push holds left for CAMS to push again), record their (TaskId, number) as seen and look
+the new ones up in the join (``join``), publish their
 statuses in the push's order and wait for the broker's acknowledgement, then mark them done. The
 answer is 200 only when every report of the push is published (now or before): anything else is
 503, and CAMS's retry finds what was published done and publishes the rest. A body that is no
@@ -111,6 +112,7 @@ class Receiver:
         taken = [receipts[i] for i in fresh]
         taken_keys = [keys[i] for i in fresh]
         try:
+            self._join.witness((item.task_id, item.number) for item in taken)  # the evidence a call reached CAMS (inflight_policy=receipts)
             matches = self._join.lookup((item.task_id, item.number) for item in taken)
             records = [outgoing(item, match, received_at_ms, self._encoder) for item, match in zip(taken, matches)]
         except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import math
 import random
 import subprocess
@@ -12,15 +13,21 @@ import sys
 import time
 
 import pytest
+from chatapp_devkit.local_cams import LocalCams
 from chatapp_devkit.samples import phone, request_record, sample_records
 from fastavro import schemaless_writer
+from redis import Redis
 
 from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
+from tests.fixtures.cams import call as cams_call
+from tests.fixtures.cams import send_query
+from tests.fixtures.receipts import STATUS, receipts_env
 from tests.fixtures.service import (
     DLQ,
     RESULTS,
     ROOT,
     TEST_KEY_ID,
+    TEST_SECRET,
     encode_samples,
     produce,
     service_env,
@@ -50,8 +57,21 @@ def assert_one_outcome_each(by_id: dict[str, list[dict]]) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local_cams, shared_redis, start_service, topic_reader):
+@pytest.mark.parametrize("policy", ["resend", "receipts"])
+def test_sigkill_three_instances_five_times_loses_nothing(policy, service_cluster, local_cams, shared_redis, start_service, start_receiver, topic_reader):
+    """The endpoint answers 300 ms after it accepted a call (a CAMS mass send takes that long): a
+    kill catches calls on the wire, whose recipients ``resend`` sends again. Under ``receipts`` the
+    endpoint pushes each accepted call's Sent and Delivered receipts to a receiver, and a request
+    in flight at a kill is answered from them instead of resent."""
     total, per_call, concurrency = 30_000, 100, 4
+    local_cams.set_faults(latency_ms=300)
+    receipts: dict[str, str] = {}
+    if policy == "receipts":
+        service_cluster.create_topic(STATUS, 4)
+        receiver = start_receiver(receipts_env(service_cluster.bootstrap_servers, shared_redis))
+        receiver.wait_ready()
+        local_cams.set_receipts(callback_url=receiver.url, read_rate=0.0, flush_interval_ms=100)
+        receipts = {"receipts_join": "on", "inflight_policy": "receipts"}
     produce(service_cluster.bootstrap_servers, encode_samples(total))
     env = service_env(
         service_cluster.bootstrap_servers,
@@ -61,6 +81,7 @@ def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local
         session_timeout_ms=3000,
         send_concurrency=concurrency,
         max_buffered_recipients=3000,
+        **receipts,
     )
     services = [start_service(env) for _ in range(3)]
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
@@ -103,6 +124,10 @@ def test_sigkill_three_instances_five_times_loses_nothing(service_cluster, local
     not_in_flight = sorted(n for n in duplicated if not at_a_kill(first_accepted[n]))
     assert not not_in_flight, f"{len(not_in_flight)} recipients sent twice whose first call was not in flight at a kill, e.g. {not_in_flight[:5]}"
     in_flight_recipients = sum(c["recipients"] for c in calls if c["code"] == "OK" and at_a_kill(c))
+    settled = sum(1 for rs in by_id.values() if "inflight_policy=receipts" in (rs[0]["message"] or ""))
+    print(f"\n[{policy}] recipients received twice: {len(duplicated)}; accepted in calls in flight at the kills: {in_flight_recipients};"
+          f" requests answered from their call's receipts: {settled}")  # fmt: skip
+    assert settled == 0 or policy == "receipts"
     assert len(duplicated) <= in_flight_recipients
     assert stats["recipients_accepted"] - stats["duplicate_recipients_accepted"] == total
 
@@ -401,3 +426,49 @@ def test_requests_left_in_flight_by_a_dead_instance_follow_the_policy(policy, se
             assert phone(i) not in sent_numbers
         else:
             assert result["status"] == "SENT" and phone(i) in sent_numbers
+
+
+def test_under_the_receipts_policy_requests_left_in_flight_are_answered_from_their_calls_receipts_or_resent(
+    service_cluster, shared_redis, start_service, start_receiver, topic_reader
+):
+    """A dead instance's IN_FLIGHT marks, each with its call's TaskId: the call of the first five
+    reached CAMS (the test makes it, under that TaskId; the endpoint pushes its receipts to a
+    receiver), that of the other five never left. The first five are answered SENT from the
+    receipts and not sent again; the other five are resent once the receipts wait is over."""
+    from consumer.ledger_redis import RedisLedger
+    from consumer.limiter import connect
+
+    bootstrap = service_cluster.bootstrap_servers
+    service_cluster.create_topic(STATUS, 2)
+    receiver = start_receiver(receipts_env(bootstrap, shared_redis))
+    receiver.wait_ready()
+    cams = LocalCams.start({TEST_KEY_ID: TEST_SECRET}, rate_limit=10, receipts={"callback_url": receiver.url, "flush_interval_ms": 50})
+    try:
+        values = encode_samples(50)
+        produce(bootstrap, values)
+        left_behind = [PlainAvroCodec().decode_request(v) for v in values[:10]]
+        reached, never_left = left_behind[:5], left_behind[5:]
+        senders = [{"To": phone(i), "TemplateParams": {"name": "x"}} for i in range(5)]
+        assert cams_call(cams.url, send_query(TaskId="111111111111111111111111", SenderList=json.dumps(senders))).status_code == 200
+        ledger = RedisLedger(connect(shared_redis), 600, key_prefix="chatapp:ledger:")
+        ledger.mark_in_flight(reached, owner="dead-host:1", task_id="111111111111111111111111")
+        ledger.mark_in_flight(never_left, owner="dead-host:1", task_id="222222222222222222222222")
+        with Redis.from_url(shared_redis) as seen:
+            assert wait_for(lambda: seen.scard("chatapp:receipts:task-seen:111111111111111111111111") == 5, 30), "the receiver got the call's receipts"
+        env = service_env(
+            bootstrap, cams.url, redis_url=shared_redis, receipts_join="on", inflight_policy="receipts", inflight_stale_s=1, inflight_receipts_wait_s=3
+        )
+        service = start_service(env)
+        results = topic_reader(bootstrap, RESULTS)
+        assert results.read_until(lambda r: len(r.messages) >= 50, timeout=60), service.log_tail()
+        settled, resent = (service.metric("chatapp_duplicates_total", kind=kind) for kind in ("inflight_settled", "inflight_resent"))
+        assert service.stop() == 0
+        accepted = collections.Counter(n for c in cams.calls() if c["code"] == "OK" for n in c["to"])
+    finally:
+        cams.stop(timeout=10.0)
+    by_id = results_by_id(results)
+    assert (settled, resent) == (5, 5)
+    assert {r[0]["status"] for r in by_id.values()} == {"SENT"}
+    for i in range(50):
+        assert accepted[phone(i)] == 1, f"{phone(i)} accepted {accepted[phone(i)]} times"
+        assert ("inflight_policy=receipts" in (by_id[f"req-{i}"][0]["message"] or "")) == (i < 5)

@@ -65,6 +65,15 @@ def test_the_join_finds_each_recipient_of_each_call_and_nothing_else(stores) -> 
     assert join.lookup([]) == []
 
 
+def test_a_call_is_witnessed_by_a_receipt_for_one_of_its_numbers_under_its_task_id(stores) -> None:
+    join, _, _ = stores(30)
+    assert join.witnessed([("t1", ["861"])]) == [False]
+    join.witness([("t1", "861"), ("t1", "862"), ("t2", "863"), (None, "864")])
+    join.witness([("t1", "861")])  # a repeat changes nothing
+    assert join.witnessed([("t1", ["869", "862"]), ("t1", ["863"]), ("t2", ["863"]), ("t3", ["861"]), ("t2", [])]) == [True, False, True, False, False]
+    assert join.lookup([("t1", "861")]) == [None], "evidence is not a join entry"
+
+
 def test_a_report_is_claimed_once_repeats_are_seen_and_a_second_receiver_waits(stores) -> None:
     _, seen, other = stores(30)
     assert seen.claim(["a", "b", "a"], "push-1") == [Seen.NEW, Seen.NEW, Seen.SEEN], "a repeat within one push"

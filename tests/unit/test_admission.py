@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.admission import Action, Policy, WaitingRoom, decide
+from consumer.admission import Action, Policy, WaitingRoom, decide, wants_evidence
 from consumer.fingerprint import fingerprint
 from consumer.ledger import CLAIMED, DONE, IN_FLIGHT, LedgerEntry
 from consumer.models import Source
@@ -62,6 +62,42 @@ def test_a_stale_mark_in_flight_follows_the_policy() -> None:
     stale = entry(IN_FLIGHT, age_s=61)
     assert decide(req("a"), stale, None, POLICY, NOW) is Action.RESEND
     assert decide(req("a"), stale, None, POLICY._replace(inflight_policy="fail"), NOW) is Action.FAIL
+
+
+RECEIPTS = POLICY._replace(inflight_policy="receipts", receipts_wait_s=30)
+
+
+def test_under_receipts_a_stale_mark_in_flight_is_settled_by_a_receipt_for_its_call() -> None:
+    stale = entry(IN_FLIGHT, age_s=61, task_id="t1")
+    assert wants_evidence(stale, RECEIPTS, NOW)
+    assert decide(req("a"), stale, None, RECEIPTS, NOW, receipted=True) is Action.SETTLE
+
+
+def test_under_receipts_without_a_receipt_it_waits_then_is_resent() -> None:
+    assert decide(req("a"), entry(IN_FLIGHT, age_s=61, task_id="t1"), None, RECEIPTS, NOW) is Action.WAIT
+    assert decide(req("a"), entry(IN_FLIGHT, age_s=90, task_id="t1"), None, RECEIPTS, NOW) is Action.WAIT
+    assert decide(req("a"), entry(IN_FLIGHT, age_s=91, task_id="t1"), None, RECEIPTS, NOW) is Action.RESEND
+    assert decide(req("a"), entry(IN_FLIGHT, age_s=91, task_id="t1"), None, RECEIPTS, NOW, receipted=True) is Action.SETTLE, "a late receipt still counts"
+
+
+def test_under_receipts_a_mark_without_a_task_id_is_resent_at_once() -> None:
+    stale = entry(IN_FLIGHT, age_s=61)
+    assert not wants_evidence(stale, RECEIPTS, NOW)
+    assert decide(req("a"), stale, None, RECEIPTS, NOW) is Action.RESEND
+
+
+def test_evidence_is_wanted_only_for_a_stale_mark_in_flight_with_a_task_id_under_receipts() -> None:
+    assert not wants_evidence(None, RECEIPTS, NOW)
+    assert not wants_evidence(entry(IN_FLIGHT, age_s=59, task_id="t1"), RECEIPTS, NOW), "its owner lives"
+    assert not wants_evidence(entry(CLAIMED, age_s=61, task_id="t1"), RECEIPTS, NOW)
+    assert not wants_evidence(entry(IN_FLIGHT, age_s=61, task_id="t1"), POLICY, NOW)
+    assert decide(req("a"), entry(IN_FLIGHT, age_s=59, task_id="t1"), None, RECEIPTS, NOW, receipted=True) is Action.WAIT, "a live owner's call is its own"
+
+
+def test_under_receipts_an_orphaned_mark_of_this_instance_is_settled_or_resent_at_once() -> None:
+    orphan = entry(IN_FLIGHT, "", age_s=NOW, task_id="t1")  # released: no owner, written at 0
+    assert decide(req("a"), orphan, None, RECEIPTS, NOW, receipted=True) is Action.SETTLE
+    assert decide(req("a"), orphan, None, RECEIPTS, NOW) is Action.RESEND
 
 
 def test_a_mark_of_this_instance_for_a_request_it_no_longer_holds_is_stale() -> None:

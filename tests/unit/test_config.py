@@ -162,7 +162,11 @@ def test_every_bad_value_is_reported_at_once_one_line_each(tmp_path: Path) -> No
         ({"CHATAPP_RATE_LIMIT_PER_SECOND": "fast"}, "CHATAPP_RATE_LIMIT_PER_SECOND: expected float, got 'fast'"),
         ({"CHATAPP_SEND_CONCURRENCY": "2.5"}, "CHATAPP_SEND_CONCURRENCY: expected int, got '2.5'"),
         ({"CHATAPP_LOG_LEVEL": "verbose"}, "CHATAPP_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR (got 'verbose')"),
-        ({"CHATAPP_INFLIGHT_POLICY": "maybe"}, "CHATAPP_INFLIGHT_POLICY: must be one of resend, fail (got 'maybe')"),
+        ({"CHATAPP_INFLIGHT_POLICY": "maybe"}, "CHATAPP_INFLIGHT_POLICY: must be one of resend, fail, receipts (got 'maybe')"),
+        (
+            {"CHATAPP_INFLIGHT_POLICY": "receipts"},
+            "CHATAPP_INFLIGHT_POLICY: receipts needs CHATAPP_RECEIPTS_JOIN=on (it gives each call the TaskId its receipts are looked up by)",
+        ),
         (
             {"CHATAPP_REDIS_URL": "http://redis:6379"},
             "CHATAPP_REDIS_URL: must be redis://[[user]:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket (got 'http://redis:6379')",

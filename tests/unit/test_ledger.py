@@ -23,7 +23,7 @@ from tests.fixtures.ledger_contract import (  # noqa: F401 (collected here, with
     test_a_request_twice_in_one_claim_is_claimed_once,
     test_claim_is_won_once_and_the_loser_sees_the_winner,
     test_ids_are_scoped_by_account,
-    test_in_flight_then_done_keeps_the_fingerprint,
+    test_in_flight_then_done_keeps_the_fingerprint_and_the_mark_its_calls_task_id,
     test_release_drops_a_claim_and_orphans_a_mark_in_flight,
     test_stored_result_round_trips_equal,
     test_take_over_replaces_only_the_entry_it_was_given,

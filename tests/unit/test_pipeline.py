@@ -7,13 +7,15 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from chatapp_devkit.samples import phone, request_record
 from fastavro import schemaless_reader
 
-from consumer.admission import Policy
+from consumer.admission import Policy, WaitingRoom
 from consumer.backpressure import BufferBound
 from consumer.batching import Batcher
 from consumer.codec import RESULT_SCHEMA, PlainAvroCodec
@@ -25,21 +27,24 @@ from consumer.ledger import InMemoryLedger
 from consumer.metrics import Metrics
 from consumer.observers import subscribe_logs, subscribe_metrics
 from consumer.offsets import OffsetTracker
-from consumer.pipeline import Pipeline
+from consumer.pipeline import Evidence, Pipeline, no_evidence
 from consumer.rebalance import Handover
 from consumer.reply import Replies
 from consumer.validate import Validator
+from tests.fixtures.clock import FakeClock
 from tests.fixtures.fake_kafka import FakeKafka, FakeSender
 
 REQUESTS, RESULTS, DLQ = "requests", "results", "dlq"
 CODEC = PlainAvroCodec()
+RESEND = Policy("me", "resend", 60)
 
 
 class Loop:
     """A pipeline and its hand-over, wired as app.py wires them, over the fakes."""
 
     def __init__(self, max_buffered: int = 50_000, max_bytes: int = 1 << 26, linger_s: float = 0.0, reply_to_pattern: str | None = None,
-                 exactly_once: bool = False, commit_interval_s: float = 0.0):  # fmt: skip
+                 exactly_once: bool = False, commit_interval_s: float = 0.0, policy: Policy = RESEND,
+                 evidence: Evidence = no_evidence, ledger_clock: Callable[[], float] = time.time):  # fmt: skip
         self.metrics = Metrics()
         events = Events()
         subscribe_metrics(events, self.metrics)
@@ -48,14 +53,14 @@ class Loop:
         self.kafka = FakeKafka(lambda ps: self.handover.on_assign(ps), lambda ps: self.handover.on_revoke(ps), lambda ps: self.handover.on_lost(ps),
                                lambda positions: self.pipeline.committed(positions), transactional=exactly_once)  # fmt: skip
         finished: queue.SimpleQueue = queue.SimpleQueue()
-        self.ledger = InMemoryLedger(3600)
+        self.ledger = InMemoryLedger(3600, clock=ledger_clock)
         self.sender = FakeSender(finished.put, self.ledger)
         destinations = ReplyDestinations(RESULTS, reply_to_pattern, (REQUESTS, DLQ))
         intake = Intake(CODEC.decode_request, Validator({"default"}).problems, destinations, tracker.partition)
         replies = Replies(self.kafka, CODEC, RESULTS, DLQ, events, tracker.finish)
         book = InFlightBook(BufferBound(max_buffered, 0, 1000), max_bytes)
         self.pipeline = Pipeline(self.kafka, intake, book, Batcher(1000, linger_s), self.sender, replies, tracker, self.ledger,  # type: ignore[arg-type]
-                                 Policy("me", "resend", 60), events, commit_interval_s, finished, exactly_once=exactly_once)  # fmt: skip
+                                 policy, events, commit_interval_s, finished, exactly_once=exactly_once, evidence=evidence)  # fmt: skip
         self.handover = Handover(self.pipeline, 1.0, "me", logging.getLogger("test.pipeline"))
         self.pipeline.on_abort = self.handover.rewind
 
@@ -135,6 +140,41 @@ def test_a_request_done_before_is_answered_from_the_ledger_and_not_sent(loop: Lo
     loop.turn()
     assert loop.sender.batches == []
     assert [r["group_message_id"] for r in loop.results()] == ["G1", "G1"]
+
+
+def test_under_receipts_a_dead_instances_requests_in_flight_are_settled_by_their_calls_receipts_or_resent_after_the_wait() -> None:
+    witnessed: set[str] = set()
+    asked: list[tuple[str, list[str]]] = []
+
+    def evidence(calls: list[tuple[str, list[str]]]) -> list[bool]:
+        asked.extend(calls)
+        return [task_id in witnessed for task_id, _ in calls]
+
+    clock = FakeClock(time.time() - 61)  # when the dead instance wrote its marks: stale (60 s), within the receipts wait (30 s)
+    loop = Loop(policy=Policy("me", "receipts", 60, 30), evidence=evidence, ledger_clock=clock)
+    loop.kafka.assign([(REQUESTS, 0)])
+    loop.pipeline.waiting = WaitingRoom(every_s=0.0)
+    for request_id, number in (("r1", 1), ("r2", 2), ("r3", 3)):
+        loop.request(request_id, number)
+    requests = {r.request_id: r for r in (CODEC.decode_request(record.value) for record in loop.kafka.incoming)}
+    loop.ledger.mark_in_flight([requests["r1"]], "dead", task_id="t1")
+    loop.ledger.mark_in_flight([requests["r3"]], "dead", task_id="t3")
+    clock.advance(-30)
+    loop.ledger.mark_in_flight([requests["r2"]], "dead", task_id="t2")  # 91 s ago: the wait is over
+    clock.now = time.time()
+    witnessed.add("t1")
+    loop.turn()
+    assert [s.request.request_id for b in loop.sender.batches for s in b.slices] == ["r2"], "resent: no receipt came within the wait"
+    assert len(loop.pipeline.waiting) == 1, "r3 waits for a receipt"
+    witnessed.add("t3")
+    loop.turn()
+    loop.turn()
+    settled = {r["request_id"]: r for r in loop.results()}
+    assert {rid: (r["status"], r["code"]) for rid, r in settled.items()} == {"r1": ("SENT", "OK"), "r3": ("SENT", "OK")}
+    assert "inflight_policy=receipts" in settled["r1"]["message"]
+    assert asked[:3] == [("t1", [phone(1)]), ("t2", [phone(2)]), ("t3", [phone(3)])], "each call's TaskId with the request's canonical numbers"
+    assert loop.metrics.registry.get_sample_value("chatapp_duplicates_total", {"kind": "inflight_settled"}) == 2
+    assert loop.metrics.registry.get_sample_value("chatapp_duplicates_total", {"kind": "inflight_resent"}) == 1
 
 
 def test_back_pressure_pauses_the_partitions_at_the_bound_and_resumes_below_three_quarters() -> None:

@@ -21,6 +21,7 @@ from consumer.limiter import RESERVE_AHEAD_S, AccountLimit, InProcessLimiter, Re
 from consumer.limiter.lateness import MISSED_SLOT_S
 from consumer.metrics import Metrics
 from consumer.models import Batch, BatchKey, SendRequest, SendResult, Settled, Slice, Status
+from consumer.receipts.recorder import NoJoin, task_key
 from consumer.routing import SendPolicy
 from consumer.sender import CREDENTIALS_UNAVAILABLE, EXPIRED_CODE, Sender
 from tests.fixtures.builders import make_batch, make_key, make_request
@@ -132,11 +133,13 @@ class SpyLedger(InMemoryLedger):
     def __init__(self, events: list[tuple]) -> None:
         super().__init__(3600)
         self.events = events
+        self.task_ids: list[str | None] = []
 
-    def mark_in_flight(self, requests, owner: str) -> None:
+    def mark_in_flight(self, requests, owner: str, task_id: str | None = None) -> None:
         requests = list(requests)
         self.events.append(("in_flight", tuple(r.request_id for r in requests), owner))
-        super().mark_in_flight(requests, owner)
+        self.task_ids.append(task_id)
+        super().mark_in_flight(requests, owner, task_id)
 
     def mark_done(self, settled) -> None:
         settled = list(settled)
@@ -156,6 +159,7 @@ class Harness:
         max_recipients: int = 1000,
         credentials: Any = None,
         limiter: SpyLimiter | None = None,
+        join: NoJoin | None = None,
     ) -> None:
         self.cams = cams
         self.limiter = limiter or SpyLimiter()
@@ -180,6 +184,7 @@ class Harness:
             concurrency,
             OWNER,
             max_recipients,
+            join=join,
         )
 
     def _on_results(self, finished: list[Settled]) -> None:
@@ -795,6 +800,37 @@ def test_retries_mark_in_flight_only_once(start) -> None:
     h.collect(1)
     kinds = [e[0] for e in h.cams.events]
     assert kinds == ["in_flight", "call", "call", "done"]
+
+
+class TaskIds(NoJoin):
+    """The recorder's TaskIds (``task_key``) without its thread and store."""
+
+    def key_for(self, batch: Batch) -> BatchKey:
+        return task_key(batch)
+
+
+def test_in_flight_marks_keep_the_calls_task_id_and_a_retry_keeps_both(start) -> None:
+    h = start([answer(Outcome.TRANSIENT, "ServiceUnavailable", status=503), ok()], join=TaskIds())
+    h.cams.gate = threading.Event()
+    batch = make_batch(1, 2)
+    h.sender.submit(batch)
+    h.cams.started.get(timeout=WAIT)
+    assert batch.task_id is not None
+    assert [e.task_id for e in h.ledger.lookup([s.request for s in batch.slices])] == [batch.task_id] * 2
+    h.cams.gate.set()
+    h.collect(2)
+    assert [e[0] for e in h.cams.events] == ["in_flight", "call", "call", "done"]
+    assert [key.task_id for key, _ in h.cams.calls] == [batch.task_id] * 2
+
+
+def test_no_task_id_is_kept_for_a_producers_own_or_a_request_split_over_calls(start) -> None:
+    h = start([ok(), ok()], join=TaskIds())
+    h.sender.submit(make_batch(1, key=make_key()._replace(task_id="producers-task")))
+    h.collect(1)
+    split_request = make_request(2, make_key())
+    h.sender.submit(Batch("b-part", split_request.key, [Slice(split_request, split_request.recipients[:1])], 1))
+    h.collect(1)
+    assert h.ledger.task_ids == [None, None]
 
 
 # -- concurrency / stop / abandon -----------------------------------------------------------------
