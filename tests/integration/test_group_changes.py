@@ -67,7 +67,9 @@ def test_scale_out_and_a_sigterm_repeat_no_result(service_cluster, local_cams, s
     results.poll(1.0)
     counts = _counts(results)
     repeated = {request_id: n for request_id, n in counts.items() if n > 1}
-    assert len(counts) == total and not repeated, f"{len(repeated)} requests answered more than once, e.g. {list(repeated.items())[:5]}"
+    assert len(counts) == total and not repeated, (
+        f"{len(repeated)} requests answered more than once, e.g. {list(repeated.items())[:5]}\nfirst:\n{first.log_tail()}\nsecond:\n{second.log_tail()}"
+    )
     assert local_cams.stats()["duplicate_recipients_accepted"] == 0
     assert second.metric("chatapp_records_skipped_total") > 0, "the second member skipped what the first had finished"
     assert second.stop() == 0
