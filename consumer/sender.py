@@ -37,7 +37,7 @@ from .gates import Gates
 from .ledger import Ledger
 from .limiter import RateLimiter
 from .limiter.lateness import MISSED_SLOT_S, lateness
-from .models import Batch, Settled, Slice, SliceOutcome, Status
+from .models import Batch, SendRequest, Settled, Slice, SliceOutcome, Status
 from .receipts.recorder import NoJoin
 from .retry import backoff_s
 from .routing import Budget, Route, SendPolicy, route
@@ -332,11 +332,17 @@ class Sender:
         the call (unique to it: its receipts prove this call); a request split over several calls,
         or under its producer's own TaskId, without one (no one call's receipts settle it)."""
         task_id = batch.task_id if batch.key.task_id is None else None
-        whole = [s.request for s in batch.slices if len(s.recipients) == len(s.request.recipients)]
+        if task_id is None:  # no TaskId of the service's own (receipts join off, or the producer's): one mark for all
+            self._ledger.mark_in_flight([s.request for s in batch.slices], self._owner)
+            return
+        whole: list[SendRequest] = []
+        split: list[SendRequest] = []
+        for s in batch.slices:
+            (whole if len(s.recipients) == len(s.request.recipients) else split).append(s.request)
         if whole:
             self._ledger.mark_in_flight(whole, self._owner, task_id)
-        if len(whole) < len(batch.slices):
-            self._ledger.mark_in_flight([s.request for s in batch.slices if len(s.recipients) < len(s.request.recipients)], self._owner)
+        if split:
+            self._ledger.mark_in_flight(split, self._owner)
 
     def _follow(self, way: Route, batch: Batch, call: CallResult, named: list[Slice]) -> list[Settled]:
         """Carry out the batch's route (``routing.py``); returns the requests it finished."""
