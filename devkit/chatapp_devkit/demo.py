@@ -210,7 +210,8 @@ def run_demo(env: Mapping[str, str] | None = None, requests: int = 20_000, out: 
         calls_ok = _total(service, "chatapp_api_calls_total", code="OK")
         sent_recipients = _total(service, "chatapp_api_recipients_total")
         say()
-        say(f"results read back from {config.reply_topic}: {dict(statuses)}  ({len(results):,} records)")
+        by_count = dict(statuses.most_common())  # most first: the same line whatever order the results came back in
+        say(f"results read back from {config.reply_topic}: {by_count}  ({len(results):,} records)")
         say(
             f"dead letters read back from {config.dlq_topic}: {len(dlq)} ({', '.join(sorted({dict(m.headers())['chatapp.dlq.reason'].decode() for m in dlq}))})"
         )
