@@ -71,7 +71,9 @@ def test_sigkill_three_instances_five_times_loses_nothing(policy, service_cluste
         receiver = start_receiver(receipts_env(service_cluster.bootstrap_servers, shared_redis))
         receiver.wait_ready()
         local_cams.set_receipts(callback_url=receiver.url, read_rate=0.0, flush_interval_ms=100)
-        receipts = {"receipts_join": "on", "inflight_policy": "receipts"}
+        # receipts come within a second of their call here: a request marked in flight with none
+        # (its call never went out) is resent after 5 s instead of the default 30
+        receipts = {"receipts_join": "on", "inflight_policy": "receipts", "inflight_receipts_wait_s": 5}
     produce(service_cluster.bootstrap_servers, encode_samples(total))
     env = service_env(
         service_cluster.bootstrap_servers,
