@@ -83,6 +83,7 @@ def test_sigkill_three_instances_five_times_loses_nothing(policy, service_cluste
         session_timeout_ms=3000,
         send_concurrency=concurrency,
         max_buffered_recipients=3000,
+        inflight_stale_s=6,  # a killed instance's marks are taken over after 6 s, not the default 60 (heartbeats every 1.5 s)
         **receipts,
     )
     services = [start_service(env) for _ in range(3)]
