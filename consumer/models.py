@@ -187,6 +187,8 @@ class Batch:
     """A half of a batch CAMS refused for its content (its calls count against ``bisection.BisectionBudget``)."""
     task_id: str | None = None
     """The TaskId the service gave its calls when its key has none (``receipts.recorder``)."""
+    marked: bool = False
+    """Its requests are marked IN_FLIGHT in the ledger (done once, when its first call has a slot)."""
 
     @property
     def earliest_expiry_ms(self) -> int | None:

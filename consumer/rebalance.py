@@ -6,7 +6,7 @@ that come and go.
 | assigned                | track their offsets, skipping those the previous owner finished (its commit's metadata, ``finished.py``); set their pause flag as back-pressure has it (librdkafka keeps a partition's flag across a revocation) |
 | revoked (cooperative)   | flush the batcher; abandon their queued work (the next owner reads it again: nothing of it was sent), again each round while their calls in flight finish (one may come back as a retry), up to the drain timeout; publish, flush the replies, commit them, forget them |
 | lost (session expired)  | abandon their work uncommitted, forget them                            |
-| shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, publish, flush, commit; leave the group, then close |
+| shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, abandon what it handed back unsent, publish, flush, commit; leave the group, then close |
 | transaction aborted     | (exactly-once mode; also after a loss) abandon all queued work, let calls in flight finish into the ledger unpublished, forget the records of the transaction, and read every partition again from its committed position: what was finished is answered again from the ledger |
 | fenced                  | (exactly-once mode) abandon everything uncommitted, leave the group, close; the process exits with code 3 |
 
@@ -157,6 +157,7 @@ class Handover:
         assigned = p.tracker.partitions
         self._settle(assigned, deadline)
         p.sender.stop(timeout=max(1.0, deadline - time.monotonic()))
+        self._abandon(assigned)  # what the stopped workers handed back unsent: its ledger marks released for the next owner
         p.publish_finished()
         p.replies.flush(max(1.0, deadline - time.monotonic()))
         p.commit(asynchronous=False)
