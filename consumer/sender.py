@@ -179,7 +179,7 @@ class Sender:
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
-    def _take_token(self, account: str, ticket: int, grant: str, on_reserved: Callable[[], None]) -> float | None:
+    def _take_token(self, account: str, ticket: int, grant: str, before_asking: Callable[[], None]) -> float | None:
         """Reserve the account's next free slot for this worker's call, under the name ``grant``,
         and wait for it. The tickets at the account's gate ask in turn, overlapping as much as the
         limiter's round trip needs (``Gates.may_ask``), and the limiter answers with the slot it
@@ -187,8 +187,8 @@ class Sender:
         process's clock (``Reservation.answered_at``, less the answer's way back), or at once when
         the answer came after it. Returns the slot: the reference from which its lateness counts
         (an answer held up on its way back, a worker woken late; not an ask held up on its way
-        there, which only got a later slot). ``on_reserved`` runs once a slot is taken, while the
-        worker waits for it (if it raises, the slot is refunded).
+        there, which only got a later slot). ``before_asking`` runs when the ticket's turn to ask
+        has come, before each ask (not between the answer and the slot: that is on time's path).
         None when the sender is stopping (a slot already taken is refunded: no call will use it)."""
         gates = self._gates
         prepared_at = self._clock()
@@ -201,6 +201,7 @@ class Sender:
                     return None
                 depth = gates.depth(account)
                 ahead_s = gates.ahead_s(account)
+            before_asking()
             asked_at = self._clock()
             reservation = self._limiter.reserve(account, grant, ahead_s)
             replied_at = self._clock()
@@ -214,13 +215,6 @@ class Sender:
                     turn.notify_all()  # the next ticket's turn to ask
                 elif gates.depth(account) > depth:
                     self._cond.notify_all()  # the dispatcher may let more of the account's batches ask
-            if reservation.reserved:
-                try:
-                    on_reserved()
-                except BaseException:
-                    self._limiter.refund(account, grant)
-                    raise
-            with self._cond:
                 while not self._stopped and (left := due - self._clock()) > 0:
                     turn.wait(left)
                 stopped = self._stopped
@@ -285,7 +279,7 @@ class Sender:
                 return gone
             self._on_results(gone)  # at once: they are out of the batch, and a crash below fails only what is left
         key = self._join.key_for(batch)  # the call's TaskId first: the in-flight marks keep it
-        mark_in_flight = functools.partial(self._mark_in_flight, batch)  # once it has a slot: waiting for its turn, it is only CLAIMED
+        mark_in_flight = functools.partial(self._mark_in_flight, batch)  # once its turn to ask has come: waiting for it, only CLAIMED
         account = batch.key.account
         grant = f"{self._owner}/{ticket}"  # names this call's grant in the limiter's window (unique across instances)
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
@@ -339,8 +333,9 @@ class Sender:
         """Mark the batch's requests IN_FLIGHT, each carried whole with the TaskId the service gave
         the call (unique to it: its receipts prove this call); a request split over several calls,
         or under its producer's own TaskId, without one (no one call's receipts settle it). Once
-        per batch, when its first call has a slot: a batch still waiting for its turn is only
-        CLAIMED, so an instance that stops or dies then leaves nothing for the next owner to wait for."""
+        per batch, when its first call's turn to ask the limiter has come: a batch still waiting for
+        its turn (most of an account's queue) is only CLAIMED, so an instance that stops or dies
+        leaves the next owner nothing to wait out for it."""
         if batch.marked:
             return
         task_id = batch.task_id if batch.key.task_id is None else None
