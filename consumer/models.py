@@ -187,8 +187,6 @@ class Batch:
     """A half of a batch CAMS refused for its content (its calls count against ``bisection.BisectionBudget``)."""
     task_id: str | None = None
     """The TaskId the service gave its calls when its key has none (``receipts.recorder``)."""
-    marked: bool = False
-    """Its requests are marked IN_FLIGHT in the ledger (once, when its first call's turn to ask for a slot came)."""
 
     @property
     def earliest_expiry_ms(self) -> int | None:

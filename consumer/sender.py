@@ -17,7 +17,6 @@ requests are marked in the ledger and handed to ``on_results`` (the main loop pu
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import random
@@ -38,7 +37,7 @@ from .gates import Gates
 from .ledger import Ledger
 from .limiter import RateLimiter
 from .limiter.lateness import MISSED_SLOT_S, lateness
-from .models import Batch, Settled, Slice, SliceOutcome, Status
+from .models import Batch, SendRequest, Settled, Slice, SliceOutcome, Status
 from .receipts.recorder import NoJoin
 from .retry import backoff_s
 from .routing import Budget, Route, SendPolicy, route
@@ -179,7 +178,7 @@ class Sender:
                 self._pool.submit(self._run, batch, ticket)
 
     # -- worker threads --------------------------------------------------------------------
-    def _take_token(self, account: str, ticket: int, grant: str, before_asking: Callable[[], None]) -> float | None:
+    def _take_token(self, account: str, ticket: int, grant: str) -> float | None:
         """Reserve the account's next free slot for this worker's call, under the name ``grant``,
         and wait for it. The tickets at the account's gate ask in turn, overlapping as much as the
         limiter's round trip needs (``Gates.may_ask``), and the limiter answers with the slot it
@@ -187,8 +186,7 @@ class Sender:
         process's clock (``Reservation.answered_at``, less the answer's way back), or at once when
         the answer came after it. Returns the slot: the reference from which its lateness counts
         (an answer held up on its way back, a worker woken late; not an ask held up on its way
-        there, which only got a later slot). ``before_asking`` runs when the ticket's turn to ask
-        has come, before each ask (not between the answer and the slot: that is on time's path).
+        there, which only got a later slot).
         None when the sender is stopping (a slot already taken is refunded: no call will use it)."""
         gates = self._gates
         prepared_at = self._clock()
@@ -201,7 +199,6 @@ class Sender:
                     return None
                 depth = gates.depth(account)
                 ahead_s = gates.ahead_s(account)
-            before_asking()
             asked_at = self._clock()
             reservation = self._limiter.reserve(account, grant, ahead_s)
             replied_at = self._clock()
@@ -279,7 +276,8 @@ class Sender:
                 return gone
             self._on_results(gone)  # at once: they are out of the batch, and a crash below fails only what is left
         key = self._join.key_for(batch)  # the call's TaskId first: the in-flight marks keep it
-        mark_in_flight = functools.partial(self._mark_in_flight, batch)  # once its turn to ask has come: waiting for it, only CLAIMED
+        if batch.attempts == 0:
+            self._mark_in_flight(batch)
         account = batch.key.account
         grant = f"{self._owner}/{ticket}"  # names this call's grant in the limiter's window (unique across instances)
         recipients = batch.slices[0].recipients if len(batch.slices) == 1 else [r for s in batch.slices for r in s.recipients]
@@ -289,13 +287,13 @@ class Sender:
             self._events.emit("credentials.unavailable", account=account, error=str(exc))
             call = CallResult(Outcome.TRANSIENT, CREDENTIALS_UNAVAILABLE, str(exc), None, None, None, None, 0.0)
         else:
-            granted_at = self._take_token(account, ticket, grant, mark_in_flight)
+            granted_at = self._take_token(account, ticket, grant)
             while granted_at is not None and (missed_s := self._clock() - granted_at) > MISSED_SLOT_S:
                 self._limiter.refund(account, grant)  # not sent on it: the slot sharing its window may be decided already
                 self._events.emit("slot.missed", account=account, late_s=missed_s)
                 with self._cond:
                     self._gates.enter(account, ticket, self._clock())  # at the back of the account's gate
-                granted_at = self._take_token(account, ticket, grant, mark_in_flight)
+                granted_at = self._take_token(account, ticket, grant)
             if granted_at is None:  # stopping: back to the queue, unsent
                 self.submit(batch)
                 return finished
@@ -332,23 +330,19 @@ class Sender:
     def _mark_in_flight(self, batch: Batch) -> None:
         """Mark the batch's requests IN_FLIGHT, each carried whole with the TaskId the service gave
         the call (unique to it: its receipts prove this call); a request split over several calls,
-        or under its producer's own TaskId, without one (no one call's receipts settle it). Once
-        per batch, when its first call's turn to ask the limiter has come: a batch still waiting for
-        its turn (most of an account's queue) is only CLAIMED, so an instance that stops or dies
-        leaves the next owner nothing to wait out for it."""
-        if batch.marked:
-            return
+        or under its producer's own TaskId, without one (no one call's receipts settle it)."""
         task_id = batch.task_id if batch.key.task_id is None else None
         if task_id is None:  # no TaskId of the service's own (receipts join off, or the producer's): one mark for all
             self._ledger.mark_in_flight([s.request for s in batch.slices], self._owner)
-        else:
-            whole = [s.request for s in batch.slices if len(s.recipients) == len(s.request.recipients)]
-            split = [s.request for s in batch.slices if len(s.recipients) != len(s.request.recipients)]
-            if whole:
-                self._ledger.mark_in_flight(whole, self._owner, task_id)
-            if split:
-                self._ledger.mark_in_flight(split, self._owner)
-        batch.marked = True
+            return
+        whole: list[SendRequest] = []
+        split: list[SendRequest] = []
+        for s in batch.slices:
+            (whole if len(s.recipients) == len(s.request.recipients) else split).append(s.request)
+        if whole:
+            self._ledger.mark_in_flight(whole, self._owner, task_id)
+        if split:
+            self._ledger.mark_in_flight(split, self._owner)
 
     def _follow(self, way: Route, batch: Batch, call: CallResult, named: list[Slice]) -> list[Settled]:
         """Carry out the batch's route (``routing.py``); returns the requests it finished."""
@@ -385,7 +379,6 @@ class Sender:
                 emit("bisection.deferred", account=account)
             for half in split(batch):
                 half.attempts = batch.attempts
-                half.marked = batch.marked
                 half.bisected = True
                 half.task_id = batch.task_id
                 self.submit(half, not_before)

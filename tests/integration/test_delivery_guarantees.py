@@ -119,7 +119,8 @@ def test_sigkill_three_instances_five_times_loses_nothing(policy, service_cluste
     for call in sorted((c for c in calls if c["code"] == "OK"), key=lambda c: c["received_at"]):
         for number in call["to"]:
             first_accepted.setdefault(number, call)
-    duplicated = set(stats["accounts"][TEST_KEY_ID]["duplicates"])
+    duplicated = stats["accounts"][TEST_KEY_ID]["duplicates"]  # number -> times accepted (> 1)
+    extra = sum(times - 1 for times in duplicated.values())  # a request resent after one kill can be in flight at the next
 
     def at_a_kill(call: dict) -> bool:
         return any(kill - IN_FLIGHT_S <= call["received_at"] <= kill + 0.1 for kill in killed_at)
@@ -128,11 +129,11 @@ def test_sigkill_three_instances_five_times_loses_nothing(policy, service_cluste
     assert not not_in_flight, f"{len(not_in_flight)} recipients sent twice whose first call was not in flight at a kill, e.g. {not_in_flight[:5]}"
     in_flight_recipients = sum(c["recipients"] for c in calls if c["code"] == "OK" and at_a_kill(c))
     settled = sum(1 for rs in by_id.values() if "inflight_policy=receipts" in (rs[0]["message"] or ""))
-    print(f"\n[{policy}] recipients received twice: {len(duplicated)}; accepted in calls in flight at the kills: {in_flight_recipients};"
+    print(f"\n[{policy}] recipients received more than once: {len(duplicated)} ({extra} extra); accepted in calls in flight at the kills: {in_flight_recipients};"
           f" requests answered from their call's receipts: {settled}")  # fmt: skip
     assert settled == 0 or policy == "receipts"
-    assert len(duplicated) <= in_flight_recipients
-    assert stats["recipients_accepted"] - stats["duplicate_recipients_accepted"] == total
+    assert extra <= in_flight_recipients
+    assert stats["recipients_accepted"] - extra == total
 
 
 def test_api_faults_end_every_request_with_one_result(service_cluster, local_cams, start_service, topic_reader):

@@ -793,22 +793,6 @@ def test_ledger_marks_in_flight_before_the_call_and_done_after(start) -> None:
         assert entry.result == results[i]
 
 
-def test_a_batch_is_marked_in_flight_when_its_turn_to_ask_comes_and_stays_so_until_its_slot(start) -> None:
-    """Marked as its ask goes out (not in the time between the answer and the slot: that is the
-    call's time to go out on time); a stop before its slot leaves it unsent, its slot refunded."""
-    h = start([ok()], concurrency=1)
-    h.limiter.hold_s = 30.0  # its slot lies far ahead
-    held = make_batch(1)
-    h.sender.submit(held)
-    deadline = time.monotonic() + WAIT
-    while not h.limiter.tickets:
-        assert time.monotonic() < deadline, "no slot was reserved"
-        time.sleep(0.002)
-    assert h.cams.events == [("in_flight", tuple(ids(held)), OWNER)], "marked before the slot was asked for"
-    h.sender.stop(timeout=WAIT)
-    assert h.cams.calls == [] and h.limiter.refunds == [("default", h.limiter.tickets[0])]
-
-
 def test_retries_mark_in_flight_only_once(start) -> None:
     h = start([answer(Outcome.TRANSIENT, "ServiceUnavailable", status=503), ok()])
     batch = make_batch(1)
