@@ -75,6 +75,28 @@ def test_scale_out_and_a_sigterm_repeat_no_result(service_cluster, local_cams, s
     assert second.stop() == 0
 
 
+def test_a_sigterm_leaves_no_in_flight_mark_for_the_next_owner_to_wait_out(service_cluster, local_cams, shared_redis, start_service, topic_reader) -> None:
+    """Stopped with a backlog (a 1 s drain, calls answered after 300 ms, one recipient a call), the
+    instance releases what its stopped sender handed back unsent: no request stays IN_FLIGHT under
+    its name, which the next owner would wait CHATAPP_INFLIGHT_STALE_S (60 s) to take over."""
+    from consumer.codec import PlainAvroCodec
+    from consumer.ledger import IN_FLIGHT
+    from consumer.ledger_redis import RedisLedger
+    from consumer.limiter import connect
+
+    values = encode_samples(400)  # 40 s of calls at 10 a second
+    produce(service_cluster.bootstrap_servers, values)
+    local_cams.set_faults(latency_ms=300)
+    service = start_service(service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, batch_max_recipients=1, drain_timeout_s=1))
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    assert results.read_until(lambda r: len(r.messages) >= 20, timeout=60), service.log_tail()
+    assert service.stop(signal.SIGTERM) == 0
+    codec = PlainAvroCodec()
+    entries = RedisLedger(connect(shared_redis), 600, key_prefix="chatapp:ledger:").lookup([codec.decode_request(v) for v in values])
+    held = sorted(e.owner for e in entries if e is not None and e.state == IN_FLIGHT and e.owner)
+    assert not held, f"{len(held)} requests left IN_FLIGHT under a stopped owner ({held[0]})\n{service.log_tail()}"
+
+
 def test_the_next_generation_group_protocol(service_cluster, local_cams, start_service, topic_reader) -> None:
     """CHATAPP_GROUP_PROTOCOL=consumer (KIP-848): the broker assigns; the service runs the same."""
     total = 500
