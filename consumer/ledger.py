@@ -78,6 +78,12 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
+def in_flight_at(owner: str) -> str:
+    """Where a stale IN_FLIGHT mark was made, for results and logs (its ``owner`` is empty once
+    the stopping instance released it)."""
+    return f"was in flight at {owner} when it stopped" if owner else "was in flight at an instance that released it when stopping"
+
+
 def released(entry: LedgerEntry | None, owner: str) -> LedgerEntry | None | Literal[False]:
     """What ``release`` leaves of ``entry``: False to keep it as is, None to drop it, or the
     orphaned mark (no owner, written at 0: stale at once). RedisLedger decides the same in its

@@ -10,6 +10,7 @@ from typing import Any
 from .events import Events
 from .group_wait import waiting_line
 from .kafka import TP
+from .ledger import in_flight_at
 from .metrics import Metrics, code_label
 from .models import Source
 
@@ -95,11 +96,11 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     failures_logged: dict[tuple[str, str], float] = {}
 
     def resent(request_id: str, owner: str) -> None:
-        log.info("request %s was in flight at %s when it stopped: resending it", request_id, owner, extra={"request_id": request_id})
+        log.info("request %s %s: resending it", request_id, in_flight_at(owner), extra={"request_id": request_id})
 
     def settled(request_id: str, owner: str, task_id: str) -> None:
-        log.info("request %s was in flight at %s when it stopped; a receipt for its call (TaskId %s) shows CAMS took it: answered SENT, not resent",
-                 request_id, owner, task_id, extra={"request_id": request_id})  # fmt: skip
+        log.info("request %s %s; a receipt for its call (TaskId %s) shows CAMS took it: answered SENT, not resent", request_id, in_flight_at(owner),
+                 task_id, extra={"request_id": request_id})  # fmt: skip
 
     def dead_lettered(source: Source, reason: str, detail: str) -> None:
         log.warning("dead-lettered %s[%d]@%d: %s: %s", source.topic, source.partition, source.offset, reason, detail[:200])

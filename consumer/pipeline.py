@@ -24,7 +24,7 @@ from .group_wait import AssignmentWait
 from .inflight import InFlightBook
 from .intake import Intake
 from .kafka import TP, KafkaPort, Record
-from .ledger import Ledger, LedgerEntry
+from .ledger import Ledger, LedgerEntry, in_flight_at
 from .models import SendRequest, SendResult, Settled, SliceOutcome, Source, Status
 from .offsets import OffsetTracker
 from .reply import Replies
@@ -176,16 +176,14 @@ class Pipeline:
             elif action is Action.SETTLE:  # its call reached CAMS: answered SENT, not sent again
                 assert entry is not None, "decide settles only a request with an entry"
                 emit("request.settled", request_id=request_id, owner=entry.owner, task_id=entry.task_id)
-                self._end(request, SliceOutcome(Status.SENT, SETTLED_CODE, f"was in flight at {entry.owner} when it stopped; a receipt for its call "
+                self._end(request, SliceOutcome(Status.SENT, SETTLED_CODE, f"{in_flight_at(entry.owner)}; a receipt for its call "
                                                 f"(TaskId {entry.task_id}) shows CAMS took it: not resent (inflight_policy=receipts)"))  # fmt: skip
             elif action is Action.EXPIRE:
                 self._end(request, SliceOutcome(Status.EXPIRED, "Chatapp.Expired", "expires_at passed before it was consumed"))
             else:  # Action.FAIL
                 emit("request.duplicate", kind="inflight_failed")
                 assert entry is not None, "decide fails only a request with an entry (in flight elsewhere)"
-                self._end(
-                    request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"was in flight at {entry.owner} when it stopped; not resent (inflight_policy=fail)")
-                )
+                self._end(request, SliceOutcome(Status.FAILED, INFLIGHT_UNKNOWN, f"{in_flight_at(entry.owner)}; not resent (inflight_policy=fail)"))
         emit("requests.admitted", recipients=recipients)
 
     def _receipted(self, requests: list[SendRequest], entries: list[LedgerEntry | None], now: float) -> list[bool]:

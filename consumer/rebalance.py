@@ -6,7 +6,7 @@ that come and go.
 | assigned                | track their offsets, skipping those the previous owner finished (its commit's metadata, ``finished.py``); set their pause flag as back-pressure has it (librdkafka keeps a partition's flag across a revocation) |
 | revoked (cooperative)   | flush the batcher; abandon their queued work (the next owner reads it again: nothing of it was sent), again each round while their calls in flight finish (one may come back as a retry), up to the drain timeout; publish, flush the replies, commit them, forget them |
 | lost (session expired)  | abandon their work uncommitted, forget them                            |
-| shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, abandon what it handed back unsent, publish, flush, commit; leave the group, then close |
+| shutdown (SIGTERM)      | send what is buffered and wait until every message is answered durably (up to the drain timeout: what is still unsent is abandoned); stop the sender, abandon what it handed back unsent, publish, flush, commit (a commit the group refuses mid-rebalance is made again once the member has rejoined); leave the group, then close |
 | transaction aborted     | (exactly-once mode; also after a loss) abandon all queued work, let calls in flight finish into the ledger unpublished, forget the records of the transaction, and read every partition again from its committed position: what was finished is answered again from the ledger |
 | fenced                  | (exactly-once mode) abandon everything uncommitted, leave the group, close; the process exits with code 3 |
 
@@ -25,6 +25,9 @@ from .finished import decode
 from .kafka import CLOSE_TIMEOUT_S, TP
 from .models import Slice, Source
 from .pipeline import Pipeline
+
+REJOIN_POLL_S = 0.1
+CONSUME_WHILE_REJOINING = 100
 
 
 def _slices_of(partitions: list[TP]) -> Callable[[Slice], bool]:
@@ -149,6 +152,21 @@ class Handover:
             self._abandon(partitions)
         p.replies.flush(max(1.0, deadline - time.monotonic()))
 
+    def _commit_through_rebalance(self, deadline: float) -> None:
+        """Commit every moved position; one the group refuses while it rebalances (the member's
+        generation gone between the rounds of a cooperative rebalance, or not yet the next one) is
+        made again as the member rejoins, up to ``deadline``. Leaving with it refused would hand the
+        next owner results already published, to answer again. Records fetched meanwhile are
+        dropped: nothing past them is committed."""
+        p = self._pipeline
+        p.commit(asynchronous=False)
+        while not p.exactly_once and p.tracker.to_commit() and time.monotonic() < deadline:
+            p.kafka.consume(CONSUME_WHILE_REJOINING, REJOIN_POLL_S)
+            p.commit(asynchronous=False)
+        if not p.exactly_once and p.tracker.to_commit():
+            self._log.warning("offsets of %s not committed before leaving: the next owner answers their finished requests again from the ledger",
+                              ", ".join(f"{t}[{n}]" for t, n in sorted(p.tracker.to_commit())))  # fmt: skip
+
     def shutdown(self) -> int:
         """Finish, commit and leave (see the module's table); returns the partitions committed."""
         p = self._pipeline
@@ -160,7 +178,7 @@ class Handover:
         self._abandon(assigned)  # what the stopped workers handed back unsent: its ledger marks released for the next owner
         p.publish_finished()
         p.replies.flush(max(1.0, deadline - time.monotonic()))
-        p.commit(asynchronous=False)
+        self._commit_through_rebalance(max(deadline, time.monotonic() + CLOSE_TIMEOUT_S))
         left_at = time.monotonic()
         if p.kafka.leave_group(CLOSE_TIMEOUT_S):
             self._log.info("left the consumer group in %.2f s", time.monotonic() - left_at)

@@ -13,7 +13,7 @@ import pytest
 
 from consumer.codec import PlainAvroCodec
 from consumer.fingerprint import fingerprint
-from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry
+from consumer.ledger import CLAIMED, InMemoryLedger, LedgerEntry, in_flight_at
 from consumer.ledger_redis import RedisLedger
 from consumer.limiter import connect
 from consumer.models import SendRequest
@@ -143,3 +143,8 @@ def test_redis_marks_are_written_as_one_value_each_would_be(monkeypatch) -> None
         marks = RedisLedger._marks(requests, CLAIMED, owner)
         assert marks == [RedisLedger._value(r, CLAIMED, owner) for r in requests]
         assert [json.loads(m)["f"] for m in marks] == [fingerprint(r) for r in requests]
+
+
+def test_a_released_mark_is_named_as_released_not_by_an_empty_owner() -> None:
+    assert in_flight_at("host-1:42") == "was in flight at host-1:42 when it stopped"
+    assert in_flight_at("") == "was in flight at an instance that released it when stopping"
