@@ -78,7 +78,7 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def in_flight_at(owner: str) -> str:
+def in_flight_at(owner: str | None) -> str:
     """Where a stale IN_FLIGHT mark was made, for results and logs (its ``owner`` is empty once
     the stopping instance released it)."""
     return f"was in flight at {owner} when it stopped" if owner else "was in flight at an instance that released it when stopping"
