@@ -28,6 +28,11 @@ from .pipeline import Pipeline
 
 REJOIN_POLL_S = 0.1
 CONSUME_WHILE_REJOINING = 100
+REJOIN_COMMIT_S = 5.0
+"""How long past the drain deadline a shutdown commit refused mid-rebalance is tried again (a
+round completes once every member has rejoined: about a second on a real broker, 2 s on the mock).
+Past the drain deadline a stop then takes up to about 30 s: flushes of at least 1 s, this, leaving
+and closing (``CLOSE_TIMEOUT_S`` each); deploy/kubernetes gives it that in its grace period."""
 
 
 def _slices_of(partitions: list[TP]) -> Callable[[Slice], bool]:
@@ -178,7 +183,7 @@ class Handover:
         self._abandon(assigned)  # what the stopped workers handed back unsent: its ledger marks released for the next owner
         p.publish_finished()
         p.replies.flush(max(1.0, deadline - time.monotonic()))
-        self._commit_through_rebalance(max(deadline, time.monotonic() + CLOSE_TIMEOUT_S))
+        self._commit_through_rebalance(max(deadline, time.monotonic() + REJOIN_COMMIT_S))
         left_at = time.monotonic()
         if p.kafka.leave_group(CLOSE_TIMEOUT_S):
             self._log.info("left the consumer group in %.2f s", time.monotonic() - left_at)

@@ -104,11 +104,11 @@ def test_a_sigterm_between_the_rounds_of_a_rebalance_commits_before_leaving(serv
     partition_of = {codec.decode_request(m.value()).request_id: m.partition() for m in requests.messages}
     kept = {p for p in range(PARTITIONS) if f"{REQUESTS}[{p}]" not in revoked}
     assert kept, revoked
-    # the revoked partitions are left out: the mock's coordinator may refuse the revocation's own
-    # commit (it rebalances while a real broker's group is stable; docs/scaling.md)
+    # judged from the topics; the log only says which partitions the first round took, left out
+    # here: the mock's coordinator may refuse the revocation's own commit (it starts the next
+    # round while a real broker's group is stable; docs/delivery-guarantees.md)
     repeated = {request_id: n for request_id, n in _counts(results).items() if n > 1 and partition_of[request_id] in kept}
     assert not repeated, f"{len(repeated)} requests of the partitions kept answered twice\nfirst:\n{first.log_tail()}"
-    assert "not committed before leaving" not in first.log_path.read_text()
     assert second.stop() == 0
 
 
