@@ -252,3 +252,38 @@ def test_shutdown_sends_what_is_buffered_commits_and_leaves(loop: Loop) -> None:
     assert [r["request_id"] for r in loop.results()] == ["r1"]
     assert loop.kafka.positions_committed()[(REQUESTS, 0)] == 1
     assert loop.sender.stopped and loop.kafka.assigned == set()
+
+
+def _shutdown_with_r1_answered(loop: Loop) -> int:
+    """r1 buffered, finished as the shutdown serves results; returns what ``shutdown`` returns."""
+    loop.pipeline.batcher.linger_s = 60.0
+    loop.request("r1", 1)
+    loop.turn()
+
+    def finish_on_serve(wait_s: float, serve=loop.pipeline.serve_results) -> None:
+        loop.sender.finish()
+        serve(wait_s)
+
+    loop.pipeline.serve_results = finish_on_serve  # type: ignore[method-assign]
+    loop.request("fetched-while-rejoining", 2)  # consumed by the shutdown's rejoin: dropped, left uncommitted
+    return loop.handover.shutdown()
+
+
+def test_a_shutdown_commit_the_group_refuses_mid_rebalance_is_made_again_before_leaving(loop: Loop) -> None:
+    loop.kafka.refuse_commits = 3  # the member's generation gone until it has rejoined
+    assert _shutdown_with_r1_answered(loop) == 2
+    assert [r["request_id"] for r in loop.results()] == ["r1"]
+    assert loop.kafka.positions_committed()[(REQUESTS, 0)] == 1  # r1's result, not the record read while rejoining
+    assert loop.kafka.refuse_commits == 0 and loop.kafka.assigned == set()
+
+
+def test_a_shutdown_the_group_refuses_every_commit_leaves_saying_which_partitions_go_uncommitted(loop: Loop, monkeypatch, caplog) -> None:
+    from consumer import rebalance
+
+    monkeypatch.setattr(rebalance, "REJOIN_COMMIT_S", 0.2)
+    loop.kafka.refuse_commits = 10**9
+    with caplog.at_level(logging.WARNING, logger="test.pipeline"):
+        assert _shutdown_with_r1_answered(loop) == 2
+    assert (REQUESTS, 0) not in loop.kafka.positions_committed()
+    assert f"offsets of {REQUESTS}[0] not committed before leaving" in caplog.text
+    assert loop.kafka.assigned == set()
