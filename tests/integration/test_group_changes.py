@@ -51,17 +51,23 @@ def test_commit_metadata_round_trips_through_the_broker(service_cluster) -> None
     assert [again.track(o) for o in range(5)] == [True, False, False, True, False]
 
 
-def test_scale_out_and_a_sigterm_repeat_no_result(service_cluster, local_cams, shared_redis, start_service, topic_reader) -> None:
-    total = 6000
+def _scale_out_mid_backlog(service_cluster, local_cams, shared_redis, start_service, results, total: int):
+    """A backlog of ``total``, one member answering the first 1,000, then a second member (the
+    group hands partitions over mid-backlog); returns both."""
     produce(service_cluster.bootstrap_servers, encode_samples(total))
     # a short drain: the first member leaves with batches still queued (abandoned, read again by the
     # next owner) below offsets whose results it published: the hand-over has gaps to carry over
     env = service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, batch_max_recipients=100, session_timeout_ms=3000,
                       drain_timeout_s=1)  # fmt: skip
-    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     first = start_service(env)
     assert results.read_until(lambda r: len(r.messages) >= 1000, timeout=60), first.log_tail()
-    second = start_service(env)  # scale out: the group hands partitions over mid-backlog
+    return first, start_service(env)
+
+
+def test_scale_out_and_a_sigterm_repeat_no_result(service_cluster, local_cams, shared_redis, start_service, topic_reader) -> None:
+    total = 6000
+    results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
+    first, second = _scale_out_mid_backlog(service_cluster, local_cams, shared_redis, start_service, results, total)
     assert results.read_until(lambda r: len(r.messages) >= 3500, timeout=90), second.log_tail()
     assert first.stop(signal.SIGTERM) == 0  # and in again: the first leaves, the second takes its partitions
     assert results.read_until(lambda r: len(_counts(r)) >= total, timeout=120), second.log_tail()
@@ -87,13 +93,8 @@ def test_a_sigterm_between_the_rounds_of_a_rebalance_commits_before_leaving(serv
     from consumer.codec import PlainAvroCodec
 
     total = 6000
-    produce(service_cluster.bootstrap_servers, encode_samples(total))
-    env = service_env(service_cluster.bootstrap_servers, local_cams.url, redis_url=shared_redis, batch_max_recipients=100, session_timeout_ms=3000,
-                      drain_timeout_s=1)  # fmt: skip
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
-    first = start_service(env)
-    assert results.read_until(lambda r: len(r.messages) >= 1000, timeout=60), first.log_tail()
-    second = start_service(env)
+    first, second = _scale_out_mid_backlog(service_cluster, local_cams, shared_redis, start_service, results, total)
     revoked = _wait_for_line(first, "revoked ", timeout=60)
     assert first.stop(signal.SIGTERM) == 0
     assert results.read_until(lambda r: len(_counts(r)) >= total, timeout=120), second.log_tail()
