@@ -28,6 +28,7 @@ def test_the_same_request_on_two_instances_is_sent_once(service_cluster, local_c
     bootstrap = service_cluster.bootstrap_servers
     local_cams.set_faults(rate_limit=0, latency_ms=400)  # the first call is still on its way when the other instance reads its copy
     env = service_env(bootstrap, local_cams.url, redis_url=shared_redis, batch_linger_ms=50)
+    service_cluster.set_initial_rebalance_delay(2000)  # both join the group's first generation together
     services = [start_service(env) for _ in range(2)]
     for s in services:
         s.wait_ready(timeout=45)

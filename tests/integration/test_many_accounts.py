@@ -50,6 +50,7 @@ def test_every_account_keeps_its_own_budget_full_and_never_over(service_cluster,
         env = service_env(
             service_cluster.bootstrap_servers, cams.url, config=config, workers=2, batch_max_recipients=PER_CALL, rate_limit_per_second=RATE, send_concurrency=2
         )
+        service_cluster.set_initial_rebalance_delay(2000)  # both workers join the group's first generation together
         service = start_service(env)
         service.wait_ready(timeout=60)  # ready: both workers hold partitions
         produce(service_cluster.bootstrap_servers, values)

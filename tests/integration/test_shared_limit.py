@@ -4,6 +4,7 @@ budget through Redis; CAMS throttling slows them down; a Redis outage falls back
 from __future__ import annotations
 
 import collections
+import signal
 import time
 
 import pytest
@@ -43,7 +44,9 @@ def test_three_instances_share_one_budget_exactly_and_keep_it_full(service_clust
             batch_max_recipients=per_call,
             rate_limit_per_second=RATE,
             max_buffered_recipients=3000,
+            drain_timeout_s=1,  # the stops after the run leave the rest of the backlog unsent, at once
         )
+        service_cluster.set_initial_rebalance_delay(2000)  # the three join the group's first generation together
         services = [start_service(env) for _ in range(3)]
         for service in services:
             service.wait_ready(timeout=30)  # ready = partitions assigned: the group has settled
@@ -55,6 +58,8 @@ def test_three_instances_share_one_budget_exactly_and_keep_it_full(service_clust
         times = accepted_arrivals(cams)
         received = cams.calls()
         calls_per_instance = [s.metric("chatapp_api_calls_total", code="OK") for s in services]
+        for service in services:  # all at once: none is handed the others' partitions on its way out
+            service.process.send_signal(signal.SIGTERM)
         for service in services:
             assert service.stop() == 0
     assert times, "no call was accepted"

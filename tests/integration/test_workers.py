@@ -26,6 +26,14 @@ RATE = 10
 IN_FLIGHT_S = 1.0
 
 
+@pytest.fixture(autouse=True)
+def _workers_join_together(service_cluster) -> None:
+    """An instance's workers start within a second: the group's first join waits 2 s for them
+    (a real broker's group.initial.rebalance.delay.ms), instead of one taking every partition
+    and handing half over."""
+    service_cluster.set_initial_rebalance_delay(2000)
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
