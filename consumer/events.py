@@ -26,6 +26,7 @@ loop turn or per occurrence, never once per request on the hot path.
 | ``partitions.released``| ``partitions``, ``total`` (no longer ours, either way) | rebalance        |
 | ``requests.abandoned`` | ``count``, ``partitions``                           | rebalance           |
 | ``transaction.aborted``| ``partitions`` (read again from their committed positions) | rebalance    |
+| ``offsets.uncommitted``| ``partitions`` (left at shutdown with moved positions the group refused) | rebalance |
 | ``record.dead_lettered``| ``source``, ``reason``, ``detail``                 | reply               |
 | ``results.acknowledged``| ``counts`` (by status), ``ages_s``                 | reply               |
 | ``delivery.failed``    | ``topic``, ``error``, ``then`` (what is done next)  | reply               |
@@ -51,7 +52,7 @@ from typing import Any
 NAMES = frozenset({
     "records.read", "records.skipped", "requests.admitted", "request.duplicate", "request.resent", "request.settled", "receipts.evidence_failed", "loop.state", "partitions.paused",
     "offsets.committed", "group.waiting", "partition.lag", "partitions.assigned", "partitions.revoked", "partitions.lost", "partitions.released",
-    "requests.abandoned", "transaction.aborted", "record.dead_lettered", "results.acknowledged", "delivery.failed",
+    "requests.abandoned", "transaction.aborted", "offsets.uncommitted", "record.dead_lettered", "results.acknowledged", "delivery.failed",
     "calls.in_flight", "slot.waited", "slot.missed", "call.late", "call.answered", "batch.sent", "batch.retried", "bisection.deferred", "batch.failed",
     "credentials.unavailable", "receipts.joined", "receipts.join_failed",
 })  # fmt: skip

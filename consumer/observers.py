@@ -125,6 +125,8 @@ def subscribe_logs(events: Events, log: logging.Logger, clock=time.monotonic) ->
     events.on("partitions.assigned", lambda partitions, total: log.info("assigned %s", names(partitions)))
     events.on("partitions.revoked", lambda partitions: log.info("revoked %s", names(partitions)))
     events.on("partitions.lost", lambda partitions: log.warning("lost %s: abandoning their work uncommitted", names(partitions)))
+    events.on("offsets.uncommitted", lambda partitions: log.warning("offsets of %s not committed before leaving: the next owner answers their "
+                                                                    "finished requests again from the ledger", names(partitions)))  # fmt: skip
     events.on("requests.abandoned", abandoned)
     events.on("transaction.aborted", lambda partitions: log.warning("transaction aborted: reading %s again from their committed positions", names(partitions)))
 

@@ -165,12 +165,13 @@ class Handover:
         dropped: nothing past them is committed."""
         p = self._pipeline
         p.commit(asynchronous=False)
-        while not p.exactly_once and p.tracker.to_commit() and time.monotonic() < deadline:
+        if p.exactly_once:  # the transaction's commit: an aborted one is read again (``on_abort``)
+            return
+        while p.tracker.to_commit() and time.monotonic() < deadline:
             p.kafka.consume(CONSUME_WHILE_REJOINING, REJOIN_POLL_S)
             p.commit(asynchronous=False)
-        if not p.exactly_once and p.tracker.to_commit():
-            self._log.warning("offsets of %s not committed before leaving: the next owner answers their finished requests again from the ledger",
-                              ", ".join(f"{t}[{n}]" for t, n in sorted(p.tracker.to_commit())))  # fmt: skip
+        if due := p.tracker.to_commit():
+            p.events.emit("offsets.uncommitted", partitions=list(due))
 
     def shutdown(self) -> int:
         """Finish, commit and leave (see the module's table); returns the partitions committed."""

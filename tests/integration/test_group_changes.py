@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import collections
 import signal
-import time
 
 from confluent_kafka import Consumer, TopicPartition
 
 from consumer.config import load
 from consumer.kafka import KafkaIO
 from consumer.offsets import OffsetTracker
-from tests.fixtures.service import REQUESTS, RESULTS, encode_samples, produce, service_env
+from tests.fixtures.service import REQUESTS, RESULTS, encode_samples, produce, service_env, wait_for
 
 PARTITIONS = 6
 
@@ -95,7 +94,8 @@ def test_a_sigterm_between_the_rounds_of_a_rebalance_commits_before_leaving(serv
     total = 6000
     results = topic_reader(service_cluster.bootstrap_servers, RESULTS)
     first, second = _scale_out_mid_backlog(service_cluster, local_cams, shared_redis, start_service, results, total)
-    revoked = _wait_for_line(first, "revoked ", timeout=60)
+    assert wait_for(lambda: _first_line(first, "revoked ") is not None, timeout=60, every=0.02), first.log_tail()
+    revoked = _first_line(first, "revoked ")
     assert first.stop(signal.SIGTERM) == 0
     assert results.read_until(lambda r: len(_counts(r)) >= total, timeout=120), second.log_tail()
     results.poll(1.0)
@@ -113,14 +113,8 @@ def test_a_sigterm_between_the_rounds_of_a_rebalance_commits_before_leaving(serv
     assert second.stop() == 0
 
 
-def _wait_for_line(service, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [line for line in service.log_path.read_text(errors="replace").splitlines() if text in line]
-        if found:
-            return found[0]
-        time.sleep(0.02)
-    raise AssertionError(f"no {text!r} in the log within {timeout} s:\n{service.log_tail()}")
+def _first_line(service, text: str) -> str | None:
+    return next((line for line in service.log_path.read_text(errors="replace").splitlines() if text in line), None)
 
 
 def test_a_sigterm_leaves_no_in_flight_mark_for_the_next_owner_to_wait_out(service_cluster, local_cams, shared_redis, start_service, topic_reader) -> None:

@@ -236,7 +236,9 @@ def test_an_abandoned_request_is_sent_for_its_copy_on_a_partition_still_ours() -
     assert loop.kafka.positions_committed() == {(REQUESTS, 0): 0, (REQUESTS, 1): 1}  # nothing of partition 0 was answered here
 
 
-def test_shutdown_sends_what_is_buffered_commits_and_leaves(loop: Loop) -> None:
+def _shut_down_with_r1_lingering(loop: Loop, *arriving: str) -> int:
+    """r1 buffered (its batch lingers), finished as the shutdown serves results; requests
+    ``arriving`` meanwhile are on the partition, not yet read. Returns what ``shutdown`` returns."""
     loop.pipeline.batcher.linger_s = 60.0
     loop.request("r1", 1)
     loop.turn()
@@ -248,30 +250,21 @@ def test_shutdown_sends_what_is_buffered_commits_and_leaves(loop: Loop) -> None:
         serve(wait_s)
 
     loop.pipeline.serve_results = finish_on_serve  # type: ignore[method-assign]
-    assert loop.handover.shutdown() == 2
+    for number, request_id in enumerate(arriving, start=2):
+        loop.request(request_id, number)
+    return loop.handover.shutdown()
+
+
+def test_shutdown_sends_what_is_buffered_commits_and_leaves(loop: Loop) -> None:
+    assert _shut_down_with_r1_lingering(loop) == 2
     assert [r["request_id"] for r in loop.results()] == ["r1"]
     assert loop.kafka.positions_committed()[(REQUESTS, 0)] == 1
     assert loop.sender.stopped and loop.kafka.assigned == set()
 
 
-def _shutdown_with_r1_answered(loop: Loop) -> int:
-    """r1 buffered, finished as the shutdown serves results; returns what ``shutdown`` returns."""
-    loop.pipeline.batcher.linger_s = 60.0
-    loop.request("r1", 1)
-    loop.turn()
-
-    def finish_on_serve(wait_s: float, serve=loop.pipeline.serve_results) -> None:
-        loop.sender.finish()
-        serve(wait_s)
-
-    loop.pipeline.serve_results = finish_on_serve  # type: ignore[method-assign]
-    loop.request("fetched-while-rejoining", 2)  # consumed by the shutdown's rejoin: dropped, left uncommitted
-    return loop.handover.shutdown()
-
-
 def test_a_shutdown_commit_the_group_refuses_mid_rebalance_is_made_again_before_leaving(loop: Loop) -> None:
     loop.kafka.refuse_commits = 3  # the member's generation gone until it has rejoined
-    assert _shutdown_with_r1_answered(loop) == 2
+    assert _shut_down_with_r1_lingering(loop, "fetched-while-rejoining") == 2  # consumed by the rejoin: dropped, left uncommitted
     assert [r["request_id"] for r in loop.results()] == ["r1"]
     assert loop.kafka.positions_committed()[(REQUESTS, 0)] == 1  # r1's result, not the record read while rejoining
     assert loop.kafka.refuse_commits == 0 and loop.kafka.assigned == set()
@@ -283,7 +276,7 @@ def test_a_shutdown_the_group_refuses_every_commit_leaves_saying_which_partition
     monkeypatch.setattr(rebalance, "REJOIN_COMMIT_S", 0.2)
     loop.kafka.refuse_commits = 10**9
     with caplog.at_level(logging.WARNING, logger="test.pipeline"):
-        assert _shutdown_with_r1_answered(loop) == 2
+        assert _shut_down_with_r1_lingering(loop, "fetched-while-rejoining") == 2  # consumed by the rejoin: dropped, left uncommitted
     assert (REQUESTS, 0) not in loop.kafka.positions_committed()
     assert f"offsets of {REQUESTS}[0] not committed before leaving" in caplog.text
     assert loop.kafka.assigned == set()
