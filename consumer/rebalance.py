@@ -32,7 +32,9 @@ REJOIN_COMMIT_S = 5.0
 """How long past the drain deadline a shutdown commit refused mid-rebalance is tried again (a
 round completes once every member has rejoined: about a second on a real broker, 2 s on the mock).
 Past the drain deadline a stop then takes up to about 30 s: flushes of at least 1 s, this, leaving
-and closing (``CLOSE_TIMEOUT_S`` each); deploy/kubernetes gives it that in its grace period."""
+and closing (``CLOSE_TIMEOUT_S`` each); deploy/kubernetes gives it that in its grace period. With
+the broker unreachable the first commit alone waits until the session times out (librdkafka's
+synchronous commit has no timeout): 47 s with the default 45 s session, seen."""
 
 
 def _slices_of(partitions: list[TP]) -> Callable[[Slice], bool]:
